@@ -1,0 +1,79 @@
+"""The attention-backend interface: dense paged now, sparse backends (Quest, streaming heads,
+block-sparse prefill) as sibling implementations. The model calls only this.
+
+KV cache layout (per layer), shared by every backend so that the block manager, the prefix
+cache and KV transfer need not know which backend runs:
+    k_cache, v_cache: (num_blocks, block_size, num_kv_heads, head_dim)   dtype = kv dtype
+A token at absolute position p of a sequence lives in block block_table[p // block_size], row
+p % block_size. `slot = block * block_size + row` flattens that.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class AttentionMetadata:
+    """What one engine step tells attention. Built once per step by the model runner.
+
+    The step's tokens are packed: first all prefill tokens (sequence by sequence), then one
+    token per decoding sequence. T = num_prefill_tokens + num_decode_tokens.
+    """
+
+    num_prefill_tokens: int
+    num_decode_tokens: int
+    # (T,) int64: where each new token's K/V is written in the flat cache (block*B + row).
+    slot_mapping: torch.Tensor
+    # Prefill part (varlen). n_p = number of prefilling sequences.
+    cu_seqlens_q: torch.Tensor | None = None  # (n_p + 1,) int32: new tokens per sequence, cumulated
+    cu_seqlens_k: torch.Tensor | None = None  # (n_p + 1,) int32: context (cached + new) per sequence
+    max_seqlen_q: int = 0
+    max_seqlen_k: int = 0
+    prefill_block_tables: torch.Tensor | None = None  # (n_p, max_blocks) int32, for cached prefixes
+    # Decode part. n_d = num_decode_tokens.
+    decode_block_tables: torch.Tensor | None = None  # (n_d, max_blocks) int32
+    decode_context_lens: torch.Tensor | None = None  # (n_d,) int32: tokens incl. the new one
+    # Per-sequence overrides from the request (shared/ protocol `attention`), indexed like the
+    # sequences above (prefill sequences first, then decodes). None = model defaults.
+    overrides: list[dict | None] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prefill_tokens + self.num_decode_tokens
+
+
+class AttentionBackend(ABC):
+    """One instance per model; `forward` is called once per layer per step."""
+
+    name: str = "abstract"
+
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, scale: float | None = None):
+        if num_heads % num_kv_heads:
+            raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.scale = scale if scale is not None else head_dim ** -0.5
+
+    def allocate_layer_state(self, num_blocks: int, block_size: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """Extra per-layer state beside the KV cache (e.g. Quest's per-page key min/max).
+        Default: none."""
+        return {}
+
+    @abstractmethod
+    def forward(
+        self,
+        layer: int,
+        q: torch.Tensor,  # (T, num_heads, head_dim)
+        k: torch.Tensor,  # (T, num_kv_heads, head_dim), already rotated
+        v: torch.Tensor,  # (T, num_kv_heads, head_dim)
+        k_cache: torch.Tensor,  # (num_blocks, block_size, num_kv_heads, head_dim)
+        v_cache: torch.Tensor,
+        layer_state: dict[str, torch.Tensor],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:  # (T, num_heads, head_dim)
+        """Write k/v into the cache at meta.slot_mapping, then attend."""
