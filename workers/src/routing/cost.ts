@@ -1,0 +1,77 @@
+/**
+ * The router's cost model: what a request would cost on a pod, in milliseconds, from the pod's
+ * last load report plus what was routed to it since. Crude on purpose (linear in tokens); the
+ * policies only compare pods with it.
+ */
+import type { InflightTracker } from "./inflight";
+import type { RouterOptions } from "./options";
+import type { PodInfo, PrefixMatches, RouteRequest } from "./types";
+
+export interface PodEstimate {
+  pod: PodInfo;
+  /** Prompt blocks the index believes the pod holds. */
+  cachedBlocks: number;
+  /** Prompt tokens the pod would have to prefill. */
+  uncachedTokens: number;
+  /** Prefill work queued ahead of this request. */
+  queueMs: number;
+  /** queueMs + this request's uncached prefill. */
+  ttftMs: number;
+  /** Decode time per token with this request added to the batch. */
+  tpotMs: number;
+  /** Enough free KV blocks for the uncached prompt and max_tokens. */
+  kvFits: boolean;
+}
+
+/** Pods that can run the whole request here (prefill-only pods cannot decode). */
+export function colocatedPods(req: RouteRequest, pods: readonly PodInfo[]): PodInfo[] {
+  return pods.filter((p) => p.models.includes(req.model) && p.role !== "prefill");
+}
+
+export function estimate(
+  req: RouteRequest,
+  pod: PodInfo,
+  prefix: PrefixMatches,
+  opts: RouterOptions,
+  inflight: InflightTracker | undefined,
+  nowMs: number,
+): PodEstimate {
+  const load = pod.load;
+  const cachedBlocks = Math.min(prefix.get(pod.podId) ?? 0, req.blockHashes.length);
+  const uncachedTokens = Math.max(0, req.promptTokens - cachedBlocks * pod.blockSize);
+  const prefillTokS = load.prefill_tok_s && load.prefill_tok_s > 0 ? load.prefill_tok_s : opts.prefillTokS;
+  const decodeTokS = load.decode_tok_s && load.decode_tok_s > 0 ? load.decode_tok_s : opts.decodeTokS;
+  const pending = inflight?.pending(pod, nowMs) ?? { requests: 0, tokens: 0 };
+  const waitingTokens = (load.waiting_prefill_tokens ?? load.waiting * opts.avgPromptTokens) + pending.tokens;
+  const queueMs = (1000 * waitingTokens) / prefillTokS;
+  const batch = load.running + load.waiting + pending.requests + 1;
+  const freeTokens = load.free_blocks * pod.blockSize;
+  return {
+    pod,
+    cachedBlocks,
+    uncachedTokens,
+    queueMs,
+    ttftMs: queueMs + (1000 * uncachedTokens) / prefillTokS,
+    tpotMs: (1000 * batch) / decodeTokS,
+    kvFits: load.total_blocks === 0 || freeTokens >= uncachedTokens + req.maxTokens,
+  };
+}
+
+/** Estimates for every pod, pods without room for the request's KV last. */
+export function estimateAll(
+  req: RouteRequest,
+  pods: readonly PodInfo[],
+  prefix: PrefixMatches,
+  opts: RouterOptions,
+  inflight: InflightTracker | undefined,
+  nowMs: number,
+): PodEstimate[] {
+  return pods.map((p) => estimate(req, p, prefix, opts, inflight, nowMs));
+}
+
+/** Sort by `score` (lower first), KV-fitting pods before the rest; stable on pod id. */
+export function rank(ests: PodEstimate[], score: (e: PodEstimate) => number): PodEstimate[] {
+  return [...ests].sort(
+    (a, b) => Number(b.kvFits) - Number(a.kvFits) || score(a) - score(b) || (a.pod.podId < b.pod.podId ? -1 : 1),
+  );
+}

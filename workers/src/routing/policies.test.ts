@@ -1,0 +1,119 @@
+import { describe, expect, it } from "vitest";
+import { createPolicy, POLICY_NAMES } from "./index";
+import { pod, request } from "./fixtures.test-util";
+
+const clock = () => 1000;
+
+describe.each(POLICY_NAMES)("every policy: %s", (name) => {
+  it("returns null when no pod serves the model, and never picks a prefill-only pod", () => {
+    const p = createPolicy(name, {}, clock);
+    expect(p.name).toBe(name);
+    expect(p.choose(request(4), [pod("a", {}, "both", ["other"])], new Map())).toBeNull();
+    for (let i = 0; i < 4; i++) {
+      const d = p.choose(request(1), [pod("pre", {}, "prefill"), pod("b")], new Map());
+      expect(d?.pod.podId).toBe("b");
+    }
+  });
+
+  it("lists every other eligible pod as a fallback and explains itself", () => {
+    const d = createPolicy(name, {}, clock).choose(request(4), [pod("a"), pod("b"), pod("c")], new Map([["b", 2]]));
+    expect(d).not.toBeNull();
+    expect(new Set([d!.pod, ...d!.fallbacks].map((x) => x.podId))).toEqual(new Set(["a", "b", "c"]));
+    expect(d!.explain.startsWith(name)).toBe(true);
+    expect(d!.explain).toContain(d!.pod.podId);
+    expect(d!.explain).not.toMatch(/\n/);
+  });
+});
+
+describe("round-robin", () => {
+  it("cycles in pod-id order", () => {
+    const p = createPolicy("round-robin");
+    const pods = [pod("c"), pod("a"), pod("b")];
+    const picks = Array.from({ length: 6 }, () => p.choose(request(1), pods, new Map())!.pod.podId);
+    expect(picks).toEqual(["a", "b", "c", "a", "b", "c"]);
+  });
+});
+
+describe("least-loaded", () => {
+  it("picks the pod with the least queued work, ignoring the cache", () => {
+    const d = createPolicy("least-loaded", {}, clock).choose(
+      request(8),
+      [pod("busy", { waiting: 3, waiting_prefill_tokens: 3000 }), pod("idle")],
+      new Map([["busy", 8]]),
+    );
+    expect(d!.pod.podId).toBe("idle");
+  });
+
+  it("spreads a burst that arrives between two heartbeats", () => {
+    const p = createPolicy("least-loaded", {}, clock);
+    const pods = [pod("a"), pod("b"), pod("c")];
+    const picks = new Set(Array.from({ length: 3 }, () => p.choose(request(8), pods, new Map())!.pod.podId));
+    expect(picks.size).toBe(3);
+  });
+});
+
+describe("prefix-aware", () => {
+  it("follows the longest cached prefix, and leaves it when that pod is overloaded", () => {
+    const p = createPolicy("prefix-aware", { maxQueueMsForAffinity: 2000 }, clock);
+    const prefix = new Map([["a", 2], ["b", 6]]);
+    expect(p.choose(request(8), [pod("a"), pod("b"), pod("c")], prefix)!.pod.podId).toBe("b");
+    const hot = [pod("a"), pod("b", { waiting: 5, waiting_prefill_tokens: 5000 }), pod("c")];
+    const d = createPolicy("prefix-aware", { maxQueueMsForAffinity: 2000 }, clock).choose(request(8), hot, prefix)!;
+    expect(d.pod.podId).not.toBe("b");
+    expect(d.explain).toContain("overloaded");
+  });
+
+  it("skips a pod without free KV for the request", () => {
+    const d = createPolicy("prefix-aware", {}, clock).choose(request(8), [pod("a", { free_blocks: 1 }), pod("b")], new Map([["a", 8]]));
+    expect(d!.pod.podId).toBe("b");
+  });
+});
+
+describe("prefix-slo", () => {
+  it("trades cache hits against queueing in milliseconds", () => {
+    // a holds 60 of 64 blocks but has 1 s of prefill queued; b is idle with nothing cached.
+    // At 1000 tok/s: a ≈ 1000 + 69 ms, b ≈ 1029 ms → b; with a 0.3 s queue, a wins.
+    const p = createPolicy("prefix-slo", {}, clock);
+    const prefix = new Map([["a", 60]]);
+    expect(p.choose(request(64), [pod("a", { waiting_prefill_tokens: 1000, waiting: 1 }), pod("b")], prefix)!.pod.podId).toBe("b");
+    const q = createPolicy("prefix-slo", {}, clock);
+    expect(q.choose(request(64), [pod("a", { waiting_prefill_tokens: 300, waiting: 1 }), pod("b")], prefix)!.pod.podId).toBe("a");
+  });
+
+  it("breaks near-ties in slack by cached prefix", () => {
+    const d = createPolicy("prefix-slo", {}, clock).choose(request(4), [pod("a"), pod("b")], new Map([["b", 2]]));
+    expect(d!.pod.podId).toBe("b");
+    expect(d!.cachedBlocks).toBe(2);
+    expect(d!.explain).toMatch(/class=interactive pick=b cached=2\/4 ttft~\d+ms slack~\d+ms/);
+  });
+
+  it("sends batch work where it costs least even behind a modest queue", () => {
+    const batch = request(64, { class: "batch", expected_output_tokens: 20 });
+    const prefix = new Map([["a", 60]]);
+    const d = createPolicy("prefix-slo", {}, clock).choose(batch, [pod("a", { waiting_prefill_tokens: 2000, waiting: 2 }), pod("b")], prefix);
+    expect(d!.pod.podId).toBe("a");
+  });
+
+  it("plans prefill → decode for a long uncached prompt when prefill pods exist", () => {
+    const pods = [pod("pre", {}, "prefill"), pod("dec1", { running: 4 }, "decode"), pod("dec2", {}, "decode")];
+    const d = createPolicy("prefix-slo", { disaggMinUncachedTokens: 256 }, clock).choose(request(64), pods, new Map());
+    expect(d!.prefillPod?.podId).toBe("pre");
+    expect(d!.pod.podId).toBe("dec2");
+    expect(d!.explain).toContain("disagg prefill=pre");
+    // a short prompt stays colocated, on a pod that can decode
+    const short = createPolicy("prefix-slo", { disaggMinUncachedTokens: 256 }, clock).choose(request(4), pods, new Map());
+    expect(short!.prefillPod).toBeUndefined();
+    expect(short!.pod.role).toBe("decode");
+    // disaggregation off, or no prefill pods: colocated
+    const off = createPolicy("prefix-slo", { disaggMinUncachedTokens: 256, disaggregation: "off" }, clock).choose(request(64), pods, new Map());
+    expect(off!.prefillPod).toBeUndefined();
+  });
+});
+
+describe("createPolicy", () => {
+  it("defaults to prefix-slo and rejects unknown names and bad options", () => {
+    expect(createPolicy(undefined).name).toBe("prefix-slo");
+    expect(() => createPolicy("random")).toThrow(/round-robin, least-loaded, prefix-aware, prefix-slo; got "random"/);
+    expect(() => createPolicy("prefix-slo", { prefillTokS: -1 })).toThrow(/prefillTokS/);
+  });
+});
