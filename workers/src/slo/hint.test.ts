@@ -1,4 +1,4 @@
-import { HTTPException } from "hono/http-exception";
+import { ApiError } from "../errors";
 import { describe, expect, it } from "vitest";
 import { mergeHints, parseSloBody, parseSloHeader } from "./hint";
 
@@ -29,14 +29,15 @@ describe("SLO hints", () => {
       parseSloHeader(value);
       expect.unreachable();
     } catch (e) {
-      expect(e).toBeInstanceOf(HTTPException);
-      expect((e as HTTPException).status).toBe(400);
-      expect((e as HTTPException).message).toContain(needle);
+      expect(e).toBeInstanceOf(ApiError);
+      expect((e as ApiError).status).toBe(400);
+      expect((e as ApiError).message).toContain(needle);
+      expect((e as ApiError).param).toBe("x-edgeserve-slo");
     }
   });
 
   it("rejects a malformed body extension", () => {
-    expect(() => parseSloBody({ edgeserve_slo: "interactive" })).toThrow(HTTPException);
+    expect(() => parseSloBody({ edgeserve_slo: "interactive" })).toThrow(ApiError);
     expect(() => parseSloBody({ edgeserve_slo: { class: "interactive", extra: 1 } })).toThrow(/extra|Unrecognized/);
     expect(() => parseSloHeader("x".repeat(600))).toThrow(/512/);
   });

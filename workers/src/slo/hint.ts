@@ -13,9 +13,9 @@
  * to arrival), deadline_at (epoch ms; how a compound chain passes its parent's deadline on),
  * expected_output_tokens, priority (0..9). Anything else is a 400.
  */
-import { HTTPException } from "hono/http-exception";
 import { z } from "zod";
 import type { SloClass } from "@edgeserve/shared";
+import { badRequest } from "../errors";
 
 export const SLO_HEADER = "x-edgeserve-slo";
 export const SLO_BODY_FIELD = "edgeserve_slo";
@@ -39,7 +39,7 @@ export type SloHint = z.infer<typeof sloHintSchema> & { class?: SloClass };
 const NUMERIC = new Set(["ttft_ms", "tpot_ms", "deadline_ms", "deadline_at", "expected_output_tokens", "priority"]);
 
 function bad(where: string, detail: string): never {
-  throw new HTTPException(400, { message: `invalid SLO hint in ${where}: ${detail}` });
+  throw badRequest(`invalid SLO hint in ${where}: ${detail}`, where, "invalid_slo_hint");
 }
 
 function check(where: string, raw: unknown): SloHint {
