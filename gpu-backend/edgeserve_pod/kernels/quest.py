@@ -1,0 +1,148 @@
+"""Quest query-aware page selection for decode (Tang et al., 2024), extended to batch > 1, GQA
+and the paged cache.
+
+A Quest page is one KV block (block_size tokens). Per physical block and kv head we keep the
+element-wise min and max of its keys, updated at KV write (`update_page_minmax`):
+    kmin, kmax: (num_blocks, Hkv, D), bf16 (or the cache's float dtype when it is float32)
+Each decode step scores every logical page of every sequence by the upper bound on q·k
+    score[b, kvh, p] = max_{g in group(kvh)} Σ_d max(q_gd · kmin_pd, q_gd · kmax_pd)
+                     = max_g ( q⁺_g · kmax_p + q⁻_g · kmin_p )        (q⁺ = max(q, 0), q⁻ = min(q, 0))
+(the second form turns the bound into two small matmuls). GQA: the kv head's pages are shared by
+its q heads, so the group's bound is the max of theirs. The first and last pages always score
++inf (attention sink, and the page being written); pages past the context score -inf.
+`select_pages` keeps the top `budget // block_size` pages per (sequence, kv head); the decode
+kernel in paged_attention.py then visits only those.
+
+Reference: `reference_scores` (float32 torch); tests in tests/kernels/test_quest.py.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .paged_attention import dot_dtype
+
+
+def update_page_minmax(
+    k: torch.Tensor,  # (T, Hkv, D) new keys (before any fp8 quantisation)
+    slot_mapping: torch.Tensor,  # (T,) int64 block * BS + row
+    kmin: torch.Tensor,  # (num_blocks, Hkv, D)
+    kmax: torch.Tensor,
+    block_size: int,
+) -> None:
+    """Fold the new keys into their blocks' min/max. A block whose row 0 is written in this
+    step starts afresh (it was just allocated); others extend their running min/max. Pure
+    tensor ops, no host sync."""
+    blk = slot_mapping // block_size  # (T,)
+    starts = torch.zeros(kmin.shape[0], dtype=torch.int32, device=k.device)
+    starts.index_put_((blk,), (slot_mapping % block_size == 0).to(torch.int32), accumulate=True)
+    fresh = (starts[blk] > 0)[:, None, None]  # (T, 1, 1)
+    kk = k.to(kmin.dtype)
+    src_min = torch.where(fresh, kk, torch.minimum(kk, kmin[blk]))
+    src_max = torch.where(fresh, kk, torch.maximum(kk, kmax[blk]))
+    kmin.index_reduce_(0, blk, src_min, "amin", include_self=False)
+    kmax.index_reduce_(0, blk, src_max, "amax", include_self=False)
+
+
+@triton.jit
+def _score_kernel(
+    Q,  # (B, Hq, D)
+    KMin, KMax,  # (num_blocks, Hkv, D)
+    BlockTable,  # (B, max_blocks) int32
+    ContextLens,  # (B,) int32
+    Scores,  # (B, Hkv, max_pages) float32
+    stride_qb, stride_qh,
+    stride_mb, stride_mh,
+    stride_bt,
+    stride_sb, stride_sh,
+    max_pages,
+    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, BLOCK_P: tl.constexpr, DOT_T: tl.constexpr,
+):
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    pb = tl.program_id(2)
+    ctx = tl.load(ContextLens + b)
+    n_pages = (ctx + BLOCK_SIZE - 1) // BLOCK_SIZE
+    offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_g = tl.arange(0, GROUP_PAD)
+    offs_d = tl.arange(0, HEAD_DIM)
+    g_mask = offs_g < GROUP
+    p_ok = offs_p < n_pages
+    q = tl.load(Q + b * stride_qb + (kvh * GROUP + offs_g)[:, None] * stride_qh + offs_d[None, :],
+                mask=g_mask[:, None], other=0.0).to(tl.float32)
+    q_pos = tl.maximum(q, 0.0).to(DOT_T)
+    q_neg = tl.minimum(q, 0.0).to(DOT_T)
+    phys = tl.load(BlockTable + b * stride_bt + offs_p, mask=p_ok, other=0).to(tl.int64)
+    rows = phys[:, None] * stride_mb + kvh * stride_mh + offs_d[None, :]
+    kmax = tl.load(KMax + rows, mask=p_ok[:, None], other=0.0).to(DOT_T)  # (BLOCK_P, D)
+    kmin = tl.load(KMin + rows, mask=p_ok[:, None], other=0.0).to(DOT_T)
+    s = tl.dot(q_pos, tl.trans(kmax)) + tl.dot(q_neg, tl.trans(kmin))  # (GROUP_PAD, BLOCK_P)
+    s = tl.where(g_mask[:, None], s, float("-inf"))
+    score = tl.max(s, 0)
+    score = tl.where((offs_p == 0) | (offs_p == n_pages - 1), float("inf"), score)
+    score = tl.where(p_ok, score, float("-inf"))
+    tl.store(Scores + b * stride_sb + kvh * stride_sh + offs_p, score, mask=offs_p < max_pages)
+
+
+def quest_scores(
+    q: torch.Tensor,  # (B, Hq, D)
+    kmin: torch.Tensor,  # (num_blocks, Hkv, D)
+    kmax: torch.Tensor,
+    block_tables: torch.Tensor,  # (B, max_blocks) int32
+    context_lens: torch.Tensor,  # (B,) int32
+    block_size: int,
+    block_p: int = 64,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:  # (B, Hkv, max_blocks) float32
+    B, Hq, D = q.shape
+    nb, Hkv, Dm = kmin.shape
+    if kmax.shape != kmin.shape or Dm != D or Hq % Hkv:
+        raise ValueError(f"kmin/kmax must be (num_blocks, Hkv, D={D}) with Hq % Hkv == 0, got "
+                         f"{tuple(kmin.shape)} / {tuple(kmax.shape)} for q {tuple(q.shape)}")
+    if kmin.stride(-1) != 1 or q.stride(-1) != 1:
+        raise ValueError("q and kmin/kmax must be contiguous in head_dim")
+    max_pages = block_tables.shape[1]
+    if out is None:
+        out = torch.empty(B, Hkv, max_pages, device=q.device, dtype=torch.float32)
+    block_p = max(16, min(block_p, triton.next_power_of_2(max_pages)))
+    _score_kernel[(B, Hkv, triton.cdiv(max_pages, block_p))](
+        q, kmin, kmax, block_tables, context_lens, out,
+        q.stride(0), q.stride(1), kmin.stride(0), kmin.stride(1), block_tables.stride(0),
+        out.stride(0), out.stride(1), max_pages,
+        GROUP=Hq // Hkv, GROUP_PAD=max(16, triton.next_power_of_2(Hq // Hkv)), HEAD_DIM=D,
+        BLOCK_SIZE=block_size, BLOCK_P=block_p, DOT_T=dot_dtype(kmin.dtype),
+    )
+    return out
+
+
+def select_pages(
+    scores: torch.Tensor,  # (B, Hkv, max_pages) float32 from quest_scores
+    context_lens: torch.Tensor,  # (B,) int32
+    budget_tokens: int,
+    block_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:  # page_idx (B, Hkv, k) int32, num_sel (B, Hkv) int32
+    """Top pages within the token budget. Sorted descending, so the valid pages (finite or +inf
+    scores) come first and num_sel of them are used; -inf entries past the context are not."""
+    k = max(2, min(budget_tokens // block_size, scores.shape[-1]))
+    idx = torch.topk(scores, k, dim=-1, sorted=True).indices.to(torch.int32)
+    n_pages = (context_lens + block_size - 1) // block_size  # (B,)
+    num_sel = torch.clamp(n_pages, max=k).to(torch.int32)[:, None].expand(-1, scores.shape[1]).contiguous()
+    return idx, num_sel
+
+
+def reference_scores(q, kmin, kmax, block_table, ctx, block_size) -> torch.Tensor:
+    """float32 Quest bound for one sequence: q (Hq, D) -> (Hkv, n_pages), first/last = +inf."""
+    Hq, D = q.shape
+    Hkv = kmin.shape[1]
+    n = -(-ctx // block_size)
+    blocks = block_table[:n].long()
+    lo, hi = kmin[blocks].float(), kmax[blocks].float()  # (n, Hkv, D)
+    qg = q.float().view(Hkv, Hq // Hkv, 1, D)
+    bound = torch.maximum(qg * lo.permute(1, 0, 2)[:, None], qg * hi.permute(1, 0, 2)[:, None]).sum(-1)
+    s = bound.amax(1)  # (Hkv, n)
+    s[:, 0] = float("inf")
+    s[:, n - 1] = float("inf")
+    return s

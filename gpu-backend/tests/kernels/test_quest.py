@@ -1,0 +1,52 @@
+"""Quest: min/max maintenance at KV write, page scores vs the float32 bound, top-k selection."""
+import torch
+
+from edgeserve_pod.kernels.quest import quest_scores, reference_scores, select_pages, update_page_minmax
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def test_minmax_over_several_writes():
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    bs, hkv, d, nb = 8, 2, 16, 6
+    kmin = torch.full((nb, hkv, d), 123.0, device=DEV)  # stale garbage from a previous owner
+    kmax = torch.full((nb, hkv, d), -123.0, device=DEV)
+    table = torch.tensor([4, 1, 3])
+    keys = torch.randn(20, hkv, d, generator=gen)
+    slots = table[torch.arange(20) // bs] * bs + torch.arange(20) % bs
+    for lo, hi in [(0, 5), (5, 13), (13, 14), (14, 20)]:  # prefill chunks then decode steps
+        update_page_minmax(keys[lo:hi].to(DEV), slots[lo:hi].to(DEV), kmin, kmax, bs)
+    for p, blk in enumerate(table.tolist()):
+        chunk = keys[p * bs:(p + 1) * bs]
+        torch.testing.assert_close(kmin[blk].cpu(), chunk.amin(0))
+        torch.testing.assert_close(kmax[blk].cpu(), chunk.amax(0))
+
+
+def test_scores_match_reference_and_selection_keeps_ends():
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    bs, hq, hkv, d, nb = 4, 8, 2, 32, 40
+    ctx = [37, 9, 4]
+    width = 10
+    perm = torch.randperm(nb, generator=gen)
+    table = perm[:3 * width].view(3, width).to(torch.int32)
+    kmin = torch.randn(nb, hkv, d, generator=gen)
+    kmax = kmin + torch.rand(nb, hkv, d, generator=gen)
+    q = torch.randn(3, hq, d, generator=gen)
+    ctx_t = torch.tensor(ctx, dtype=torch.int32)
+    s = quest_scores(q.to(DEV), kmin.to(DEV), kmax.to(DEV), table.to(DEV), ctx_t.to(DEV), bs, block_p=16).cpu()
+    for i, c in enumerate(ctx):
+        n = -(-c // bs)
+        ref = reference_scores(q[i], kmin, kmax, table[i], c, bs)
+        torch.testing.assert_close(s[i, :, :n], ref, atol=1e-3, rtol=1e-4)
+        assert torch.isneginf(s[i, :, n:]).all()
+    idx, num_sel = select_pages(s.to(DEV), ctx_t.to(DEV), budget_tokens=16, block_size=bs)
+    idx, num_sel = idx.cpu(), num_sel.cpu()
+    assert idx.shape == (3, hkv, 4) and num_sel.tolist() == [[4, 4], [3, 3], [1, 1]]
+    for h in range(hkv):
+        n = 10
+        chosen = set(idx[0, h].tolist())
+        assert {0, n - 1} <= chosen
+        middle = s[0, h, 1:n - 1]
+        top2 = set((middle.topk(2).indices + 1).tolist())
+        assert chosen == {0, n - 1} | top2
+        assert set(idx[1, h, :3].tolist()) == {0, 1, 2}
