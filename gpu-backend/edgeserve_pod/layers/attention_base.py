@@ -40,6 +40,10 @@ class AttentionMetadata:
     # Per-sequence overrides from the request (shared/ protocol `attention`), indexed like the
     # sequences above (prefill sequences first, then decodes). None = model defaults.
     overrides: list[dict | None] = field(default_factory=list)
+    # Host copies of cu_seqlens_q / cu_seqlens_k (n_p + 1 ints each), so that a backend that
+    # loops over prefill sequences on the host needs no device->host sync.
+    cu_seqlens_q_cpu: list[int] | None = None
+    cu_seqlens_k_cpu: list[int] | None = None
 
     @property
     def num_tokens(self) -> int:

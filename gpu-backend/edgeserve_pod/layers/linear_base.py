@@ -25,6 +25,21 @@ class LinearBase(nn.Module, ABC):
     @abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor: ...
 
+    def load(self, name: str, tensor: torch.Tensor) -> None:
+        """Copy a checkpoint tensor into the parameter `name` ("weight", "bias", ...).
+
+        The model hands over a projection's full (already tensor-parallel-sharded) weight in
+        the checkpoint's layout, (out_features, in_features); fused projections (q|k|v,
+        gate|up) arrive concatenated along out_features. A format that quantizes on load
+        overrides this."""
+        param = getattr(self, name, None)
+        if not isinstance(param, torch.Tensor):
+            raise KeyError(f"{type(self).__name__} has no tensor named {name!r}")
+        if tuple(param.shape) != tuple(tensor.shape):
+            raise ValueError(f"{type(self).__name__}.{name}: expected shape {tuple(param.shape)}, got {tuple(tensor.shape)}")
+        with torch.no_grad():
+            param.copy_(tensor)
+
 
 class LinearFactory(ABC):
     """Makes the linear layers of one model in one weight format."""

@@ -1,0 +1,119 @@
+"""Paged-KV block pool: allocation, reference counts, prefix reuse through the PrefixCache."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from edgeserve_pod.block_hash import ROOT, chain_hash
+from edgeserve_pod.engine.prefix_cache import PrefixCache
+from edgeserve_pod.engine.sequence import Sequence
+
+
+class BlockManager:
+    def __init__(self, num_blocks: int, block_size: int, model_id: str, enable_prefix_caching: bool = True,
+                 cache: PrefixCache | None = None):
+        if num_blocks < 1:
+            raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.model_id = model_id
+        self.enable_prefix_caching = enable_prefix_caching
+        self.cache = cache or PrefixCache()
+        self.ref_counts = [0] * num_blocks
+        self._free: deque[int] = deque(range(num_blocks))  # unnamed blocks with no reader
+        self.prefix_hit_tokens = 0
+        self.prefix_query_tokens = 0
+
+    # ---- public API ----
+    @property
+    def num_free_blocks(self) -> int:
+        """Blocks an allocation can take: free ones plus cached ones no sequence reads."""
+        return len(self._free) + len(self.cache.eviction)
+
+    def admit(self, seq: Sequence) -> int:
+        """Attach cached prefix blocks to a sequence with no blocks; returns the cached tokens.
+        At least one token is always left to compute, so the step yields logits."""
+        assert not seq.block_table and seq.num_computed_tokens == 0
+        seq.block_hashes = []
+        if not self.enable_prefix_caching:
+            return 0
+        B = self.block_size
+        max_blocks = (len(seq) - 1) // B
+        hashes = self._hashes(seq.token_ids, 0, max_blocks, ROOT)
+        hits = self.cache.lookup(hashes)
+        for b in hits:
+            self._acquire(b)
+        seq.block_table = list(hits)
+        seq.block_hashes = hashes[:len(hits)]
+        seq.num_computed_tokens = len(hits) * B
+        self.prefix_query_tokens += len(seq)
+        self.prefix_hit_tokens += len(hits) * B
+        return len(hits) * B
+
+    def blocks_needed(self, seq: Sequence, num_tokens: int) -> int:
+        """More blocks the sequence needs to hold its first `num_tokens` tokens."""
+        need = (num_tokens + self.block_size - 1) // self.block_size
+        return max(0, need - len(seq.block_table))
+
+    def grow(self, seq: Sequence, num_tokens: int) -> bool:
+        """Give the sequence blocks for `num_tokens` tokens; False (and no change) if too few."""
+        n = self.blocks_needed(seq, num_tokens)
+        if n > self.num_free_blocks:
+            return False
+        for _ in range(n):
+            seq.block_table.append(self._take())
+        return True
+
+    def free(self, seq: Sequence) -> None:
+        """Release a sequence's blocks (finish, abort, preemption). Tail first, so that under
+        LRU a prompt's tail is evicted before the head other prompts may share."""
+        for b in reversed(seq.block_table):
+            self.ref_counts[b] -= 1
+            assert self.ref_counts[b] >= 0, f"block {b} released twice"
+            if self.ref_counts[b] == 0:
+                if self.cache.is_cached(b):
+                    self.cache.eviction.add(b)
+                else:
+                    self._free.append(b)
+        seq.block_table = []
+
+    def commit(self, seq: Sequence) -> None:
+        """Name the sequence's newly completed full blocks in the prefix cache."""
+        if not self.enable_prefix_caching:
+            return
+        B = self.block_size
+        done = len(seq.block_hashes)
+        full = seq.num_computed_tokens // B
+        if full <= done:
+            return
+        parent = seq.block_hashes[-1] if seq.block_hashes else ROOT
+        new = self._hashes(seq.token_ids, done, full, parent)
+        self.cache.register(seq.block_table[done:full], new, parent if done else None)
+        seq.block_hashes.extend(new)
+
+    def drain_events(self) -> list[dict]:
+        return self.cache.drain_events()
+
+    # ---- helpers ----
+    def _hashes(self, tokens: list[int], start: int, stop: int, parent: bytes) -> list[bytes]:
+        B = self.block_size
+        out = []
+        for i in range(start, stop):
+            parent = chain_hash(parent, self.model_id, tokens[i * B:(i + 1) * B])
+            out.append(parent)
+        return out
+
+    def _acquire(self, b: int) -> None:
+        if self.ref_counts[b] == 0:
+            self.cache.eviction.remove(b)
+        self.ref_counts[b] += 1
+
+    def _take(self) -> int:
+        if self._free:
+            b = self._free.popleft()
+        else:
+            b = self.cache.eviction.victim()
+            assert b is not None, "no block to take: caller must check num_free_blocks"
+            self.cache.forget(b)
+        self.ref_counts[b] = 1
+        return b

@@ -1,0 +1,100 @@
+"""Decode steps replayed from CUDA graphs, one graph per (batch bucket, block-table-width bucket).
+
+A decode-only step is padded up to the nearest batch bucket (padded rows write to the scratch
+block and are discarded) and its block table up to the nearest width bucket. All inputs travel
+in one pinned int64 buffer and one host->device copy; the graph itself converts the block table
+and lengths to int32, runs the model and the lm_head. Graphs are captured on first use and share
+one memory pool.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+import numpy as np
+import torch
+
+from edgeserve_pod.engine.step_inputs import StepInputs
+from edgeserve_pod.layers.attention_base import AttentionMetadata
+
+
+def _buckets(limit: int, small: list[int], step: int) -> list[int]:
+    out = [b for b in small if b < limit]
+    b = small[-1] + step if small else step
+    while b < limit:
+        out.append(b)
+        b += step
+    return sorted(set(out + [limit]))
+
+
+class DecodeGraphs:
+    def __init__(self, model, kv_caches, states, max_bs: int, max_blocks: int, scratch_block: int, block_size: int,
+                 device: torch.device):
+        self.model, self.kv_caches, self.states = model, kv_caches, states
+        self.device = device
+        self.max_bs, self.max_blocks = max_bs, max_blocks
+        self.bs_buckets = _buckets(max_bs, [1, 2, 4, 8], 8)
+        self.w_buckets = sorted({min(max_blocks, 2 ** i) for i in range(2, 31) if 2 ** (i - 1) < max_blocks} | {max_blocks})
+        self.scratch_block = scratch_block
+        self.scratch_slot = scratch_block * block_size
+        # host staging: [ids | positions | slots | ctx_lens | block_table (max_bs * max_blocks)]
+        n = max_bs * (4 + max_blocks)
+        self.host = torch.zeros(n, dtype=torch.int64, pin_memory=True)
+        self.host_np = self.host.numpy()
+        self.dev = torch.zeros(n, dtype=torch.int64, device=device)
+        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.pool = None
+
+    def supports(self, inp: StepInputs) -> bool:
+        return (inp.num_prefill_tokens == 0 and 0 < inp.num_decode_tokens <= self.max_bs
+                and inp.decode_block_tables.shape[1] <= self.max_blocks)
+
+    def run(self, inp: StepInputs) -> torch.Tensor:
+        """Logits (n, V) float32 of a decode-only step."""
+        n = inp.num_decode_tokens
+        bs = self.bs_buckets[bisect.bisect_left(self.bs_buckets, n)]
+        w = self.w_buckets[bisect.bisect_left(self.w_buckets, inp.decode_block_tables.shape[1])]
+        M, h = self.max_bs, self.host_np
+        h[0:n] = inp.input_ids.numpy()
+        h[n:bs] = 0
+        h[M:M + n] = inp.positions.numpy()
+        h[M + n:M + bs] = 0
+        h[2 * M:2 * M + n] = inp.slot_mapping.numpy()
+        h[2 * M + n:2 * M + bs] = self.scratch_slot
+        h[3 * M:3 * M + n] = inp.decode_context_lens.numpy()
+        h[3 * M + n:3 * M + bs] = 1
+        bt = h[4 * M:].reshape(M, self.max_blocks)
+        bt[:bs, :w] = self.scratch_block
+        tw = inp.decode_block_tables.shape[1]
+        bt[:n, :tw] = inp.decode_block_tables.numpy()
+        self.dev.copy_(self.host, non_blocking=True)
+        key = (bs, w)
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(bs, w)
+        graph, logits = self.graphs[key]
+        graph.replay()
+        return logits[:n]
+
+    def _body(self, bs: int, w: int) -> torch.Tensor:
+        M, d = self.max_bs, self.dev
+        bt = d[4 * M:].view(M, self.max_blocks)[:bs, :w].to(torch.int32)  # (bs, w) int32, contiguous
+        meta = AttentionMetadata(
+            num_prefill_tokens=0, num_decode_tokens=bs, slot_mapping=d[2 * M:2 * M + bs],
+            decode_block_tables=bt, decode_context_lens=d[3 * M:3 * M + bs].to(torch.int32),
+            overrides=[None] * bs)
+        hidden = self.model(d[0:bs], d[M:M + bs], self.kv_caches, self.states, meta)
+        return self.model.compute_logits(hidden)
+
+    def _capture(self, bs: int, w: int):
+        s = torch.cuda.Stream(self.device)
+        s.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(s):
+            for _ in range(2):
+                self._body(bs, w)
+        torch.cuda.current_stream(self.device).wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, pool=self.pool):
+            logits = self._body(bs, w)
+        if self.pool is None:
+            self.pool = g.pool()
+        return g, logits

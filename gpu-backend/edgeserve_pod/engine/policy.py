@@ -1,0 +1,47 @@
+"""Scheduling policy: the order of the waiting queue and the choice of preemption victim.
+
+A small pluggable object so that other policies (e.g. SLO slack) are sibling classes registered
+by name; `EngineConfig.scheduling_policy` picks one."""
+
+from __future__ import annotations
+
+from edgeserve_pod.engine.sequence import Sequence
+
+
+class SchedulingPolicy:
+    name = "abstract"
+
+    def order_waiting(self, waiting: list[Sequence]) -> list[Sequence]:
+        """Waiting sequences in the order they should be admitted (first = next)."""
+        raise NotImplementedError
+
+    def pick_victim(self, candidates: list[Sequence]) -> Sequence:
+        """The running sequence to preempt (recompute) when KV blocks run out."""
+        raise NotImplementedError
+
+
+class FCFSPolicy(SchedulingPolicy):
+    """First come, first served; the latest arrival is preempted first (vLLM's default)."""
+
+    name = "fcfs"
+
+    def order_waiting(self, waiting: list[Sequence]) -> list[Sequence]:
+        return sorted(waiting, key=lambda s: s.arrival_order)
+
+    def pick_victim(self, candidates: list[Sequence]) -> Sequence:
+        return max(candidates, key=lambda s: s.arrival_order)
+
+
+POLICIES: dict[str, type[SchedulingPolicy]] = {FCFSPolicy.name: FCFSPolicy}
+
+
+def register_policy(cls: type[SchedulingPolicy]) -> type[SchedulingPolicy]:
+    """Class decorator: make a policy selectable by `EngineConfig.scheduling_policy`."""
+    POLICIES[cls.name] = cls
+    return cls
+
+
+def make_policy(name: str) -> SchedulingPolicy:
+    if name not in POLICIES:
+        raise ValueError(f"unknown scheduling_policy {name!r}; known: {sorted(POLICIES)}")
+    return POLICIES[name]()

@@ -1,0 +1,52 @@
+"""Rotary position embedding (rotate-half layout, as HF Llama/Qwen2), with Llama-3 frequency
+scaling. cos/sin are precomputed once for every position up to max_positions."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def inv_frequencies(head_dim: int, theta: float, scaling: dict | None) -> torch.Tensor:  # (head_dim/2,) f32
+    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    if kind == "default":
+        return inv.float()
+    if kind == "llama3":
+        factor = scaling["factor"]
+        low, high = scaling.get("low_freq_factor", 1.0), scaling.get("high_freq_factor", 4.0)
+        old = scaling["original_max_position_embeddings"]
+        low_wl, high_wl = old / low, old / high
+        wl = 2 * math.pi / inv
+        scaled = torch.where(wl > low_wl, inv / factor, inv)
+        smooth = (old / wl - low) / (high - low)
+        mid = (1 - smooth) * scaled / factor + smooth * scaled
+        is_mid = (wl >= high_wl) & (wl <= low_wl)
+        return torch.where(is_mid, mid, scaled).float()
+    if kind == "linear":
+        return (inv / scaling["factor"]).float()
+    raise ValueError(f"rope scaling type {kind!r} is not supported (supported: default, llama3, linear)")
+
+
+class Rotary(nn.Module):
+    def __init__(self, head_dim: int, max_positions: int, theta: float, scaling: dict | None, device: torch.device):
+        super().__init__()
+        inv = inv_frequencies(head_dim, theta, scaling)
+        t = torch.arange(max_positions, dtype=torch.float32)
+        freqs = torch.outer(t, inv)  # (max_positions, head_dim/2)
+        # (max_positions, head_dim) each, float32: [cos, cos] / [sin, sin] for the rotate-half layout
+        self.register_buffer("cos", torch.cat([freqs.cos(), freqs.cos()], -1).to(device), persistent=False)
+        self.register_buffer("sin", torch.cat([freqs.sin(), freqs.sin()], -1).to(device), persistent=False)
+
+    def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # positions: (T,) int64; q: (T, H, d); k: (T, Hkv, d)
+        cos = self.cos[positions].unsqueeze(1).to(q.dtype)  # (T, 1, d)
+        sin = self.sin[positions].unsqueeze(1).to(q.dtype)
+        return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)

@@ -1,0 +1,83 @@
+"""Llama-family decoder (Llama 3.x, Qwen2/2.5 with q/k/v bias, SmolLM2; tied embeddings).
+
+Packed tokens in, hidden states out: forward(input_ids (T,), positions (T,), meta) where the
+step's sequences are packed back to back (AttentionMetadata says how). Projections come from a
+LinearFactory; attention from an AttentionBackend. Under tensor parallelism each rank holds
+num_heads/tp query heads, num_kv_heads/tp KV heads and intermediate/tp MLP columns.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgeserve_pod.layers.attention_base import AttentionBackend, AttentionMetadata
+from edgeserve_pod.layers.linear_base import LinearFactory
+from edgeserve_pod.layers.rmsnorm import RMSNorm
+from edgeserve_pod.layers.rotary import Rotary
+from edgeserve_pod.models.arch import ModelArch
+from edgeserve_pod.parallel import TPGroup
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, idx: int, a: ModelArch, lin: LinearFactory, attn: AttentionBackend, tp: TPGroup,
+                 dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        self.idx = idx
+        self.tp = tp
+        self.h = a.num_heads // tp.size  # local query heads
+        self.hkv = a.num_kv_heads // tp.size  # local KV heads
+        self.d = a.head_dim
+        self.inter = a.intermediate_size // tp.size
+        self.input_layernorm = RMSNorm(a.hidden_size, a.rms_norm_eps, dtype, device)
+        self.post_attention_layernorm = RMSNorm(a.hidden_size, a.rms_norm_eps, dtype, device)
+        self.qkv_proj = lin.make(a.hidden_size, (self.h + 2 * self.hkv) * self.d, bias=a.qkv_bias)
+        self.o_proj = lin.make(self.h * self.d, a.hidden_size, bias=False)
+        self.gate_up_proj = lin.make(a.hidden_size, 2 * self.inter, bias=False)
+        self.down_proj = lin.make(self.inter, a.hidden_size, bias=False)
+        self.attn = attn
+
+    def forward(self, x, residual, positions, rotary: Rotary, kv: tuple[torch.Tensor, torch.Tensor],
+                state: dict, meta: AttentionMetadata):
+        # x, residual: (T, D)
+        residual = x if residual is None else residual + x
+        h = self.input_layernorm(residual)
+        qkv = self.qkv_proj(h)  # (T, (h + 2 hkv) d)
+        q, k, v = qkv.split([self.h * self.d, self.hkv * self.d, self.hkv * self.d], dim=-1)
+        T = x.shape[0]
+        q, k = rotary(positions, q.view(T, self.h, self.d), k.view(T, self.hkv, self.d))
+        o = self.attn.forward(self.idx, q, k, v.view(T, self.hkv, self.d), kv[0], kv[1], state, meta)  # (T, h, d)
+        x = self.tp.all_reduce(self.o_proj(o.reshape(T, self.h * self.d)))
+        residual = residual + x
+        h = self.post_attention_layernorm(residual)
+        gu = self.gate_up_proj(h)  # (T, 2 inter)
+        g, u = gu.chunk(2, dim=-1)
+        x = self.tp.all_reduce(self.down_proj(F.silu(g) * u))
+        return x, residual
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, a: ModelArch, lin: LinearFactory, attn: AttentionBackend, tp: TPGroup,
+                 dtype: torch.dtype, device: torch.device, max_positions: int):
+        super().__init__()
+        self.arch = a
+        self.tp = tp
+        self.embed_tokens = nn.Parameter(torch.empty(a.vocab_size, a.hidden_size, dtype=dtype, device=device), requires_grad=False)
+        self.layers = nn.ModuleList(DecoderLayer(i, a, lin, attn, tp, dtype, device) for i in range(a.num_layers))
+        self.norm = RMSNorm(a.hidden_size, a.rms_norm_eps, dtype, device)
+        self.lm_head = self.embed_tokens if a.tie_word_embeddings else nn.Parameter(
+            torch.empty(a.vocab_size, a.hidden_size, dtype=dtype, device=device), requires_grad=False)
+        self.rotary = Rotary(a.head_dim, max_positions, a.rope_theta, a.rope_scaling, device)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list, states: list[dict],
+                meta: AttentionMetadata) -> torch.Tensor:
+        # input_ids, positions: (T,) int64 -> hidden (T, D)
+        x = F.embedding(input_ids, self.embed_tokens)
+        residual = None
+        for i, layer in enumerate(self.layers):
+            x, residual = layer(x, residual, positions, self.rotary, kv_caches[i], states[i], meta)
+        return self.norm(residual + x)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:  # (n, D) -> (n, V) float32
+        return F.linear(hidden, self.lm_head).float()

@@ -1,0 +1,89 @@
+"""Load HF safetensors into a LlamaModel: fuse q|k|v and gate|up, shard for tensor parallel."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+import torch
+from safetensors import safe_open
+
+from edgeserve_pod.models.llama import LlamaModel
+
+_LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)")
+
+
+def load_weights(model: LlamaModel, folder: str) -> None:
+    files = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
+    if not files:
+        raise ValueError(f"no *.safetensors in {folder}")
+    a, tp = model.arch, model.tp
+    pending: dict[int, dict[str, torch.Tensor]] = {}
+    seen_head = False
+    for path in files:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            for name in f.keys():
+                t = f.get_tensor(name)
+                if name == "model.embed_tokens.weight":
+                    _copy(model.embed_tokens, t, name)
+                elif name == "lm_head.weight":
+                    if not a.tie_word_embeddings:
+                        _copy(model.lm_head, t, name)
+                        seen_head = True
+                elif name == "model.norm.weight":
+                    _copy(model.norm.weight, t, name)
+                elif (m := _LAYER.fullmatch(name)) is not None:
+                    i, rest = int(m.group(1)), m.group(2)
+                    if i >= a.num_layers:
+                        raise ValueError(f"{name}: layer {i} but the config has {a.num_layers} layers")
+                    layer = model.layers[i]
+                    if rest == "input_layernorm.weight":
+                        _copy(layer.input_layernorm.weight, t, name)
+                    elif rest == "post_attention_layernorm.weight":
+                        _copy(layer.post_attention_layernorm.weight, t, name)
+                    elif rest.endswith("rotary_emb.inv_freq"):
+                        continue
+                    else:
+                        pending.setdefault(i, {})[rest] = t
+                        _maybe_finish_layer(model, i, pending)
+                # unknown top-level tensors are ignored on purpose (e.g. extra heads)
+    if pending:
+        raise ValueError(f"incomplete layers in {folder}: layer {min(pending)} has only {sorted(pending[min(pending)])}")
+    if not a.tie_word_embeddings and not seen_head:
+        raise ValueError(f"{folder}: config says untied embeddings but there is no lm_head.weight")
+
+
+_NEEDED = ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight",
+           "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"]
+
+
+def _maybe_finish_layer(model: LlamaModel, i: int, pending: dict) -> None:
+    p = pending[i]
+    needed = _NEEDED + (["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"] if model.arch.qkv_bias else [])
+    if not all(n in p for n in needed):
+        return
+    a, tp, layer = model.arch, model.tp, model.layers[i]
+    d = a.head_dim
+    qs, qe = tp.shard(a.num_heads, "num_attention_heads")
+    ks, ke = tp.shard(a.num_kv_heads, "num_key_value_heads")
+    ms, me = tp.shard(a.intermediate_size, "intermediate_size")
+    q = p["self_attn.q_proj.weight"][qs * d:qe * d]
+    k = p["self_attn.k_proj.weight"][ks * d:ke * d]
+    v = p["self_attn.v_proj.weight"][ks * d:ke * d]
+    layer.qkv_proj.load("weight", torch.cat([q, k, v], 0))
+    if a.qkv_bias:
+        layer.qkv_proj.load("bias", torch.cat([p["self_attn.q_proj.bias"][qs * d:qe * d],
+                                               p["self_attn.k_proj.bias"][ks * d:ke * d],
+                                               p["self_attn.v_proj.bias"][ks * d:ke * d]], 0))
+    layer.o_proj.load("weight", p["self_attn.o_proj.weight"][:, qs * d:qe * d])
+    layer.gate_up_proj.load("weight", torch.cat([p["mlp.gate_proj.weight"][ms:me], p["mlp.up_proj.weight"][ms:me]], 0))
+    layer.down_proj.load("weight", p["mlp.down_proj.weight"][:, ms:me])
+    del pending[i]
+
+
+def _copy(dst: torch.Tensor, src: torch.Tensor, name: str) -> None:
+    if tuple(dst.shape) != tuple(src.shape):
+        raise ValueError(f"{name}: expected shape {tuple(dst.shape)}, got {tuple(src.shape)}")
+    with torch.no_grad():
+        dst.copy_(src)
