@@ -1,0 +1,135 @@
+"""SLO policy: slack-ordered admission, prefix-grouped, batch work last, preemption by SLO class.
+
+The edge sends each request's SLO targets (protocol `SloTargets`: class, ttft_ms, tpot_ms,
+deadline_ms, expected_output_tokens, priority). Slack is the same quantity the edge's router uses
+(workers/src/slo/slack.ts): time left to the tightest target minus the estimated work to reach it.
+
+- Admission order (JITServe): latency classes (interactive, compound, deadline) that can still
+  meet their targets, least slack first; then the ones already past saving (their slack is below
+  -`hopeless_ms`), so capacity goes to requests whose tokens still count; then requests with no
+  SLO, first come first served; then batch work, which only takes the budget left over (the
+  scheduler admits in this order while budget and blocks last).
+- Within a slack bucket, requests that share their first `group_tokens` prompt tokens are
+  admitted back to back (BatchLLM), so the shared prefix is computed once and stays cached.
+- Decodes are protected by the scheduler itself (running decodes are scheduled before any
+  admission); this policy only decides who waits and who is preempted.
+- Preemption victim: lowest priority first (batch < deadline < compound < interactive), then the
+  most slack, then the latest arrival.
+- The output-length estimate is refined as generation goes with the edge's growth rule
+  (workers/src/slo/estimator.ts): once a request has produced as many tokens as expected, the
+  estimate becomes ceil(1.5 * generated), capped at max_tokens.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from edgeserve_pod.engine.policy import SchedulingPolicy, register_policy
+from edgeserve_pod.engine.sequence import Sequence
+
+GROWTH = 1.5
+LATENCY_CLASSES = ("interactive", "compound", "deadline")
+DEFAULT_PRIORITY = {"batch": 1, "deadline": 5, "compound": 6, "interactive": 7}
+NO_SLO_PRIORITY = 4
+
+
+@dataclass
+class SloPolicyConfig:
+    prefill_tok_s: float = 2000.0  # assumed prefill rate until observe_rates() says otherwise
+    tpot_ms: float = 50.0  # assumed time per output token
+    slack_bucket_ms: float = 100.0  # slack differences below this are noise; prefix grouping decides
+    hopeless_ms: float = 0.0  # slack below -hopeless_ms: the SLO is lost, serve after the savable ones
+    group_tokens: int = 16  # prompt tokens that name a prefix group
+
+    def __post_init__(self) -> None:
+        for name in ("prefill_tok_s", "tpot_ms", "slack_bucket_ms"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        if not isinstance(self.hopeless_ms, (int, float)) or self.hopeless_ms < 0:
+            raise ValueError(f"hopeless_ms must be >= 0, got {self.hopeless_ms!r}")
+        if not isinstance(self.group_tokens, int) or self.group_tokens < 1:
+            raise ValueError(f"group_tokens must be a positive integer, got {self.group_tokens!r}")
+
+
+def expected_output_tokens(seq: Sequence) -> int:
+    """The edge's estimate, refined once the request outlives it; always > tokens generated."""
+    slo = seq.slo or {}
+    gen = seq.num_output_tokens
+    est = int(slo.get("expected_output_tokens") or seq.params.max_tokens)
+    if gen >= est:
+        est = math.ceil(GROWTH * gen)
+    return max(gen + 1, min(est, seq.params.max_tokens))
+
+
+def slo_class(seq: Sequence) -> str | None:
+    return (seq.slo or {}).get("class")
+
+
+def priority(seq: Sequence) -> int:
+    slo = seq.slo or {}
+    if "priority" in slo:
+        return int(slo["priority"])
+    return DEFAULT_PRIORITY.get(slo.get("class"), NO_SLO_PRIORITY)
+
+
+@register_policy
+class SloPolicy(SchedulingPolicy):
+    name = "slo"
+
+    def __init__(self, config: SloPolicyConfig | None = None, clock=time.monotonic):
+        self.config = config or SloPolicyConfig()
+        self.clock = clock
+
+    def observe_rates(self, prefill_tok_s: float | None = None, tpot_ms: float | None = None) -> None:
+        """Measured rates from the engine's stats, when it has them."""
+        if prefill_tok_s and prefill_tok_s > 0:
+            self.config.prefill_tok_s = float(prefill_tok_s)
+        if tpot_ms and tpot_ms > 0:
+            self.config.tpot_ms = float(tpot_ms)
+
+    def slack_ms(self, seq: Sequence, now: float | None = None) -> float:
+        """min over targets of (target - elapsed - estimated work to reach it); inf without targets."""
+        slo = seq.slo or {}
+        now = self.clock() if now is None else now
+        elapsed = (now - seq.arrival_time) * 1000.0
+        prefill = 1000.0 * max(0, seq.num_prompt_tokens - seq.num_computed_tokens) / self.config.prefill_tok_s
+        tpot = float(slo.get("tpot_ms") or self.config.tpot_ms)
+        remaining = max(0, expected_output_tokens(seq) - seq.num_output_tokens)
+        slack = math.inf
+        if "ttft_ms" in slo and seq.first_token_time is None:
+            slack = min(slack, slo["ttft_ms"] - elapsed - prefill)
+        if "deadline_ms" in slo:
+            slack = min(slack, slo["deadline_ms"] - elapsed - prefill - tpot * max(0, remaining - 1))
+        return slack
+
+    def order_waiting(self, waiting: list[Sequence]) -> list[Sequence]:
+        now = self.clock()
+        cfg = self.config
+        keyed = []
+        for seq in waiting:
+            cls = slo_class(seq)
+            slack = self.slack_ms(seq, now)
+            if cls == "batch":
+                tier, bucket = 3, 0
+            elif cls is None or not math.isfinite(slack):
+                tier, bucket = 2, 0
+            elif slack < -cfg.hopeless_ms:
+                tier, bucket = 1, -math.floor(slack / cfg.slack_bucket_ms)  # least hopeless first
+            else:
+                tier, bucket = 0, math.floor(slack / cfg.slack_bucket_ms)
+            keyed.append(((tier, bucket), tuple(seq.token_ids[: cfg.group_tokens]), seq))
+        # Each prefix group is placed at its most urgent member's position, members in arrival order.
+        first: dict[tuple, tuple] = {}
+        for rank_key, group, seq in keyed:
+            k = (rank_key[0], rank_key[1], group)
+            if k not in first or seq.arrival_order < first[k][1]:
+                first[k] = (rank_key, seq.arrival_order)
+        keyed.sort(key=lambda e: (e[0], first[(e[0][0], e[0][1], e[1])][1], e[2].arrival_order))
+        return [seq for _, _, seq in keyed]
+
+    def pick_victim(self, candidates: list[Sequence]) -> Sequence:
+        now = self.clock()
+        return min(candidates, key=lambda s: (priority(s), -self.slack_ms(s, now), -s.arrival_order))

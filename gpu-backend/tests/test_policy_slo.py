@@ -1,0 +1,111 @@
+"""SloPolicy: admission order by slack, prefix grouping, batch last, victims by class; and the
+policy driving the real Scheduler + BlockManager (CPU, no model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeserve_pod.engine.block_manager import BlockManager
+from edgeserve_pod.engine.policy import make_policy
+from edgeserve_pod.engine.policy_slo import SloPolicy, SloPolicyConfig, expected_output_tokens
+from edgeserve_pod.engine.scheduler import Scheduler
+from edgeserve_pod.engine.sequence import SamplingParams, Sequence
+
+
+class Clock:
+    def __init__(self, t: float = 100.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def seq(rid: str, prompt: list[int], slo: dict | None, *, arrived: float = 100.0, max_tokens: int = 64) -> Sequence:
+    s = Sequence(rid, prompt, SamplingParams(max_tokens=max_tokens), slo)
+    s.arrival_time = arrived
+    return s
+
+
+def ids(seqs: list[Sequence]) -> list[str]:
+    return [s.request_id for s in seqs]
+
+
+def test_registered_by_name():
+    assert isinstance(make_policy("slo"), SloPolicy)
+
+
+def test_least_slack_first_then_no_slo_then_batch():
+    clock = Clock(100.0)
+    pol = SloPolicy(SloPolicyConfig(prefill_tok_s=1000.0), clock)
+    p = list(range(100))
+    batch = seq("batch", p, {"class": "batch", "priority": 1})
+    none = seq("none", [7] * 100, None)
+    relaxed = seq("relaxed", [8] * 100, {"class": "interactive", "ttft_ms": 5000})
+    urgent = seq("urgent", [9] * 100, {"class": "interactive", "ttft_ms": 500})
+    # arrived 1 s ago with a 2 s deadline and 10 expected tokens at 50 ms: slack ~ 1000-100-450
+    dl = seq("deadline", [10] * 100, {"class": "deadline", "deadline_ms": 2000, "expected_output_tokens": 10}, arrived=99.0)
+    out = pol.order_waiting([batch, none, relaxed, urgent, dl])
+    assert ids(out) == ["urgent", "deadline", "relaxed", "none", "batch"]
+    assert pol.slack_ms(urgent) == pytest.approx(400.0)
+    assert pol.slack_ms(dl) == pytest.approx(2000 - 1000 - 100 - 9 * 50)
+
+
+def test_lost_causes_go_after_savable_requests():
+    clock = Clock(100.0)
+    pol = SloPolicy(SloPolicyConfig(prefill_tok_s=1000.0), clock)
+    late = seq("late", [1] * 100, {"class": "interactive", "ttft_ms": 500}, arrived=99.0)  # slack -600
+    ok = seq("ok", [2] * 100, {"class": "interactive", "ttft_ms": 3000})
+    batch = seq("b", [3] * 100, {"class": "batch"})
+    assert ids(pol.order_waiting([late, batch, ok])) == ["ok", "late", "b"]
+
+
+def test_prefix_groups_are_admitted_back_to_back():
+    pol = SloPolicy(SloPolicyConfig(group_tokens=4), Clock())
+    a = [1, 2, 3, 4]
+    b = [5, 6, 7, 8]
+    reqs = [seq(f"r{i}", (a if i % 2 == 0 else b) + [100 + i] * 8, {"class": "batch"}) for i in range(6)]
+    assert ids(pol.order_waiting(reqs)) == ["r0", "r2", "r4", "r1", "r3", "r5"]
+
+
+def test_victim_is_lowest_class_then_most_slack():
+    pol = SloPolicy(clock=Clock())
+    inter = seq("i", [1] * 32, {"class": "interactive", "ttft_ms": 1000})
+    batch_old = seq("b-old", [2] * 32, {"class": "batch"})
+    batch_new = seq("b-new", [3] * 32, {"class": "batch"})
+    dl_tight = seq("d-tight", [4] * 32, {"class": "deadline", "deadline_ms": 500})
+    dl_loose = seq("d-loose", [5] * 32, {"class": "deadline", "deadline_ms": 50_000})
+    assert pol.pick_victim([inter, batch_old, batch_new, dl_tight, dl_loose]).request_id == "b-new"
+    assert pol.pick_victim([inter, dl_tight, dl_loose]).request_id == "d-loose"
+    assert pol.pick_victim([inter, seq("x", [1] * 32, {"class": "interactive", "priority": 0})]).request_id == "x"
+
+
+def test_output_estimate_grows_once_outlived():
+    s = seq("s", [1] * 8, {"class": "interactive", "expected_output_tokens": 10}, max_tokens=100)
+    assert expected_output_tokens(s) == 10
+    s.token_ids += [5] * 10
+    assert expected_output_tokens(s) == 15
+    s.token_ids += [5] * 60
+    assert expected_output_tokens(s) == 100  # capped at max_tokens
+    assert expected_output_tokens(seq("n", [1] * 8, None, max_tokens=7)) == 7
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="prefill_tok_s"):
+        SloPolicyConfig(prefill_tok_s=0)
+    with pytest.raises(ValueError, match="group_tokens"):
+        SloPolicyConfig(group_tokens=0)
+
+
+def test_scheduler_admits_interactive_before_earlier_batch_work():
+    """Token budget 64: the batch prompts arrived first, but the interactive one is admitted first
+    and decodes while the batch prefill fills the rest of the budget."""
+    def first_step(policy):
+        sched = Scheduler(BlockManager(num_blocks=64, block_size=16, model_id="m"), policy,
+                          max_num_batched_tokens=64, max_num_seqs=8)
+        for i in range(3):
+            sched.add(seq(f"batch{i}", [i + 1] * 96, {"class": "batch"}))
+        sched.add(seq("chat", [9] * 40, {"class": "interactive", "ttft_ms": 1000}))
+        return [(s.request_id, n) for s, n in sched.schedule().items]
+
+    assert first_step(SloPolicy(clock=Clock(100.0))) == [("chat", 40), ("batch0", 24)]
+    assert first_step(make_policy("fcfs")) == [("batch0", 64)]
