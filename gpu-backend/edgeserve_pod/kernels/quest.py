@@ -118,15 +118,65 @@ def quest_scores(
     return out
 
 
+@triton.jit
+def _topk_kernel(
+    Scores,  # (B, Hkv, max_pages) float32
+    ContextLens,  # (B,) int32
+    PageIdx,  # (B, Hkv, K) int32 out
+    NumSel,  # (B, Hkv) int32 out
+    max_pages, K,
+    BLOCK_SIZE: tl.constexpr, P_PAD: tl.constexpr,
+):
+    """Radix select: find the K-th largest score's order-preserving key bit by bit (32 counting
+    passes over registers), then compact the winners in ascending page order with a prefix sum.
+    Ties at the threshold are taken lowest page first."""
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    n_pages = (tl.load(ContextLens + b) + BLOCK_SIZE - 1) // BLOCK_SIZE
+    k_eff = tl.minimum(K, n_pages)
+    offs = tl.arange(0, P_PAD)
+    ok = offs < tl.minimum(n_pages, max_pages)
+    x = tl.load(Scores + (b * tl.num_programs(1) + kvh) * max_pages + offs, mask=ok, other=0.0)
+    bits = x.to(tl.int32, bitcast=True)
+    key = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(tl.uint32, bitcast=True) ^ 0x80000000  # monotonic in x
+    thr = tl.zeros([], dtype=tl.uint32)
+    one = tl.full([], 1, dtype=tl.uint32)
+    for i in range(32):
+        cand = thr | (one << (31 - i))
+        cnt = tl.sum((ok & (key >= cand)).to(tl.int32), 0)
+        thr = tl.where(cnt >= k_eff, cand, thr)
+    gt = ok & (key > thr)
+    eq = ok & (key == thr)
+    need_eq = k_eff - tl.sum(gt.to(tl.int32), 0)
+    take = gt | (eq & (tl.cumsum(eq.to(tl.int32), 0) <= need_eq))
+    pos = tl.cumsum(take.to(tl.int32), 0) - 1
+    tl.store(PageIdx + (b * tl.num_programs(1) + kvh) * K + pos, offs, mask=take)
+    tl.store(NumSel + b * tl.num_programs(1) + kvh, k_eff)
+
+
 def select_pages(
     scores: torch.Tensor,  # (B, Hkv, max_pages) float32 from quest_scores
     context_lens: torch.Tensor,  # (B,) int32
     budget_tokens: int,
     block_size: int,
+    method: str = "triton",
 ) -> tuple[torch.Tensor, torch.Tensor]:  # page_idx (B, Hkv, k) int32, num_sel (B, Hkv) int32
-    """Top pages within the token budget. Sorted descending, so the valid pages (finite or +inf
-    scores) come first and num_sel of them are used; -inf entries past the context are not."""
+    """Top pages within the token budget; the first num_sel entries of each row are used.
+    method "triton": radix-select kernel, pages in ascending order. "torch": torch.topk, sorted
+    by score, so the valid pages (finite or +inf scores) come before -inf ones past the context."""
     k = max(2, min(budget_tokens // block_size, scores.shape[-1]))
+    if method == "triton":
+        B, H, P = scores.shape
+        if not scores.is_contiguous():
+            raise ValueError("scores must be contiguous (B, Hkv, max_pages)")
+        idx = torch.zeros(B, H, k, dtype=torch.int32, device=scores.device)
+        num_sel = torch.empty(B, H, dtype=torch.int32, device=scores.device)
+        p_pad = max(16, triton.next_power_of_2(P))
+        _topk_kernel[(B, H)](scores, context_lens, idx, num_sel, P, k, BLOCK_SIZE=block_size, P_PAD=p_pad,
+                             num_warps=max(4, min(16, p_pad // 512)))
+        return idx, num_sel
+    if method != "torch":
+        raise ValueError(f"method must be 'triton' or 'torch', got {method!r}")
     idx = torch.topk(scores, k, dim=-1, sorted=True).indices.to(torch.int32)
     n_pages = (context_lens + block_size - 1) // block_size  # (B,)
     num_sel = torch.clamp(n_pages, max=k).to(torch.int32)[:, None].expand(-1, scores.shape[1]).contiguous()

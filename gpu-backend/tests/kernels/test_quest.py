@@ -50,3 +50,24 @@ def test_scores_match_reference_and_selection_keeps_ends():
         top2 = set((middle.topk(2).indices + 1).tolist())
         assert chosen == {0, n - 1} | top2
         assert set(idx[1, h, :3].tolist()) == {0, 1, 2}
+
+
+def test_triton_topk_matches_torch_topk():
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    B, H, P, bs = 3, 2, 50, 4
+    scores = torch.randn(B, H, P, generator=gen)
+    ctx = torch.tensor([200, 30, 2], dtype=torch.int32)  # 50, 8 and 1 valid pages
+    n_pages = [50, 8, 1]
+    for b in range(B):
+        scores[b, :, n_pages[b] - 1] = float("inf")
+        scores[b, :, 0] = float("inf")
+        scores[b, :, n_pages[b]:] = float("-inf")
+    idx, num_sel = select_pages(scores.to(DEV), ctx.to(DEV), budget_tokens=40, block_size=bs, method="triton")
+    ref_idx, ref_num = select_pages(scores, ctx, budget_tokens=40, block_size=bs, method="torch")
+    assert torch.equal(num_sel.cpu(), ref_num)
+    for b in range(B):
+        for h in range(H):
+            n = int(num_sel[b, h])
+            got = idx[b, h, :n].cpu().tolist()
+            assert got == sorted(got)
+            assert set(got) == set(ref_idx[b, h, :n].tolist())
