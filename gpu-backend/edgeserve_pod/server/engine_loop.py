@@ -1,0 +1,372 @@
+"""The engine's step loop, on its own thread, bridged to asyncio.
+
+The engine is not thread-safe, so every engine call (construction included) happens on this
+thread; the asyncio side talks to it through a command queue and gets answers back as
+concurrent futures (commands) or as items pushed into a per-request `RequestStream`
+(tokens, final, error) with `loop.call_soon_threadsafe`.
+
+While any request is unfinished the thread steps the engine as fast as it can, taking commands
+between steps (so an abort frees its blocks before the next step runs); when idle it blocks on
+the command queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from edgeserve_pod.protocol import ProtocolError
+from edgeserve_pod.server.kv_log import KvEventLog
+from edgeserve_pod.server.metrics import PodMetrics
+from edgeserve_pod.server.stream import RequestStream
+
+log = logging.getLogger("edgeserve_pod.engine_loop")
+
+_IDLE_WAKE_S = 0.5  # idle thread still refreshes load/metrics and drains KV events this often
+_RATE_WINDOW_S = 10.0  # decode/prefill tok/s are averaged over this much recent time
+
+
+@dataclass
+class EngineInfo:
+    """What the server needs to know about the engine, read once after it is built."""
+
+    model_id: str
+    block_size: int
+    max_model_len: int
+    eos_token_ids: list[int]
+
+
+@dataclass
+class _Live:
+    """Engine-thread bookkeeping of one admitted request."""
+
+    stream: RequestStream
+    t_recv: float  # time.monotonic() when the HTTP request arrived
+    num_prompt_tokens: int
+    num_cached_tokens: int = 0
+    num_output_tokens: int = 0
+    t_first: float | None = None
+
+
+@dataclass
+class Submission:
+    request_id: str
+    prompt_token_ids: list[int]
+    params: Any  # edgeserve_pod.engine.sequence.SamplingParams
+    t_recv: float
+    slo: dict | None = None
+    attention: dict | None = None
+
+
+@dataclass
+class LoadSnapshot:
+    """The latest engine stats plus server-side rates; replaced whole, so readers need no lock."""
+
+    running: int = 0
+    waiting: int = 0
+    free_blocks: int = 0
+    total_blocks: int = 0
+    kv_usage: float = 0.0
+    waiting_prefill_tokens: int = 0
+    prefix_hit_tokens: int = 0
+    prefix_query_tokens: int = 0
+    num_preemptions: int = 0
+    decode_tok_s: float = 0.0
+    prefill_tok_s: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def pod_load(self) -> dict:
+        """A PodLoad record (schema $defs/PodLoad)."""
+        return {
+            "running": self.running, "waiting": self.waiting,
+            "free_blocks": self.free_blocks, "total_blocks": self.total_blocks,
+            "kv_usage": min(1.0, max(0.0, float(self.kv_usage))),
+            "waiting_prefill_tokens": self.waiting_prefill_tokens,
+            "decode_tok_s": round(self.decode_tok_s, 3), "prefill_tok_s": round(self.prefill_tok_s, 3),
+        }
+
+
+class EngineLoop:
+    """Owns the engine and its thread. `engine_factory` runs on the thread (model loading included)."""
+
+    def __init__(self, engine_factory: Callable[[], Any], metrics: PodMetrics, kv_log: KvEventLog | None = None,
+                 max_waiting: int | None = None):
+        self._factory = engine_factory
+        self.metrics = metrics
+        self.kv_log = kv_log
+        self.max_waiting = max_waiting
+        self._cmds: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._aloop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._stopped = threading.Event()
+        self.info: EngineInfo | None = None
+        self.start_error: BaseException | None = None
+        self.load = LoadSnapshot()
+        self.engine: Any = None  # only the engine thread may call it
+        self._live: dict[str, _Live] = {}
+        self._rates: deque[tuple[float, int, int]] = deque()  # (time, decode tokens, prefill tokens)
+
+    # ---- asyncio side -------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.info is not None and not self._stopped.is_set()
+
+    @property
+    def num_live(self) -> int:
+        """Requests admitted and not yet finished."""
+        return len(self._live)
+
+    @property
+    def failed(self) -> bool:
+        return self.start_error is not None
+
+    def start(self, aloop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._aloop = aloop or asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="engine-loop", daemon=True)
+        self._thread.start()
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until the engine is built; re-raise its construction error."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not self._ready.is_set():  # polled: a thread blocked in Event.wait would outlive shutdown
+            if deadline is not None and loop.time() > deadline:
+                raise TimeoutError(f"engine not ready after {timeout} s")
+            await asyncio.sleep(0.02)
+        if self.start_error is not None:
+            raise self.start_error
+
+    async def submit(self, sub: Submission, stream: RequestStream) -> None:
+        """Queue a request whose items go to `stream`. ProtocolError for refusals (duplicate id,
+        overloaded, engine ValueError). If the caller is cancelled meanwhile, it must
+        `abort_nowait(request_id, stream)`: the add may already have happened."""
+        await self._call("add", sub, stream)
+
+    async def abort(self, request_id: str) -> bool:
+        """Cancel a request; True if it was running or waiting here."""
+        return await self._call("abort", request_id)
+
+    def abort_nowait(self, request_id: str, stream: RequestStream | None = None) -> None:
+        """Cancel without waiting (used when a client has gone away). With `stream`, only the
+        request feeding that stream is cancelled, not a later one that reuses the id."""
+        self._cmds.put(("abort", (request_id, stream), None))
+
+    async def call(self, fn: Callable[[Any], Any]) -> Any:
+        """Run fn(engine) on the engine thread (tests and diagnostics)."""
+        return await self._call("call", fn)
+
+    async def stop(self) -> None:
+        """Cancel everything in flight and end the thread."""
+        if self._thread is None:
+            return
+        self._cmds.put(("stop", (), None))
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 30)
+        self._thread = None
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        if self._stopped.is_set() or self._thread is None:
+            raise ProtocolError("engine loop is not running", code="overloaded", status=503)
+        fut: Future = Future()
+        self._cmds.put((name, args, fut))
+        return await asyncio.wrap_future(fut)
+
+    # ---- engine thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self.engine = self._factory()
+            eng = self.engine
+            self.info = EngineInfo(model_id=eng.model_id, block_size=int(eng.block_size),
+                                   max_model_len=int(eng.max_model_len), eos_token_ids=list(eng.eos_token_ids))
+            self._refresh(time.monotonic(), 0, 0)
+        except BaseException as e:  # noqa: BLE001 - reported through wait_ready/health
+            log.exception("engine failed to start")
+            self.start_error = e
+            self._stopped.set()
+            self._ready.set()
+            self._fail_queued(e)
+            return
+        self._ready.set()
+        try:
+            while self._take_commands(block=not self.engine.has_unfinished()):
+                self._step()
+        finally:
+            self._stopped.set()
+            self._shutdown()
+
+    def _take_commands(self, block: bool) -> bool:
+        """Run queued commands; False when told to stop."""
+        try:
+            cmd = self._cmds.get(timeout=_IDLE_WAKE_S) if block else self._cmds.get_nowait()
+        except queue.Empty:
+            return True
+        while True:
+            name, args, fut = cmd
+            if name == "stop":
+                return False
+            # A caller cancelled before we got here (e.g. its client went away): skip the command.
+            if fut is not None and not fut.set_running_or_notify_cancel():
+                try:
+                    cmd = self._cmds.get_nowait()
+                except queue.Empty:
+                    return True
+                continue
+            try:
+                result = getattr(self, "_cmd_" + name)(*args)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                if fut is not None:
+                    fut.set_exception(e)
+                else:
+                    log.exception("command %s failed", name)
+            else:
+                if fut is not None:
+                    fut.set_result(result)
+            try:
+                cmd = self._cmds.get_nowait()
+            except queue.Empty:
+                return True
+
+    def _cmd_add(self, sub: Submission, stream: RequestStream) -> None:
+        rid = sub.request_id
+        if rid in self._live:
+            raise ProtocolError(f"request_id {rid!r} is already in flight on this pod", param="request_id",
+                                status=409, request_id=rid)
+        if self.max_waiting is not None and self.load.waiting >= self.max_waiting:
+            raise ProtocolError(f"pod queue is full ({self.load.waiting} waiting)", code="overloaded",
+                                status=503, request_id=rid)
+        try:
+            self.engine.add_request(rid, sub.prompt_token_ids, sub.params, slo=sub.slo, attention=sub.attention)
+        except ValueError as e:
+            capacity = self.load.total_blocks * self.info.block_size
+            if len(sub.prompt_token_ids) + 1 > capacity:  # bigger than the whole KV cache
+                raise ProtocolError(str(e), param="prompt_token_ids", code="prompt_too_long",
+                                    request_id=rid) from None
+            raise ProtocolError(str(e), request_id=rid) from None
+        self._live[rid] = _Live(stream=stream, t_recv=sub.t_recv, num_prompt_tokens=len(sub.prompt_token_ids))
+        self.load.waiting += 1  # so back-to-back adds see each other before the next refresh
+
+    def _cmd_abort(self, request_id: str, stream: RequestStream | None = None) -> bool:
+        live = self._live.get(request_id)
+        if live is None or (stream is not None and live.stream is not stream):
+            return False
+        del self._live[request_id]
+        self.engine.abort_request(request_id)  # frees its KV blocks now
+        self._finish(request_id, live, "cancelled", time.monotonic())
+        return True
+
+    def _cmd_call(self, fn: Callable[[Any], Any]) -> Any:
+        return fn(self.engine)
+
+    def _step(self) -> None:
+        if not self.engine.has_unfinished():
+            if self._live:  # the engine dropped requests it was given: don't leave their streams hanging
+                self._fail_all("internal_error", "the engine finished without a final output for this request")
+            self._refresh(time.monotonic(), 0, 0)
+            return
+        try:
+            outputs = self.engine.step()
+        except Exception as e:  # noqa: BLE001 - the pod keeps serving; the requests in flight fail
+            log.exception("engine step failed; failing %d requests", len(self._live))
+            self._fail_all("internal_error", f"engine step failed: {type(e).__name__}: {e}")
+            self._refresh(time.monotonic(), 0, 0)
+            return
+        now = time.monotonic()
+        n_decode = n_prefill = 0
+        for out in outputs:
+            live = self._live.get(out.request_id)
+            if live is None:  # aborted between schedule and output
+                continue
+            live.num_cached_tokens = out.num_cached_tokens
+            if out.new_token_ids:
+                if live.t_first is None:
+                    live.t_first = now
+                    n_prefill += max(0, out.num_prompt_tokens - out.num_cached_tokens)
+                    self.metrics.observe_first_token(now - live.t_recv)
+                n_decode += len(out.new_token_ids)
+                live.num_output_tokens += len(out.new_token_ids)
+                t_ms = round((now - live.t_recv) * 1000.0, 3)
+                self._push(live.stream, ("tokens", list(out.new_token_ids), [t_ms] * len(out.new_token_ids)))
+            if out.finished:
+                del self._live[out.request_id]
+                self._finish(out.request_id, live, out.finish_reason or "stop", now)
+        self._refresh(now, n_decode, n_prefill)
+
+    def _finish(self, request_id: str, live: _Live, reason: str, now: float) -> None:
+        timing = {"total_ms": round((now - live.t_recv) * 1000.0, 3)}
+        if live.t_first is not None:
+            timing["ttft_ms"] = round((live.t_first - live.t_recv) * 1000.0, 3)
+        record = {
+            "type": "final", "request_id": request_id, "finish_reason": reason,
+            "usage": {"prompt_tokens": live.num_prompt_tokens, "completion_tokens": live.num_output_tokens,
+                      "cached_tokens": live.num_cached_tokens},
+            "timing": timing,
+        }
+        self.metrics.observe_finish(reason, live.num_prompt_tokens, live.num_cached_tokens, live.num_output_tokens,
+                                    now - live.t_recv, None if live.t_first is None else now - live.t_first)
+        self._push(live.stream, ("final", record))
+
+    def _fail_all(self, code: str, message: str) -> None:
+        for rid, live in list(self._live.items()):
+            try:
+                self.engine.abort_request(rid)
+            except Exception:  # noqa: BLE001 - the engine may be in a bad state; keep going
+                log.exception("abort of %s after a failed step also failed", rid)
+            self.metrics.observe_error(code)
+            self._push(live.stream, ("error", code, message))
+        self._live.clear()
+
+    def _fail_queued(self, error: BaseException) -> None:
+        while True:
+            try:
+                _, _, fut = self._cmds.get_nowait()
+            except queue.Empty:
+                return
+            if fut is not None and fut.set_running_or_notify_cancel():
+                fut.set_exception(ProtocolError(f"engine failed to start: {error}", code="internal_error", status=503))
+
+    def _shutdown(self) -> None:
+        if self.engine is not None:
+            self._fail_all("cancelled", "pod is shutting down")
+            shutdown = getattr(self.engine, "shutdown", None)
+            if shutdown is not None:
+                try:
+                    shutdown()
+                except Exception:  # noqa: BLE001 - best effort at exit
+                    log.exception("engine shutdown failed")
+        self._fail_queued(RuntimeError("pod is shutting down"))
+
+    def _push(self, stream: RequestStream, item: tuple) -> None:
+        try:
+            self._aloop.call_soon_threadsafe(stream.push, item)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            pass
+
+    def _refresh(self, now: float, n_decode: int, n_prefill: int) -> None:
+        """Load snapshot, rates, metrics gauges and KV events, after every step."""
+        eng = self.engine
+        s = eng.stats()
+        self._rates.append((now, n_decode, n_prefill))
+        while self._rates and now - self._rates[0][0] > _RATE_WINDOW_S:
+            self._rates.popleft()
+        span = max(now - self._rates[0][0], 1.0) if self._rates else 1.0
+        self.load = LoadSnapshot(
+            running=s.running, waiting=s.waiting, free_blocks=s.free_blocks, total_blocks=s.total_blocks,
+            kv_usage=s.kv_usage, waiting_prefill_tokens=getattr(s, "waiting_prefill_tokens", 0),
+            prefix_hit_tokens=getattr(s, "prefix_hit_tokens", 0), prefix_query_tokens=getattr(s, "prefix_query_tokens", 0),
+            num_preemptions=getattr(s, "num_preemptions", 0),
+            decode_tok_s=sum(r[1] for r in self._rates) / span, prefill_tok_s=sum(r[2] for r in self._rates) / span,
+        )
+        self.metrics.update_load(self.load)
+        if self.kv_log is not None:
+            events = eng.drain_kv_events()
+            if events:
+                self.kv_log.add(events)
