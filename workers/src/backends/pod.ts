@@ -1,0 +1,185 @@
+/**
+ * A GPU pod as an InferenceBackend, over the pod protocol (shared/spec/pod-protocol.md):
+ * POST /v1/generate answers NDJSON StreamRecords. Failures before the first token are marked
+ * retryable so the caller can try another pod. When the consumer stops early (client gone, stop
+ * sequence matched) the fetch is aborted and POST /v1/cancel tells the pod to free the request.
+ */
+import type { ErrorRecord, GenerateRequest, StreamRecord } from "@edgeserve/shared";
+import type { BackendEvent, GenerateParams, InferenceBackend } from "./types";
+import { isParseFailure, NdjsonReader, TimeoutError } from "./ndjson";
+
+export interface PodBackendOptions {
+  podId: string;
+  /** Base URL, no trailing slash. */
+  url: string;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  /** Fields the router adds to the request (SLO targets, cached-prefix hint). */
+  extra?: Pick<GenerateRequest, "slo" | "cached_prefix">;
+  fetch?: typeof fetch;
+  /** Keeps the cancel call alive after the response ended (ExecutionContext.waitUntil). */
+  waitUntil?: (p: Promise<unknown>) => void;
+}
+
+/** Pod error codes after which another pod may well succeed. */
+const RETRYABLE_CODES = new Set(["overloaded", "internal_error", "kv_transfer_failed"]);
+
+export class PodBackend implements InferenceBackend {
+  readonly id: string;
+  private readonly fetchFn: typeof fetch;
+
+  constructor(private readonly opts: PodBackendOptions) {
+    this.id = `pod:${opts.podId}`;
+    this.fetchFn = opts.fetch ?? ((input, init) => fetch(input, init));
+  }
+
+  toRequest(p: GenerateParams): GenerateRequest {
+    return {
+      request_id: p.requestId,
+      model: p.model,
+      prompt_token_ids: p.promptTokenIds as GenerateRequest["prompt_token_ids"],
+      max_tokens: p.maxTokens,
+      sampling: { temperature: p.temperature, top_p: p.topP, top_k: p.topK, ...(p.seed !== undefined && { seed: p.seed }) },
+      stop_token_ids: [...new Set(p.stopTokenIds)].slice(0, 64),
+      ...this.opts.extra,
+    };
+  }
+
+  async *generate(p: GenerateParams): AsyncGenerator<BackendEvent> {
+    const upstream = new AbortController();
+    const onClientAbort = () => upstream.abort(p.signal.reason);
+    p.signal.addEventListener("abort", onClientAbort);
+    let produced = false;
+    let finished = false;
+    const fail = (code: string, message: string, retryable = !produced): BackendEvent => {
+      finished = true;
+      return { type: "error", code, message: `${this.id}: ${message}`, retryable };
+    };
+    try {
+      if (p.signal.aborted) return;
+      let res: Response;
+      const connectTimer = setTimeout(() => upstream.abort(new TimeoutError(this.opts.connectTimeoutMs)), this.opts.connectTimeoutMs);
+      try {
+        res = await this.fetchFn(`${this.opts.url}/v1/generate`, {
+          method: "POST",
+          headers: { "content-type": "application/json", "x-request-id": p.requestId },
+          body: JSON.stringify(this.toRequest(p)),
+          signal: upstream.signal,
+        });
+      } catch (e) {
+        if (p.signal.aborted) return;
+        const timedOut = upstream.signal.reason instanceof TimeoutError;
+        yield fail(timedOut ? "pod_timeout" : "pod_unreachable", timedOut ? `no answer within ${this.opts.connectTimeoutMs} ms` : `fetch failed: ${(e as Error).message}`);
+        return;
+      } finally {
+        clearTimeout(connectTimer);
+      }
+      if (res.status !== 200 || !res.body) {
+        yield await this.httpError(res, fail);
+        return;
+      }
+      const reader = new NdjsonReader(res.body);
+      for (;;) {
+        let rec: unknown;
+        try {
+          rec = await reader.next(this.opts.idleTimeoutMs);
+        } catch (e) {
+          reader.cancel();
+          if (p.signal.aborted) return;
+          if (e instanceof TimeoutError) yield fail("pod_timeout", `no stream record for ${e.ms} ms`);
+          else yield fail("pod_stream_broken", `stream failed: ${(e as Error).message}`);
+          return;
+        }
+        if (rec === undefined) {
+          if (p.signal.aborted) return;
+          yield fail("pod_stream_truncated", "stream ended without a final record");
+          return;
+        }
+        const checked = checkRecord(rec);
+        if (typeof checked === "string") {
+          reader.cancel();
+          yield fail("bad_pod_response", checked);
+          return;
+        }
+        if (checked.type === "tokens") {
+          produced = true;
+          yield { type: "tokens", tokenIds: checked.token_ids };
+        } else if (checked.type === "final") {
+          finished = true;
+          const u = checked.usage;
+          yield {
+            type: "final",
+            finishReason: checked.finish_reason,
+            usage: { promptTokens: u.prompt_tokens, completionTokens: u.completion_tokens, cachedTokens: u.cached_tokens },
+          };
+          return;
+        } else {
+          const code = checked.error.code;
+          yield fail(code, checked.error.message, !produced && RETRYABLE_CODES.has(code));
+          return;
+        }
+      }
+    } finally {
+      p.signal.removeEventListener("abort", onClientAbort);
+      if (!finished) this.cancel(p.requestId, upstream);
+    }
+  }
+
+  /** Stops the upstream stream and asks the pod to free the request (best effort). */
+  private cancel(requestId: string, upstream: AbortController): void {
+    upstream.abort(new Error("cancelled by the edge"));
+    const call = this.fetchFn(`${this.opts.url}/v1/cancel`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ request_id: requestId }),
+      signal: AbortSignal.timeout(this.opts.connectTimeoutMs),
+    })
+      .then((r) => r.body?.cancel())
+      .catch(() => {});
+    this.opts.waitUntil?.(call);
+  }
+
+  private async httpError(res: Response, fail: (code: string, msg: string, retryable?: boolean) => BackendEvent): Promise<BackendEvent> {
+    let record: ErrorRecord | undefined;
+    try {
+      const body = (await res.json()) as ErrorRecord;
+      if (body?.type === "error" && typeof body.error?.code === "string") record = body;
+    } catch {
+      // Not JSON: the status says enough.
+    }
+    if (record) {
+      const code = record.error.code;
+      return fail(code, `HTTP ${res.status}: ${record.error.message}`, RETRYABLE_CODES.has(code) || res.status >= 500);
+    }
+    return fail(res.status >= 500 ? "pod_http_error" : "pod_rejected", `HTTP ${res.status}`, res.status >= 500 || res.status === 429);
+  }
+}
+
+const isU32 = (t: unknown) => Number.isInteger(t) && (t as number) >= 0 && (t as number) <= 0xffffffff;
+
+/** The record if it has the shape the protocol promises, else why not. */
+function checkRecord(rec: unknown): StreamRecord | string {
+  if (isParseFailure(rec)) return `unparseable stream line (${rec.parseError}): ${rec.line}`;
+  const r = rec as Partial<StreamRecord> | null;
+  if (typeof r !== "object" || r === null) return "stream record is not an object";
+  if (r.type === "tokens") {
+    const ids = (r as { token_ids?: unknown }).token_ids;
+    if (!Array.isArray(ids) || ids.length === 0 || !ids.every(isU32)) return "tokens record without valid token_ids";
+    return r as StreamRecord;
+  }
+  if (r.type === "final") {
+    const f = r as { finish_reason?: unknown; usage?: Record<string, unknown> };
+    if (!["stop", "length", "cancelled"].includes(f.finish_reason as string)) return "final record with a bad finish_reason";
+    const u = f.usage;
+    if (!u || !["prompt_tokens", "completion_tokens", "cached_tokens"].every((k) => Number.isInteger(u[k]))) {
+      return "final record without valid usage";
+    }
+    return r as StreamRecord;
+  }
+  if (r.type === "error") {
+    const e = (r as { error?: { code?: unknown; message?: unknown } }).error;
+    if (typeof e?.code !== "string" || typeof e.message !== "string") return "error record without code/message";
+    return r as StreamRecord;
+  }
+  return `unknown stream record type ${JSON.stringify(r.type)}`;
+}

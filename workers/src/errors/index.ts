@@ -1,0 +1,2 @@
+export * from "./api-error";
+export { errorHandler, notFoundHandler, toApiError } from "./handler";

@@ -1,0 +1,91 @@
+/**
+ * Picks the backends for one request: live pods that serve the model, ordered by the routing
+ * policy (routing/), then the in-Worker runtime if the model allows it. The first entry runs the
+ * request; the next is the one retry if the first fails before its first token.
+ */
+import { blockHashes, DEFAULT_BLOCK_SIZE, type SloTargets } from "@edgeserve/shared";
+import { PodBackend } from "../backends/pod";
+import type { InferenceBackend } from "../backends/types";
+import type { EdgeConfig } from "../config";
+import { REGISTRY_NAME } from "../durable/pod-registry";
+import type { ModelSpec } from "../models";
+import { createPolicy, type PodInfo, type RoutingPolicy } from "../routing";
+import { localRuntime } from "../backends/local-runtime";
+
+export interface RouteInput {
+  requestId: string;
+  spec: ModelSpec;
+  promptTokenIds: number[];
+  maxTokens: number;
+  slo: SloTargets;
+}
+
+export interface RouterDeps {
+  env: Env;
+  config: EdgeConfig;
+  /** Outbound fetch to pods (tests inject pod doubles here). */
+  fetch?: typeof fetch;
+  waitUntil?: (p: Promise<unknown>) => void;
+}
+
+export interface RoutePlan {
+  backends: InferenceBackend[];
+  explain: string;
+}
+
+// Policies keep per-isolate state (work in flight since the last heartbeat): one per isolate.
+let policy: { name: string | undefined; policy: RoutingPolicy } | undefined;
+function policyFor(name: string | undefined): RoutingPolicy {
+  if (!policy || policy.name !== name) policy = { name, policy: createPolicy(name) };
+  return policy.policy;
+}
+
+export function registryStub(env: Env) {
+  return env.POD_REGISTRY.get(env.POD_REGISTRY.idFromName(REGISTRY_NAME));
+}
+
+export async function planRoute(input: RouteInput, deps: RouterDeps, livePods: PodInfo[]): Promise<RoutePlan> {
+  const { spec } = input;
+  const backends: InferenceBackend[] = [];
+  const notes: string[] = [];
+  if (spec.backends.includes("pod") && livePods.length > 0) {
+    const blockSize = livePods[0].blockSize || DEFAULT_BLOCK_SIZE;
+    const decision = policyFor(deps.env.ROUTING_POLICY).choose(
+      {
+        requestId: input.requestId,
+        model: spec.id,
+        promptTokens: input.promptTokenIds.length,
+        blockHashes: await blockHashes(spec.id, input.promptTokenIds, blockSize),
+        slo: input.slo,
+        maxTokens: input.maxTokens,
+      },
+      livePods,
+      new Map(),
+    );
+    if (decision) {
+      notes.push(decision.explain);
+      for (const pod of [decision.pod, ...decision.fallbacks]) {
+        backends.push(
+          new PodBackend({
+            podId: pod.podId,
+            url: pod.url,
+            connectTimeoutMs: deps.config.podConnectTimeoutMs,
+            idleTimeoutMs: deps.config.podIdleTimeoutMs,
+            extra: { slo: input.slo, cached_prefix: { block_size: blockSize, matched_blocks: decision.cachedBlocks } },
+            fetch: deps.fetch,
+            waitUntil: deps.waitUntil,
+          }),
+        );
+      }
+    }
+  }
+  if (spec.backends.includes("wasm") && localRuntime) {
+    // Last in line: it serves when no pod can, or as the retry when only one pod is live.
+    const local = localRuntime(deps.env, spec);
+    if (local) {
+      backends.push(local);
+      notes.push("wasm");
+    }
+  }
+  return { backends, explain: notes.join("; ") || "no backend" };
+}

@@ -1,0 +1,138 @@
+/**
+ * From token ids to the HTTP answer, shared by chat and legacy completions: rate limit, route,
+ * run with one retry, detokenize, then either an SSE stream or one JSON body. Nothing is sent
+ * until the first output (or failure) arrives, so a request that fails before its first token
+ * gets a proper HTTP error instead of a 200 with an error event.
+ */
+import type { Context } from "hono";
+import type { SloTargets } from "@edgeserve/shared";
+import type { GenerateParams } from "../backends/types";
+import { ApiError } from "../errors";
+import { withFallback, type Attempt } from "../forward/with-fallback";
+import { planRoute, registryStub, type RouterDeps } from "../forward/router";
+import type { ModelSpec } from "../models";
+import { answerId, completion, type Kind } from "../openai/responses";
+import type { Tokenizer } from "../tokenize";
+import type { AppEnv } from "../types";
+import { admit, chargeLater } from "./rate-limit";
+import { SSE_HEADERS, sseStream } from "./sse";
+import { textStream, type TextEvent } from "./text-stream";
+import { backendErrorToApi } from "./errors";
+
+export interface Job {
+  kind: Kind;
+  spec: ModelSpec;
+  tokenizer: Tokenizer;
+  promptTokenIds: number[];
+  maxTokens: number;
+  temperature: number;
+  topP: number;
+  topK: number;
+  seed?: number;
+  stop: string[];
+  stream: boolean;
+  includeUsage: boolean;
+  slo: SloTargets;
+}
+
+export interface RespondDeps {
+  fetch?: typeof fetch;
+}
+
+export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = {}): Promise<Response> {
+  const log = c.get("log");
+  const requestId = c.get("requestId");
+  const config = c.get("config");
+  const waitUntil = (p: Promise<unknown>) => c.executionCtx.waitUntil(p);
+  log.set({ model: job.spec.id, stream: job.stream, prompt_tokens: job.promptTokenIds.length });
+
+  const [, pods] = await Promise.all([
+    admit(c, job.promptTokenIds.length),
+    registryStub(c.env).livePods(job.spec.id),
+  ]);
+  const routerDeps: RouterDeps = { env: c.env, config, fetch: deps.fetch, waitUntil };
+  const plan = await planRoute(
+    { requestId, spec: job.spec, promptTokenIds: job.promptTokenIds, maxTokens: job.maxTokens, slo: job.slo },
+    routerDeps,
+    pods,
+  );
+  log.set({ route: plan.explain });
+  if (plan.backends.length === 0) {
+    throw new ApiError(503, `No backend can serve '${job.spec.id}' right now: no live pod serves it and the in-Worker runtime is not available.`, {
+      code: "no_backend",
+      headers: { "retry-after": "5" },
+    });
+  }
+
+  const upstream = new AbortController();
+  const clientSignal = c.req.raw.signal;
+  const onClientGone = () => upstream.abort(new Error("client disconnected"));
+  clientSignal?.addEventListener("abort", onClientGone);
+  const params: GenerateParams = {
+    requestId,
+    model: job.spec.id,
+    promptTokenIds: job.promptTokenIds,
+    maxTokens: job.maxTokens,
+    temperature: job.temperature,
+    topP: job.topP,
+    topK: job.topK,
+    seed: job.seed,
+    stopTokenIds: job.tokenizer.eosTokenIds,
+    signal: upstream.signal,
+  };
+  const attempts: Attempt[] = [];
+  let firstTokenMs: number | undefined;
+  const events = textStream(withFallback(plan.backends, params, attempts), {
+    decoder: job.tokenizer.newStreamDecoder(),
+    stopTokenIds: job.tokenizer.eosTokenIds,
+    stop: job.stop,
+    promptTokens: job.promptTokenIds.length,
+    onFirstToken: () => (firstTokenMs ??= log.elapsedMs()),
+  });
+  const done = (ev: Extract<TextEvent, { type: "final" | "error" }> | undefined) => {
+    clientSignal?.removeEventListener("abort", onClientGone);
+    const used = attempts.at(-1)?.backend.id;
+    log.set({ backend: used, retries: Math.max(0, attempts.length - 1), ttft_ms: firstTokenMs });
+    if (ev?.type === "final") {
+      log.set({ completion_tokens: ev.usage.completionTokens, cached_tokens: ev.usage.cachedTokens, finish_reason: ev.finishReason });
+      chargeLater(c, ev.usage.completionTokens);
+    } else if (ev?.type === "error") {
+      log.set({ error_code: ev.code, error: ev.message });
+    } else {
+      log.set({ finish_reason: "cancelled" });
+    }
+  };
+
+  const first = await events.next();
+  if (first.done || first.value.type === "error") {
+    const ev = first.done ? undefined : (first.value as Extract<TextEvent, { type: "error" }>);
+    done(ev);
+    throw backendErrorToApi(ev, job.kind);
+  }
+
+  const meta = { kind: job.kind, id: answerId(job.kind, requestId), created: Math.floor(Date.now() / 1000), model: job.spec.id };
+  if (job.stream) {
+    log.defer();
+    const onEnd = (ev: Parameters<typeof done>[0]) => {
+      done(ev);
+      log.emit();
+    };
+    return c.body(sseStream({ meta, first: first.value, rest: events, includeUsage: job.includeUsage, upstream, onEnd }), 200, SSE_HEADERS);
+  }
+
+  let text = "";
+  let ev: TextEvent = first.value;
+  for (;;) {
+    if (ev.type === "text") text += ev.text;
+    else break;
+    const n = await events.next();
+    if (n.done) break;
+    ev = n.value;
+  }
+  if (ev.type !== "final") {
+    done(ev.type === "error" ? ev : undefined);
+    throw backendErrorToApi(ev.type === "error" ? ev : undefined, job.kind);
+  }
+  done(ev);
+  return c.json(completion(meta, text, ev.finishReason, ev.usage));
+}

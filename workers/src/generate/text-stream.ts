@@ -1,0 +1,54 @@
+/**
+ * Backend events → text deltas and one final outcome. Detokenizes with the tokenizer's stream
+ * decoder (a multi-byte character split across tokens comes out whole), hides stop tokens,
+ * applies stop sequences and stops the backend when one matches (leaving the loop runs the
+ * backend's cleanup, which cancels the pod's work).
+ */
+import type { BackendEvent, BackendUsage, FinishReason } from "../backends/types";
+import type { StreamDecoder } from "../tokenize";
+import { StopMatcher } from "./stop-matcher";
+
+export type TextEvent =
+  | { type: "text"; text: string }
+  | { type: "final"; finishReason: FinishReason; usage: BackendUsage }
+  | { type: "error"; code: string; message: string; retryable: boolean; produced: boolean };
+
+export interface TextStreamOptions {
+  decoder: StreamDecoder;
+  stopTokenIds: readonly number[];
+  stop: readonly string[];
+  promptTokens: number;
+  /** Called once, when the first token arrives (for TTFT). */
+  onFirstToken?: () => void;
+}
+
+export async function* textStream(events: AsyncIterable<BackendEvent>, o: TextStreamOptions): AsyncGenerator<TextEvent> {
+  const hidden = new Set(o.stopTokenIds);
+  const matcher = new StopMatcher(o.stop);
+  let completionTokens = 0;
+  let produced = false;
+  for await (const ev of events) {
+    if (ev.type === "tokens") {
+      if (!produced) o.onFirstToken?.();
+      completionTokens += ev.tokenIds.length;
+      produced = true;
+      const visible = ev.tokenIds.filter((t) => !hidden.has(t));
+      const { text, stopped } = matcher.push(o.decoder.push(visible));
+      if (text) yield { type: "text", text };
+      if (stopped) {
+        yield { type: "final", finishReason: "stop", usage: { promptTokens: o.promptTokens, completionTokens, cachedTokens: 0 } };
+        return;
+      }
+    } else if (ev.type === "final") {
+      const { text, stopped } = matcher.push(o.decoder.flush());
+      const rest = stopped ? text : text + matcher.flush();
+      if (rest) yield { type: "text", text: rest };
+      yield { type: "final", finishReason: stopped ? "stop" : ev.finishReason, usage: ev.usage };
+      return;
+    } else {
+      yield { ...ev, produced };
+      return;
+    }
+  }
+  yield { type: "error", code: "backend_ended", message: "the backend ended without a final record", retryable: false, produced };
+}

@@ -1,0 +1,32 @@
+/** POST /v1/chat/completions */
+import type { Context } from "hono";
+import { badRequest } from "../errors";
+import { buildJob } from "../generate/job";
+import { respond, type RespondDeps } from "../generate/respond";
+import { resolveModel } from "../models";
+import { ChatCompletionRequest, messageText } from "../openai/chat-schema";
+import { parseBody } from "../openai/validate";
+import { getTokenizer } from "../tokenize";
+import type { AppEnv } from "../types";
+
+export function chatCompletions(deps: RespondDeps = {}) {
+  return async (c: Context<AppEnv>) => {
+    const body = await parseBody(c, ChatCompletionRequest);
+    const spec = resolveModel(body.model);
+    const tokenizer = await getTokenizer(c.env.MODELS, spec);
+    let prompt: string;
+    try {
+      prompt = tokenizer.applyChatTemplate(
+        body.messages.map((m) => ({ role: m.role, content: messageText(m) })),
+        { addGenerationPrompt: true },
+      );
+    } catch (e) {
+      // Templates raise on conversations they do not accept (e.g. roles out of order).
+      throw badRequest(`The model's chat template rejected the messages: ${(e as Error).message}`, "messages", "invalid_messages");
+    }
+    const ids = tokenizer.encode(prompt);
+    const maxParam = body.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens";
+    const job = buildJob(c, "chat", spec, tokenizer, ids, body.max_completion_tokens ?? body.max_tokens, maxParam, body);
+    return respond(c, job, deps);
+  };
+}
