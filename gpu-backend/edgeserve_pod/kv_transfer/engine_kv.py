@@ -1,0 +1,80 @@
+"""Moving KV blocks out of and into an engine's paged cache. Runs on the engine thread.
+
+Export reads the prompt's full blocks from the sender's prefix cache (where the prefill just put
+them). Import writes received blocks into free pages of the receiver and names them in its
+prefix cache under the same hashes, unreferenced (evictable): the request that follows is then
+admitted like any prefix-cache hit and computes only the prompt's tail. Greedy output therefore
+equals the colocated run's, and `cached_tokens` counts the transferred tokens.
+
+It uses the block manager's internals (`_take`, `ref_counts`, `cache`): this is the one place
+outside the engine that does, and the alternative was a new public method on BlockManager.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from edgeserve_pod.block_hash import ROOT, chain_hash
+from edgeserve_pod.kv_transfer.wire import KvPayload, WireError
+
+
+def _check_engine(engine) -> None:
+    if engine.runner.tp.size > 1:
+        raise WireError("KV transfer with tensor parallelism is not supported (each rank holds part of the heads)")
+    if engine.runner.kv_dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise WireError(f"KV transfer of {engine.runner.kv_dtype} caches is not supported (FP8 scales are per pod)")
+
+
+def prompt_hashes(engine, prompt: list[int]) -> list[bytes]:
+    """Hashes of the prompt blocks a later admission looks up: every full block but the one
+    holding the last prompt token (at least one token is always computed)."""
+    B = engine.block_size
+    out, parent = [], ROOT
+    for i in range((len(prompt) - 1) // B):
+        parent = chain_hash(parent, engine.model_id, prompt[i * B:(i + 1) * B])
+        out.append(parent)
+    return out
+
+
+def export_kv(engine, prompt: list[int]) -> KvPayload:
+    """The cached KV of the prompt's leading full blocks (fewer if some were evicted already)."""
+    _check_engine(engine)
+    hashes = prompt_hashes(engine, prompt)
+    ids = engine.blocks.cache.lookup(hashes)
+    kv = engine.runner.kv  # (L, 2, num_blocks + 1, B, Hkv, d)
+    idx = torch.tensor(ids, dtype=torch.long, device=kv.device)
+    blocks = kv.index_select(2, idx).to("cpu")  # (L, 2, n, B, Hkv, d)
+    return KvPayload(engine.model_id, engine.block_size, [h.hex() for h in hashes[:len(ids)]], blocks)
+
+
+def import_kv(engine, p: KvPayload) -> int:
+    """Puts the payload's blocks in the prefix cache; returns how many blocks were written
+    (blocks already cached here are skipped, and the import stops when free pages run out)."""
+    _check_engine(engine)
+    kv = engine.runner.kv
+    if p.model != engine.model_id:
+        raise WireError(f"KV is for model {p.model!r}; this pod serves {engine.model_id!r}")
+    if p.block_size != engine.block_size:
+        raise WireError(f"KV block_size {p.block_size} differs from this pod's {engine.block_size}")
+    want = (kv.shape[0], 2, len(p.block_hashes), kv.shape[3], kv.shape[4], kv.shape[5])
+    if tuple(p.kv.shape) != want:
+        raise WireError(f"KV shape {tuple(p.kv.shape)} does not fit this pod's cache; expected {want}")
+    bm = engine.blocks
+    hashes = [bytes.fromhex(h) for h in p.block_hashes]
+    have = len(bm.cache.lookup(hashes))
+    # Keep the scheduler's watermark free so that running decodes do not preempt for an import.
+    room = max(0, bm.num_free_blocks - engine.scheduler.watermark)
+    n = min(len(hashes) - have, room)
+    if n <= 0:
+        return 0
+    ids = [bm._take() for _ in range(n)]
+    idx = torch.tensor(ids, dtype=torch.long, device=kv.device)
+    kv.index_copy_(2, idx, p.kv[:, :, have:have + n].to(kv.device, kv.dtype))
+    bm.cache.register(ids, hashes[have:have + n], hashes[have - 1] if have else None)
+    for b in ids:  # unreferenced and named: reusable by admit(), evictable under pressure
+        bm.ref_counts[b] = 0
+        if bm.cache.is_cached(b):
+            bm.cache.eviction.add(b)
+        else:
+            bm._free.append(b)
+    return n
