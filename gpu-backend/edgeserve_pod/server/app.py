@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from edgeserve_pod.kv_transfer import serve as kvt
 from edgeserve_pod.protocol import ProtocolError, error_record, parse_json_body, validate
 from edgeserve_pod.server.config import ServerConfig
 from edgeserve_pod.server.edge_client import EdgeClient
@@ -134,8 +135,8 @@ async def _read_message(request: web.Request, def_name: str) -> dict:
         raise ProtocolError(f"Content-Type must be application/json, got {request.content_type!r}", status=415)
     try:
         raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as e:
-        raise ProtocolError(f"body is larger than {e.max_size} bytes", status=413) from None
+    except web.HTTPRequestEntityTooLarge:
+        raise ProtocolError(f"body is larger than {request.app[STATE].cfg.max_body_bytes} bytes", status=413) from None
     message = parse_json_body(raw)
     validate(def_name, message)
     return message
@@ -150,8 +151,16 @@ def _int(x: Any) -> int:
 async def generate(request: web.Request) -> web.StreamResponse:
     t_recv = time.monotonic()
     st = request.app[STATE]
+    kv_ms = None
     try:
         body = await _read_message(request, "GenerateRequest")
+        if "kv_transfer" in body:  # disaggregated prefill/decode: kv_transfer/serve.py
+            kvt.check_directive(body["kv_transfer"], body["request_id"])
+            if body["kv_transfer"]["role"] == "send":
+                record = await kvt.send_role(st, body, t_recv, _submission)
+                return web.Response(body=json.dumps(record).encode() + b"\n", content_type="application/x-ndjson")
+            kv_ms = await kvt.receive_role(request.app, st, body)
+            body = {k: v for k, v in body.items() if k != "kv_transfer"}
         sub = _submission(st, body, t_recv)
     except ProtocolError as e:
         return _refuse(e, st.metrics)
@@ -168,6 +177,8 @@ async def generate(request: web.Request) -> web.StreamResponse:
     try:
         await resp.prepare(request)
         async for record in stream.records():
+            if kv_ms is not None and record["type"] == "final":
+                record.setdefault("timing", {})["kv_transfer_ms"] = kv_ms
             await resp.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
         await resp.write_eof()
     except (ConnectionError, asyncio.CancelledError):
@@ -276,6 +287,7 @@ def create_app(cfg: ServerConfig, engine_factory: Callable[[], Any], model_id: s
     app.router.add_get("/health", health)
     app.router.add_get("/v1/kv_events", kv_events)
     app.router.add_get("/metrics", metrics)
+    kvt.install(app)  # PUT /v1/kv_transfer/{id}
 
     async def on_startup(_: web.Application) -> None:
         await st.start()

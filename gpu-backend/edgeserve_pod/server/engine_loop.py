@@ -197,8 +197,15 @@ class EngineLoop:
             return
         self._ready.set()
         try:
-            while self._take_commands(block=not self.engine.has_unfinished()):
-                self._step()
+            while True:
+                try:
+                    if not self._take_commands(block=not self.engine.has_unfinished()):
+                        break
+                    self._step()
+                except Exception as e:  # noqa: BLE001 - e.g. stats() or has_unfinished() broke: keep serving
+                    log.exception("engine loop iteration failed")
+                    self._fail_all("internal_error", f"engine loop failed: {type(e).__name__}: {e}")
+                    time.sleep(0.01)  # don't spin if the engine keeps failing
         finally:
             self._stopped.set()
             self._shutdown()
