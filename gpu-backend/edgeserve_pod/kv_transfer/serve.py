@@ -1,0 +1,133 @@
+"""The pod's side of the `kv_transfer` directive (shared/spec/pod-protocol.md), over TCP.
+
+    PUT /v1/kv_transfer/{transfer_id}   body: wire.py message   -> {"ok": true, "blocks": N}
+
+- role "send" (prefill pod): run the prompt's prefill (max_tokens 1), export the prompt's KV
+  blocks, PUT them to `peer_url` + /v1/kv_transfer/{transfer_id}, and answer one `final` record
+  (completion_tokens 0, timing.kv_transfer_ms = export + encode + send) or an error record
+  `kv_transfer_failed`. The sampled token is not returned: the decode pod produces the output.
+- role "receive" (decode pod): wait for the transfer's KV (up to `RECEIVE_TIMEOUT_S`), import it
+  into the prefix cache, then serve the request as usual: its prefill computes only the tail.
+  If the KV never comes, the pod prefills the prompt itself (same output, slower) and logs it.
+  The wait + import time is reported as timing.kv_transfer_ms in the final record.
+NCCL and CUDA IPC transports are not implemented: a directive asking for them gets a 501.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any, Callable
+
+import aiohttp
+from aiohttp import web
+
+from edgeserve_pod.kv_transfer import wire
+from edgeserve_pod.kv_transfer.engine_kv import export_kv, import_kv
+from edgeserve_pod.kv_transfer.inbox import KvInbox
+from edgeserve_pod.protocol import ProtocolError, error_record
+
+log = logging.getLogger("edgeserve_pod.kv_transfer")
+
+INBOX = web.AppKey("edgeserve_kv_inbox", KvInbox)
+RECEIVE_TIMEOUT_S = 60.0
+SEND_TIMEOUT_S = 60.0
+MAX_KV_BYTES = 2 << 30
+
+
+def install(app: web.Application) -> None:
+    """Adds the inbox and the PUT route to a pod app (before it starts)."""
+    app[INBOX] = KvInbox()
+    app.router.add_put("/v1/kv_transfer/{transfer_id}", receive_kv)
+
+
+def inbox(app: web.Application) -> KvInbox:
+    return app[INBOX]
+
+
+def _json(body: dict, status: int = 200) -> web.Response:
+    return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status,
+                        content_type="application/json")
+
+
+async def receive_kv(request: web.Request) -> web.Response:
+    """PUT /v1/kv_transfer/{transfer_id}: store a payload for the decode request that will take it."""
+    tid = request.match_info["transfer_id"]
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(1 << 20):
+        size += len(chunk)
+        if size > MAX_KV_BYTES:
+            return _json(error_record("kv_transfer_failed", f"KV message is larger than {MAX_KV_BYTES} bytes"), 413)
+        chunks.append(chunk)
+    try:
+        payload = await asyncio.get_running_loop().run_in_executor(None, wire.decode, b"".join(chunks))
+    except wire.WireError as e:
+        return _json(error_record("kv_transfer_failed", str(e), "body", tid), 400)
+    inbox(request.app).deliver(tid, payload)
+    return _json({"ok": True, "blocks": len(payload.block_hashes)})
+
+
+def check_directive(kt: dict, rid: str) -> None:
+    transport = kt.get("transport", "tcp")
+    if transport != "tcp":
+        raise ProtocolError(f"kv_transfer transport {transport!r} is not implemented on this pod (only 'tcp')",
+                            param="kv_transfer.transport", code="kv_transfer_failed", status=501, request_id=rid)
+    if kt["role"] == "send" and not kt.get("peer_url"):
+        raise ProtocolError("kv_transfer role 'send' needs peer_url", param="kv_transfer.peer_url",
+                            code="kv_transfer_failed", status=400, request_id=rid)
+
+
+async def send_role(st: Any, body: dict, t_recv: float, make_submission: Callable) -> dict:
+    """Prefill here, ship the KV to the peer; returns the one record to answer (final or error)."""
+    from edgeserve_pod.server.stream import RequestStream
+
+    kt, rid = body["kv_transfer"], body["request_id"]
+    plain = {k: v for k, v in body.items() if k != "kv_transfer"}
+    sub = make_submission(st, {**plain, "max_tokens": 1}, t_recv)
+    stream = RequestStream(rid, asyncio.get_running_loop())
+    await st.loop.submit(sub, stream)
+    last: dict | None = None
+    try:
+        async for rec in stream.records():
+            last = rec
+    finally:
+        if not stream.done:
+            st.loop.abort_nowait(rid, stream)
+    if last is None or last["type"] != "final":
+        return last or error_record("internal_error", "prefill ended without a record", None, rid)
+    t0 = time.monotonic()
+    prompt = sub.prompt_token_ids
+    try:
+        payload = await st.loop.call(lambda eng: export_kv(eng, prompt))
+        msg = await asyncio.get_running_loop().run_in_executor(None, wire.encode, payload)
+        url = kt["peer_url"].rstrip("/") + "/v1/kv_transfer/" + kt["transfer_id"]
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_S)) as http:
+            async with http.put(url, data=msg, headers={"Content-Type": "application/octet-stream"}) as resp:
+                if resp.status != 200:
+                    raise wire.WireError(f"peer answered {resp.status}: {(await resp.text())[:300]}")
+    except (wire.WireError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        log.warning("KV transfer %s failed: %s", kt["transfer_id"], e)
+        return error_record("kv_transfer_failed", f"KV transfer to {kt['peer_url']} failed: {e}", None, rid)
+    kv_ms = round((time.monotonic() - t0) * 1000.0, 3)
+    last["usage"]["completion_tokens"] = 0
+    last["timing"] = {**last.get("timing", {}), "kv_transfer_ms": kv_ms}
+    log.info("KV transfer %s: %d blocks, %d bytes in %.1f ms", kt["transfer_id"], len(payload.block_hashes), len(msg), kv_ms)
+    return last
+
+
+async def receive_role(app: web.Application, st: Any, body: dict) -> float | None:
+    """Wait for the transfer's KV and import it; the ms it took, or None when it never came."""
+    kt = body["kv_transfer"]
+    t0 = time.monotonic()
+    payload = await inbox(app).take(kt["transfer_id"], RECEIVE_TIMEOUT_S)
+    if payload is None:
+        log.warning("KV for transfer %s did not arrive in %.0f s; prefilling here", kt["transfer_id"], RECEIVE_TIMEOUT_S)
+        return None
+    try:
+        await st.loop.call(lambda eng: import_kv(eng, payload))
+    except wire.WireError as e:
+        raise ProtocolError(str(e), param="kv_transfer", code="kv_transfer_failed", status=400,
+                            request_id=body["request_id"]) from None
+    return round((time.monotonic() - t0) * 1000.0, 3)
