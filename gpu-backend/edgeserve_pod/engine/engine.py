@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import torch
+import torch.distributed as dist
 
 from edgeserve_pod.config import EngineConfig
 from edgeserve_pod.engine.block_manager import BlockManager
@@ -12,6 +13,7 @@ from edgeserve_pod.engine.model_runner import ModelRunner
 from edgeserve_pod.engine.outputs import EngineStats, StepOutput
 from edgeserve_pod.engine.policy import make_policy
 from edgeserve_pod.engine.scheduler import ScheduledBatch, Scheduler
+from edgeserve_pod.engine.tp_launch import launch_tp
 from edgeserve_pod.engine.sequence import SamplingParams, Sequence, SeqStatus
 from edgeserve_pod.models.arch import ModelArch
 from edgeserve_pod.parallel import current_group
@@ -21,6 +23,9 @@ class LLMEngine:
     def __init__(self, config: EngineConfig):
         self.config = config
         self.arch = ModelArch.from_folder(config.model)
+        self._workers: list = []
+        if config.tensor_parallel_size > 1 and not dist.is_initialized():
+            self._workers = launch_tp(config)
         self.tp = current_group(config.tensor_parallel_size)
         self.runner = ModelRunner(config, self.arch, self.tp)
         self.model_id = config.model_id
@@ -99,7 +104,13 @@ class LLMEngine:
         return self.blocks.drain_events()
 
     def shutdown(self) -> None:
+        """Stop tensor-parallel workers (no-op at tensor_parallel_size 1)."""
         self.runner.shutdown()
+        for p in self._workers:
+            p.join(timeout=30)
+        if self._workers:
+            dist.destroy_process_group()
+            self._workers = []
 
     # ---- helpers ----
     def _postprocess(self, batch: ScheduledBatch, tokens: list[int | None]) -> list[StepOutput]:

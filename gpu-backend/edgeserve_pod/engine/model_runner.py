@@ -71,13 +71,13 @@ class ModelRunner:
         load_weights(self.model, config.model)
         self.model.eval()
 
+        self.graphs: DecodeGraphs | None = None
         self.kv_dtype = FP8_DTYPE if config.kv_dtype == "fp8" else self.dtype
         self.num_blocks = self._decide_num_blocks()
         self._allocate_kv(self.num_blocks)
         if config.kv_dtype == "fp8":
             self._calibrate_fp8()
         self.sampler = Sampler(self.device, config.seed)
-        self.graphs = None
         if config.device == "cuda" and not config.enforce_eager:
             self.graphs = DecodeGraphs(self.model, self.kv_caches, self.states, min(config.cuda_graph_max_batch, config.max_num_seqs),
                                        self.max_blocks_per_seq, self.num_blocks, self.block_size, self.device)

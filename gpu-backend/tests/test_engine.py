@@ -1,0 +1,196 @@
+"""The engine on CPU with a tiny random model, checked against the straight-line reference."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from conftest import greedy, make_engine, run_all
+from edgeserve_pod.engine.sequence import SamplingParams
+from reference_llama import ReferenceLlama
+
+
+def prompts(n: int, seed: int = 0, lo: int = 3, hi: int = 120) -> list[list[int]]:
+    r = random.Random(seed)
+    return [[r.randrange(3, 256) for _ in range(r.randrange(lo, hi))] for _ in range(n)]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_model", "tiny_qwen2"])
+def test_greedy_matches_reference(fixture, request):
+    model = request.getfixturevalue(fixture)
+    ref = ReferenceLlama(model)
+    ps = prompts(3, seed=1)
+    eng = make_engine(model)
+    for i, p in enumerate(ps):
+        eng.add_request(str(i), p, greedy(8))
+    out = run_all(eng)
+    for i, p in enumerate(ps):
+        assert out[str(i)] == ref.greedy(p, 8), f"request {i} (prompt length {len(p)})"
+
+
+def test_batched_equals_alone_and_chunked_equals_unchunked(tiny_model):
+    ps = prompts(6, seed=2, hi=200)
+    alone = {}
+    for i, p in enumerate(ps):
+        eng = make_engine(tiny_model, max_num_batched_tokens=512, enable_prefix_caching=False)
+        eng.add_request(str(i), p, greedy(12))
+        alone[str(i)] = run_all(eng)[str(i)]
+    # small budget: prompts are split into 32-token chunks and ride along with decodes
+    eng = make_engine(tiny_model, max_num_batched_tokens=32, enable_prefix_caching=False)
+    for i, p in enumerate(ps):
+        eng.add_request(str(i), p, greedy(12))
+    out = run_all(eng)
+    assert {k: out[k] for k in alone} == alone
+
+
+def test_prefix_cache_hit_identical_tokens_and_reports_cached(tiny_model):
+    shared = prompts(1, seed=3, lo=70, hi=71)[0]
+    a, b = shared + [5, 6, 7], shared + [9, 10]
+    eng = make_engine(tiny_model)
+    eng.add_request("a", a, greedy(6))
+    out_a = run_all(eng)
+    eng.add_request("b", b, greedy(6))
+    out_b = run_all(eng)
+    assert out_b[("b", "cached")] == (len(shared) // 16) * 16 == 64
+    assert eng.stats().prefix_hit_tokens == 64
+    cold = make_engine(tiny_model, enable_prefix_caching=False)
+    cold.add_request("b", b, greedy(6))
+    assert out_b["b"] == run_all(cold)["b"]
+    assert out_a[("a", "cached")] == 0
+    # the whole prompt cached: the last token is still computed, so the result is the same
+    eng.add_request("a2", a, greedy(6))
+    out_a2 = run_all(eng)
+    assert out_a2["a2"] == out_a["a"] and out_a2[("a2", "cached")] == 64
+
+
+def test_preemption_recompute_gives_same_tokens(tiny_model):
+    ps = prompts(4, seed=4, lo=30, hi=40)
+    big = make_engine(tiny_model, enable_prefix_caching=False)
+    for i, p in enumerate(ps):
+        big.add_request(str(i), p, greedy(40))
+    want = run_all(big)
+    # 4 sequences x up to 80 tokens need ~20 blocks; 12 forces preemption
+    small = make_engine(tiny_model, kv_cache_blocks=12, enable_prefix_caching=False)
+    for i, p in enumerate(ps):
+        small.add_request(str(i), p, greedy(40))
+    got = run_all(small)
+    assert small.stats().num_preemptions > 0
+    assert {str(i): got[str(i)] for i in range(4)} == {str(i): want[str(i)] for i in range(4)}
+    assert small.stats().free_blocks == 12
+
+
+def test_abort_frees_blocks_at_once(tiny_model):
+    eng = make_engine(tiny_model, enable_prefix_caching=False)
+    eng.add_request("x", list(range(3, 100)), greedy(50))
+    eng.add_request("y", list(range(3, 40)), greedy(50))
+    eng.step()
+    eng.step()
+    used = eng.stats().total_blocks - eng.stats().free_blocks
+    assert used == 7 + 3
+    assert eng.abort_request("x") is True
+    assert eng.stats().total_blocks - eng.stats().free_blocks == 3
+    assert eng.abort_request("x") is False
+    outs = eng.step()
+    cancelled = [o for o in outs if o.request_id == "x"]
+    assert len(cancelled) == 1 and cancelled[0].finished and cancelled[0].finish_reason == "cancelled"
+    eng.abort_request("y")
+    assert eng.stats().free_blocks == eng.stats().total_blocks
+
+
+def test_stop_tokens_and_max_tokens(tiny_model):
+    p = prompts(1, seed=5)[0]
+    eng = make_engine(tiny_model)
+    eng.add_request("free", p, greedy(10))
+    toks = run_all(eng)["free"]
+    stop = toks[3]
+    first = toks.index(stop)
+    eng.add_request("stop", p, SamplingParams(max_tokens=10, stop_token_ids=[stop]))
+    out = run_all(eng)
+    assert out["stop"] == toks[:first + 1] and out[("stop", "reason")] == "stop"
+    eng.add_request("len", p, greedy(4))
+    out = run_all(eng)
+    assert out["len"] == toks[:4] and out[("len", "reason")] == "length"
+
+
+def test_seeded_sampling_is_reproducible_and_batch_independent(tiny_model):
+    p = prompts(1, seed=6)[0]
+    params = dict(max_tokens=12, temperature=1.0, top_p=0.9, top_k=50, seed=1234, ignore_eos=True)
+    eng = make_engine(tiny_model)
+    eng.add_request("a", p, SamplingParams(**params))
+    alone = run_all(eng)["a"]
+    eng = make_engine(tiny_model)
+    for i, q in enumerate(prompts(3, seed=7)):
+        eng.add_request(f"other{i}", q, SamplingParams(max_tokens=12, temperature=0.7, ignore_eos=True))
+    eng.add_request("a", p, SamplingParams(**params))
+    assert run_all(eng)["a"] == alone
+    eng.add_request("b", p, SamplingParams(**{**params, "seed": 99}))
+    assert run_all(eng)["b"] != alone
+
+
+def test_fp8_kv_cache_stays_close(tiny_model):
+    from edgeserve_pod.engine.step_inputs import build_step_inputs
+
+    p = prompts(1, seed=8, lo=60, hi=61)[0]
+
+    def last_logits(kv_dtype):
+        eng = make_engine(tiny_model, kv_dtype=kv_dtype, max_num_batched_tokens=32)
+        eng.add_request("z", p, greedy(2))
+        run_all(eng, max_steps=1)  # first 32-token chunk goes into the cache
+        batch = eng.scheduler.schedule()  # second chunk attends over the (fp8) cached first one
+        inp, _ = build_step_inputs(batch, 16)
+        with torch.inference_mode():
+            return eng.runner.forward(inp)[0], eng.runner.kv.dtype
+
+    (a, da), (b, db) = last_logits("auto"), last_logits("fp8")
+    assert da == torch.float32 and db == torch.float8_e4m3fn
+    rel = float((a - b).norm() / a.norm())
+    assert 0 < rel < 0.05, f"fp8 KV logits drift {rel:.4f}"
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (dict(prompt=[]), "empty"),
+    (dict(prompt=[1, 2, 999]), "not an integer in"),
+    (dict(prompt=[1] * 1024), "at most"),
+    (dict(rid=""), "request_id"),
+])
+def test_bad_requests_get_clear_errors(tiny_model, bad, msg):
+    eng = make_engine(tiny_model)
+    with pytest.raises(ValueError, match=msg):
+        eng.add_request(bad.get("rid", "r"), bad.get("prompt", [1, 2, 3]), greedy(4))
+    eng.add_request("ok", [1, 2, 3], greedy(2))
+    with pytest.raises(ValueError, match="already running"):
+        eng.add_request("ok", [1, 2, 3], greedy(2))
+    for kw in (dict(max_tokens=0), dict(temperature=-1), dict(top_p=0.0), dict(top_k=-2), dict(seed=-1)):
+        with pytest.raises(ValueError):
+            SamplingParams(**kw)
+
+
+def test_config_validation(tiny_model, tmp_path):
+    from edgeserve_pod.config import EngineConfig
+
+    with pytest.raises(ValueError, match="HF-layout folder"):
+        EngineConfig(model=str(tmp_path / "nope"))
+    with pytest.raises(ValueError, match="device"):
+        EngineConfig(model=tiny_model, device="tpu")
+    with pytest.raises(ValueError, match="kv_dtype"):
+        EngineConfig(model=tiny_model, kv_dtype="int3")
+    with pytest.raises(ValueError, match="needs device='cuda'"):
+        EngineConfig(model=tiny_model, attention_backend="triton")
+    with pytest.raises(ValueError, match="scheduling_policy"):
+        make_engine(tiny_model, scheduling_policy="nope")
+    assert EngineConfig(model=tiny_model).model_id == tiny_model.rstrip("/").split("/")[-1]
+
+
+def test_stats_and_kv_events(tiny_model):
+    eng = make_engine(tiny_model)
+    eng.add_request("a", list(range(3, 40)), greedy(3))  # 37 tokens: 2 full blocks
+    assert eng.stats().waiting == 1 and eng.stats().waiting_prefill_tokens == 37
+    run_all(eng)
+    ev = eng.drain_kv_events()
+    stored = [h for e in ev if e["type"] == "stored" for h in e["block_hashes"]]
+    assert len(stored) == 2 and ev[0]["parent_hash"] is None
+    assert eng.drain_kv_events() == []
+    s = eng.stats()
+    assert s.running == 0 and s.free_blocks == s.total_blocks and s.cached_blocks == 2
