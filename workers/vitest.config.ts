@@ -20,5 +20,10 @@ export default defineConfig({
       },
     }),
   ],
-  test: { include: ["src/**/*.test.ts", "test/**/*.test.ts"] },
+  test: {
+    include: ["src/**/*.test.ts", "test/**/*.test.ts"],
+    globalSetup: ["./test/global-setup.ts"],
+    // The edge logs one JSON line per request; keep test output readable.
+    onConsoleLog: (log) => !log.startsWith('{"msg":"request"'),
+  },
 });

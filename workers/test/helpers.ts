@@ -1,0 +1,57 @@
+/** Shared by the workerd tests: keys, request builders, the tokenizer seeded into R2. */
+import { env, exports } from "cloudflare:workers";
+import { expect } from "vitest";
+import tokenizerData from "../../.cache/tokenizers/smollm2-135m-instruct.json";
+import { DEFAULT_MODEL } from "../src/models";
+
+export const MODEL = DEFAULT_MODEL;
+export const KEY = "sk-test-main-0000";
+export const TINY_KEY = "sk-test-tiny-0000";
+export const TOKENS_KEY = "sk-test-tokens-00";
+export const POD_SECRET = "test-pod-secret";
+export { tokenizerData };
+
+export async function seedTokenizer(): Promise<void> {
+  await env.MODELS.put(`tokenizers/${MODEL}.json`, JSON.stringify(tokenizerData));
+}
+
+export function post(path: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
+  return exports.default.fetch(
+    new Request(`http://edge${path}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json", ...headers },
+      body: typeof body === "string" || body instanceof Uint8Array ? body : JSON.stringify(body),
+    }),
+  );
+}
+
+export function get(path: string, headers: Record<string, string> = {}): Promise<Response> {
+  return exports.default.fetch(new Request(`http://edge${path}`, { headers: { authorization: `Bearer ${KEY}`, ...headers } }));
+}
+
+/** Asserts the OpenAI error shape and returns the error object. */
+export async function expectError(res: Response, status: number, param?: string | null) {
+  const text = await res.text();
+  expect(res.status, text).toBe(status);
+  const body = JSON.parse(text);
+  expect(Object.keys(body)).toEqual(["error"]);
+  expect(Object.keys(body.error).sort()).toEqual(["code", "message", "param", "type"]);
+  expect(typeof body.error.message).toBe("string");
+  expect(body.error.message.length).toBeGreaterThan(0);
+  expect(typeof body.error.type).toBe("string");
+  if (param !== undefined) expect(body.error.param).toBe(param);
+  expect(res.headers.get("x-request-id")).toMatch(/^[A-Za-z0-9._:-]+$/);
+  return body.error as { message: string; type: string; param: string | null; code: string | null };
+}
+
+export function registration(podId: string, url: string, load: Partial<{ running: number; waiting: number }> = {}) {
+  return {
+    pod_id: podId,
+    url,
+    models: [MODEL],
+    role: "both",
+    block_size: 16,
+    max_model_len: 8192,
+    load: { running: 0, waiting: 0, free_blocks: 100, total_blocks: 100, ...load },
+  };
+}
