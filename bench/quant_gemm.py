@@ -34,6 +34,7 @@ from edgeserve_pod.kernels import w4a16_configs as C  # noqa: E402
 from edgeserve_pod.quant.rtn import quantize_rtn  # noqa: E402
 
 SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096)]  # (K, N): attention out, up/gate, down
+DECODE_SHAPES = [(4096, 6144), (4096, 28672)]  # fused qkv, fused gate|up: tuned for the decode step only
 MS = [1, 16, 32, 64, 256]  # 32: the split-K path (no target)
 GROUP = 128
 TARGETS = {1: 3.2, 16: 3.0, 64: 1.5}
@@ -149,7 +150,7 @@ def make_weights(k, n, r):
     w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
     qw = quantize_rtn(w, GROUP)
     wd = qw.dequantize(torch.bfloat16)  # the bf16 peer multiplies the same (dequantized) weight
-    codes = W.unpack_int4(qw.qweight).to(torch.int32)  # (N, K)
+    codes = W.unpack_int4(qw.qweight, k).to(torch.int32)  # (N, K)
     u8 = (codes[:, ::2] << 4 | codes[:, 1::2]).to(torch.uint8)
     try:
         tiny = torch.ops.aten._convert_weight_to_int4pack(u8, 8)
@@ -161,14 +162,14 @@ def make_weights(k, n, r):
     return qw, wd, ours, tiny, sz
 
 
-def sweep_shape(k, n, bw, flops, results, sweep_log, quick):
+def sweep_shape(k, n, bw, flops, results, sweep_log, quick, ms=MS):
     wbytes = n * k // 2 + (k // GROUP) * n * 3  # int4 codes + fp16 scales + uint8 zeros
     r4 = copies_for(wbytes)
     r16 = copies_for(2 * n * k)
     qw, wd, ours, tiny, sz = make_weights(k, n, r4)
     bf = [wd.clone() for _ in range(r16)]
     tinys = [(tiny.clone(), sz.clone()) for _ in range(r4)] if tiny is not None else None
-    for m in MS:
+    for m in ms:
         xs = [torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for _ in range(4)]
         t_bf = graph_time_us([lambda i=i: xs[i % 4] @ bf[i].t() for i in range(r16)])
         t_tiny = None
@@ -192,24 +193,45 @@ def sweep_shape(k, n, bw, flops, results, sweep_log, quick):
             sweep_log.append({"K": k, "N": n, "M": m, "cfg": cfg, "us": t})
             if t < best[0]:
                 best = (t, cfg)
-        # correctness: winner and the run-time default, fresh inputs, NaN-poisoned output
+        # the fastest config that is also right on fresh inputs (a racy reduction would show here)
+        timed = sorted((r["us"], i, r["cfg"]) for i, r in enumerate(sweep_log)
+                       if r.get("K") == k and r.get("N") == n and r.get("M") == m and "us" in r)
+        for t, _, cfg in timed:
+            x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+            y = W.launch(x, qw.qweight, qw.scales, qw.zeros, GROUP, cfg)
+            for _ in range(3):  # repeated calls reuse the split-K counters
+                y2 = W.launch(x, qw.qweight, qw.scales, qw.zeros, GROUP, cfg)
+            ref = W.w4a16_reference(x.float(), qw.qweight, qw.scales, qw.zeros, GROUP)
+            e = max(rel_err(y, ref), rel_err(y2, ref))
+            if e == e and e < 1e-2:
+                best = (t, cfg)
+                break
+            print(f"  rejected (err {e:.2e}):", cfg, flush=True)
+        t_default = graph_time_us([lambda i=i: W.w4a16_matmul(xs[i % 4], *ours[i], GROUP) for i in range(r4)])
+        # the winner becomes the run-time choice for this (path, N, K): the table committed from this run
         errs = {}
-        for label, cfg in (("best", best[1]), ("runtime", C.pick_config(m, n, k, GROUP))):
+        for label, cfg in (("best", best[1]), ("runtime", C.pick_config(m, n, k))):
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
             out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
             y = W.launch(x, qw.qweight, qw.scales, qw.zeros, GROUP, cfg, out=out)
             ref = W.w4a16_reference(x.float(), qw.qweight, qw.scales, qw.zeros, GROUP)
             errs[label] = rel_err(y, ref) if not torch.isnan(y).any() else float("nan")
+        C.TUNED[(C.tuning_key(m), n, k)] = best[1]
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        y = W.w4a16_matmul(x, qw.qweight, qw.scales, qw.zeros, GROUP)
+        ref = W.w4a16_reference(x.float(), qw.qweight, qw.scales, qw.zeros, GROUP)
+        errs["tuned"] = rel_err(y, ref)
         t_best = graph_time_us([lambda i=i: W.launch(xs[i % 4], *ours[i], GROUP, best[1]) for i in range(r4)])
-        t_rt = graph_time_us([lambda i=i: W.w4a16_matmul(xs[i % 4], *ours[i], GROUP) for i in range(r4)])
+        t_rt = graph_time_us([lambda i=i: W.w4a16_matmul(xs[i % 4], *ours[i], GROUP) for i in range(r4)])  # tuned
         lim = max(wbytes / bw, 2 * m * n * k / flops) * 1e6
         line = (f"K={k:5d} N={n:5d} M={m:3d}: bf16 {t_bf:7.1f} | int4pack {t_tiny or float('nan'):7.1f} | "
-                f"ours best {t_best:7.1f} ({t_bf / t_best:4.2f}x) runtime {t_rt:7.1f} | limit {lim:5.1f} us | "
-                f"err {errs['best']:.1e}/{errs['runtime']:.1e} | {C.path_for(m)} "
-                f"{ {a: best[1][a] for a in ('BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'SPLIT_K', 'USE_DOT', 'num_warps', 'num_stages')} }")
+                f"ours best {t_best:7.1f} ({t_bf / t_best:4.2f}x) tuned {t_rt:7.1f} default {t_default:7.1f} | limit {lim:5.1f} us | "
+                f"err {errs['best']:.1e}/{errs['runtime']:.1e}/{errs['tuned']:.1e} | {C.path_for(m)} "
+                f"{ {a: best[1][a] for a in ('BLOCK_M', 'BLOCK_N', 'SPLIT_K', 'USE_DOT', 'REDUCE', 'num_warps', 'num_stages')} }")
         print(line, flush=True)
         results.append({"K": k, "N": n, "M": m, "bf16_us": t_bf, "int4pack_us": t_tiny, "ours_best_us": t_best,
-                        "ours_runtime_us": t_rt, "limit_us": lim, "err_best": errs["best"], "err_runtime": errs["runtime"],
+                        "ours_runtime_us": t_rt, "ours_default_us": t_default, "limit_us": lim, "err_best": errs["best"],
+                        "err_runtime": errs["runtime"], "err_tuned": errs["tuned"],
                         "best_cfg": best[1], "path": C.path_for(m), "tuning_key": key, "copies": [r4, r16]})
     del bf, ours, tinys
     torch.cuda.empty_cache()
@@ -293,8 +315,8 @@ def main():
 
     results, sweep_log = [], []
     os.makedirs(args.out, exist_ok=True)
-    for (k, n) in SHAPES:
-        sweep_shape(k, n, bw, flops, results, sweep_log, args.quick)
+    for (k, n) in SHAPES + DECODE_SHAPES:
+        sweep_shape(k, n, bw, flops, results, sweep_log, args.quick, MS if (k, n) in SHAPES else [1, 16])
         with open(os.path.join(args.out, "sweep.json"), "w") as f:  # partial results survive a time-out
             json.dump({"results": results, "sweep": sweep_log}, f)
     print(f"gemm sweep done at {time.time() - t0:.0f} s", flush=True)
@@ -315,6 +337,8 @@ def main():
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
     metrics = []
     for r in results:
+        if (r["K"], r["N"]) not in SHAPES:
+            continue
         cond = f"K={r['K']},N={r['N']},M={r['M']},w4a16,g={GROUP}"
         tgt = TARGETS.get(r["M"])
         metrics.append({
@@ -323,7 +347,8 @@ def main():
             "limit": {"value": r["limit_us"], "how": "max(int4 weight+scale+zero bytes / measured copy BW, FLOPs / measured bf16 mm rate)"},
             **({"target": {"value": r["bf16_us"] / tgt, "source": f"issue 7: >= {tgt}x cuBLAS bf16"}} if tgt else {}),
             "extra": {"int4pack_mm_us": r["int4pack_us"], "ours_best_config_us": r["ours_best_us"],
-                      "best_config": r["best_cfg"], "path": r["path"], "rel_err_vs_f32_ref": [r["err_best"], r["err_runtime"]],
+                      "ours_default_config_us": r["ours_default_us"],
+                      "best_config": r["best_cfg"], "path": r["path"], "rel_err_vs_f32_ref": [r["err_best"], r["err_runtime"], r["err_tuned"]],
                       "speedup_vs_bf16": r["bf16_us"] / r["ours_runtime_us"]},
         })
         if r["int4pack_us"]:
@@ -340,6 +365,8 @@ def main():
                 "limit": {"value": b / (q["limit_step_us"] * 1e-6), "how": "batch / (all weight bytes incl. bf16 lm_head / measured copy BW)"},
                 **({"target": {"value": 300.0, "source": "issue 7: >= 300 tok/s at batch 1 (whole engine)"}} if b == 1 else {}),
                 "note": "linear layers + lm_head of 32 layers under one CUDA graph; no attention, norms or sampling: not the engine"})
+    with open(os.path.join(args.out, "tuned.json"), "w") as f:
+        json.dump([[list(key), cfg] for key, cfg in C.TUNED.items()], f, indent=0)
     doc = {"topic": "quant", "device": dev, "commit": commit, "command": "python bench/quant_gemm.py",
            "date": time.strftime("%Y-%m-%d"), "ceilings": {"copy_TBps": bw / 1e12, "bf16_mm_TFLOPs": flops / 1e12},
            "timing": "CUDA-graph replay of R calls over R weight copies (> 2x L2), median of replays / R",
@@ -349,7 +376,7 @@ def main():
         json.dump(doc, f, indent=1)
     with open(os.path.join(args.out, "sweep.json"), "w") as f:
         json.dump({"results": results, "sweep": sweep_log, "decode": decode}, f)
-    print("\n# summary: speedup of ours (run-time config) vs cuBLAS bf16")
+    print("\n# summary: speedup of ours (tuned run-time config) vs cuBLAS bf16")
     for r in results:
         print(f"K={r['K']:5d} N={r['N']:5d} M={r['M']:3d}  {r['bf16_us'] / r['ours_runtime_us']:5.2f}x "
               f"(best cfg {r['bf16_us'] / r['ours_best_us']:5.2f}x, int4pack "

@@ -1,22 +1,29 @@
 """W4A16 GEMM: y = x @ dequant(W)^T with 4-bit group-quantized weights and 16-bit activations.
 
 Weight format (the kernel's layout, produced once at quantization time by `pack_int4`):
-    qweight: (K // 8, N) int32   eight 4-bit codes of one output column n, k = 8*r + j at bits 4j
+    qweight: (Kp // 8, N) int32   Kp = K rounded up to 128 (the tail codes multiply x = 0)
     scales:  (ceil(K / G), N) float16
     zeros:   (ceil(K / G), N) uint8   integer zero point in [0, 15]
-    w[n, k] = (q[k, n] - zeros[k // G, n]) * scales[k // G, n]
+    w[n, k] = (q[k, n] - zeros[k // G, n]) * scales[k // G, n],  G a multiple of 128
+Inside each block of 128 input channels, word row r (0..15) holds at bits 4j the code of
+k = 128 * block + 16 * j + r. One coalesced (16, BLOCK_N) load of words thus yields eight
+(16, BLOCK_N) code tiles by shifts alone, each multiplying a contiguous 16-wide slice of x:
+no reshape, no gather, no replicated loads.
 
-Rows along K sit in 32-bit words so that one coalesced load along N brings eight K values of
-each column; the scale is constant inside a group, so the kernel accumulates
-dot(x, q - z) over a K tile (exact small integers in the activation dtype) and multiplies by
-the scale once per tile in fp32 instead of once per weight element.
+Dequantization without int->float conversions (a quarter-rate instruction): the code q is
+OR-ed into the mantissa of 128.0, giving 128 + q exactly; the kernel accumulates
+x . (128 + q) and subtracts (128 + z) * sum(x) once per 128-block, then scales in fp32 once
+per block (the scale is constant inside a group).
 
-Three paths, chosen by M at run time (`w4a16_matmul`):
-    M <= 16      GEMV-style: one 16-row tile, narrow N tiles, split-K, whole weight streamed once
+Three paths, chosen by M at run time (`w4a16_matmul`, table in `w4a16_configs.py`):
+    M <= 16      GEMV-style: M == 1 on CUDA cores (BLOCK_M = 1), else one 16-row tensor-core
+                 tile; narrow N tiles; split-K
     16 < M < 64  split-K tensor-core GEMM
-    M >= 64      tensor-core GEMM, larger M/N tiles
-All three are one Triton kernel with different meta-parameters (`w4a16_configs.py` holds the
-table measured on the H100). `w4a16_reference` is the torch dequantize-then-matmul used on CPU.
+    M >= 64      tensor-core GEMM, larger tiles
+Split-K partial sums go either through fp32 atomics on a zeroed workspace plus a cast
+(REDUCE="atomic"), or into a workspace that the last program of each output tile sums
+(REDUCE="last", one kernel; a per-tile counter that the last program resets to 0).
+`w4a16_reference` is the torch dequantize-then-matmul used on CPU.
 """
 
 from __future__ import annotations
@@ -30,39 +37,48 @@ except ImportError:  # CPU-only install: the reference path still works
     triton = None
 
 PACK = 8  # int4 codes per int32
+IB = 128  # input channels per interleave block (= rows of one kernel K tile)
+RB = IB // PACK  # word rows per block
 
 
 # ---------------------------------------------------------------- packing / reference (torch)
 
+def padded_k(k: int) -> int:
+    return -(-k // IB) * IB
+
+
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
-    """q: (N, K) integer codes in [0, 15] -> qweight (K // 8, N) int32 in the kernel layout."""
+    """q: (N, K) integer codes in [0, 15] -> qweight (Kp // 8, N) int32 in the kernel layout."""
     if q.dim() != 2:
         raise ValueError(f"expected codes of shape (N, K), got {tuple(q.shape)}")
     n, k = q.shape
-    if k % PACK:
-        raise ValueError(f"K must be a multiple of {PACK} to pack int4 codes, got K={k}")
     if q.numel() and (int(q.min()) < 0 or int(q.max()) > 15):
         raise ValueError("int4 codes must lie in [0, 15]")
-    qt = q.t().to(torch.int64).reshape(k // PACK, PACK, n)  # (K/8, 8, N)
-    shifts = (torch.arange(PACK, device=q.device, dtype=torch.int64) * 4).view(1, PACK, 1)
-    packed = (qt << shifts).sum(dim=1)  # (K/8, N), values < 2^32
+    kp = padded_k(k)
+    qt = torch.zeros((kp, n), dtype=torch.int64, device=q.device)
+    qt[:k] = q.t().to(torch.int64)
+    qt = qt.view(kp // IB, PACK, RB, n)  # (block, j, r, N): k = block*128 + 16 j + r
+    shifts = (torch.arange(PACK, device=q.device, dtype=torch.int64) * 4).view(1, PACK, 1, 1)
+    packed = (qt << shifts).sum(dim=1).reshape(kp // PACK, n)  # (Kp/8, N), values < 2^32
     return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
 
 
-def unpack_int4(qweight: torch.Tensor) -> torch.Tensor:
-    """qweight (K // 8, N) int32 -> codes (N, K) uint8."""
-    kp, n = qweight.shape
-    shifts = (torch.arange(PACK, device=qweight.device, dtype=torch.int32) * 4).view(1, PACK, 1)
-    codes = (qweight.view(kp, 1, n) >> shifts) & 0xF  # (K/8, 8, N)
-    return codes.reshape(kp * PACK, n).t().contiguous().to(torch.uint8)
+def unpack_int4(qweight: torch.Tensor, in_features: int) -> torch.Tensor:
+    """qweight (Kp // 8, N) int32 -> codes (N, K) uint8."""
+    kw, n = qweight.shape
+    if kw * PACK != padded_k(in_features):
+        raise ValueError(f"qweight has {kw} word rows; K={in_features} needs {padded_k(in_features) // PACK}")
+    shifts = (torch.arange(PACK, device=qweight.device, dtype=torch.int32) * 4).view(1, PACK, 1, 1)
+    w = qweight.view(kw // RB, 1, RB, n)
+    codes = (w >> shifts) & 0xF  # (block, j, r, N)
+    return codes.reshape(kw * PACK, n)[:in_features].t().contiguous().to(torch.uint8)
 
 
 def dequantize(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group_size: int,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+               in_features: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """-> W (N, K) in `dtype`: (q - z) * s, computed in float32."""
-    q = unpack_int4(qweight).to(torch.float32)  # (N, K)
-    k = q.shape[1]
-    g = torch.arange(k, device=q.device) // group_size  # (K,) group of each column
+    q = unpack_int4(qweight, in_features).to(torch.float32)  # (N, K)
+    g = torch.arange(in_features, device=q.device) // group_size  # (K,) group of each column
     s = scales.to(torch.float32).t()[:, g]  # (N, K)
     z = zeros.to(torch.float32).t()[:, g]
     return ((q - z) * s).to(dtype)
@@ -71,7 +87,7 @@ def dequantize(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
 def w4a16_reference(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                     group_size: int) -> torch.Tensor:
     """Dequantize then matmul in float32; x: (..., K) -> (..., N) in x.dtype."""
-    w = dequantize(qweight, scales, zeros, group_size)  # (N, K) f32
+    w = dequantize(qweight, scales, zeros, group_size, x.shape[-1])  # (N, K) f32
     return (x.to(torch.float32) @ w.t()).to(x.dtype)
 
 
@@ -79,12 +95,13 @@ def check_operands(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
                    group_size: int) -> tuple[int, int]:
     """Boundary check shared by kernel and reference. Returns (K, N)."""
     if qweight.dtype != torch.int32 or qweight.dim() != 2:
-        raise ValueError(f"qweight must be (K//8, N) int32, got {tuple(qweight.shape)} {qweight.dtype}")
-    k, n = qweight.shape[0] * PACK, qweight.shape[1]
-    if x.shape[-1] != k:
-        raise ValueError(f"x has {x.shape[-1]} input features, the weight expects K={k}")
-    if group_size < 8 or group_size & (group_size - 1):
-        raise ValueError(f"group_size must be a power of two >= 8, got {group_size}")
+        raise ValueError(f"qweight must be (Kp//8, N) int32, got {tuple(qweight.shape)} {qweight.dtype}")
+    k, n = x.shape[-1], qweight.shape[1]
+    if qweight.shape[0] * PACK != padded_k(k):
+        raise ValueError(f"x has K={k} input features; qweight with {qweight.shape[0]} word rows expects "
+                         f"K in ({qweight.shape[0] * PACK - IB}, {qweight.shape[0] * PACK}]")
+    if group_size < IB or group_size % IB:
+        raise ValueError(f"group_size must be a multiple of {IB}, got {group_size}")
     ng = -(-k // group_size)
     if tuple(scales.shape) != (ng, n) or tuple(zeros.shape) != (ng, n):
         raise ValueError(f"scales/zeros must be ({ng}, {n}), got {tuple(scales.shape)} / {tuple(zeros.shape)}")
@@ -97,14 +114,21 @@ def check_operands(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
 
 if triton is not None:
 
+    @triton.jit
+    def _codes_plus_128(qw, J: tl.constexpr):
+        # (RB, BN) int32 words -> 128 + code j as float32, exact: OR the 4 bits into 128.0's mantissa
+        return ((((qw >> (4 * J)) & 0xF) << 16) | 0x43000000).to(tl.float32, bitcast=True)
+
     @triton.jit(do_not_specialize=["tiles_per_split"])
     def _w4a16_kernel(
-        x_ptr, qw_ptr, s_ptr, z_ptr, y_ptr,  # x (M, K); qw (K/8, N) i32; s, z (ng, N); y (M, N)
+        x_ptr, qw_ptr, s_ptr, z_ptr, y_ptr,  # x (M, K); qw (Kp/8, N) i32; s, z (ng, N); y (M, N)
+        ws_ptr, cnt_ptr,  # split-K workspace: fp32 (SPLIT_K, M, N) or (M, N); int32 counters per tile
         M, N, K, stride_xm, stride_ym, tiles_per_split,
-        GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        GROUP_TILES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         SPLIT_K: tl.constexpr, USE_DOT: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr,
-        GROUP_M: tl.constexpr, RESHAPE: tl.constexpr,
+        GROUP_M: tl.constexpr, REDUCE: tl.constexpr,  # 0: direct store, 1: fp32 atomics, 2: last program sums
     ):
+        RB_: tl.constexpr = 16
         pid = tl.program_id(0)
         pid_k = tl.program_id(1)
         num_pid_m = tl.cdiv(M, BLOCK_M)
@@ -119,88 +143,128 @@ if triton is not None:
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BM,)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,)
         offs_n = tl.max_contiguous(tl.multiple_of(offs_n, BLOCK_N), BLOCK_N)
+        offs_r = tl.arange(0, RB_)  # (16,)
         mask_m = offs_m < M
         mask_n = offs_n < N
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-
-        k_tile0 = pid_k * tiles_per_split
-        for t in range(0, tiles_per_split):
-            k0 = (k_tile0 + t) * BLOCK_K
-            offs_k = k0 + tl.arange(0, BLOCK_K)  # (BK,)
-            x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
-            g = k0 // GROUP  # BLOCK_K divides GROUP: one group per tile
-            if EVEN_K:
-                x = tl.load(x_ptrs, mask=mask_m[:, None], other=0.0)  # (BM, BK)
-            else:
-                x = tl.load(x_ptrs, mask=mask_m[:, None] & (offs_k < K)[None, :], other=0.0)
-            if RESHAPE:
-                # one load per 32-bit word, then 8 shifts: (BK/8, BN) -> (BK/8, 8, BN) -> (BK, BN)
-                offs_kp = k0 // 8 + tl.arange(0, BLOCK_K // 8)
-                w_ptrs = qw_ptr + offs_kp[:, None] * N + offs_n[None, :]
-                if EVEN_K and EVEN_N:
-                    qw = tl.load(w_ptrs)
-                else:
-                    qw = tl.load(w_ptrs, mask=(offs_kp < K // 8)[:, None] & mask_n[None, :], other=0)
-                shifts = tl.arange(0, 8) * 4
-                q = tl.reshape((qw[:, None, :] >> shifts[None, :, None]) & 0xF, (BLOCK_K, BLOCK_N))
-            else:
-                # each word gathered once per K row it holds (8 loads, 7 of them L1 hits)
-                w_ptrs = qw_ptr + (offs_k // 8)[:, None] * N + offs_n[None, :]
-                if EVEN_K and EVEN_N:
-                    qw = tl.load(w_ptrs)  # (BK, BN) int32
-                else:
-                    qw = tl.load(w_ptrs, mask=(offs_k < K)[:, None] & mask_n[None, :], other=0)
-                q = (qw >> ((offs_k % 8) * 4)[:, None]) & 0xF
-            s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)  # (BN,)
-            z = tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0).to(tl.int32)  # (BN,)
-            w = (q - z[None, :]).to(tl.float32).to(x.dtype)  # (BK, BN) exact integers in [-15, 15]
-            if USE_DOT:
-                part = tl.dot(x, w)  # (BM, BN) fp32
-            else:
-                part = tl.sum(x.to(tl.float32)[:, :, None] * w.to(tl.float32)[None, :, :], axis=1)
-            acc += part * s[None, :]
-
-        y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :]
-        mask = mask_m[:, None] & mask_n[None, :]
-        if SPLIT_K == 1:
-            tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+        if USE_DOT:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         else:
-            tl.atomic_add(y_ptrs, acc, mask=mask, sem="relaxed")  # y is an fp32 workspace here
+            acc = tl.zeros((RB_, BLOCK_N), dtype=tl.float32)  # M == 1: reduced over rows at the end
+
+        for t in range(0, tiles_per_split):
+            tile = pid_k * tiles_per_split + t
+            k0 = tile * (RB_ * 8)
+            w_ptrs = qw_ptr + (tile * RB_ + offs_r)[:, None] * N + offs_n[None, :]
+            if EVEN_N:
+                qw = tl.load(w_ptrs)  # (16, BN) int32: 128 codes per column
+            else:
+                qw = tl.load(w_ptrs, mask=mask_n[None, :], other=0)
+            g = tile // GROUP_TILES
+            s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)  # (BN,)
+            zc = 128.0 + tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0).to(tl.float32)  # (BN,) 128 + z
+            if USE_DOT:
+                part = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+                xsum = tl.zeros((BLOCK_M,), dtype=tl.float32)
+                for j in tl.static_range(8):
+                    offs_k = k0 + j * RB_ + offs_r
+                    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
+                    if EVEN_K:
+                        xj = tl.load(x_ptrs, mask=mask_m[:, None], other=0.0)  # (BM, 16)
+                    else:
+                        xj = tl.load(x_ptrs, mask=mask_m[:, None] & (offs_k < K)[None, :], other=0.0)
+                    wj = _codes_plus_128(qw, j).to(xj.dtype)  # (16, BN), exact in bf16/fp16
+                    part = tl.dot(xj, wj, part)
+                    xsum += tl.sum(xj.to(tl.float32), axis=1)
+                acc += (part - xsum[:, None] * zc[None, :]) * s[None, :]
+            else:
+                part = tl.zeros((RB_, BLOCK_N), dtype=tl.float32)
+                xsum = tl.zeros((RB_,), dtype=tl.float32)
+                for j in tl.static_range(8):
+                    offs_k = k0 + j * RB_ + offs_r
+                    if EVEN_K:
+                        xj = tl.load(x_ptr + offs_k).to(tl.float32)  # (16,) the one row
+                    else:
+                        xj = tl.load(x_ptr + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
+                    part += xj[:, None] * _codes_plus_128(qw, j)
+                    xsum += xj
+                acc += (part - xsum[:, None] * zc[None, :]) * s[None, :]
+
+        if USE_DOT:
+            out = acc  # (BM, BN)
+        else:
+            out = tl.sum(acc, axis=0)[None, :]  # (1, BN)
+        out_m = offs_m if USE_DOT else tl.arange(0, 1)
+        out_mask = (out_m < M)[:, None] & mask_n[None, :]
+        y_ptrs = y_ptr + out_m[:, None] * stride_ym + offs_n[None, :]
+        if REDUCE == 0:
+            tl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=out_mask)
+        elif REDUCE == 1:
+            tl.atomic_add(ws_ptr + out_m[:, None] * N + offs_n[None, :], out, mask=out_mask, sem="relaxed")
+        else:
+            plane = M * N
+            tl.store(ws_ptr + pid_k * plane + out_m[:, None] * N + offs_n[None, :], out, mask=out_mask)
+            tl.debug_barrier()  # every thread's partial is written before the counter moves
+            done = tl.atomic_add(cnt_ptr + pid, 1, sem="acq_rel", scope="gpu")
+            if done == SPLIT_K - 1:  # the last program of this tile sums the SPLIT_K partials
+                tot = tl.zeros(out.shape, dtype=tl.float32)
+                for sk in range(0, SPLIT_K):
+                    tot += tl.load(ws_ptr + sk * plane + out_m[:, None] * N + offs_n[None, :], mask=out_mask,
+                                   other=0.0, cache_modifier=".cg")
+                tl.store(y_ptrs, tot.to(y_ptr.dtype.element_ty), mask=out_mask)
+                tl.atomic_xchg(cnt_ptr + pid, 0, sem="relaxed", scope="gpu")  # ready for the next call
+
+
+_COUNTERS: dict = {}  # device -> int32 zeros, one counter per output tile, reset by the kernel itself
+MAX_TILES = 1 << 16
+
+
+def _counters(device: torch.device) -> torch.Tensor:
+    c = _COUNTERS.get(device)
+    if c is None:
+        c = _COUNTERS[device] = torch.zeros(MAX_TILES, dtype=torch.int32, device=device)
+    return c
 
 
 def launch(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group_size: int,
            cfg: dict, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Run the kernel with one explicit config. x2: (M, K) contiguous rows -> (M, N) in x2.dtype.
+    """Run the kernel with one explicit config. x2: (M, K) rows with unit stride -> (M, N) in x2.dtype.
 
-    cfg keys: BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K, USE_DOT, num_warps, num_stages (GROUP_M, RESHAPE
-    optional). With SPLIT_K > 1 the partial sums go through an fp32 workspace (atomics) and a cast.
+    cfg keys: BLOCK_M, BLOCK_N, SPLIT_K, USE_DOT, REDUCE ("atomic" | "last"), num_warps, num_stages,
+    GROUP_M (optional). BLOCK_K is always 128 (one interleave block per K tile).
     """
     m, k = x2.shape
     n = qweight.shape[1]
-    bm, bn, bk, split = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"], cfg["SPLIT_K"]
-    assert group_size % bk == 0, f"BLOCK_K={bk} must divide the group size {group_size}"
-    tiles = triton.cdiv(k, bk)
-    split = max(1, min(split, tiles))
-    tiles_per_split = triton.cdiv(tiles, split)
-    split = triton.cdiv(tiles, tiles_per_split)
-    even_k = tiles_per_split * split * bk == k
-    if split == 1:
-        y = out if out is not None else torch.empty((m, n), device=x2.device, dtype=x2.dtype)
+    bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    use_dot = cfg["USE_DOT"]
+    if not use_dot and m != 1:
+        raise ValueError("the CUDA-core path (USE_DOT=False) handles M == 1 only")
+    tiles = qweight.shape[0] // RB
+    split = max(1, min(cfg["SPLIT_K"], tiles))
+    while tiles % split:  # every split gets the same number of whole K tiles
+        split -= 1
+    tiles_per_split = tiles // split
+    even_k = tiles * IB == k
+    grid_mn = triton.cdiv(m, bm) * triton.cdiv(n, bn)
+    y = out if out is not None else torch.empty((m, n), device=x2.device, dtype=x2.dtype)
+    reduce = 0 if split == 1 else (1 if cfg.get("REDUCE", "atomic") == "atomic" else 2)
+    if reduce == 1:
+        ws = torch.zeros((m, n), device=x2.device, dtype=torch.float32)
+    elif reduce == 2:
+        if grid_mn > MAX_TILES:
+            raise ValueError(f"{grid_mn} output tiles exceed the {MAX_TILES} split-K counters")
+        ws = torch.empty((split, m, n), device=x2.device, dtype=torch.float32)
     else:
-        y = torch.zeros((m, n), device=x2.device, dtype=torch.float32)
-    grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn), split)
-    _w4a16_kernel[grid](
-        x2, qweight, scales, zeros, y, m, n, k, x2.stride(0), y.stride(0), tiles_per_split,
-        GROUP=group_size, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SPLIT_K=split, USE_DOT=cfg["USE_DOT"],
-        EVEN_K=even_k, EVEN_N=(n % bn == 0), GROUP_M=cfg.get("GROUP_M", 8), RESHAPE=cfg.get("RESHAPE", False),
+        ws = y
+    cnt = _counters(x2.device) if reduce == 2 else y
+    _w4a16_kernel[(grid_mn, split)](
+        x2, qweight, scales, zeros, y, ws, cnt, m, n, k, x2.stride(0), y.stride(0), tiles_per_split,
+        GROUP_TILES=group_size // IB, BLOCK_M=bm, BLOCK_N=bn, SPLIT_K=split, USE_DOT=use_dot,
+        EVEN_K=even_k, EVEN_N=(n % bn == 0), GROUP_M=cfg.get("GROUP_M", 8), REDUCE=reduce,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
-    if split == 1:
-        return y
-    if out is not None:
-        out.copy_(y)
-        return out
-    return y.to(x2.dtype)
+    if reduce == 1:
+        y.copy_(ws)
+    return y
 
 
 def w4a16_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
@@ -217,5 +281,5 @@ def w4a16_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, z
     x2 = x.reshape(-1, k)
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
-    y = launch(x2, qweight, scales, zeros, group_size, pick_config(x2.shape[0], n, k, group_size))
+    y = launch(x2, qweight, scales, zeros, group_size, pick_config(x2.shape[0], n, k))
     return y.view(*lead, n)

@@ -8,9 +8,9 @@ the path's default, which is the winner most often seen in the sweep.
 from __future__ import annotations
 
 
-def _cfg(bm, bn, bk, split, dot, warps, stages, reshape=True, group_m=8):
-    return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split, "USE_DOT": dot,
-            "num_warps": warps, "num_stages": stages, "RESHAPE": reshape, "GROUP_M": group_m}
+def _cfg(bm, bn, split, dot, warps, stages, reduce="last", group_m=8):
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_K": split, "USE_DOT": dot, "REDUCE": reduce,
+            "num_warps": warps, "num_stages": stages, "GROUP_M": group_m}
 
 
 def path_for(m: int) -> str:
@@ -22,27 +22,27 @@ def path_for(m: int) -> str:
     return "gemm"
 
 
-_R = (True, False)  # unpack by reshape (one load per word) or by gather (one load per code)
+_RED = ("last", "atomic")
 
 CANDIDATES: dict[str, list[dict]] = {
-    # M == 1 also tries the CUDA-core path (no tensor cores, BLOCK_M = 1).
-    "gemv1": [_cfg(1, bn, 128, sk, False, w, 3, r) for bn in (32, 64, 128) for sk in (1, 2, 4, 8)
-              for w in (4, 8) for r in _R]
-             + [_cfg(16, bn, 128, sk, True, 4, 3, r) for bn in (32, 64, 128) for sk in (1, 2, 4, 8) for r in _R],
-    "gemv": [_cfg(16, bn, bk, sk, True, 4, 3, r) for bn in (32, 64, 128) for bk in (64, 128)
-             for sk in (1, 2, 4, 8) for r in _R],
-    "splitk": [_cfg(32, bn, bk, sk, True, w, 3, r) for bn in (64, 128) for bk in (64, 128)
-               for sk in (1, 2, 4) for w in (4, 8) for r in _R],
-    "gemm": [_cfg(bm, bn, bk, sk, True, w, st) for bm in (64, 128) for bn in (64, 128, 256) for bk in (64, 128)
-             for sk in (1, 2) for w, st in ((4, 3), (8, 3), (8, 4))]
-            + [_cfg(bm, 128, 64, 1, True, 8, 3, False) for bm in (64, 128)],
+    # M == 1: the CUDA-core path (BLOCK_M = 1) and the 16-row tensor-core tile
+    "gemv1": [_cfg(1, bn, sk, False, w, st, r) for bn in (32, 64, 128) for sk in (4, 8, 16)
+              for w, st in ((4, 3), (4, 5), (8, 4)) for r in _RED]
+             + [_cfg(1, bn, 1, False, w, st) for bn in (16, 32) for w, st in ((4, 4), (2, 6))]
+             + [_cfg(16, bn, sk, True, 4, st, "last") for bn in (32, 64, 128) for sk in (4, 8, 16) for st in (3, 5)],
+    "gemv": [_cfg(16, bn, sk, True, w, st, r) for bn in (32, 64, 128) for sk in (2, 4, 8, 16)
+             for w, st in ((4, 3), (4, 5)) for r in _RED],
+    "splitk": [_cfg(32, bn, sk, True, w, st, r) for bn in (64, 128) for sk in (2, 4, 8)
+               for w, st in ((4, 3), (8, 4)) for r in _RED] + [_cfg(32, 64, 1, True, 4, 4)],
+    "gemm": [_cfg(bm, bn, sk, True, w, st) for bm in (64, 128) for bn in (64, 128, 256)
+             for sk in (1, 2, 4) for w, st in ((4, 3), (8, 3), (8, 4))],
 }
 
 DEFAULT: dict[str, dict] = {
-    "gemv1": _cfg(16, 64, 128, 4, True, 4, 3),
-    "gemv": _cfg(16, 64, 128, 4, True, 4, 3),
-    "splitk": _cfg(32, 64, 128, 2, True, 4, 3),
-    "gemm": _cfg(128, 128, 64, 1, True, 8, 3),
+    "gemv1": _cfg(1, 32, 8, False, 4, 3),
+    "gemv": _cfg(16, 64, 8, True, 4, 3),
+    "splitk": _cfg(32, 64, 4, True, 4, 3),
+    "gemm": _cfg(128, 64, 2, True, 8, 3),
 }
 
 # (path, N, K) -> config; filled from bench/results/quant/*-h100*.json
@@ -53,10 +53,6 @@ def tuning_key(m: int) -> str:
     return "gemv1" if m == 1 else path_for(m)
 
 
-def pick_config(m: int, n: int, k: int, group_size: int) -> dict:
+def pick_config(m: int, n: int, k: int) -> dict:
     key = tuning_key(m)
-    cfg = dict(TUNED.get((key, n, k), DEFAULT[key]))
-    # BLOCK_K must divide the group size (one scale row per K tile)
-    while group_size % cfg["BLOCK_K"]:
-        cfg["BLOCK_K"] //= 2
-    return cfg
+    return dict(TUNED.get((key, n, k), DEFAULT[key]))

@@ -12,20 +12,21 @@ from dataclasses import dataclass
 
 import torch
 
-from edgeserve_pod.kernels.w4a16 import dequantize, pack_int4
+from edgeserve_pod.kernels.w4a16 import IB, dequantize, pack_int4
 
 QMAX = 15
 
 
 @dataclass
 class QuantizedWeight:
-    qweight: torch.Tensor  # (K // 8, N) int32, kernel layout
+    qweight: torch.Tensor  # (Kp // 8, N) int32, kernel layout (Kp = K rounded up to 128)
     scales: torch.Tensor  # (ceil(K / G), N) float16
     zeros: torch.Tensor  # (ceil(K / G), N) uint8
     group_size: int
+    in_features: int  # K
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:  # (N, K)
-        return dequantize(self.qweight, self.scales, self.zeros, self.group_size, dtype)
+        return dequantize(self.qweight, self.scales, self.zeros, self.group_size, self.in_features, dtype)
 
 
 def _grouped(w: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -61,8 +62,10 @@ def quantize_rtn(w: torch.Tensor, group_size: int = 128) -> QuantizedWeight:
         raise ValueError(f"expected a 2-D weight (N, K), got shape {tuple(w.shape)}")
     if not torch.isfinite(w).all():
         raise ValueError("weight has NaN or Inf entries")
+    if group_size < IB or group_size % IB:
+        raise ValueError(f"group_size must be a multiple of {IB} (the kernel's K tile), got {group_size}")
     codes, s, z = quantize_codes(w, group_size)
-    return QuantizedWeight(pack_int4(codes), s.t().contiguous(), z.t().contiguous(), group_size)
+    return QuantizedWeight(pack_int4(codes), s.t().contiguous(), z.t().contiguous(), group_size, w.shape[1])
 
 
 def fake_quantize(w: torch.Tensor, group_size: int = 128) -> torch.Tensor:
