@@ -13,6 +13,7 @@ import { chatCompletions } from "./routes/chat";
 import { completions } from "./routes/completions";
 import { health } from "./routes/health";
 import { heartbeatPod, registerPod } from "./routes/internal-pods";
+import { kvEvents } from "./routing/kv-events";
 import { getModel, listModels } from "./routes/models";
 import type { AppEnv } from "./types";
 
@@ -24,6 +25,7 @@ const ROUTES: Record<string, string[]> = {
   "/health": ["GET"],
   "/internal/pods/register": ["POST"],
   "/internal/pods/heartbeat": ["POST"],
+  "/internal/kv-events": ["POST"],
 };
 
 export function createApp(deps: RespondDeps = {}) {
@@ -62,5 +64,6 @@ export function createApp(deps: RespondDeps = {}) {
   app.use("/internal/*", podSecretAuth);
   app.post("/internal/pods/register", registerPod);
   app.post("/internal/pods/heartbeat", heartbeatPod);
+  app.post("/internal/kv-events", kvEvents);
   return app;
 }

@@ -15,7 +15,7 @@ export interface PodBackendOptions {
   connectTimeoutMs: number;
   idleTimeoutMs: number;
   /** Fields the router adds to the request (SLO targets, cached-prefix hint). */
-  extra?: Pick<GenerateRequest, "slo" | "cached_prefix">;
+  extra?: Pick<GenerateRequest, "slo" | "cached_prefix" | "kv_transfer">;
   fetch?: typeof fetch;
   /** Keeps the cancel call alive after the response ended (ExecutionContext.waitUntil). */
   waitUntil?: (p: Promise<unknown>) => void;

@@ -3,6 +3,7 @@
  * once per isolate. Bad configuration is an operator error, reported as a 500 with the reason.
  */
 import { z } from "zod";
+import { sloHintSchema } from "../slo/hint";
 
 const ApiKeyEntry = z
   .object({
@@ -12,6 +13,8 @@ const ApiKeyEntry = z
     rpm: z.number().int().positive(),
     /** Tokens (prompt + completion) per minute. */
     tpm: z.number().int().positive(),
+    /** Default SLO hint for this key's requests (workers/src/slo/hint.ts); request hints override it. */
+    slo: sloHintSchema.optional(),
   })
   .strict();
 export type ApiKeyEntry = z.infer<typeof ApiKeyEntry>;

@@ -22,7 +22,7 @@ const evicted = (hashes: string[]): KvEvent => ({ type: "evicted", block_hashes:
 let fresh = 0;
 /** A new shard per test: storage is shared across the tests of a file. */
 function index(name = `${MODEL}-${++fresh}`) {
-  return prefixIndexStub(env.PREFIX_INDEX as DurableObjectNamespace<PrefixIndex>, name);
+  return prefixIndexStub(env.PREFIX_INDEX, name);
 }
 
 /** The error an RPC call rejects with (RPC promises are awaited once, here). */
@@ -88,8 +88,8 @@ describe("PrefixIndex", () => {
     const idx = index();
     const h = await chain(range(0, 32)); // 8 blocks
     let t = 1_000_000;
-    await runInDurableObject(idx, (o: PrefixIndex) => {
-      o.now = () => t;
+    await runInDurableObject(idx, (o) => {
+      (o as PrefixIndex).now = () => t;
     });
     await idx.configure({ approxTtlMs: 1000, preciseTtlMs: 10_000 });
     await idx.recordRoute("r", h);
@@ -110,8 +110,8 @@ describe("PrefixIndex", () => {
   it("stays within maxEntries, dropping the least recently touched rows", async () => {
     const idx = index();
     let t = 5_000_000;
-    await runInDurableObject(idx, (o: PrefixIndex) => {
-      o.now = () => t;
+    await runInDurableObject(idx, (o) => {
+      (o as PrefixIndex).now = () => t;
     });
     await idx.configure({ maxEntries: 50 });
     const old = await chain(range(0, 4 * 30));

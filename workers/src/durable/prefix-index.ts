@@ -58,13 +58,13 @@ export function prefixIndexStub(ns: DurableObjectNamespace<PrefixIndex>, model: 
   return ns.get(ns.idFromName(`prefix:${model}`));
 }
 
-export class PrefixIndex extends DurableObject<unknown> {
+export class PrefixIndex extends DurableObject<Env> {
   private opts: PrefixIndexOptions = { ...defaultPrefixIndexOptions };
   private writesSinceTrim = 0;
   /** Tests move time by replacing this. */
   now: () => number = () => Date.now();
 
-  constructor(ctx: DurableObjectState, env: unknown) {
+  constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     ctx.blockConcurrencyWhile(async () => {
       const sql = ctx.storage.sql;

@@ -11,6 +11,8 @@ import { REGISTRY_NAME } from "../durable/pod-registry";
 import type { ModelSpec } from "../models";
 import { createPolicy, type PodInfo, type RoutingPolicy } from "../routing";
 import { localRuntime } from "../backends/local-runtime";
+import { DisaggregatedBackend, transferId } from "../routing/disaggregated-backend";
+import { matchPrefix, notePlacement } from "../routing/prefix-lookup";
 
 export interface RouteInput {
   requestId: string;
@@ -50,32 +52,48 @@ export async function planRoute(input: RouteInput, deps: RouterDeps, livePods: P
   const notes: string[] = [];
   if (spec.backends.includes("pod") && livePods.length > 0) {
     const blockSize = livePods[0].blockSize || DEFAULT_BLOCK_SIZE;
+    const hashes = await blockHashes(spec.id, input.promptTokenIds, blockSize);
     const decision = policyFor(deps.env.ROUTING_POLICY).choose(
       {
         requestId: input.requestId,
         model: spec.id,
         promptTokens: input.promptTokenIds.length,
-        blockHashes: await blockHashes(spec.id, input.promptTokenIds, blockSize),
+        blockHashes: hashes,
         slo: input.slo,
         maxTokens: input.maxTokens,
       },
       livePods,
-      new Map(),
+      await matchPrefix(deps.env.PREFIX_INDEX, spec.id, hashes),
     );
     if (decision) {
       notes.push(decision.explain);
-      for (const pod of [decision.pod, ...decision.fallbacks]) {
+      // Approximate mode of the index: note the placement now, the pod's KV events confirm it later.
+      const placed = notePlacement(deps.env.PREFIX_INDEX, spec.id, decision.pod.podId, hashes);
+      if (deps.waitUntil) deps.waitUntil(placed);
+      else await placed;
+      const podBackend = (pod: PodInfo, extra: ConstructorParameters<typeof PodBackend>[0]["extra"]) =>
+        new PodBackend({
+          podId: pod.podId,
+          url: pod.url,
+          connectTimeoutMs: deps.config.podConnectTimeoutMs,
+          idleTimeoutMs: deps.config.podIdleTimeoutMs,
+          extra,
+          fetch: deps.fetch,
+          waitUntil: deps.waitUntil,
+        });
+      const cachedPrefix = (blocks: number) => ({ block_size: blockSize, matched_blocks: blocks });
+      if (decision.prefillPod) {
+        const tid = transferId(input.requestId);
         backends.push(
-          new PodBackend({
-            podId: pod.podId,
-            url: pod.url,
-            connectTimeoutMs: deps.config.podConnectTimeoutMs,
-            idleTimeoutMs: deps.config.podIdleTimeoutMs,
-            extra: { slo: input.slo, cached_prefix: { block_size: blockSize, matched_blocks: decision.cachedBlocks } },
-            fetch: deps.fetch,
+          new DisaggregatedBackend({
+            prefill: podBackend(decision.prefillPod, { slo: input.slo, kv_transfer: { role: "send", transfer_id: tid, peer_url: decision.pod.url } }),
+            decode: podBackend(decision.pod, { slo: input.slo, cached_prefix: cachedPrefix(decision.cachedBlocks), kv_transfer: { role: "receive", transfer_id: tid } }),
             waitUntil: deps.waitUntil,
           }),
         );
+      }
+      for (const pod of [decision.pod, ...decision.fallbacks]) {
+        backends.push(podBackend(pod, { slo: input.slo, cached_prefix: cachedPrefix(pod === decision.pod ? decision.cachedBlocks : 0) }));
       }
     }
   }

@@ -7,7 +7,7 @@ import { ApiError } from "../errors";
 import type { ModelSpec } from "../models";
 import { stopList, type StopParam } from "../openai/common-schema";
 import type { Kind } from "../openai/responses";
-import { classify, defaultSloConfig, mergeHints, parseSloHeader, SLO_HEADER, type SloHint } from "../slo";
+import { classify, defaultSloConfig, isolateEstimator, mergeHints, parseSloHeader, SLO_HEADER, type SloHint } from "../slo";
 import type { Tokenizer } from "../tokenize";
 import type { AppEnv } from "../types";
 import type { Job } from "./respond";
@@ -64,8 +64,9 @@ export function buildJob(
       stream,
       hasTools: false,
       maxTokens,
-      estimatedOutputTokens: Math.min(maxTokens, defaultSloConfig.priorOutputTokens),
+      estimatedOutputTokens: isolateEstimator.estimate(c.get("apiKey").name, spec.id, maxTokens),
       hint,
+      keyDefaults: c.get("apiKey").slo,
       nowMs: Date.now(),
     },
     defaultSloConfig,

@@ -18,6 +18,7 @@ import { admit, chargeLater } from "./rate-limit";
 import { SSE_HEADERS, sseStream } from "./sse";
 import { textStream, type TextEvent } from "./text-stream";
 import { backendErrorToApi } from "./errors";
+import { isolateEstimator } from "../slo";
 
 export interface Job {
   kind: Kind;
@@ -57,6 +58,7 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
     pods,
   );
   log.set({ route: plan.explain });
+  c.header("x-edgeserve-route", plan.explain);
   if (plan.backends.length === 0) {
     throw new ApiError(503, `No backend can serve '${job.spec.id}' right now: no live pod serves it and the in-Worker runtime is not available.`, {
       code: "no_backend",
@@ -96,6 +98,7 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
     if (ev?.type === "final") {
       log.set({ completion_tokens: ev.usage.completionTokens, cached_tokens: ev.usage.cachedTokens, finish_reason: ev.finishReason });
       chargeLater(c, ev.usage.completionTokens);
+      isolateEstimator.observe(c.get("apiKey").name, job.spec.id, ev.usage.completionTokens);
     } else if (ev?.type === "error") {
       log.set({ error_code: ev.code, error: ev.message });
     } else {

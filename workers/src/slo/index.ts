@@ -3,3 +3,4 @@ export { defaultSloConfig, sloConfig, sloConfigSchema, type SloConfig } from "./
 export { GROWTH, OutputLengthEstimator } from "./estimator";
 export { mergeHints, parseSloBody, parseSloHeader, SLO_BODY_FIELD, SLO_HEADER, type SloHint } from "./hint";
 export { metSlo, slackMs, type WorkEstimate } from "./slack";
+export { isolateEstimator } from "./isolate-estimator";
