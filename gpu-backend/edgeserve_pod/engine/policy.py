@@ -45,3 +45,7 @@ def make_policy(name: str) -> SchedulingPolicy:
     if name not in POLICIES:
         raise ValueError(f"unknown scheduling_policy {name!r}; known: {sorted(POLICIES)}")
     return POLICIES[name]()
+
+
+# Sibling policies register themselves on import (kept last: they import this module).
+from edgeserve_pod.engine import policy_slo as _policy_slo  # noqa: E402,F401  ("slo")
