@@ -55,3 +55,33 @@ export function registration(podId: string, url: string, load: Partial<{ running
     load: { running: 0, waiting: 0, free_blocks: 100, total_blocks: 100, ...load },
   };
 }
+
+/** Forgets every registered pod (the registry is shared by the tests of a file). */
+export async function resetPods(): Promise<void> {
+  const stub = env.POD_REGISTRY.get(env.POD_REGISTRY.idFromName("global"));
+  for (const p of await stub.allPods()) await stub.remove(p.podId);
+}
+
+export async function registerPod(podId: string, url: string, load: Partial<{ running: number; waiting: number }> = {}): Promise<void> {
+  const res = await exports.default.fetch(
+    new Request("http://edge/internal/pods/register", {
+      method: "POST",
+      headers: { authorization: `Bearer ${POD_SECRET}`, "content-type": "application/json" },
+      body: JSON.stringify(registration(podId, url, load)),
+    }),
+  );
+  expect(res.status).toBe(200);
+}
+
+/** Parses an SSE body into its data payloads (`[DONE]` kept as the string). */
+export async function sseEvents(res: Response): Promise<unknown[]> {
+  const text = await res.text();
+  const out: unknown[] = [];
+  for (const block of text.split("\n\n")) {
+    if (block.trim() === "") continue;
+    expect(block.startsWith("data: "), block).toBe(true);
+    const payload = block.slice("data: ".length);
+    out.push(payload === "[DONE]" ? payload : JSON.parse(payload));
+  }
+  return out;
+}

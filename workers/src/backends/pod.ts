@@ -50,11 +50,14 @@ export class PodBackend implements InferenceBackend {
     const onClientAbort = () => upstream.abort(p.signal.reason);
     p.signal.addEventListener("abort", onClientAbort);
     let produced = false;
+    // True once the pod has nothing more to do for this request; otherwise leaving cancels it.
     let finished = false;
-    const fail = (code: string, message: string, retryable = !produced): BackendEvent => {
-      finished = true;
-      return { type: "error", code, message: `${this.id}: ${message}`, retryable };
-    };
+    const fail = (code: string, message: string, retryable = !produced): BackendEvent => ({
+      type: "error",
+      code,
+      message: `${this.id}: ${message}`,
+      retryable,
+    });
     try {
       if (p.signal.aborted) return;
       let res: Response;
@@ -69,12 +72,14 @@ export class PodBackend implements InferenceBackend {
       } catch (e) {
         if (p.signal.aborted) return;
         const timedOut = upstream.signal.reason instanceof TimeoutError;
+        finished = !timedOut;
         yield fail(timedOut ? "pod_timeout" : "pod_unreachable", timedOut ? `no answer within ${this.opts.connectTimeoutMs} ms` : `fetch failed: ${(e as Error).message}`);
         return;
       } finally {
         clearTimeout(connectTimer);
       }
       if (res.status !== 200 || !res.body) {
+        finished = true;
         yield await this.httpError(res, fail);
         return;
       }
@@ -92,6 +97,7 @@ export class PodBackend implements InferenceBackend {
         }
         if (rec === undefined) {
           if (p.signal.aborted) return;
+          finished = true;
           yield fail("pod_stream_truncated", "stream ended without a final record");
           return;
         }
@@ -114,6 +120,7 @@ export class PodBackend implements InferenceBackend {
           };
           return;
         } else {
+          finished = true;
           const code = checked.error.code;
           yield fail(code, checked.error.message, !produced && RETRYABLE_CODES.has(code));
           return;

@@ -66,7 +66,7 @@ export class PodRegistry extends DurableObject<Env> {
       info.maxModelLen ?? null, JSON.stringify(info.load), nowMs,
     );
     if ((await this.ctx.storage.getAlarm()) === null) {
-      await this.ctx.storage.setAlarm(nowMs + FORGET_AFTER_MS);
+      await this.ctx.storage.setAlarm(Date.now() + FORGET_AFTER_MS);
     }
     return { heartbeatMs: this.heartbeatMs(), known };
   }

@@ -27,6 +27,9 @@ export async function* textStream(events: AsyncIterable<BackendEvent>, o: TextSt
   const matcher = new StopMatcher(o.stop);
   let completionTokens = 0;
   let produced = false;
+  // The loop is left with `break` so that the backend's iterator is closed (and its work
+  // cancelled) before the final event is handed on.
+  let end: TextEvent | undefined;
   for await (const ev of events) {
     if (ev.type === "tokens") {
       if (!produced) o.onFirstToken?.();
@@ -36,19 +39,19 @@ export async function* textStream(events: AsyncIterable<BackendEvent>, o: TextSt
       const { text, stopped } = matcher.push(o.decoder.push(visible));
       if (text) yield { type: "text", text };
       if (stopped) {
-        yield { type: "final", finishReason: "stop", usage: { promptTokens: o.promptTokens, completionTokens, cachedTokens: 0 } };
-        return;
+        end = { type: "final", finishReason: "stop", usage: { promptTokens: o.promptTokens, completionTokens, cachedTokens: 0 } };
+        break;
       }
     } else if (ev.type === "final") {
       const { text, stopped } = matcher.push(o.decoder.flush());
       const rest = stopped ? text : text + matcher.flush();
       if (rest) yield { type: "text", text: rest };
-      yield { type: "final", finishReason: stopped ? "stop" : ev.finishReason, usage: ev.usage };
-      return;
+      end = { type: "final", finishReason: stopped ? "stop" : ev.finishReason, usage: ev.usage };
+      break;
     } else {
-      yield { ...ev, produced };
-      return;
+      end = { ...ev, produced };
+      break;
     }
   }
-  yield { type: "error", code: "backend_ended", message: "the backend ended without a final record", retryable: false, produced };
+  yield end ?? { type: "error", code: "backend_ended", message: "the backend ended without a final record", retryable: false, produced };
 }

@@ -1,0 +1,242 @@
+/**
+ * The whole edge (validation → tokenizer → registry → routing → pod backend → detokenizer →
+ * OpenAI wire format) against an in-process pod double that injects faults: refused
+ * connections, overload, broken and truncated streams, mid-answer failures, silence, and
+ * clients that leave. The double stands only for the pod; everything else is the real edge.
+ */
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { Tokenizer } from "@edgeserve/kernels-wasm/tokenizer";
+import { beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { createApp } from "../src/app";
+import { expectError, KEY, MODEL, registerPod, resetPods, seedTokenizer, sseEvents, tokenizerData } from "./helpers";
+import { PodDouble, tokenSteps, type Behaviour } from "./pod-double";
+
+const tok = Tokenizer.fromJSON(tokenizerData);
+const ANSWER = "Hello, world! 🦊 café";
+const answerIds = tok.encode(ANSWER, { parseSpecial: false });
+const userMessages = [{ role: "user", content: "Say hello." }];
+
+async function call(double: PodDouble, path: string, body: unknown, vars: Record<string, string> = {}) {
+  const app = createApp({ fetch: double.fetch });
+  const ctx = createExecutionContext();
+  const res = await app.fetch(
+    new Request(`http://edge${path}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json", "x-request-id": `t-${crypto.randomUUID()}` },
+      body: JSON.stringify(body),
+    }),
+    { ...env, ...vars },
+    ctx,
+  );
+  return { res, ctx, requestId: res.headers.get("x-request-id")! };
+}
+
+/** Pods a (idle) and b (busier, so the fallback), behind the double. */
+async function twoPods(a: Behaviour, b: Behaviour): Promise<PodDouble> {
+  await registerPod("pod-a", "http://pod-a.test");
+  await registerPod("pod-b", "http://pod-b.test", { running: 8, waiting: 8 });
+  return new PodDouble({ "pod-a.test": a, "pod-b.test": b });
+}
+
+beforeAll(seedTokenizer);
+beforeEach(resetPods);
+
+describe("happy path through a pod", () => {
+  it("non-stream chat: the pod gets the templated token ids; the client gets OpenAI's chat.completion", async () => {
+    const double = await twoPods({ steps: tokenSteps(answerIds) }, { throws: "unused" });
+    const { res } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, max_tokens: 40, temperature: 0.5, seed: 3 });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as any;
+    const expectedPrompt = tok.encode(tok.applyChatTemplate(userMessages, { addGenerationPrompt: true }));
+    expect(double.generateCalls).toHaveLength(1);
+    const sent = double.generateCalls[0].body;
+    expect(double.generateCalls[0].host).toBe("pod-a.test");
+    expect(sent.prompt_token_ids).toEqual(expectedPrompt);
+    expect(sent.max_tokens).toBe(40);
+    expect(sent.sampling).toEqual({ temperature: 0.5, top_p: 1, top_k: 0, seed: 3 });
+    expect(sent.stop_token_ids).toEqual(tok.eosTokenIds);
+    expect(sent.slo?.class).toBeDefined();
+    expect(body).toMatchObject({
+      object: "chat.completion",
+      model: MODEL,
+      choices: [{ index: 0, message: { role: "assistant", content: ANSWER }, finish_reason: "stop", logprobs: null }],
+      usage: { prompt_tokens: expectedPrompt.length, completion_tokens: answerIds.length, total_tokens: expectedPrompt.length + answerIds.length },
+    });
+    expect(body.id).toMatch(/^chatcmpl-/);
+  });
+
+  it("stream chat with include_usage: role chunk, content chunks, finish chunk, usage chunk with choices [], [DONE]", async () => {
+    // The fox emoji is 4 UTF-8 bytes; byte-level BPE splits it over several tokens.
+    expect(answerIds.length).toBeGreaterThan(ANSWER.split(" ").length + 2);
+    const double = await twoPods({ steps: tokenSteps(answerIds) }, { throws: "unused" });
+    const { res } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, stream: true, stream_options: { include_usage: true } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    const events = await sseEvents(res);
+    expect(events.at(-1)).toBe("[DONE]");
+    const chunks = events.slice(0, -1) as any[];
+    expect(chunks[0].choices[0].delta).toEqual({ role: "assistant", content: "" });
+    const usage = chunks.at(-1);
+    expect(usage.choices).toEqual([]);
+    expect(usage.usage).toMatchObject({ completion_tokens: answerIds.length });
+    const finish = chunks.at(-2);
+    expect(finish.choices[0]).toEqual({ index: 0, delta: {}, logprobs: null, finish_reason: "stop" });
+    for (const c of chunks.slice(0, -1)) {
+      expect(c).toMatchObject({ object: "chat.completion.chunk", model: MODEL, usage: null });
+      expect(c.id).toBe(chunks[0].id);
+    }
+    const pieces = chunks.slice(1, -2).map((c) => c.choices[0].delta.content as string);
+    expect(pieces.join("")).toBe(ANSWER);
+    expect(pieces.some((p) => p.includes("\uFFFD"))).toBe(false);
+    expect(pieces.some((p) => p.includes("🦊"))).toBe(true);
+  });
+
+  it("stream legacy completion: text_completion chunks, no role chunk, [DONE]", async () => {
+    const double = await twoPods({ steps: tokenSteps(answerIds, "length") }, { throws: "unused" });
+    const { res } = await call(double, "/v1/completions", { model: MODEL, prompt: "Once upon", stream: true, max_tokens: answerIds.length });
+    const events = await sseEvents(res);
+    expect(events.at(-1)).toBe("[DONE]");
+    const chunks = events.slice(0, -1) as any[];
+    expect(chunks.every((c) => c.object === "text_completion" && !("usage" in c))).toBe(true);
+    expect(chunks.map((c) => c.choices[0].text).join("")).toBe(ANSWER);
+    expect(chunks.at(-1).choices[0].finish_reason).toBe("length");
+    expect(double.generateCalls[0].body.prompt_token_ids).toEqual(tok.encode("Once upon", { addSpecial: true, parseSpecial: false }));
+  });
+
+  it("a stop sequence ends the answer before it and cancels the pod's work", async () => {
+    const ids = tok.encode("one two STOP three four", { parseSpecial: false });
+    const double = await twoPods({ steps: [...ids.map((id) => ({ tokens: [id] })), { hang: true }] }, { throws: "unused" });
+    const { res, ctx, requestId } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, stop: ["STOP"] });
+    const body = (await res.json()) as any;
+    expect(body.choices[0]).toMatchObject({ message: { content: "one two " }, finish_reason: "stop" });
+    await waitOnExecutionContext(ctx);
+    expect(double.cancelled(requestId)).toBe(true);
+  });
+
+  it("EOS tokens end the text and never show in it", async () => {
+    const double = await twoPods({ steps: [{ tokens: [...tok.encode("Hi", { parseSpecial: false }), tok.eosTokenIds[0]] }, { final: "stop" }] }, { throws: "unused" });
+    const { res } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages });
+    expect(((await res.json()) as any).choices[0].message.content).toBe("Hi");
+  });
+});
+
+describe("faults before the first token: one retry on another pod", () => {
+  const cases: [string, Behaviour][] = [
+    ["connection refused", { throws: "connect ECONNREFUSED" }],
+    ["503 overloaded error record", { status: 503, body: { type: "error", error: { code: "overloaded", message: "queue full" } } }],
+    ["500 without a body", { status: 500 }],
+    ["error record as the first stream line", { steps: [{ error: "internal_error" }] }],
+    ["stream ends with no record", { steps: [] }],
+    ["garbage instead of NDJSON", { steps: [{ raw: "<html>oops</html>\n" }] }],
+  ];
+  for (const [name, fault] of cases) {
+    it(`${name} on pod a → pod b answers`, async () => {
+      const double = await twoPods(fault, { steps: tokenSteps(answerIds) });
+      const { res } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages });
+      expect(res.status).toBe(200);
+      expect(((await res.json()) as any).choices[0].message.content).toBe(ANSWER);
+      expect(double.generateCalls.map((c) => c.host)).toEqual(["pod-a.test", "pod-b.test"]);
+    });
+  }
+
+  it("both pods fail → 502 in the error shape, nothing streamed", async () => {
+    const double = await twoPods({ throws: "down" }, { status: 500 });
+    const { res } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, stream: true });
+    const e = await expectError(res, 502, null);
+    expect(e.code).toBe("backend_error");
+    expect(double.generateCalls).toHaveLength(2);
+  });
+
+  it("only one retry: a third pod is not tried", async () => {
+    await registerPod("pod-c", "http://pod-c.test", { running: 20 });
+    const double = await twoPods({ throws: "down" }, { throws: "down too" });
+    const { res } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages });
+    expect(res.status).toBe(502);
+    expect(double.generateCalls).toHaveLength(2);
+  });
+
+  it("a 400 from the pod is not retried (the request, not the pod, is at fault)", async () => {
+    const double = await twoPods({ status: 400, body: { type: "error", error: { code: "invalid_request", message: "bad", param: "max_tokens" } } }, { steps: tokenSteps(answerIds) });
+    const { res } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages });
+    expect(res.status).toBe(502);
+    expect(double.generateCalls).toHaveLength(1);
+  });
+
+  it("prompt_too_long from the pod is the client's 400 naming messages", async () => {
+    const double = await twoPods({ status: 400, body: { type: "error", error: { code: "prompt_too_long", message: "2048 max" } } }, { throws: "unused" });
+    const { res } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages });
+    expect((await expectError(res, 400, "messages")).code).toBe("context_length_exceeded");
+  });
+
+  it("a pod that never answers times out (504) after the connect timeout", async () => {
+    await registerPod("pod-a", "http://pod-a.test");
+    const double = new PodDouble({ "pod-a.test": { silent: true } });
+    const { res } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages }, { POD_CONNECT_TIMEOUT_MS: "150" });
+    expect((await expectError(res, 504, null)).code).toBe("backend_timeout");
+  });
+});
+
+describe("faults after the first token", () => {
+  it("stream: a mid-answer pod error becomes a data: {error} event, then [DONE]; no retry", async () => {
+    const double = await twoPods({ steps: [{ tokens: answerIds.slice(0, 3) }, { error: "internal_error", message: "GPU fell off" }] }, { steps: tokenSteps(answerIds) });
+    const { res } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, stream: true });
+    expect(res.status).toBe(200);
+    const events = await sseEvents(res);
+    expect(events.at(-1)).toBe("[DONE]");
+    const err = events.at(-2) as any;
+    expect(Object.keys(err)).toEqual(["error"]);
+    expect(err.error).toMatchObject({ type: "server_error", param: null, code: "internal_error" });
+    expect(err.error.message).toContain("GPU fell off");
+    expect(double.generateCalls).toHaveLength(1);
+  });
+
+  it("stream: a truncated pod stream ends with an error event and [DONE]", async () => {
+    const double = await twoPods({ steps: [{ tokens: answerIds.slice(0, 2) }] }, { throws: "unused" });
+    const { res } = await call(double, "/v1/completions", { model: MODEL, prompt: "x", stream: true });
+    const events = await sseEvents(res);
+    expect((events.at(-2) as any).error.code).toBe("pod_stream_truncated");
+    expect(events.at(-1)).toBe("[DONE]");
+  });
+
+  it("stream: a pod that goes silent mid-answer hits the idle timeout", async () => {
+    const double = await twoPods({ steps: [{ tokens: answerIds.slice(0, 2) }, { hang: true }] }, { throws: "unused" });
+    const { res, ctx, requestId } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, stream: true }, { POD_IDLE_TIMEOUT_MS: "150" });
+    const events = await sseEvents(res);
+    expect((events.at(-2) as any).error.code).toBe("pod_timeout");
+    await waitOnExecutionContext(ctx);
+    expect(double.cancelled(requestId)).toBe(true);
+  });
+
+  it("non-stream: a mid-answer failure is a 502, not a partial answer", async () => {
+    const double = await twoPods({ steps: [{ tokens: answerIds.slice(0, 3) }, { error: "internal_error" }] }, { steps: tokenSteps(answerIds) });
+    const { res } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages });
+    await expectError(res, 502, null);
+  });
+});
+
+describe("client disconnect", () => {
+  it("cancelling the SSE body aborts the pod request and POSTs /v1/cancel", async () => {
+    const double = await twoPods({ steps: [{ tokens: answerIds.slice(0, 2) }, { tokens: answerIds.slice(2, 4), delayMs: 20 }, { hang: true }] }, { throws: "unused" });
+    const { res, ctx, requestId } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, stream: true });
+    const reader = res.body!.getReader();
+    const first = await reader.read();
+    expect(new TextDecoder().decode(first.value)).toContain("chat.completion.chunk");
+    await reader.cancel();
+    await waitOnExecutionContext(ctx);
+    expect(double.generateCalls[0].aborted()).toBe(true);
+    expect(double.cancels).toEqual([{ host: "pod-a.test", requestId }]);
+  });
+});
+
+describe("registry", () => {
+  it("a pod silent for three heartbeats is not routed to", async () => {
+    const stub = env.POD_REGISTRY.get(env.POD_REGISTRY.idFromName("global"));
+    const reg = { pod_id: "pod-old", url: "http://pod-old.test", models: [MODEL] as [string], role: "both" as const, block_size: 16, load: { running: 0, waiting: 0, free_blocks: 1, total_blocks: 1 } };
+    await stub.upsert(reg, Date.now() - 3 * 2000 - 50);
+    const double = new PodDouble({ "pod-old.test": { steps: tokenSteps(answerIds) } });
+    const { res } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages });
+    expect((await expectError(res, 503, null)).code).toBe("no_backend");
+    expect(double.generateCalls).toHaveLength(0);
+  });
+});
