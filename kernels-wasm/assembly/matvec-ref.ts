@@ -1,0 +1,79 @@
+// Scalar references: out[r] = Σ_c W[r, c] · x[c]. W rows are GGUF blocks, row-major (rows, cols).
+// Quantized weights take int8 activations (quantize.ts layout); float weights take f32 x.
+// Each SIMD kernel (matvec-simd.ts, matvec-relaxed.ts) must match these on random inputs.
+import { f16_to_f32 } from "./f16";
+
+/** Q4_1 block (20 B): f16 d, f16 m, 16 B nibbles (low = elements 0..15, high = 16..31). w = d·q + m. */
+export function matvec_q4_1_ref(w: usize, rows: i32, cols: i32, aq: usize, ad: usize, as_: usize, out: usize): void {
+  const nb = cols >> 5;
+  for (let r = 0; r < rows; r++) {
+    let sum: f32 = 0;
+    for (let b = 0; b < nb; b++) {
+      const blk = w + (<usize>(r * nb + b)) * 20;
+      const a = aq + (<usize>b << 5);
+      let sumi: i32 = 0;
+      for (let j = 0; j < 16; j++) {
+        const q = <i32>load<u8>(blk + 4 + j);
+        sumi += (q & 15) * <i32>load<i8>(a + j) + (q >> 4) * <i32>load<i8>(a + 16 + j);
+      }
+      sum += f16_to_f32(load<u16>(blk)) * load<f32>(ad + (<usize>b << 2)) * <f32>sumi
+           + f16_to_f32(load<u16>(blk, 2)) * load<f32>(as_ + (<usize>b << 2));
+    }
+    store<f32>(out + (<usize>r << 2), sum);
+  }
+}
+
+/** Q4_0 block (18 B): f16 d, 16 B nibbles. w = d·(q − 8). */
+export function matvec_q4_0_ref(w: usize, rows: i32, cols: i32, aq: usize, ad: usize, as_: usize, out: usize): void {
+  const nb = cols >> 5;
+  for (let r = 0; r < rows; r++) {
+    let sum: f32 = 0;
+    for (let b = 0; b < nb; b++) {
+      const blk = w + (<usize>(r * nb + b)) * 18;
+      const a = aq + (<usize>b << 5);
+      let sumi: i32 = 0;
+      for (let j = 0; j < 16; j++) {
+        const q = <i32>load<u8>(blk + 2 + j);
+        sumi += ((q & 15) - 8) * <i32>load<i8>(a + j) + ((q >> 4) - 8) * <i32>load<i8>(a + 16 + j);
+      }
+      sum += f16_to_f32(load<u16>(blk)) * load<f32>(ad + (<usize>b << 2)) * <f32>sumi;
+    }
+    store<f32>(out + (<usize>r << 2), sum);
+  }
+}
+
+/** Q8_0 block (34 B): f16 d, 32 × i8. w = d·q. */
+export function matvec_q8_0_ref(w: usize, rows: i32, cols: i32, aq: usize, ad: usize, out: usize): void {
+  const nb = cols >> 5;
+  for (let r = 0; r < rows; r++) {
+    let sum: f32 = 0;
+    for (let b = 0; b < nb; b++) {
+      const blk = w + (<usize>(r * nb + b)) * 34;
+      const a = aq + (<usize>b << 5);
+      let sumi: i32 = 0;
+      for (let j = 0; j < 32; j++) sumi += <i32>load<i8>(blk + 2 + j) * <i32>load<i8>(a + j);
+      sum += f16_to_f32(load<u16>(blk)) * load<f32>(ad + (<usize>b << 2)) * <f32>sumi;
+    }
+    store<f32>(out + (<usize>r << 2), sum);
+  }
+}
+
+/** F32 weights, f32 x. */
+export function matvec_f32_ref(w: usize, rows: i32, cols: i32, x: usize, out: usize): void {
+  for (let r = 0; r < rows; r++) {
+    let sum: f32 = 0;
+    const row = w + (<usize>r * cols << 2);
+    for (let c = 0; c < cols; c++) sum += load<f32>(row + (<usize>c << 2)) * load<f32>(x + (<usize>c << 2));
+    store<f32>(out + (<usize>r << 2), sum);
+  }
+}
+
+/** F16 weights, f32 x. */
+export function matvec_f16_ref(w: usize, rows: i32, cols: i32, x: usize, out: usize): void {
+  for (let r = 0; r < rows; r++) {
+    let sum: f32 = 0;
+    const row = w + (<usize>r * cols << 1);
+    for (let c = 0; c < cols; c++) sum += f16_to_f32(load<u16>(row + (<usize>c << 1))) * load<f32>(x + (<usize>c << 2));
+    store<f32>(out + (<usize>r << 2), sum);
+  }
+}

@@ -1,0 +1,3 @@
+export * from "./tokenizer/index";
+export * from "./gguf/index";
+export * from "./runtime/index";
