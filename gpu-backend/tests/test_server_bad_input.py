@@ -97,7 +97,7 @@ CASES = [
     # valid per schema, refused by this pod
     ("huge valid prompt", "POST", "/v1/generate", body(model=MODEL_ID, prompt_token_ids=[1] * 2**20), J, 400, "prompt_too_long", "prompt_token_ids"),
     ("unknown model", "POST", "/v1/generate", body(model="gpt-5"), J, 404, "unknown_model", "model"),
-    ("kv transfer unsupported", "POST", "/v1/generate", body(model=MODEL_ID, kv_transfer={"role": "receive", "transfer_id": "t"}), J, 501, "kv_transfer_failed", "kv_transfer"),
+    ("kv transfer over nccl", "POST", "/v1/generate", body(model=MODEL_ID, kv_transfer={"role": "receive", "transfer_id": "t", "transport": "nccl"}), J, 501, "kv_transfer_failed", ...),
     # transport-level mistakes
     ("text/plain", "POST", "/v1/generate", body(), {"Content-Type": "text/plain"}, 415, "invalid_request", None),
     ("form encoded", "POST", "/v1/generate", b"request_id=r", {"Content-Type": "application/x-www-form-urlencoded"}, 415, "invalid_request", None),

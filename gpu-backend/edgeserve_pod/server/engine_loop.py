@@ -267,7 +267,9 @@ class EngineLoop:
             return False
         del self._live[request_id]
         self.engine.abort_request(request_id)  # frees its KV blocks now
-        self._finish(request_id, live, "cancelled", time.monotonic())
+        now = time.monotonic()
+        self._refresh(now, 0, 0)
+        self._push(live.stream, self._final(request_id, live, "cancelled", now))
         return True
 
     def _cmd_call(self, fn: Callable[[Any], Any]) -> Any:
@@ -288,6 +290,7 @@ class EngineLoop:
             return
         now = time.monotonic()
         n_decode = n_prefill = 0
+        pushes: list[tuple[RequestStream, tuple]] = []
         for out in outputs:
             live = self._live.get(out.request_id)
             if live is None:  # aborted between schedule and output
@@ -301,13 +304,17 @@ class EngineLoop:
                 n_decode += len(out.new_token_ids)
                 live.num_output_tokens += len(out.new_token_ids)
                 t_ms = round((now - live.t_recv) * 1000.0, 3)
-                self._push(live.stream, ("tokens", list(out.new_token_ids), [t_ms] * len(out.new_token_ids)))
+                pushes.append((live.stream, ("tokens", list(out.new_token_ids), [t_ms] * len(out.new_token_ids))))
             if out.finished:
                 del self._live[out.request_id]
-                self._finish(out.request_id, live, out.finish_reason or "stop", now)
+                pushes.append((live.stream, self._final(out.request_id, live, out.finish_reason or "stop", now)))
+        # Load first, then records: a client that has seen a final also sees its blocks freed in /health.
         self._refresh(now, n_decode, n_prefill)
+        for stream, item in pushes:
+            self._push(stream, item)
 
-    def _finish(self, request_id: str, live: _Live, reason: str, now: float) -> None:
+    def _final(self, request_id: str, live: _Live, reason: str, now: float) -> tuple:
+        """The ("final", FinalRecord) item for a request leaving the engine; counts it in the metrics."""
         timing = {"total_ms": round((now - live.t_recv) * 1000.0, 3)}
         if live.t_first is not None:
             timing["ttft_ms"] = round((live.t_first - live.t_recv) * 1000.0, 3)
@@ -319,7 +326,7 @@ class EngineLoop:
         }
         self.metrics.observe_finish(reason, live.num_prompt_tokens, live.num_cached_tokens, live.num_output_tokens,
                                     now - live.t_recv, None if live.t_first is None else now - live.t_first)
-        self._push(live.stream, ("final", record))
+        return ("final", record)
 
     def _fail_all(self, code: str, message: str) -> None:
         for rid, live in list(self._live.items()):
@@ -328,8 +335,13 @@ class EngineLoop:
             except Exception:  # noqa: BLE001 - the engine may be in a bad state; keep going
                 log.exception("abort of %s after a failed step also failed", rid)
             self.metrics.observe_error(code)
+        failed, self._live = self._live, {}
+        try:
+            self._refresh(time.monotonic(), 0, 0)
+        except Exception:  # noqa: BLE001 - the streams must end even if stats() is what broke
+            log.exception("load refresh after a failure also failed")
+        for live in failed.values():
             self._push(live.stream, ("error", code, message))
-        self._live.clear()
 
     def _fail_queued(self, error: BaseException) -> None:
         while True:
