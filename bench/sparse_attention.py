@@ -1,0 +1,399 @@
+"""Sparse-attention benchmark (issue 6, and the FP8-KV decode part of issue 7), one run:
+
+  decode, GQA 32/8, d=128, bf16, paged (block 16 = engine default, and 64):
+    ours dense | ours Quest budget 2048 / 4096 (score + top-k + attend) | torch SDPA (contiguous KV)
+    + the bandwidth limit of the selected pages, the score+top-k share of the step, CUDA-graph replay
+  FP8 KV (e4m3, per-head scales read in-kernel) vs bf16 KV, ours dense, L = 8K / 32K / 128K
+  prefill, 32 heads, L = 32K: ours block-sparse with 50% streaming heads | ours dense causal |
+    SDPA causal | flex_attention on the same mask (and on the token-exact sink+window mask)
+  correctness of every variant vs a float32 torch reference on fresh random inputs.
+
+Writes BENCH.md JSON to $OUT (or --out) as sparse-attention.json; copy it into
+bench/results/sparse-attention/<date>-<device>.json. `--smoke` runs tiny sizes on CPU through the
+Triton interpreter to check the script itself (no numbers worth keeping).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import sys
+import time
+import traceback
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--smoke", action="store_true")
+ap.add_argument("--out", default=os.environ.get("OUT", "."))
+ap.add_argument("--commit", default="unknown")
+ap.add_argument("--only", default="decode,fp8,prefill")
+args = ap.parse_args()
+if args.smoke:
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gpu-backend"))
+from edgeserve_pod.kernels.block_sparse_prefill import block_sparse_prefill, plan_block_sparse  # noqa: E402
+from edgeserve_pod.kernels.paged_attention import FP8, decode_num_splits, paged_decode  # noqa: E402
+from edgeserve_pod.kernels.quest import quest_scores, select_pages  # noqa: E402
+
+DEV = "cpu" if args.smoke else "cuda"
+torch.manual_seed(0)
+METRICS: list[dict] = []
+DEVICE_NAME = "cpu (smoke)" if args.smoke else torch.cuda.get_device_name()
+SMS = 8 if args.smoke else torch.cuda.get_device_properties(0).multi_processor_count
+
+
+def bench(fn, rep=60) -> float:
+    """Median ms. GPU: CUDA events after warm-up (triton do_bench). CPU smoke: 5 runs."""
+    if args.smoke:
+        fn()
+        ts = []
+        for _ in range(5):
+            t = time.perf_counter()
+            fn()
+            ts.append((time.perf_counter() - t) * 1e3)
+        return sorted(ts)[2]
+    from triton.testing import do_bench
+    return do_bench(fn, warmup=25, rep=rep, return_mode="median")
+
+
+def metric(name, value, unit, better, peer=None, limit=None, target=None, note=None):
+    m = {"name": name, "value": round(float(value), 4), "unit": unit, "better": better}
+    if peer:
+        m["peer"] = {"name": peer[0], "value": round(float(peer[1]), 4)}
+    if limit:
+        m["limit"] = {"value": round(float(limit[0]), 4), "how": limit[1]}
+    if target:
+        m["target"] = {"value": round(float(target[0]), 4), "source": target[1]}
+    if note:
+        m["note"] = note
+    METRICS.append(m)
+    print(f"  {name}: {value:.4g} {unit}" + (f" | peer {peer[0]} {peer[1]:.4g}" if peer else "")
+          + (f" | limit {limit[0]:.4g}" if limit else "") + (f" | target {target[0]:.4g}" if target else "")
+          + (f" | {note}" if note else ""), flush=True)
+
+
+def save():
+    doc = {"topic": "sparse-attention", "device": DEVICE_NAME, "commit": args.commit,
+           "command": "python bench/sparse_attention.py " + " ".join(sys.argv[1:]),
+           "date": datetime.date.today().isoformat(), "metrics": METRICS}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "sparse-attention.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+
+
+def section(fn):
+    try:
+        fn()
+    except Exception:
+        traceback.print_exc()
+        print(f"!! section {fn.__name__} failed", flush=True)
+    save()
+
+
+# ------------------------------------------------------------------------------ ceilings
+if args.smoke:
+    BW = 1e11
+else:
+    a = torch.empty(1 << 29, dtype=torch.bfloat16, device=DEV).normal_()
+    b_ = torch.empty_like(a)
+    BW = 2 * a.numel() * 2 / (bench(lambda: b_.copy_(a), rep=100) * 1e-3)  # bytes/s
+    del a, b_
+print(f"{DEVICE_NAME}: copy bandwidth {BW / 1e12:.2f} TB/s", flush=True)
+metric("copy_bandwidth_TBps", BW / 1e12, "TB/s", "higher", note="ceiling: 1 GiB bf16 copy, read + write bytes")
+
+H, HKV, D = 32, 8, 128
+SCALE = D ** -0.5
+if args.smoke:
+    H, HKV, D = 8, 2, 32
+    SCALE = D ** -0.5
+DECODE_CASES = [(1, 256), (2, 512)] if args.smoke else [(1, 32768), (1, 131072), (8, 32768)]
+BUDGETS = [64, 128] if args.smoke else [2048, 4096]
+PAGES = [16] if args.smoke else [16, 64]
+DECODE_CFGS = [(64, 4, 2, 1)] if args.smoke else [(64, 4, 2, 1), (128, 4, 2, 1), (64, 4, 3, 2), (128, 8, 3, 1), (32, 4, 2, 2)]
+
+
+def make_paged(B, L, bs, dtype=torch.bfloat16):
+    """Random paged KV (blocks shuffled over the pool) + its contiguous (B, Hkv, L, D) copy."""
+    nb = B * L // bs
+    kc = torch.randn(nb, bs, HKV, D, device=DEV, dtype=dtype)
+    vc = torch.randn(nb, bs, HKV, D, device=DEV, dtype=dtype)
+    table = torch.randperm(nb, device=DEV).view(B, L // bs).to(torch.int32)
+    return kc, vc, table
+
+
+def contiguous_kv(kc, table):  # (B, Hkv, L, D)
+    B, nbs = table.shape
+    return kc[table.long()].reshape(B, nbs * kc.shape[1], HKV, D).transpose(1, 2).contiguous()
+
+
+def ref_attend(q, k, v, keep=None):
+    """float32 decode reference. q (B, H, D); k, v (B, Hkv, L, D); keep (B, Hkv, L) bool or None."""
+    qf = q.float()[:, :, None]
+    kf = k.float().repeat_interleave(H // HKV, 1)
+    vf = v.float().repeat_interleave(H // HKV, 1)
+    s = (qf @ kf.transpose(-1, -2)) * SCALE  # (B, H, 1, L)
+    if keep is not None:
+        s = s.masked_fill(~keep.repeat_interleave(H // HKV, 1)[:, :, None], float("-inf"))
+    return (s.softmax(-1) @ vf)[:, :, 0]
+
+
+def best_of(run_cfg, cfgs):
+    best = None
+    for cfg in cfgs:
+        try:
+            t = bench(lambda: run_cfg(cfg))
+        except Exception as e:  # a config that does not compile (resources) is skipped, and said so
+            print(f"    config {cfg} failed: {repr(e)[:120]}", flush=True)
+            continue
+        if best is None or t < best[0]:
+            best = (t, cfg)
+    return best
+
+
+def dense_call(q, kc, vc, table, ctx, cfg, ks=None, vs=None, page_idx=None, num_sel=None):
+    bn, warps, stages, mult = cfg
+    max_tok = (page_idx.shape[2] if page_idx is not None else table.shape[1]) * kc.shape[1]
+    ns = decode_num_splits(q.shape[0], HKV, max_tok, bn, SMS) * mult
+    return paged_decode(q, kc, vc, table, ctx, SCALE, ks, vs, page_idx, num_sel, num_splits=ns, block_n=bn,
+                        num_warps=warps, num_stages=stages)
+
+
+def graph_time(fn):
+    if args.smoke:
+        return float("nan")
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    return bench(lambda: g.replay())
+
+
+# ------------------------------------------------------------------------------ decode
+def decode():
+    print("\n# decode attention, GQA %d/%d, d=%d, bf16" % (H, HKV, D), flush=True)
+    for B, L in DECODE_CASES:
+        q = torch.randn(B, H, D, device=DEV, dtype=torch.bfloat16)
+        ctx = torch.full((B,), L, dtype=torch.int32, device=DEV)
+        kv_bytes = B * L * HKV * D * 2 * 2
+        sdpa_ms = None
+        for bs in PAGES:
+            kc, vc, table = make_paged(B, L, bs)
+            k, v = contiguous_kv(kc, table), contiguous_kv(vc, table)
+            ref = ref_attend(q, k, v)
+            if sdpa_ms is None:
+                q4 = q[:, :, None]
+                sdpa_ms = bench(lambda: F.scaled_dot_product_attention(q4, k, v, enable_gqa=True))
+                metric(f"decode_attention_us[sdpa,B={B},L={L}]", sdpa_ms * 1e3, "us", "lower",
+                       limit=(kv_bytes / BW * 1e6, "all KV bytes / measured copy bandwidth"))
+            t, cfg = best_of(lambda c: dense_call(q, kc, vc, table, ctx, c), DECODE_CFGS)
+            err = (dense_call(q, kc, vc, table, ctx, cfg).float() - ref).abs().max().item()
+            metric(f"decode_attention_us[dense,B={B},L={L},page={bs}]", t * 1e3, "us", "lower",
+                   peer=("torch SDPA", sdpa_ms * 1e3), limit=(kv_bytes / BW * 1e6, "all KV bytes / copy bandwidth"),
+                   note=f"cfg(block_n,warps,stages,split_mult)={cfg}; max|err| vs fp32 {err:.2e}")
+            kmin, kmax = kc.amin(1), kc.amax(1)  # (nb, Hkv, D): what update_page_minmax keeps
+            for budget in BUDGETS:
+                def select():
+                    s = quest_scores(q, kmin, kmax, table, ctx, bs)
+                    return select_pages(s, ctx, budget, bs)
+
+                idx, nsel = select()
+                t_q, cfg_q = best_of(lambda c: dense_call(q, kc, vc, table, ctx, c, page_idx=idx, num_sel=nsel),
+                                     DECODE_CFGS)
+
+                def step():
+                    i, n = select()
+                    return dense_call(q, kc, vc, table, ctx, cfg_q, page_idx=i, num_sel=n)
+
+                t_step = bench(step)
+                t_sel = bench(select)
+                t_sel_torch = bench(lambda: select_pages(quest_scores(q, kmin, kmax, table, ctx, bs), ctx, budget, bs,
+                                                         method="torch"))
+                t_graph = graph_time(step)
+                keep = torch.zeros(B, HKV, L // bs, dtype=torch.bool, device=DEV)
+                for b in range(B):
+                    for h in range(HKV):
+                        keep[b, h, idx[b, h, :nsel[b, h]].long()] = True
+                keep_tok = keep.repeat_interleave(bs, 2)
+                err = (step().float() - ref_attend(q, k, v, keep_tok)).abs().max().item()
+                # selection quality: overlap with the top pages by the float32 bound
+                s32 = (torch.maximum(q.float().view(B, HKV, H // HKV, 1, D) * kmin.float()[table.long()].permute(0, 2, 1, 3)[:, :, None],
+                                     q.float().view(B, HKV, H // HKV, 1, D) * kmax.float()[table.long()].permute(0, 2, 1, 3)[:, :, None])
+                       .sum(-1).amax(2))
+                s32[:, :, 0] = s32[:, :, -1] = float("inf")
+                top32 = s32.topk(idx.shape[2], -1).indices
+                ref_keep = torch.zeros_like(keep).scatter_(2, top32, True)
+                recall = (keep & ref_keep).sum().item() / ref_keep.sum().item()
+                sel_bytes = B * HKV * min(budget, L) * D * 2 * 2
+                meta_bytes = B * HKV * (L // bs) * D * 2 * 2
+                cond = f"B={B},L={L},budget={budget},page={bs}"
+                tgt = None
+                if L == 131072 and budget == 4096:
+                    tgt = (sdpa_ms * 1e3 / 6, "issue 6: >= 6x SDPA at 128K, budget 4096")
+                if B == 8 and L == 32768:
+                    tgt = (sdpa_ms * 1e3 / 4, "issue 6: >= 4x SDPA at B=8, 32K")
+                metric(f"decode_attention_us[quest,{cond}]", t_step * 1e3, "us", "lower",
+                       peer=("torch SDPA (dense)", sdpa_ms * 1e3),
+                       limit=(sel_bytes / BW * 1e6, "selected K+V bytes / copy bandwidth"
+                              f" (+ page min/max read: {(sel_bytes + meta_bytes) / BW * 1e6:.2f} us)"),
+                       target=tgt,
+                       note=f"eager launches; attend-only {t_q * 1e3:.1f} us cfg={cfg_q}; max|err| vs fp32 on the "
+                            f"selected pages {err:.2e}; page recall vs fp32 bound {recall:.3f}")
+                metric(f"decode_attention_us[quest_cudagraph,{cond}]", t_graph * 1e3, "us", "lower",
+                       peer=("torch SDPA (dense)", sdpa_ms * 1e3), limit=(sel_bytes / BW * 1e6, "selected K+V bytes / copy bandwidth"),
+                       target=tgt, note="whole step (score, top-k, attend, merge) replayed from one CUDA graph")
+                metric(f"quest_select_share[{cond}]", t_sel / t_step, "fraction", "lower",
+                       target=(0.15, "issue 6: scoring + top-k <= 15% of the step"),
+                       note=f"score+top-k {t_sel * 1e3:.1f} us of a {t_step * 1e3:.1f} us step (eager); "
+                            f"with torch.topk instead of our radix select: {t_sel_torch * 1e3:.1f} us")
+            del kc, vc, k, v, kmin, kmax
+            torch.cuda.empty_cache() if not args.smoke else None
+
+
+# ------------------------------------------------------------------------------ fp8
+def fp8():
+    print("\n# FP8 (e4m3, per-kv-head scales in-kernel) vs bf16 KV, ours dense decode", flush=True)
+    cases = [(1, 256)] if args.smoke else [(1, 8192), (1, 32768), (1, 131072), (8, 32768)]
+    for B, L in cases:
+        bs = 16
+        q = torch.randn(B, H, D, device=DEV, dtype=torch.bfloat16)
+        ctx = torch.full((B,), L, dtype=torch.int32, device=DEV)
+        kc, vc, table = make_paged(B, L, bs)
+        ks = kc.float().abs().amax((0, 1, 3)) / 448
+        vs = vc.float().abs().amax((0, 1, 3)) / 448
+        kq = (kc.float() / ks[None, None, :, None]).to(FP8)
+        vq = (vc.float() / vs[None, None, :, None]).to(FP8)
+        t16, cfg16 = best_of(lambda c: dense_call(q, kc, vc, table, ctx, c), DECODE_CFGS)
+        t8, cfg8 = best_of(lambda c: dense_call(q, kq, vq, table, ctx, c, ks, vs), DECODE_CFGS)
+        kd = contiguous_kv(kq, table).float() * ks[None, :, None, None]
+        vd = contiguous_kv(vq, table).float() * vs[None, :, None, None]
+        err = (dense_call(q, kq, vq, table, ctx, cfg8, ks, vs).float() - ref_attend(q, kd, vd)).abs().max().item()
+        bytes8 = B * L * HKV * D * 2
+        metric(f"decode_attention_us[dense,kv=fp8,B={B},L={L},page={bs}]", t8 * 1e3, "us", "lower",
+               peer=("ours dense, bf16 KV", t16 * 1e3), limit=(bytes8 / BW * 1e6, "fp8 K+V bytes / copy bandwidth"),
+               target=(t16 * 1e3 / 1.8, "issue 7: fp8 >= 1.8x bf16 KV at L >= 8K"),
+               note=f"cfg fp8 {cfg8}, bf16 {cfg16}; max|err| vs fp32 on the dequantized cache {err:.2e}")
+        metric(f"fp8_kv_speedup[dense,B={B},L={L}]", t16 / t8, "x", "higher", target=(1.8, "issue 7"))
+        if L >= 32768 and B == 1:
+            kmin, kmax = kc.amin(1), kc.amax(1)
+            budget = BUDGETS[-1]
+
+            def step(kk, vv, a, b):
+                s = quest_scores(q, kmin, kmax, table, ctx, bs)
+                i, n = select_pages(s, ctx, budget, bs)
+                return dense_call(q, kk, vv, table, ctx, cfg8, a, b, page_idx=i, num_sel=n)
+
+            t_q16 = bench(lambda: step(kc, vc, None, None))
+            t_q8 = bench(lambda: step(kq, vq, ks, vs))
+            metric(f"decode_attention_us[quest,kv=fp8,B={B},L={L},budget={budget},page={bs}]", t_q8 * 1e3, "us",
+                   "lower", peer=("ours Quest, bf16 KV", t_q16 * 1e3))
+        del kc, vc, kq, vq, kd, vd
+        torch.cuda.empty_cache() if not args.smoke else None
+
+
+# ------------------------------------------------------------------------------ prefill
+PREFILL_CFGS = [(32, 16, 4, 1)] if args.smoke else [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3), (128, 32, 4, 4)]
+
+
+def prefill():
+    L = 512 if args.smoke else 32768
+    HP = 4 if args.smoke else 32
+    sink, window = (16, 64) if args.smoke else (128, 4096)
+    print(f"\n# prefill attention, {HP} heads, d={D}, L={L}, bf16; streaming = sink {sink} + window {window}", flush=True)
+    q4 = torch.randn(1, HP, L, D, device=DEV, dtype=torch.bfloat16)
+    k4, v4 = torch.randn_like(q4), torch.randn_like(q4)
+    q, k, v = (t[0].transpose(0, 1) for t in (q4, k4, v4))  # (L, H, D) views, no copy
+    cu = torch.tensor([0, L], dtype=torch.int32, device=DEV)
+    dense_kind = torch.zeros(HP, dtype=torch.int32, device=DEV)
+    half_kind = (torch.arange(HP, device=DEV) % 2).to(torch.int32)  # odd heads streaming
+    flops_causal = 4 * HP * L * L * D / 2
+    sdpa = bench(lambda: F.scaled_dot_product_attention(q4, k4, v4, is_causal=True), rep=100)
+    metric(f"prefill_attention_ms[sdpa_causal,H={HP},L={L}]", sdpa, "ms", "lower",
+           note=f"{flops_causal / (sdpa * 1e-3) / 1e12:.0f} TFLOP/s")
+    results = {}
+    for name, kind in (("dense", dense_kind), ("stream50", half_kind)):
+        best = None
+        for bm, bn, warps, stages in PREFILL_CFGS:
+            plan = plan_block_sparse(L, sink, window, bm, bn, device=DEV)
+            try:
+                t = bench(lambda: block_sparse_prefill(q, k, v, cu, L, kind, plan, SCALE, warps, stages), rep=100)
+            except Exception as e:
+                print(f"    config {(bm, bn, warps, stages)} failed: {repr(e)[:120]}", flush=True)
+                continue
+            if best is None or t < best[0]:
+                best = (t, (bm, bn, warps, stages), plan)
+        results[name] = best
+    # correctness on sampled rows of one dense and one streaming head, vs float32
+    for name, kind in (("dense", dense_kind), ("stream50", half_kind)):
+        t, cfg, plan = results[name]
+        out = block_sparse_prefill(q, k, v, cu, L, kind, plan, SCALE, cfg[2], cfg[3])
+        rows = torch.cat([torch.randint(0, L, (96,), device=DEV), torch.arange(L - 32, L, device=DEV)])
+        err = 0.0
+        for h in (0, 1):
+            qb = rows // plan.block_m
+            lists = plan.block_idx[int(kind[h])][qb].long()  # (R, max_nb)
+            n_tot = plan.n_tot[int(kind[h])][qb]
+            valid = torch.arange(lists.shape[1], device=DEV)[None] < n_tot[:, None]
+            n_kvb = -(-L // plan.block_n)
+            blocks = torch.zeros(len(rows), n_kvb + 1, dtype=torch.bool, device=DEV)
+            blocks.scatter_(1, torch.where(valid, lists, n_kvb), True)
+            allowed = blocks[:, :-1].repeat_interleave(plan.block_n, 1)[:, :L]
+            allowed &= torch.arange(L, device=DEV)[None] <= rows[:, None]
+            s = (q[rows, h].float() @ k[:, h].float().T) * SCALE
+            ref = s.masked_fill(~allowed, float("-inf")).softmax(-1) @ v[:, h].float()
+            err = max(err, (out[rows, h].float() - ref).abs().max().item())
+        tgt = (8.0, "issue 6: <= 8 ms with 50% streaming heads") if name == "stream50" else None
+        metric(f"prefill_attention_ms[ours_{name},H={HP},L={L}]", t, "ms", "lower", peer=("torch SDPA causal", sdpa),
+               limit=(flops_causal / (730e12) * 1e3 if name == "dense" else float("nan"),
+                      "causal FLOPs / 730 TFLOP/s (bf16 mm ceiling measured on this H100 by the team probe)")
+               if name == "dense" else None,
+               target=tgt, note=f"cfg(block_m,block_n,warps,stages)={cfg}; max|err| vs fp32 (sampled rows) {err:.2e}")
+    if args.smoke:
+        return
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    flex = torch.compile(flex_attention)
+    _, cfg, plan = results["stream50"]
+    bm, bn = cfg[0], cfg[1]
+    n_sink = -(-sink // bn)
+    stream_head = half_kind.bool()
+
+    def same_mask(b, h, qi, ki):  # the plan's block-granular pattern, per head
+        first_local = torch.clamp((qi // bm * bm - window) // bn, min=0)
+        first_local = torch.where(first_local < n_sink, n_sink, first_local)
+        kb = ki // bn
+        return (qi >= ki) & (~stream_head[h] | (kb < n_sink) | (kb >= first_local))
+
+    def exact_mask(b, h, qi, ki):
+        return (qi >= ki) & (~stream_head[h] | (ki < sink) | (qi - ki < window))
+
+    for label, mm in (("same_mask", same_mask), ("token_exact_sink_window", exact_mask)):
+        bmask = create_block_mask(mm, 1, HP, L, L, device=DEV)
+        t = bench(lambda: flex(q4, k4, v4, block_mask=bmask), rep=100)
+        metric(f"prefill_attention_ms[flex_{label},stream50,H={HP},L={L}]", t, "ms", "lower",
+               note="torch.compile(flex_attention) with a per-head BlockMask")
+        if label == "same_mask":
+            o_flex = flex(q4, k4, v4, block_mask=bmask)[0].transpose(0, 1)
+            o_ours = block_sparse_prefill(q, k, v, cu, L, half_kind, plan, SCALE, cfg[2], cfg[3])
+            diff = (o_flex.float() - o_ours.float()).abs().max().item()
+            ours = results["stream50"][0]
+            metric(f"prefill_attention_ms[ours_vs_flex_same_mask,stream50,H={HP},L={L}]", ours, "ms", "lower",
+                   peer=("flex_attention, same mask", t), target=(t, "issue 6: not slower than flex on the same mask"),
+                   note=f"max|ours - flex| {diff:.2e} (bf16 outputs)")
+    causal_mask = create_block_mask(lambda b, h, qi, ki: qi >= ki, 1, 1, L, L, device=DEV)
+    t = bench(lambda: flex(q4, k4, v4, block_mask=causal_mask), rep=100)
+    metric(f"prefill_attention_ms[flex_causal,H={HP},L={L}]", t, "ms", "lower")
+
+
+for part in args.only.split(","):
+    section({"decode": decode, "fp8": fp8, "prefill": prefill}[part])
+print("done", flush=True)
