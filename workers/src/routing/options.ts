@@ -5,9 +5,9 @@
 import { z } from "zod";
 
 export const routerOptionsSchema = z.object({
-  /** Prefill tokens/s assumed for a pod that reports none. */
+  /** Prefill tokens/s a pod can at least do (a pod reporting more is believed). */
   prefillTokS: z.number().positive(),
-  /** Aggregate decode tokens/s assumed for a pod that reports none. */
+  /** Aggregate decode tokens/s a pod can at least do (a pod reporting more is believed). */
   decodeTokS: z.number().positive(),
   /** Prompt tokens assumed per waiting request when a pod does not report waiting_prefill_tokens. */
   avgPromptTokens: z.number().int().positive(),

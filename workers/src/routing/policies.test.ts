@@ -72,11 +72,12 @@ describe("prefix-aware", () => {
 describe("prefix-slo", () => {
   it("trades cache hits against queueing in milliseconds", () => {
     // a holds 60 of 64 blocks but has 1 s of prefill queued; b is idle with nothing cached.
-    // At 1000 tok/s: a ≈ 1000 + 69 ms, b ≈ 1029 ms → b; with a 0.3 s queue, a wins.
-    const p = createPolicy("prefix-slo", {}, clock);
+    // At 1000 tok/s: a ≈ 1000 + 69 ms, b ≈ 1029 ms: neither meets the 1 s TTFT, b is less late.
+    // With a 0.3 s queue a meets it and starts first.
+    const p = createPolicy("prefix-slo", { prefillTokS: 1000 }, clock);
     const prefix = new Map([["a", 60]]);
     expect(p.choose(request(64), [pod("a", { waiting_prefill_tokens: 1000, waiting: 1 }), pod("b")], prefix)!.pod.podId).toBe("b");
-    const q = createPolicy("prefix-slo", {}, clock);
+    const q = createPolicy("prefix-slo", { prefillTokS: 1000 }, clock);
     expect(q.choose(request(64), [pod("a", { waiting_prefill_tokens: 300, waiting: 1 }), pod("b")], prefix)!.pod.podId).toBe("a");
   });
 

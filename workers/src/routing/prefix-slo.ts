@@ -1,8 +1,10 @@
 /**
  * Prefix + SLO: cache overlap and load are put in one unit (ms: queueing plus the prompt tokens the
  * pod would still have to prefill) and weighed against the request's SLO.
- *   - interactive / compound / deadline: the pod with the most slack (slo/slack.ts); near-ties
- *     (within `SLACK_TIE_MS`) go to the longer cached prefix, which leaves more capacity to others;
+ *   - interactive / compound / deadline: among the pods where the request meets its SLO (slack ≥ 0,
+ *     slo/slack.ts), the one with the earliest first token; near-ties (within `SLACK_TIE_MS`) go to
+ *     the longer cached prefix, which leaves more capacity to others. When no pod can meet it, the
+ *     pod where it is least late (most slack);
  *   - batch: the pod where the request costs least work (uncached prefill), queueing weighted by
  *     `batchQueueWeight`, so batch work follows the cache and fills whichever pod has room;
  *   - long uncached prompts on a cluster with prefill pods: a disaggregated plan.
@@ -52,10 +54,11 @@ export class PrefixSloPolicy implements RoutingPolicy {
     if (req.slo.class === "batch") {
       ranked = rank(ests, (e) => e.ttftMs - e.queueMs + this.opts.batchQueueWeight * e.queueMs);
     } else {
-      // Bucket slack so near-equal pods compare by cached prefix; unbounded slack compares by ttft.
+      // Feasible pods first, by time to first token; then the infeasible, least late first.
+      // Bucketing makes near-equal pods compare by cached prefix.
       const key = (e: PodEstimate) => {
         const s = slackOf(e);
-        return Number.isFinite(s) ? -Math.floor(s / SLACK_TIE_MS) : Math.floor(e.ttftMs / SLACK_TIE_MS);
+        return s >= 0 ? Math.floor(e.ttftMs / SLACK_TIE_MS) : 1e6 - Math.floor(s / SLACK_TIE_MS);
       };
       ranked = rank(ests, (e) => key(e) * 1e6 - e.cachedBlocks);
     }
