@@ -160,9 +160,16 @@ async def test_prefix_cache_hit_is_reported_and_kv_events_match_block_hashes(tin
         assert tokens_of(first) == tokens_of(second)
         assert first[-1]["usage"]["cached_tokens"] == 0
         assert second[-1]["usage"]["cached_tokens"] >= 3 * BLOCK - BLOCK  # at least the first blocks came from cache
-        resp = await client.get("/v1/kv_events", params={"after": "0"})
-        batches = (await resp.json())["batches"]
-        assert batches and [b["seq"] for b in batches] == list(range(1, len(batches) + 1))
+        async def batches_with_prompt_blocks():
+            batches = (await (await client.get("/v1/kv_events", params={"after": "0"})).json())["batches"]
+            stored = [h for b in batches for e in b["events"] if e["type"] == "stored" for h in e["block_hashes"]]
+            return batches if len(stored) >= 3 else None
+
+        batches = await wait_for(batches_with_prompt_blocks, what="KV event batches cut")
+        first = batches[0]["seq"]
+        assert [b["seq"] for b in batches] == list(range(first, first + len(batches)))
+        assert first > 1_700_000_000_000  # counted from the start time in ms, so a restart never goes back
+        assert batches[0]["events"][0] == {"type": "cleared", "block_hashes": []}  # a fresh pod's cache is empty
         stored = []
         for b in batches:
             protocol.validate("KvEventBatch", b)

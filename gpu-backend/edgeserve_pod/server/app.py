@@ -249,7 +249,6 @@ async def kv_events(request: web.Request) -> web.Response:
     raw = request.query.get("after", "0")
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
         return _refuse(ProtocolError(f"after must be a non-negative integer, got {raw[:40]!r}", param="after"), st.metrics)
-    st.kv_log.cut()
     return _json({"batches": st.kv_log.since(int(raw))})
 
 

@@ -52,6 +52,8 @@ class ServerConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not v > 0:
                 raise ValueError(f"{name} must be > 0, got {v!r}")
+        if self.kv_cut_interval_s < 0.002:  # KV batch seq must grow slower than a ms clock (kv_log.py)
+            raise ValueError(f"kv_cut_interval_s must be >= 0.002, got {self.kv_cut_interval_s!r}")
         if self.max_waiting is not None and self.max_waiting < 1:
             raise ValueError(f"max_waiting must be >= 1 or None, got {self.max_waiting!r}")
         if self.kv_log_keep < 1:
