@@ -127,9 +127,9 @@ def _topk_kernel(
     max_pages, K,
     BLOCK_SIZE: tl.constexpr, P_PAD: tl.constexpr,
 ):
-    """Radix select: find the K-th largest score's order-preserving key bit by bit (32 counting
-    passes over registers), then compact the winners in ascending page order with a prefix sum.
-    Ties at the threshold are taken lowest page first."""
+    """Radix select on the top 16 bits of an order-preserving key (bf16 precision: 16 counting
+    passes over registers instead of 32), then compaction of the winners in ascending page order
+    with a prefix sum. Scores equal to 16 bits at the threshold are taken lowest page first."""
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     n_pages = (tl.load(ContextLens + b) + BLOCK_SIZE - 1) // BLOCK_SIZE
@@ -139,10 +139,11 @@ def _topk_kernel(
     x = tl.load(Scores + (b * tl.num_programs(1) + kvh) * max_pages + offs, mask=ok, other=0.0)
     bits = x.to(tl.int32, bitcast=True)
     key = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(tl.uint32, bitcast=True) ^ 0x80000000  # monotonic in x
+    key = key >> 16
     thr = tl.zeros([], dtype=tl.uint32)
     one = tl.full([], 1, dtype=tl.uint32)
-    for i in range(32):
-        cand = thr | (one << (31 - i))
+    for i in range(16):
+        cand = thr | (one << (15 - i))
         cnt = tl.sum((ok & (key >= cand)).to(tl.int32), 0)
         thr = tl.where(cnt >= k_eff, cand, thr)
     gt = ok & (key > thr)
@@ -169,7 +170,7 @@ def select_pages(
         B, H, P = scores.shape
         if not scores.is_contiguous():
             raise ValueError("scores must be contiguous (B, Hkv, max_pages)")
-        idx = torch.zeros(B, H, k, dtype=torch.int32, device=scores.device)
+        idx = torch.empty(B, H, k, dtype=torch.int32, device=scores.device)  # past num_sel: never read
         num_sel = torch.empty(B, H, dtype=torch.int32, device=scores.device)
         p_pad = max(16, triton.next_power_of_2(P))
         _topk_kernel[(B, H)](scores, context_lens, idx, num_sel, P, k, BLOCK_SIZE=block_size, P_PAD=p_pad,
