@@ -156,9 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=extra["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from edgeserve_pod.server.app import create_app
 
-    def build_engine():
+    def build_engine():  # runs on the engine thread; under TP this process is rank 0
         from edgeserve_pod.engine.engine import LLMEngine
 
+        if engine_cfg.tensor_parallel_size > 1:
+            from edgeserve_pod.engine.tp_launch import launch_tp
+
+            build_engine.workers = launch_tp(engine_cfg)  # ranks 1..N-1, daemon processes
         return LLMEngine(engine_cfg)
 
     app = create_app(server_cfg, build_engine, engine_cfg.model_id, engine_cfg.block_size)
