@@ -122,6 +122,7 @@ def quest_scores(
 def _topk_kernel(
     Scores,  # (B, Hkv, max_pages) float32
     ContextLens,  # (B,) int32
+    KPerSeq,  # (B,) int32 pages wanted per sequence (<= K)
     PageIdx,  # (B, Hkv, K) int32 out
     NumSel,  # (B, Hkv) int32 out
     max_pages, K,
@@ -133,7 +134,7 @@ def _topk_kernel(
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     n_pages = (tl.load(ContextLens + b) + BLOCK_SIZE - 1) // BLOCK_SIZE
-    k_eff = tl.minimum(K, n_pages)
+    k_eff = tl.minimum(tl.load(KPerSeq + b), n_pages)
     offs = tl.arange(0, P_PAD)
     ok = offs < tl.minimum(n_pages, max_pages)
     x = tl.load(Scores + (b * tl.num_programs(1) + kvh) * max_pages + offs, mask=ok, other=0.0)
@@ -161,10 +162,12 @@ def select_pages(
     budget_tokens: int,
     block_size: int,
     method: str = "triton",
+    budget_per_seq: torch.Tensor | None = None,  # (B,) int32 tokens, <= budget_tokens (triton only)
 ) -> tuple[torch.Tensor, torch.Tensor]:  # page_idx (B, Hkv, k) int32, num_sel (B, Hkv) int32
     """Top pages within the token budget; the first num_sel entries of each row are used.
-    method "triton": radix-select kernel, pages in ascending order. "torch": torch.topk, sorted
-    by score, so the valid pages (finite or +inf scores) come before -inf ones past the context."""
+    method "triton": radix-select kernel, pages in ascending order, optional per-sequence budgets.
+    "torch": torch.topk, sorted by score, so the valid pages (finite or +inf scores) come before
+    the -inf ones past the context."""
     k = max(2, min(budget_tokens // block_size, scores.shape[-1]))
     if method == "triton":
         B, H, P = scores.shape
@@ -173,11 +176,15 @@ def select_pages(
         idx = torch.empty(B, H, k, dtype=torch.int32, device=scores.device)  # past num_sel: never read
         num_sel = torch.empty(B, H, dtype=torch.int32, device=scores.device)
         p_pad = max(16, triton.next_power_of_2(P))
-        _topk_kernel[(B, H)](scores, context_lens, idx, num_sel, P, k, BLOCK_SIZE=block_size, P_PAD=p_pad,
+        if budget_per_seq is None:
+            k_seq = torch.full((B,), k, dtype=torch.int32, device=scores.device)
+        else:
+            k_seq = torch.clamp(budget_per_seq // block_size, min=2, max=k).to(torch.int32)
+        _topk_kernel[(B, H)](scores, context_lens, k_seq, idx, num_sel, P, k, BLOCK_SIZE=block_size, P_PAD=p_pad,
                              num_warps=max(4, min(16, p_pad // 512)))
         return idx, num_sel
-    if method != "torch":
-        raise ValueError(f"method must be 'triton' or 'torch', got {method!r}")
+    if method != "torch" or budget_per_seq is not None:
+        raise ValueError(f"method must be 'triton' (or 'torch' without budget_per_seq), got {method!r}")
     idx = torch.topk(scores, k, dim=-1, sorted=True).indices.to(torch.int32)
     n_pages = (context_lens + block_size - 1) // block_size  # (B,)
     num_sel = torch.clamp(n_pages, max=k).to(torch.int32)[:, None].expand(-1, scores.shape[1]).contiguous()
