@@ -71,10 +71,9 @@ def _start(args: list[str]) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
-async def test_the_pod_process_serves_and_exits_cleanly_on_sigterm(tiny):
-    model = tiny
-    proc = _start(["--model", model, "--port", "0", "--model-id", "tiny", "--kv-cache-blocks", "32",
-                   "--max-model-len", "128", "--log-level", "WARNING"])
+async def test_the_pod_process_serves_then_drains_on_sigterm(tiny):
+    proc = _start(["--model", tiny, "--port", "0", "--model-id", "tiny", "--kv-cache-blocks", "32",
+                   "--max-model-len", "1024", "--drain-timeout-s", "1", "--log-level", "WARNING"])
     try:
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
         assert line.startswith("edgeserve-pod: listening on http://127.0.0.1:"), line
@@ -89,8 +88,19 @@ async def test_the_pod_process_serves_and_exits_cleanly_on_sigterm(tiny):
             body = {"request_id": "cli-1", "model": "tiny", "prompt_token_ids": [1, 2, 3], "max_tokens": 4, "ignore_eos": True}
             async with s.post(url + "/v1/generate", json=body) as r:
                 recs = [json.loads(x) for x in (await r.text()).splitlines()]
-        assert recs[-1]["type"] == "final" and recs[-1]["usage"]["completion_tokens"] == 4
-        proc.send_signal(signal.SIGTERM)
+            assert recs[-1]["type"] == "final" and recs[-1]["usage"]["completion_tokens"] == 4
+
+            # a long stream is open when SIGTERM comes: the pod drains, then ends it and exits 0
+            long = await s.post(url + "/v1/generate", json={**body, "request_id": "cli-long", "max_tokens": 1000})
+            await long.content.readline()
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            async with s.get(url + "/health") as r:
+                assert r.status == 503 and (await r.json())["status"] == "draining"
+            async with s.post(url + "/v1/generate", json={**body, "request_id": "cli-late"}) as r:
+                assert r.status == 503 and (await r.json())["error"]["code"] == "overloaded"
+            tail = [json.loads(x) for x in (await long.text()).splitlines()]
+            assert tail[-1]["type"] == "error" and tail[-1]["error"]["code"] == "cancelled"
         assert await asyncio.wait_for(asyncio.to_thread(proc.wait), 30) == 0
     finally:
         if proc.poll() is None:

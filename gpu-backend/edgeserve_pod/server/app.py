@@ -291,9 +291,12 @@ def create_app(cfg: ServerConfig, engine_factory: Callable[[], Any], model_id: s
     async def on_startup(_: web.Application) -> None:
         await st.start()
 
-    async def on_cleanup(_: web.Application) -> None:
+    async def on_shutdown(_: web.Application) -> None:
+        # Before aiohttp waits for handlers: stopping the engine ends open streams with an error
+        # record, so shutdown does not sit out its timeout on them.
         await st.stop()
 
     app.on_startup.append(on_startup)
-    app.on_cleanup.append(on_cleanup)
+    app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_shutdown)  # idempotent; covers a runner that skips on_shutdown
     return app
