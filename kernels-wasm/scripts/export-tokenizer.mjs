@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // GGUF → tokenizers/<model-id>.json (the form Tokenizer.fromJSON reads; the edge loads it from R2).
 // Usage: node scripts/export-tokenizer.mjs <model.gguf> <out.json>
-// Reads only the header (the first few MB), never the weights. Runs on Node ≥ 20 with
-// --experimental-strip-types or via tsx-free esbuild transform: we bundle the TS on the fly.
+// Reads only the header (the first few MB), never the weights. The runtime is TypeScript and
+// Node 20 cannot run it directly: esbuild (wrangler's own dependency) bundles it on the fly.
 import { build } from "esbuild";
 import { open, writeFile, mkdir } from "node:fs/promises";
 import { dirname, join } from "node:path";

@@ -34,7 +34,7 @@ export class GGUFIncompleteError extends Error {
 
 export class GGUFFormatError extends Error {}
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
+const utf8 = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
 
 class Cursor {
   pos = 0;
