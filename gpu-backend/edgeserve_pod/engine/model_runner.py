@@ -8,6 +8,7 @@ runs the same forward; rank 0 samples.
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import torch
 import torch.distributed as dist
@@ -60,8 +61,10 @@ class ModelRunner:
                              f"{arch.max_position_embeddings}")
         self.max_blocks_per_seq = (self.max_model_len + self.block_size - 1) // self.block_size
 
+        self.kv_dtype = FP8_DTYPE if config.kv_dtype == "fp8" else self.dtype
         attn_cls = _import(ATTENTION_BACKENDS, config.attention_backend, "attention_backend")
-        self.attn = attn_cls(arch.num_heads // tp.size, arch.num_kv_heads // tp.size, arch.head_dim)
+        extra = {"kv_dtype": self.kv_dtype} if "kv_dtype" in inspect.signature(attn_cls).parameters else {}
+        self.attn = attn_cls(arch.num_heads // tp.size, arch.num_kv_heads // tp.size, arch.head_dim, **extra)
         if config.quantization is None:
             lin = Bf16LinearFactory(self.dtype, self.device)
         else:
@@ -72,7 +75,6 @@ class ModelRunner:
         self.model.eval()
 
         self.graphs: DecodeGraphs | None = None
-        self.kv_dtype = FP8_DTYPE if config.kv_dtype == "fp8" else self.dtype
         self.num_blocks = self._decide_num_blocks()
         self._allocate_kv(self.num_blocks)
         if config.kv_dtype == "fp8":

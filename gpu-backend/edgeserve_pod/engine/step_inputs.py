@@ -85,10 +85,11 @@ def build_step_inputs(batch: ScheduledBatch, block_size: int) -> tuple[StepInput
             logits_rows.append(len(ids) - 1)
         else:
             sample_row.append(-1)
+    cols = torch.tensor([ids, pos, slots], dtype=torch.int64)  # (3, T): one host tensor, three views
     inp = StepInputs(
-        input_ids=torch.tensor(ids, dtype=torch.int64),
-        positions=torch.tensor(pos, dtype=torch.int64),
-        slot_mapping=torch.tensor(slots, dtype=torch.int64),
+        input_ids=cols[0],
+        positions=cols[1],
+        slot_mapping=cols[2],
         num_prefill_tokens=num_prefill_tokens,
         num_decode_tokens=len(d_tables),
         cu_seqlens_q=cu_q,
@@ -106,7 +107,4 @@ def _pad(tables: list[list[int]]) -> torch.Tensor | None:
     if not tables:
         return None
     w = max(len(t) for t in tables)
-    out = torch.zeros(len(tables), w, dtype=torch.int32)
-    for i, t in enumerate(tables):
-        out[i, :len(t)] = torch.tensor(t, dtype=torch.int32)
-    return out
+    return torch.tensor([t + [0] * (w - len(t)) for t in tables], dtype=torch.int32)
