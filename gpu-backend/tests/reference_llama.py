@@ -63,6 +63,12 @@ class ReferenceLlama:
             x = x + lin(F.silu(lin(h, p + "mlp.gate_proj")) * lin(h, p + "mlp.up_proj"), p + "mlp.down_proj")
         return F.linear(norm(x, w["model.norm.weight"]), w["lm_head.weight"]).float()
 
+    def greedy_argmax(self, prompt: list[int], tokens: list[int]) -> list[int]:
+        """Teacher-forced: the argmax after prompt + tokens[:i] for every i, in one forward.
+        Equals greedy decoding exactly when it returns `tokens`."""
+        logits = self.logits(list(prompt) + list(tokens[:-1]))
+        return logits[len(prompt) - 1:].argmax(-1).tolist()
+
     def greedy(self, prompt: list[int], n: int) -> list[int]:
         toks = list(prompt)
         for _ in range(n):
