@@ -8,7 +8,7 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 
-.PHONY: dev test test-node test-python deps models clean
+.PHONY: dev test test-node test-python deps models wasm seed clean
 
 deps: node_modules/.stamp $(VENV)/.stamp models
 
@@ -26,12 +26,20 @@ $(VENV)/.stamp: gpu-backend/requirements.txt gpu-backend/pyproject.toml
 models:
 	./scripts/fetch-models.sh
 
-dev: deps
+# The Worker bundles the kernels' .wasm at build time (workerd compiles no WASM at run time).
+wasm: node_modules/.stamp
+	npm run -w kernels-wasm build
+
+# Weights and tokenizers go into the local R2 bucket that wrangler dev serves.
+seed: node_modules/.stamp models
+	./kernels-wasm/scripts/seed-r2.sh
+
+dev: deps wasm seed
 	npm run -w workers dev
 
 test: deps test-node test-python
 
-test-node: node_modules/.stamp
+test-node: node_modules/.stamp wasm
 	npm test
 
 test-python: $(VENV)/.stamp
