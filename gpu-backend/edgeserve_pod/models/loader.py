@@ -60,6 +60,12 @@ _NEEDED = ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_pr
 
 def _maybe_finish_layer(model: LlamaModel, i: int, pending: dict) -> None:
     p = pending[i]
+    if any(k.endswith(".qweight") for k in p):  # 4-bit checkpoint (quant/checkpoint.py)
+        from edgeserve_pod.quant.checkpoint import finish_quantized_layer
+
+        if finish_quantized_layer(model, i, p):
+            del pending[i]
+        return
     needed = _NEEDED + (["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"] if model.arch.qkv_bias else [])
     if not all(n in p for n in needed):
         return

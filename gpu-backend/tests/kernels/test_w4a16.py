@@ -1,0 +1,96 @@
+"""W4A16 GEMM: packing, the torch reference, and the Triton kernel (interpreter on CPU, native on
+a GPU) against the float32 dequantized reference on fresh random inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgeserve_pod.kernels import w4a16 as W
+from edgeserve_pod.kernels.w4a16_configs import CANDIDATES, pick_config, tuning_key
+from edgeserve_pod.quant.rtn import quantize_rtn
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def random_weight(n, k, group=128, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randint(0, 16, (n, k), generator=g)
+    ng = -(-k // group)
+    s = (torch.rand(ng, n, generator=g) * 0.02 + 1e-3).half()
+    z = torch.randint(0, 16, (ng, n), generator=g, dtype=torch.uint8)
+    return q, W.pack_int4(q), s, z
+
+
+@pytest.mark.parametrize("n,k", [(8, 128), (24, 384), (5, 200), (3, 8)])
+def test_pack_unpack_roundtrip(n, k):
+    q, qw, _, _ = random_weight(n, k)
+    assert qw.shape == (W.padded_k(k) // 8, n) and qw.dtype == torch.int32
+    assert torch.equal(W.unpack_int4(qw, k), q.to(torch.uint8))
+
+
+def test_pack_layout_is_block_interleaved():
+    # k = 128 * block + 16 * j + r sits at word row 16 * block + r, bits 4j
+    q = torch.zeros(1, 256, dtype=torch.int64)
+    q[0, 128 + 16 * 3 + 5] = 9
+    qw = W.pack_int4(q)
+    assert int(qw[16 + 5, 0]) == 9 << 12 and int((qw != 0).sum()) == 1
+
+
+def test_reference_is_dequantize_then_matmul():
+    q, qw, s, z = random_weight(16, 320, seed=1)
+    x = torch.randn(3, 320)
+    g = torch.arange(320) // 128
+    w = (q.float() - z.float().t()[:, g]) * s.float().t()[:, g]  # (N, K) written out by hand
+    torch.testing.assert_close(W.w4a16_reference(x, qw, s, z, 128), x @ w.t(), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_operands_are_rejected_with_a_message():
+    _, qw, s, z = random_weight(16, 256)
+    with pytest.raises(ValueError, match="K=300"):
+        W.w4a16_matmul(torch.randn(2, 300), qw, s, z, 128)
+    with pytest.raises(ValueError, match="multiple of 128"):
+        W.w4a16_matmul(torch.randn(2, 256), qw, s, z, 64)
+    with pytest.raises(ValueError, match="scales/zeros"):
+        W.w4a16_matmul(torch.randn(2, 256), qw, s[:1], z[:1], 128)
+    with pytest.raises(ValueError, match="int4 codes"):
+        W.pack_int4(torch.full((2, 8), 16))
+
+
+def test_config_choice_by_m():
+    assert [tuning_key(m) for m in (1, 2, 16, 17, 63, 64, 127, 128, 4096)] == \
+        ["gemv1", "gemv", "gemv", "splitk", "splitk", "gemm64", "gemm64", "gemm", "gemm"]
+    assert not pick_config(1, 4096, 4096)["USE_DOT"] or pick_config(1, 4096, 4096)["BLOCK_M"] == 16
+    for key in ("gemv", "splitk", "gemm64", "gemm"):  # tensor-core paths need 16-row tiles at least
+        assert all(c["BLOCK_M"] >= 16 and c["USE_DOT"] for c in CANDIDATES[key])
+
+
+# (M, N, K, config): every path and both split-K reductions, ragged K and N, at tiny sizes
+KERNEL_CASES = [
+    (1, 64, 512, dict(BLOCK_M=1, BLOCK_N=32, SPLIT_K=2, USE_DOT=False, REDUCE="last")),
+    (1, 48, 320, dict(BLOCK_M=1, BLOCK_N=32, SPLIT_K=1, USE_DOT=False)),
+    (5, 64, 384, dict(BLOCK_M=16, BLOCK_N=32, SPLIT_K=3, USE_DOT=True, REDUCE="atomic")),
+    (20, 40, 576, dict(BLOCK_M=32, BLOCK_N=32, SPLIT_K=1, USE_DOT=True)),
+]
+
+
+@pytest.mark.parametrize("m,n,k,cfg", KERNEL_CASES)
+def test_triton_kernel_matches_reference(m, n, k, cfg):
+    torch.manual_seed(m * 1000 + k)
+    w = torch.randn(n, k) * 0.05
+    qw = quantize_rtn(w, 128)
+    # the interpreter mishandles bf16 (dot and int->bf16 casts), so it checks fp16; a GPU checks bf16
+    dt = torch.bfloat16 if DEV == "cuda" else torch.float16
+    x = torch.randn(m, k).to(dt)
+    ops = [t.to(DEV) for t in (qw.qweight, qw.scales, qw.zeros)]
+    out = torch.full((m, n), float("nan"), dtype=dt, device=DEV)  # poisoned: every element must be written
+    cfg = {**cfg, "num_warps": 4, "num_stages": 2}
+    y = W.launch(x.to(DEV), *ops, 128, cfg, out=out)
+    ref = W.w4a16_reference(x.float(), qw.qweight, qw.scales, qw.zeros, 128)
+    assert not torch.isnan(y).any()
+    err = ((y.float().cpu() - ref).norm() / ref.norm()).item()
+    assert err < 5e-3, err
+    if cfg.get("REDUCE") == "last":  # the split-K counters were reset: a second call is right too
+        y2 = W.launch(x.to(DEV), *ops, 128, cfg)
+        assert ((y2.float().cpu() - ref).norm() / ref.norm()).item() < 5e-3
+        assert int(W._counters(torch.device(DEV)).abs().sum()) == 0

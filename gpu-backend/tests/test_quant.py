@@ -1,0 +1,103 @@
+"""Quantizer: RTN group quantization, SmoothQuant+ smoothing (exact before quantization, never
+worse than RTN on its objective), the quantized checkpoint, and the engine loading it."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from edgeserve_pod.quant import checkpoint
+from edgeserve_pod.quant.calibrate import calibrate
+from edgeserve_pod.quant.llama_torch import TorchLlama, load_hf
+from edgeserve_pod.quant.quantize import QuantizeConfig, main as quantize_main, quantize
+from edgeserve_pod.quant.rtn import fake_quantize, quantize_codes, quantize_rtn
+from edgeserve_pod.quant.smoothquant import output_error, search_alpha, smooth_model
+
+
+def test_rtn_error_is_at_most_half_a_step():
+    torch.manual_seed(0)
+    w = torch.randn(32, 200) * torch.logspace(-2, 1, 200)  # uneven columns, ragged last group
+    codes, s, z = quantize_codes(w, 128)
+    assert codes.max() <= 15 and s.shape == (32, 2) and z.shape == (32, 2)
+    dq = quantize_rtn(w, 128).dequantize()
+    step = s.float().repeat_interleave(128, 1)[:, :200]
+    assert ((dq - w).abs() <= step / 2 + 1e-6).all()
+    torch.testing.assert_close(dq, fake_quantize(w, 128))
+
+
+def test_rtn_rejects_bad_weights():
+    with pytest.raises(ValueError, match="NaN"):
+        quantize_rtn(torch.tensor([[float("nan")] * 8]), 128)
+    with pytest.raises(ValueError, match="multiple of 128"):
+        quantize_rtn(torch.randn(4, 256), 64)
+
+
+def test_alpha_search_handles_an_outlier_channel():
+    torch.manual_seed(1)
+    x = torch.randn(256, 256)
+    x[:, 7] *= 60  # one activation outlier channel, as in real LLM norms outputs
+    w = torch.randn(64, 256) * 0.05
+    a, s, errs = search_alpha(x, w, x.abs().amax(0), 128)
+    assert min(errs.values()) == (errs["none"] if a is None else errs[str(a)])
+    assert a is not None and errs[str(a)] < 0.8 * errs["none"]
+    # smoothing is exact before quantization
+    torch.testing.assert_close((x / s) @ (w * s).t(), x @ w.t(), rtol=1e-4, atol=1e-3)
+    assert output_error(x, w, s, 128) == pytest.approx(errs[str(a)])
+
+
+@pytest.fixture(scope="module")
+def tiny_calibrated(tiny_model):
+    model = TorchLlama.from_folder(tiny_model)
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, 256, (2, 32), generator=g) for _ in range(2)]
+    return model, batches
+
+
+def test_smoothing_folds_exactly(tiny_model, tiny_calibrated):
+    model, batches = tiny_calibrated
+    before = model(batches[0])
+    cal = calibrate(model, batches, n_samples=64)
+    assert set(cal.act_max) == {f"layers.{i}.{g}" for i in range(2) for g in ("qkv", "o", "gate_up", "down")}
+    report = smooth_model(model, cal, 128, grid=(0.25, 0.5, 0.75))  # weights change, the function must not
+    torch.testing.assert_close(model(batches[0]), before, rtol=1e-3, atol=1e-3)
+    for e in report.values():
+        assert e["error"] <= e["error_rtn"]
+
+
+def test_checkpoint_roundtrip_and_engine_load(tiny_model, tmp_path):
+    out = str(tmp_path / "rtn")
+    man = quantize(QuantizeConfig(tiny_model, out, "rtn"), log=lambda s: None)
+    assert man["method"] == "rtn"
+    m = checkpoint.read_manifest(out)
+    assert m["group_size"] == 128 and m["format"] == checkpoint.FORMAT
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    assert cfg["quantization_config"]["bits"] == 4
+    # the checkpoint's dequantized weights are RTN of the source
+    _, src = load_hf(tiny_model)
+    _, deq = checkpoint.load_dequantized(out)
+    w = src["model.layers.1.mlp.down_proj.weight"]
+    torch.testing.assert_close(deq["model.layers.1.mlp.down_proj.weight"], fake_quantize(w, 128))
+    # the engine (CPU, W4A16 reference path) computes what the dequantized torch model computes
+    from edgeserve_pod.quant.perplexity import make_runner, row_nll
+
+    runner = make_runner(out, "w4a16", "auto", 64)
+    row = torch.randint(0, 256, (40,), generator=torch.Generator().manual_seed(3))
+    nll_engine, n = row_nll(runner, row)
+    ref = TorchLlama(*checkpoint.load_dequantized(out))(row[None])[0, :-1]
+    nll_ref = float(torch.nn.functional.cross_entropy(ref, row[1:], reduction="sum"))
+    assert n == 39 and nll_engine == pytest.approx(nll_ref, rel=1e-4)
+    with pytest.raises(ValueError, match="w4a16"):  # a 4-bit folder without --quantization w4a16
+        make_runner(out, None, "auto", 64)
+
+
+def test_cli_rejects_bad_arguments(tiny_model, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        quantize_main(["--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--method", "rtn"])
+    assert "HF folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # smoothquant+ needs a tokenizer for the calibration text
+        quantize_main(["--model", tiny_model, "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit):
+        quantize_main(["--model", tiny_model, "--out", str(tmp_path / "o"), "--method", "gptq"])
