@@ -1,8 +1,8 @@
 """Meta-parameters of the W4A16 kernel, chosen by M at run time.
 
-`CANDIDATES[path]` is the search space `bench/quant_gemm.py` sweeps on the GPU; `TUNED` holds the
-winner per (path, N, K) measured there (H100, CUDA-graph replay). A shape not in the table gets
-the path's default, which is the winner most often seen in the sweep.
+`CANDIDATES[key]` is the search space that `bench/quant_gemm.py` sweeps on the GPU; `TUNED`
+holds, per (tuning key, N, K), the fastest config of that sweep that also passed the
+correctness check (H100, CUDA-graph replay). A shape not in the table gets the key's default.
 """
 
 from __future__ import annotations
