@@ -24,6 +24,7 @@ import platform
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -127,6 +128,13 @@ def make_checkpoint(path: str) -> str:
     return out
 
 
+def free_port() -> int:
+    """A port nobody listens on now (a stopped edge's workerd can hold its old port for a while)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 async def wait_http(url: str, pred, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as s:
@@ -175,9 +183,10 @@ async def one(session: aiohttp.ClientSession, edge: str, req: trace.TraceRequest
     return res
 
 
-async def run_policy(policy: str, pod_sched: str, reqs: list[trace.TraceRequest], slo: Slo, ckpt: str, port: int,
+async def run_policy(policy: str, pod_sched: str, reqs: list[trace.TraceRequest], slo: Slo, ckpt: str,
                      logdir: str, pods: int) -> tuple[list[Result], float]:
     procs = Procs()
+    port = free_port()
     state = tempfile.mkdtemp(prefix="slo-bench-state-")
     edge = f"http://127.0.0.1:{port}"
     wr = [os.path.join(ROOT, "node_modules/.bin/wrangler")]
@@ -192,7 +201,7 @@ async def run_policy(policy: str, pod_sched: str, reqs: list[trace.TraceRequest]
         py = os.path.join(ROOT, ".venv/bin/python")
         for i in range(pods):
             procs.start([py, "-m", "edgeserve_pod.server.cli", "--model", ckpt, "--model-id", MODEL_ID,
-                         "--pod-id", f"pod-{i}", "--port", str(port + 100 + i), "--edge-url", edge, "--pod-secret", POD_SECRET,
+                         "--pod-id", f"pod-{i}", "--port", str(free_port()), "--edge-url", edge, "--pod-secret", POD_SECRET,
                          "--heartbeat-s", "1", "--kv-cache-blocks", "1024", "--max-num-batched-tokens", "512",
                          "--max-num-seqs", "16", "--max-model-len", "8192", "--scheduling-policy", pod_sched,
                          "--log-level", "WARNING"],
@@ -203,6 +212,8 @@ async def run_policy(policy: str, pod_sched: str, reqs: list[trace.TraceRequest]
             return len(body["models"][MODEL_ID]["live_pods"]) == pods
 
         await wait_http(f"{edge}/health", all_live, 180, f"{pods} live pods")
+        if any(p.poll() is not None for p in procs.items):
+            raise RuntimeError(f"a process of the {policy} run exited early; see the logs in {logdir}")
         timeout = aiohttp.ClientTimeout(total=600)
         async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as s:
             t0 = time.monotonic() + 0.5
@@ -261,7 +272,6 @@ def main() -> int:
     ap.add_argument("--len-scale", type=int, default=32, help="lengths and the 512-token block divided by this")
     ap.add_argument("--time-scale", type=float, default=0.7, help="arrival times divided by this")
     ap.add_argument("--pods", type=int, default=3)
-    ap.add_argument("--port", type=int, default=8799)
     ap.add_argument("--ttft-ms", type=float, default=1500)
     ap.add_argument("--tpot-ms", type=float, default=150)
     ap.add_argument("--out", default=None)
@@ -279,7 +289,7 @@ def main() -> int:
         sched = sched_override or overrides.get(name, "fcfs")
         label = name if not sched_override else pol
         print(f"[{time.strftime('%H:%M:%S')}] {label}: pods schedule with {sched}", flush=True)
-        results, span = asyncio.run(run_policy(name, sched, reqs, slo, ckpt, args.port + i * 10, workdir, args.pods))
+        results, span = asyncio.run(run_policy(name, sched, reqs, slo, ckpt, workdir, args.pods))
         runs[label] = {"pod_scheduler": sched, **summarize(results, slo, span),
                        "routes_sample": [r.route for r in results[:3]]}
         s = runs[label]
