@@ -276,6 +276,20 @@ def speed(R, path, tag, bw, gemm, target, hf_peer=True, throughput_peer=True):
         out, ttft, wall = run(eng, {f"d{k}": prompt}, gp)
         rates.append((n - 1) / (wall - ttft[f"d{k}"]))
     ours = statistics.median(rates)
+    gr = eng.runner.graphs
+    if gr is not None and gr.graphs:
+        key = min(gr.graphs)
+        g = gr.graphs[key][0]
+        ts = []
+        for _ in range(20):
+            s0, e0 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s0.record()
+            g.replay()
+            e0.record()
+            e0.synchronize()
+            ts.append(s0.elapsed_time(e0) * 1e3)
+        R.note(f"{tag}: decode graph replay alone (batch bucket {key[0]}, {key[1]} blocks wide): {statistics.median(ts):.0f} us "
+               f"on the GPU; one engine step (host + GPU): {1e6 / ours:.0f} us")
     # eager (no CUDA graph) for the record, same engine config otherwise
     eager = engine(path, attention_backend=ATTN, enforce_eager=True, kv_cache_blocks=256)
     run(eager, {"warm": prompt}, SamplingParams(max_tokens=16, ignore_eos=True))

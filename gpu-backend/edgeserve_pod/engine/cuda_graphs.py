@@ -67,7 +67,8 @@ class DecodeGraphs:
         bt[:bs, :w] = self.scratch_block
         tw = inp.decode_block_tables.shape[1]
         bt[:n, :tw] = inp.decode_block_tables.numpy()
-        self.dev.copy_(self.host, non_blocking=True)
+        used = 4 * M + bs * self.max_blocks  # rows past bs of the block table are never read
+        self.dev[:used].copy_(self.host[:used], non_blocking=True)
         key = (bs, w)
         if key not in self.graphs:
             self.graphs[key] = self._capture(bs, w)

@@ -36,14 +36,30 @@ class Rotary(nn.Module):
         inv = inv_frequencies(head_dim, theta, scaling)
         t = torch.arange(max_positions, dtype=torch.float32)
         freqs = torch.outer(t, inv)  # (max_positions, head_dim/2)
-        # (max_positions, head_dim) each, float32: [cos, cos] / [sin, sin] for the rotate-half layout
-        self.register_buffer("cos", torch.cat([freqs.cos(), freqs.cos()], -1).to(device), persistent=False)
-        self.register_buffer("sin", torch.cat([freqs.sin(), freqs.sin()], -1).to(device), persistent=False)
+        # (max_positions, head_dim/2) float32; the torch path repeats them for the rotate-half layout
+        self.register_buffer("cos_half", freqs.cos().to(device), persistent=False)
+        self.register_buffer("sin_half", freqs.sin().to(device), persistent=False)
+        self.head_dim = head_dim
+        self.fused = (head_dim // 2) & (head_dim // 2 - 1) == 0  # the Triton kernel needs a power-of-two half
+
+    def apply_qk(self, positions: torch.Tensor, qkv: torch.Tensor, num_q: int, num_kv: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotate the q and k heads at the front of a fused q|k|v projection (T, (num_q + 2 num_kv) d).
+        Returns q (T, num_q, d) and k (T, num_kv, d); on CUDA they are views rotated in place."""
+        T, d = qkv.shape[0], self.head_dim
+        if qkv.is_cuda and self.fused:
+            from edgeserve_pod.kernels.fused_elementwise import rope_inplace
+
+            rope_inplace(qkv, positions, self.cos_half, self.sin_half, num_q + num_kv, d)
+            return qkv[:, :num_q * d].view(T, num_q, d), qkv[:, num_q * d:(num_q + num_kv) * d].view(T, num_kv, d)
+        q = qkv[:, :num_q * d].view(T, num_q, d)
+        k = qkv[:, num_q * d:(num_q + num_kv) * d].view(T, num_kv, d)
+        return self.forward(positions, q, k)
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # positions: (T,) int64; q: (T, H, d); k: (T, Hkv, d)
-        cos = self.cos[positions].unsqueeze(1).to(q.dtype)  # (T, 1, d)
-        sin = self.sin[positions].unsqueeze(1).to(q.dtype)
+        c, s = self.cos_half[positions], self.sin_half[positions]  # (T, d/2)
+        cos = torch.cat([c, c], -1).unsqueeze(1).to(q.dtype)  # (T, 1, d)
+        sin = torch.cat([s, s], -1).unsqueeze(1).to(q.dtype)
         return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
 
 

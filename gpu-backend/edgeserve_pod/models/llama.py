@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeserve_pod.layers.activation import silu_and_mul
 from edgeserve_pod.layers.attention_base import AttentionBackend, AttentionMetadata
 from edgeserve_pod.layers.linear_base import LinearFactory
 from edgeserve_pod.layers.rmsnorm import RMSNorm
@@ -40,20 +41,16 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x, residual, positions, rotary: Rotary, kv: tuple[torch.Tensor, torch.Tensor],
                 state: dict, meta: AttentionMetadata):
-        # x, residual: (T, D)
-        residual = x if residual is None else residual + x
-        h = self.input_layernorm(residual)
+        # x, residual: (T, D); returns this layer's output and the residual stream before it
+        h, residual = self.input_layernorm.add_forward(x, residual)
         qkv = self.qkv_proj(h)  # (T, (h + 2 hkv) d)
-        q, k, v = qkv.split([self.h * self.d, self.hkv * self.d, self.hkv * self.d], dim=-1)
-        T = x.shape[0]
-        q, k = rotary(positions, q.view(T, self.h, self.d), k.view(T, self.hkv, self.d))
-        o = self.attn.forward(self.idx, q, k, v.view(T, self.hkv, self.d), kv[0], kv[1], state, meta)  # (T, h, d)
+        T = qkv.shape[0]
+        q, k = rotary.apply_qk(positions, qkv, self.h, self.hkv)
+        v = qkv[:, (self.h + self.hkv) * self.d:].view(T, self.hkv, self.d)
+        o = self.attn.forward(self.idx, q, k, v, kv[0], kv[1], state, meta)  # (T, h, d)
         x = self.tp.all_reduce(self.o_proj(o.reshape(T, self.h * self.d)))
-        residual = residual + x
-        h = self.post_attention_layernorm(residual)
-        gu = self.gate_up_proj(h)  # (T, 2 inter)
-        g, u = gu.chunk(2, dim=-1)
-        x = self.tp.all_reduce(self.down_proj(F.silu(g) * u))
+        h, residual = self.post_attention_layernorm.add_forward(x, residual)
+        x = self.tp.all_reduce(self.down_proj(silu_and_mul(self.gate_up_proj(h))))  # gate_up: (T, 2 inter)
         return x, residual
 
 
@@ -77,7 +74,7 @@ class LlamaModel(nn.Module):
         residual = None
         for i, layer in enumerate(self.layers):
             x, residual = layer(x, residual, positions, self.rotary, kv_caches[i], states[i], meta)
-        return self.norm(residual + x)
+        return self.norm.add_forward(x, residual)[0]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:  # (n, D) -> (n, V) float32
         return F.linear(hidden, self.lm_head).float()
