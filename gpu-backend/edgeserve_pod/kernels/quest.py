@@ -37,7 +37,7 @@ def update_page_minmax(
     tensor ops, no host sync."""
     blk = slot_mapping // block_size  # (T,)
     starts = torch.zeros(kmin.shape[0], dtype=torch.int32, device=k.device)
-    starts.index_put_((blk,), (slot_mapping % block_size == 0).to(torch.int32), accumulate=True)
+    starts.scatter_reduce_(0, blk, (slot_mapping % block_size == 0).to(torch.int32), "amax")  # graph-safe
     fresh = (starts[blk] > 0)[:, None, None]  # (T, 1, 1)
     kk = k.to(kmin.dtype)
     src_min = torch.where(fresh, kk, torch.minimum(kk, kmin[blk]))
