@@ -29,12 +29,15 @@ def _buckets(limit: int, small: list[int], step: int) -> list[int]:
 
 class DecodeGraphs:
     def __init__(self, model, kv_caches, states, max_bs: int, max_blocks: int, scratch_block: int, block_size: int,
-                 device: torch.device):
+                 device: torch.device, width_buckets: bool):
         self.model, self.kv_caches, self.states = model, kv_caches, states
         self.device = device
         self.max_bs, self.max_blocks = max_bs, max_blocks
         self.bs_buckets = _buckets(max_bs, [1, 2, 4, 8], 8)
-        self.w_buckets = sorted({min(max_blocks, 2 ** i) for i in range(2, 31) if 2 ** (i - 1) < max_blocks} | {max_blocks})
+        # A backend whose cost grows with the table width (torch gathers every listed block) gets
+        # width buckets; one that stops at the context length (Triton) needs only the full width.
+        self.w_buckets = (sorted({min(max_blocks, 2 ** i) for i in range(2, 31) if 2 ** (i - 1) < max_blocks} | {max_blocks})
+                          if width_buckets else [max_blocks])
         self.scratch_block = scratch_block
         self.scratch_slot = scratch_block * block_size
         # host staging: [ids | positions | slots | ctx_lens | block_table (max_bs * max_blocks)]
@@ -75,6 +78,21 @@ class DecodeGraphs:
         graph, logits = self.graphs[key]
         graph.replay()
         return logits[:n]
+
+    def capture_all(self) -> None:
+        """Capture every batch bucket at the full width now (largest first, so that smaller
+        graphs reuse the pool), so that no capture happens while serving."""
+        M, h = self.max_bs, self.host_np
+        h[:] = 0
+        h[2 * M:3 * M] = self.scratch_slot
+        h[3 * M:4 * M] = 1
+        h[4 * M:] = self.scratch_block
+        self.dev.copy_(self.host)
+        w = self.max_blocks
+        for bs in reversed(self.bs_buckets):
+            if (bs, w) not in self.graphs:
+                self.graphs[(bs, w)] = self._capture(bs, w)
+        torch.cuda.synchronize(self.device)
 
     def _body(self, bs: int, w: int) -> torch.Tensor:
         M, d = self.max_bs, self.dev

@@ -82,7 +82,11 @@ class ModelRunner:
         self.sampler = Sampler(self.device, config.seed)
         if config.device == "cuda" and not config.enforce_eager:
             self.graphs = DecodeGraphs(self.model, self.kv_caches, self.states, min(config.cuda_graph_max_batch, config.max_num_seqs),
-                                       self.max_blocks_per_seq, self.num_blocks, self.block_size, self.device)
+                                       self.max_blocks_per_seq, self.num_blocks, self.block_size, self.device,
+                                       width_buckets=config.attention_backend == "torch")
+            if config.attention_backend != "torch":
+                with torch.inference_mode():
+                    self.graphs.capture_all()
 
     # ---- per step ----
     @torch.inference_mode()
