@@ -1,13 +1,19 @@
 // Tests run inside workerd through @cloudflare/vitest-pool-workers 0.15 (the `cloudflareTest`
 // Vite plugin; 0.15 replaced the old `defineWorkersConfig`). Bindings come from the root
 // wrangler.toml; the overrides below give tests keys with small limits.
+import { resolve } from "node:path";
 import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
 
+const here = __dirname;
+
 export default defineConfig({
+  // The repository root, so that modules of sibling workspaces (kernels-wasm's .wasm files)
+  // resolve inside the project instead of as /@fs/ paths the pool cannot load.
+  root: resolve(here, ".."),
   plugins: [
     cloudflareTest({
-      wrangler: { configPath: "../wrangler.toml" },
+      wrangler: { configPath: resolve(here, "../wrangler.toml") },
       miniflare: {
         bindings: {
           API_KEYS: JSON.stringify([
@@ -21,8 +27,8 @@ export default defineConfig({
     }),
   ],
   test: {
-    include: ["src/**/*.test.ts", "test/**/*.test.ts"],
-    globalSetup: ["./test/global-setup.ts"],
+    include: ["workers/src/**/*.test.ts", "workers/test/**/*.test.ts"],
+    globalSetup: [resolve(here, "test/global-setup.ts")],
     // The edge logs one JSON line per request; keep test output readable.
     onConsoleLog: (log) => !log.startsWith('{"msg":"request"'),
   },

@@ -169,11 +169,20 @@ describe("faults before the first token: one retry on another pod", () => {
     expect((await expectError(res, 400, "messages")).code).toBe("context_length_exceeded");
   });
 
-  it("a pod that never answers times out (504) after the connect timeout", async () => {
-    await registerPod("pod-a", "http://pod-a.test");
-    const double = new PodDouble({ "pod-a.test": { silent: true } });
+  it("pods that never answer time out (504) after the connect timeout", async () => {
+    const double = await twoPods({ silent: true }, { silent: true });
     const { res } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages }, { POD_CONNECT_TIMEOUT_MS: "150" });
     expect((await expectError(res, 504, null)).code).toBe("backend_timeout");
+    expect(double.generateCalls.map((c) => c.aborted())).toEqual([true, true]);
+  });
+
+  it("with one live pod, the retry goes to the in-Worker runtime", async () => {
+    await registerPod("pod-a", "http://pod-a.test");
+    const double = new PodDouble({ "pod-a.test": { throws: "down" } });
+    const { res } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages });
+    // No WASM weights in this test's R2, so the runtime's own clear 503 is what comes back.
+    expect((await expectError(res, 503, null)).code).toBe("model_not_installed");
+    expect(double.generateCalls).toHaveLength(1);
   });
 });
 
@@ -236,7 +245,8 @@ describe("registry", () => {
     await stub.upsert(reg, Date.now() - 3 * 2000 - 50);
     const double = new PodDouble({ "pod-old.test": { steps: tokenSteps(answerIds) } });
     const { res } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages });
-    expect((await expectError(res, 503, null)).code).toBe("no_backend");
+    // Not the stale pod: the in-Worker runtime is tried (and has no weights in this R2).
+    expect((await expectError(res, 503, null)).code).toBe("model_not_installed");
     expect(double.generateCalls).toHaveLength(0);
   });
 });

@@ -51,7 +51,7 @@ describe("rate limits", () => {
   const chat = { model: MODEL, messages: [{ role: "user", content: "hi" }] };
 
   it("429s with Retry-After once a key's requests/min are used", async () => {
-    // No pod and no WASM runtime: admitted requests end in 503, but they count.
+    // No pod, and no WASM weights in this test's R2: admitted requests end in 503, but they count.
     const statuses: number[] = [];
     for (let i = 0; i < 3; i++) {
       const res = await post("/v1/chat/completions", chat, { authorization: `Bearer ${TINY_KEY}` });
@@ -74,11 +74,12 @@ describe("rate limits", () => {
   });
 });
 
-describe("model without a backend", () => {
-  it("answers 503 no_backend when no pod is live and the WASM runtime is absent", async () => {
+describe("model without a live pod", () => {
+  it("falls to the in-Worker runtime, which answers 503 model_not_installed while R2 lacks the weights", async () => {
     const res = await post("/v1/chat/completions", { model: MODEL, messages: [{ role: "user", content: "hi" }] });
     const e = await expectError(res, 503, null);
-    expect(e.code).toBe("no_backend");
+    expect(e.code).toBe("model_not_installed");
+    expect(e.message).toContain("models/smollm2-135m-instruct-q4_1.gguf");
   });
 });
 

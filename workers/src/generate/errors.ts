@@ -13,6 +13,8 @@ export function backendErrorToApi(ev: Failure | undefined, kind: Kind): ApiError
       return new ApiError(400, `The prompt is too long for the serving backend: ${ev.message}`, { param: promptParam, code: "context_length_exceeded" });
     case "overloaded":
       return new ApiError(503, `All backends for this model are overloaded; retry shortly. (${ev.message})`, { code: "overloaded", headers: { "retry-after": "1" } });
+    case "model_not_installed":
+      return new ApiError(503, `The model is not installed for the in-Worker runtime. (${ev.message})`, { code: "model_not_installed", headers: { "retry-after": "30" } });
     case "pod_timeout":
       return new ApiError(504, `The backend did not answer in time. (${ev.message})`, { code: "backend_timeout" });
     default:
