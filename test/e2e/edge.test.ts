@@ -55,11 +55,22 @@ describe("edge alone", () => {
     expect(err).toBeInstanceOf(OpenAI.NotFoundError);
     expect(err.param).toBe("model");
   });
+});
 
-  it("with no pod and no WASM runtime the model answers 503 no_backend", async () => {
-    const err = await client.chat.completions.create({ model: MODEL, messages }).catch((e) => e);
-    expect(err).toBeInstanceOf(OpenAI.InternalServerError);
-    expect([err.status, err.code]).toEqual([503, "no_backend"]);
+describe("in-Worker WASM runtime (no pod registered yet)", () => {
+  it("answers a chat, non-stream and streamed, with the same greedy text", async () => {
+    const res = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 8, temperature: 0 });
+    expect(res.choices[0].message.content?.length).toBeGreaterThan(0);
+    expect(res.usage!.completion_tokens).toBeLessThanOrEqual(8);
+    const stream = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 8, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    let text = "";
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    for await (const chunk of stream) {
+      if (chunk.choices.length === 0) usage = chunk.usage;
+      text += chunk.choices[0]?.delta.content ?? "";
+    }
+    expect(text).toBe(res.choices[0].message.content);
+    expect(usage?.completion_tokens).toBe(res.usage!.completion_tokens);
   });
 });
 
@@ -75,7 +86,8 @@ describe.runIf(podAvailable())("with the real pod (CPU)", () => {
   let greedyText = "";
 
   it("non-stream chat (greedy) answers with usage", async () => {
-    const res = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 6, temperature: 0 });
+    const { data: res, response } = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 6, temperature: 0 }).withResponse();
+    expect(response.headers.get("x-edgeserve-route")).toContain(pod.podId);
     expect(res.object).toBe("chat.completion");
     const choice = res.choices[0];
     expect(["stop", "length"]).toContain(choice.finish_reason);
@@ -118,7 +130,10 @@ describe.runIf(podAvailable())("with the real pod (CPU)", () => {
   });
 
   it("a client that goes away mid-stream stops the pod's work", async () => {
-    const stream = await client.chat.completions.create({ model: MODEL, messages: [{ role: "user", content: "Write a long story about a fox." }], max_tokens: 400, stream: true });
+    const { data: stream, response } = await client.chat.completions
+      .create({ model: MODEL, messages: [{ role: "user", content: "Write a long story about a fox." }], max_tokens: 400, stream: true })
+      .withResponse();
+    expect(response.headers.get("x-edgeserve-route")).toContain(pod.podId);
     for await (const chunk of stream) {
       if (chunk.choices[0]?.delta.content) break; // leaving the loop aborts the HTTP request
     }

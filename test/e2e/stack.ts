@@ -36,12 +36,17 @@ function ensureTokenizer(): string {
   return TOKENIZER;
 }
 
+/** Local R2 as kernels-wasm/scripts/seed-r2.sh fills it: the tokenizer and the WASM runtime's weights. */
+function seedR2(state: string): void {
+  const put = (key: string, file: string) =>
+    execFileSync(WRANGLER, ["r2", "object", "put", `edgeserve-models/${key}`, "--file", file, "--local", "--persist-to", state], { cwd: ROOT, stdio: "pipe" });
+  put(`tokenizers/${MODEL}.json`, ensureTokenizer());
+  put("models/smollm2-135m-instruct-q4_1.gguf", GGUF);
+}
+
 export async function startEdge(): Promise<Edge> {
   const state = mkdtempSync(join(tmpdir(), "edgeserve-e2e-"));
-  execFileSync(WRANGLER, ["r2", "object", "put", `edgeserve-models/tokenizers/${MODEL}.json`, "--file", ensureTokenizer(), "--local", "--persist-to", state], {
-    cwd: ROOT,
-    stdio: "pipe",
-  });
+  seedR2(state);
   const port = await freePort();
   const proc = start(WRANGLER, ["dev", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", state, "--log-level", "warn"], { cwd: ROOT });
   const url = `http://127.0.0.1:${port}`;
