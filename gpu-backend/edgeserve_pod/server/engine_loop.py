@@ -310,8 +310,8 @@ class EngineLoop:
                 pushes.append((live.stream, self._final(out.request_id, live, out.finish_reason or "stop", now)))
         # Load first, then records: a client that has seen a final also sees its blocks freed in /health.
         self._refresh(now, n_decode, n_prefill)
-        for stream, item in pushes:
-            self._push(stream, item)
+        if pushes:
+            self._push_many(pushes)
 
     def _final(self, request_id: str, live: _Live, reason: str, now: float) -> tuple:
         """The ("final", FinalRecord) item for a request leaving the engine; counts it in the metrics."""
@@ -340,8 +340,8 @@ class EngineLoop:
             self._refresh(time.monotonic(), 0, 0)
         except Exception:  # noqa: BLE001 - the streams must end even if stats() is what broke
             log.exception("load refresh after a failure also failed")
-        for live in failed.values():
-            self._push(live.stream, ("error", code, message))
+        if failed:
+            self._push_many([(live.stream, ("error", code, message)) for live in failed.values()])
 
     def _fail_queued(self, error: BaseException) -> None:
         while True:
@@ -364,8 +364,12 @@ class EngineLoop:
         self._fail_queued(RuntimeError("pod is shutting down"))
 
     def _push(self, stream: RequestStream, item: tuple) -> None:
+        self._push_many([(stream, item)])
+
+    def _push_many(self, pushes: list[tuple[RequestStream, tuple]]) -> None:
+        """Hand items to their streams with one event-loop wake-up (not one per request per step)."""
         try:
-            self._aloop.call_soon_threadsafe(stream.push, item)
+            self._aloop.call_soon_threadsafe(_deliver, pushes)
         except RuntimeError:  # the event loop is closed: nobody is listening any more
             pass
 
@@ -389,3 +393,8 @@ class EngineLoop:
             events = eng.drain_kv_events()
             if events:
                 self.kv_log.add(events)
+
+
+def _deliver(pushes: list[tuple[RequestStream, tuple]]) -> None:
+    for stream, item in pushes:
+        stream.push(item)
