@@ -290,6 +290,7 @@ def speed(R, path, tag, bw, gemm, target, hf_peer=True, throughput_peer=True):
             ts.append(s0.elapsed_time(e0) * 1e3)
         R.note(f"{tag}: decode graph replay alone (batch bucket {key[0]}, {key[1]} blocks wide): {statistics.median(ts):.0f} us "
                f"on the GPU; one engine step (host + GPU): {1e6 / ours:.0f} us")
+        del gr, g  # these hold the engine's graphs (and so its KV cache) alive
     # eager (no CUDA graph) for the record, same engine config otherwise
     eager = engine(path, attention_backend=ATTN, enforce_eager=True, kv_cache_blocks=256)
     run(eager, {"warm": prompt}, SamplingParams(max_tokens=16, ignore_eos=True))
