@@ -489,7 +489,7 @@ def e2e():
 # ------------------------------------------------------------------------------ passkey
 PASSKEY = dict(model="models/smollm2-135m-instruct-hf", tokenizer="models/smollm2-135m-instruct-q4_1.gguf",
                head_map="gpu-backend/edgeserve_pod/tools/head_maps/smollm2-135m-instruct.json",
-               lengths=(2048, 4096), depths=(0.1, 0.3, 0.5, 0.7, 0.9), budget=512, page=16)
+               lengths=(2048,), depths=(0.1, 0.3, 0.5, 0.7, 0.9), budget=512, page=16)
 
 
 def sparse_mask(q, k, n_prompt, stream_kv, sink, window, budget, bs, plan):
