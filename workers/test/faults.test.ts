@@ -29,7 +29,9 @@ async function call(double: PodDouble, path: string, body: unknown, vars: Record
     { ...env, ...vars },
     ctx,
   );
-  return { res, ctx, requestId: res.headers.get("x-request-id")! };
+  // The id the pods see is the edge's own, not the client's x-request-id.
+  const upstreamId = () => double.generateCalls[0]?.body.request_id;
+  return { res, ctx, upstreamId };
 }
 
 /** Pods a (idle) and b (busier, so the fallback), behind the double. */
@@ -54,6 +56,8 @@ describe("happy path through a pod", () => {
     expect(double.generateCalls[0].host).toBe("pod-a.test");
     expect(sent.prompt_token_ids).toEqual(expectedPrompt);
     expect(sent.max_tokens).toBe(40);
+    // The pod sees the edge's own unique id, never the client's x-request-id.
+    expect(sent.request_id).toMatch(/^req-[0-9a-f]{32}$/);
     expect(sent.sampling).toEqual({ temperature: 0.5, top_p: 1, top_k: 0, seed: 3 });
     expect(sent.stop_token_ids).toEqual(tok.eosTokenIds);
     expect(sent.slo?.class).toBeDefined();
@@ -107,11 +111,11 @@ describe("happy path through a pod", () => {
   it("a stop sequence ends the answer before it and cancels the pod's work", async () => {
     const ids = tok.encode("one two STOP three four", { parseSpecial: false });
     const double = await twoPods({ steps: [...ids.map((id) => ({ tokens: [id] })), { hang: true }] }, { throws: "unused" });
-    const { res, ctx, requestId } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, stop: ["STOP"] });
+    const { res, ctx, upstreamId } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, stop: ["STOP"] });
     const body = (await res.json()) as any;
     expect(body.choices[0]).toMatchObject({ message: { content: "one two " }, finish_reason: "stop" });
     await waitOnExecutionContext(ctx);
-    expect(double.cancelled(requestId)).toBe(true);
+    expect(double.cancelled(upstreamId()!)).toBe(true);
   });
 
   it("EOS tokens end the text and never show in it", async () => {
@@ -210,11 +214,11 @@ describe("faults after the first token", () => {
 
   it("stream: a pod that goes silent mid-answer hits the idle timeout", async () => {
     const double = await twoPods({ steps: [{ tokens: answerIds.slice(0, 2) }, { hang: true }] }, { throws: "unused" });
-    const { res, ctx, requestId } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, stream: true }, { POD_IDLE_TIMEOUT_MS: "150" });
+    const { res, ctx, upstreamId } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, stream: true }, { POD_IDLE_TIMEOUT_MS: "150" });
     const events = await sseEvents(res);
     expect((events.at(-2) as any).error.code).toBe("pod_timeout");
     await waitOnExecutionContext(ctx);
-    expect(double.cancelled(requestId)).toBe(true);
+    expect(double.cancelled(upstreamId()!)).toBe(true);
   });
 
   it("non-stream: a mid-answer failure is a 502, not a partial answer", async () => {
@@ -227,14 +231,14 @@ describe("faults after the first token", () => {
 describe("client disconnect", () => {
   it("cancelling the SSE body aborts the pod request and POSTs /v1/cancel", async () => {
     const double = await twoPods({ steps: [{ tokens: answerIds.slice(0, 2) }, { tokens: answerIds.slice(2, 4), delayMs: 20 }, { hang: true }] }, { throws: "unused" });
-    const { res, ctx, requestId } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, stream: true });
+    const { res, ctx, upstreamId } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, stream: true });
     const reader = res.body!.getReader();
     const first = await reader.read();
     expect(new TextDecoder().decode(first.value)).toContain("chat.completion.chunk");
     await reader.cancel();
     await waitOnExecutionContext(ctx);
     expect(double.generateCalls[0].aborted()).toBe(true);
-    expect(double.cancels).toEqual([{ host: "pod-a.test", requestId }]);
+    expect(double.cancels).toEqual([{ host: "pod-a.test", requestId: upstreamId() }]);
   });
 });
 

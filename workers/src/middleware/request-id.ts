@@ -1,7 +1,8 @@
 /**
- * Request id and log line: takes a well-formed `x-request-id` from the client or makes one, echoes
- * it on every response, and emits the request's log line when the handler is done (unless the
- * response is a stream, which emits it at its end).
+ * Request id and log line. Every request gets a fresh id, which is what the pods see (so two
+ * clients can never share, or cancel, each other's pod request). A well-formed client
+ * `x-request-id` is echoed back and logged beside it; otherwise the fresh id is echoed. The
+ * request's log line is emitted when the handler is done, or at the end of a streamed answer.
  */
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv } from "../types";
@@ -16,15 +17,16 @@ export function newRequestId(): string {
 
 export const requestContext: MiddlewareHandler<AppEnv> = async (c, next) => {
   const given = c.req.header("x-request-id");
-  const requestId = given && ID_PATTERN.test(given) ? given : newRequestId();
+  const clientId = given && ID_PATTERN.test(given) ? given : undefined;
+  const requestId = newRequestId();
   const log = new RequestLog();
-  log.set({ request_id: requestId, method: c.req.method, path: new URL(c.req.url).pathname });
+  log.set({ request_id: requestId, client_request_id: clientId, method: c.req.method, path: new URL(c.req.url).pathname });
   c.set("requestId", requestId);
   c.set("log", log);
   try {
     await next();
   } finally {
-    c.header("x-request-id", requestId);
+    c.header("x-request-id", clientId ?? requestId);
     log.set({ status: c.res.status });
     if (!log.isDeferred) log.emit();
   }

@@ -4,6 +4,7 @@
  */
 export interface LogFields {
   request_id?: string;
+  client_request_id?: string;
   method?: string;
   path?: string;
   status?: number;
