@@ -174,3 +174,13 @@ async def test_garbage_on_the_socket_does_not_stop_the_pod(tiny):
         assert (await client.get("/health")).status == 200
         ok = await read_stream(await client.post("/v1/generate", json=gen_body("still-here", max_tokens=2)))
         assert ok[-1]["type"] == "final"
+
+
+async def test_a_bad_request_with_a_kv_receive_directive_is_refused_without_waiting_for_kv(tiny):
+    async with pod(real_engine_factory(tiny)) as (client, st):
+        body = gen_body("kv-bad", kv_transfer={"role": "receive", "transfer_id": "never-sent"})
+        # the pod would wait up to a minute for KV that never comes; the refusal must come first
+        r = await asyncio.wait_for(client.post("/v1/generate", json={**body, "model": "gpt-5"}), 10)
+        assert r.status == 404 and (await r.json())["error"]["code"] == "unknown_model"
+        r = await asyncio.wait_for(client.post("/v1/generate", json={**body, "prompt_token_ids": [1] * 300}), 10)
+        assert r.status == 400 and (await r.json())["error"]["code"] == "prompt_too_long"

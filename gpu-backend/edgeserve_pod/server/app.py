@@ -159,9 +159,11 @@ async def generate(request: web.Request) -> web.StreamResponse:
             if body["kv_transfer"]["role"] == "send":
                 record = await kvt.send_role(st, body, t_recv, _submission)
                 return web.Response(body=json.dumps(record).encode() + b"\n", content_type="application/x-ndjson")
+            # receive: refuse a bad request before waiting (up to a minute) for its KV
+            sub = _submission(st, {k: v for k, v in body.items() if k != "kv_transfer"}, t_recv)
             kv_ms = await kvt.receive_role(request.app, st, body)
-            body = {k: v for k, v in body.items() if k != "kv_transfer"}
-        sub = _submission(st, body, t_recv)
+        else:
+            sub = _submission(st, body, t_recv)
     except ProtocolError as e:
         return _refuse(e, st.metrics)
     stream = RequestStream(sub.request_id, asyncio.get_running_loop())
