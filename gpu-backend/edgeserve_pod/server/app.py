@@ -202,9 +202,6 @@ def _submission(st: PodState, body: dict, t_recv: float) -> Submission:
     if body["model"] != info.model_id:
         raise ProtocolError(f"this pod serves {info.model_id!r}, not {body['model']!r}", param="model",
                             code="unknown_model", status=404, request_id=rid)
-    if "kv_transfer" in body:
-        raise ProtocolError("this pod does not do KV transfer", param="kv_transfer", code="kv_transfer_failed",
-                            status=501, request_id=rid)
     prompt = [_int(t) for t in body["prompt_token_ids"]]
     if len(prompt) >= info.max_model_len:
         raise ProtocolError(f"prompt has {len(prompt)} tokens; this pod's max_model_len is {info.max_model_len} "
