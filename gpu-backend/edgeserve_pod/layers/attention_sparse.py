@@ -160,43 +160,59 @@ class SparseAttention(AttentionBackend):
     # ----------------------------------------------------------------------------- decode
     def _decode(self, layer, q, k_cache, v_cache, ks, vs, layer_state, meta, reqs, out):
         ctx, tables = meta.decode_context_lens, meta.decode_block_tables  # (n,), (n, max_blocks)
-        n, BS, dev = q.shape[0], k_cache.shape[1], q.device
-        max_pages = tables.shape[1]
+        BS = k_cache.shape[1]
+        if not reqs and not self.cfg.enabled:
+            paged_decode(q, k_cache, v_cache, tables, ctx, self.scale, ks, vs, out=out)
+            return
+        step = meta.__dict__.get("_sparse_step")
+        if step is None:  # the same for every layer: computed once per step (one set of kernels)
+            step = meta.__dict__["_sparse_step"] = self._step_pages(ctx, tables.shape[1], BS, reqs, q.device)
+        budget, max_budget, idx_s, num_s = step
+        stream_row = self.streaming_kv_heads(layer, q.device)
+        n_stream = int(sum(self.cfg.streaming[layer])) if self.cfg.streaming is not None else 0
+        if n_stream == self.num_kv_heads:  # all streaming: no Quest work in this layer
+            page_idx = idx_s[:, None, :].expand(-1, self.num_kv_heads, -1).contiguous()
+            num_sel = num_s[:, None].expand(-1, self.num_kv_heads).contiguous()
+        else:
+            # retrieval heads: Quest (a non-sparse request asks for every page)
+            scores = quest_scores(q, layer_state["kmin"], layer_state["kmax"], tables, ctx, BS)
+            page_idx, num_sel = select_pages(scores, ctx, max_budget, BS, budget_per_seq=budget)  # (n, Hkv, Kq)
+            if n_stream:
+                width = max(page_idx.shape[2], idx_s.shape[1])
+                stream = stream_row[None, :, None]  # (1, Hkv, 1)
+                page_idx = torch.where(stream, _pad(idx_s[:, None, :], width), _pad(page_idx, width)).contiguous()
+                num_sel = torch.where(stream[..., 0], num_s[:, None], num_sel).to(torch.int32).contiguous()
+        paged_decode(q, k_cache, v_cache, tables, ctx, self.scale, ks, vs, page_idx=page_idx, num_sel=num_sel, out=out)
+
+    def _step_pages(self, ctx, max_pages: int, BS: int, reqs, dev):
+        """Per-sequence Quest budgets and the streaming heads' page lists (sink pages, then the
+        window's pages): budget (n,) int32, max_budget int, idx_s (n, Ks) int32, num_s (n,) int32."""
+        n = ctx.shape[0]
         if reqs:
             sparse = torch.tensor([r[0] for r in reqs], device=dev)
             budget = torch.tensor([r[1] if r[0] else max_pages * BS for r in reqs], dtype=torch.int32, device=dev)
-            sink = torch.tensor([r[2] for r in reqs], dtype=torch.int32, device=dev)
-            window = torch.tensor([r[3] for r in reqs], dtype=torch.int32, device=dev)
+            sink = torch.tensor([r[2] for r in reqs], dtype=torch.int32, device=dev)[:, None]
+            window = torch.tensor([r[3] for r in reqs], dtype=torch.int32, device=dev)[:, None]
             max_budget = max(r[1] if r[0] else max_pages * BS for r in reqs)
+            ks_width = max(-(-r[2] // BS) + -(-r[3] // BS) + 1 if r[0] else max_pages for r in reqs)
         else:
-            if not self.cfg.enabled:
-                paged_decode(q, k_cache, v_cache, tables, ctx, self.scale, ks, vs, out=out)
-                return
-            sparse = torch.ones(n, dtype=torch.bool, device=dev)
+            sparse = None
             budget = torch.full((n,), self.cfg.token_budget, dtype=torch.int32, device=dev)
-            sink = torch.full((n,), self.cfg.sink_tokens, dtype=torch.int32, device=dev)
-            window = torch.full((n,), self.cfg.window_tokens, dtype=torch.int32, device=dev)
+            sink = torch.full((n, 1), self.cfg.sink_tokens, dtype=torch.int32, device=dev)
+            window = torch.full((n, 1), self.cfg.window_tokens, dtype=torch.int32, device=dev)
             max_budget = self.cfg.token_budget
-        # retrieval heads: Quest (a non-sparse request asks for every page)
-        scores = quest_scores(q, layer_state["kmin"], layer_state["kmax"], tables, ctx, BS)
-        idx_q, num_q = select_pages(scores, ctx, max_budget, BS, budget_per_seq=budget)  # (n, Hkv, Kq), (n, Hkv)
-        # streaming heads: sink pages then window pages, per sequence
-        n_pages = (ctx + BS - 1) // BS  # (n,)
+            ks_width = -(-self.cfg.sink_tokens // BS) + -(-self.cfg.window_tokens // BS) + 1
+        ks_width = max(2, min(ks_width, max_pages))
+        n_pages = ((ctx + BS - 1) // BS)[:, None]  # (n, 1)
         sink_p = torch.minimum((sink + BS - 1) // BS, n_pages)
-        win_first = torch.maximum(torch.clamp(ctx - window, min=0) // BS, sink_p)
-        num_s = torch.where(sparse, sink_p + (n_pages - win_first), n_pages)  # (n,)
-        ks_width = max(2, -(-self.cfg.sink_tokens // BS) + -(-self.cfg.window_tokens // BS) + 1)
-        if reqs:
-            ks_width = max(ks_width, max(-(-r[2] // BS) + -(-r[3] // BS) + 1 if r[0] else max_pages for r in reqs))
-        ks_width = min(ks_width, max_pages)
+        win_first = torch.maximum(torch.clamp(ctx[:, None] - window, min=0) // BS, sink_p)
         j = torch.arange(ks_width, device=dev)[None, :]  # (1, Ks)
-        idx_s = torch.where(j < sink_p[:, None], j, win_first[:, None] + j - sink_p[:, None])
-        idx_s = torch.where(sparse[:, None], idx_s, j).to(torch.int32)  # dense request: pages 0..n-1
-        width = max(idx_q.shape[2], ks_width)
-        stream = self.streaming_kv_heads(layer, dev)[None, :, None]  # (1, Hkv, 1)
-        page_idx = torch.where(stream, _pad(idx_s[:, None, :], width), _pad(idx_q, width)).contiguous()  # (n, Hkv, W)
-        num_sel = torch.where(stream[..., 0], num_s[:, None], num_q).to(torch.int32).contiguous()  # (n, Hkv)
-        paged_decode(q, k_cache, v_cache, tables, ctx, self.scale, ks, vs, page_idx=page_idx, num_sel=num_sel, out=out)
+        idx_s = torch.where(j < sink_p, j, win_first + j - sink_p)
+        num_s = sink_p + n_pages - win_first  # (n, 1)
+        if sparse is not None:  # a dense request: pages 0 .. n_pages - 1
+            idx_s = torch.where(sparse[:, None], idx_s, j)
+            num_s = torch.where(sparse[:, None], num_s, n_pages)
+        return budget, max_budget, idx_s.to(torch.int32), num_s[:, 0].to(torch.int32)
 
 
 def _pad(x: torch.Tensor, width: int) -> torch.Tensor:

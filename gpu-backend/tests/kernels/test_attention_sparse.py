@@ -78,3 +78,11 @@ def test_bad_config_and_overrides_are_clear_errors():
         SparseAttentionConfig().for_request({"budget": 5})
     with pytest.raises(ValueError, match="kv heads"):
         SparseAttention(4, 2, 32, config=SparseAttentionConfig(streaming=[[True]]))
+
+
+def test_all_streaming_layer_and_all_retrieval_layer():
+    for streaming, pages in (([[True, True]], [[0, 6, 7, 8], [0, 6, 7, 8]]), ([[False, False]], [[0, 3, 5, 8], [0, 3, 5, 8]])):
+        be, state = backend(streaming=streaming)
+        q, k, v, kc, vc, table, _, out_d = prefill_then_decode(be, state)
+        ref = reference_paged_attention(q[69:], kc, vc, table, 70, D ** -0.5, pages=torch.tensor(pages))
+        torch.testing.assert_close(out_d, ref, atol=2e-4, rtol=2e-4)
