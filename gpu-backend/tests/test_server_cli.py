@@ -108,16 +108,15 @@ async def test_the_pod_process_serves_then_drains_on_sigterm(tiny):
             proc.wait()
 
 
-async def test_the_pod_process_exits_1_when_the_engine_cannot_start(tmp_path):
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
-    proc = _start(["--model", str(broken), "--port", "0"])
-    try:
-        code = await asyncio.wait_for(asyncio.to_thread(proc.wait), 60)
-        assert code == 1
-        assert "engine failed to start" in proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+async def test_serve_returns_1_when_the_engine_cannot_start(tmp_path, capsys):
+    from edgeserve_pod.server.app import create_app
+    from edgeserve_pod.server.config import ServerConfig
+
+    def broken():
+        raise FileNotFoundError("model.safetensors missing")
+
+    cfg = ServerConfig(port=0)
+    code = await asyncio.wait_for(cli.serve(create_app(cfg, broken, "m", 16), cfg, 1.0), 30)
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "engine failed to start" in err and "model.safetensors missing" in err

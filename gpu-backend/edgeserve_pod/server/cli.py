@@ -147,6 +147,8 @@ async def serve(app: web.Application, cfg: ServerConfig, drain_timeout_s: float)
     finally:
         for t in (ready, stopping):
             t.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
         await runner.cleanup()
     return code
 
