@@ -171,6 +171,7 @@ class EngineLoop:
         self._cmds.put(("stop", (), None))
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 30)
         self._thread = None
+        self._fail_queued(RuntimeError("pod is shutting down"))  # commands that raced the thread's exit
 
     async def _call(self, name: str, *args: Any) -> Any:
         if self._stopped.is_set() or self._thread is None:
