@@ -29,6 +29,9 @@ export default defineConfig({
   test: {
     include: ["workers/src/**/*.test.ts", "workers/test/**/*.test.ts"],
     globalSetup: [resolve(here, "test/global-setup.ts")],
+    // A file's first request loads the Worker (and compiles the WASM kernels): seconds on a busy
+    // 2-core CI machine.
+    testTimeout: 30_000,
     // The edge logs one JSON line per request; keep test output readable.
     onConsoleLog: (log) => !log.startsWith('{"msg":"request"'),
   },

@@ -86,13 +86,6 @@ export class PodRegistry extends DurableObject<Env> {
     return [...this.pods.values()];
   }
 
-  /** Records a load change the edge observed itself (e.g. it just sent the pod a request). */
-  bumpLoad(podId: string, delta: Partial<PodLoad>): void {
-    const p = this.pods.get(podId);
-    if (!p) return;
-    p.load = { ...p.load, running: p.load.running + (delta.running ?? 0), waiting: p.load.waiting + (delta.waiting ?? 0) };
-  }
-
   remove(podId: string): boolean {
     this.ctx.storage.sql.exec(`DELETE FROM pods WHERE pod_id = ?`, podId);
     return this.pods.delete(podId);
