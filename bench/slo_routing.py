@@ -288,6 +288,8 @@ def main() -> int:
         name, _, sched_override = pol.partition("+")
         sched = sched_override or overrides.get(name, "fcfs")
         label = name if not sched_override else pol
+        if label in runs:  # a repeat in the same invocation (interleaved runs against background load)
+            label += f"#{sum(k.split('#')[0] == label for k in runs) + 1}"
         print(f"[{time.strftime('%H:%M:%S')}] {label}: pods schedule with {sched}", flush=True)
         results, span = asyncio.run(run_policy(name, sched, reqs, slo, ckpt, workdir, args.pods))
         runs[label] = {"pod_scheduler": sched, **summarize(results, slo, span),
@@ -303,7 +305,7 @@ def write_results(args, slo: Slo, reqs, runs: dict, workdir: str) -> None:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     device = cpu_name()
     date = time.strftime("%Y-%m-%d")
-    rr = runs.get("round-robin")
+    rr = runs.get("round-robin")  # the first round-robin run is the peer
     metrics = []
     for label, s in runs.items():
         cond = f"policy={label},pod_sched={s['pod_scheduler']},pods={args.pods},len_scale={args.len_scale},time_scale={args.time_scale}"
