@@ -17,7 +17,24 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import llama_cpp
+import llama_cpp.llama
 from llama_cpp import Llama
+
+# This machine's CPU reports AMX but executing AMX tiles raises SIGILL here, and GGML_NATIVE
+# builds pick the AMX weight buffers. Plain CPU buffers (use_extra_bufts=false) run the generic
+# AVX-512/AVX2 q4_1 x q8_1 dot products instead: the same numbers llama.cpp computes elsewhere.
+_default_params = llama_cpp.llama_model_default_params
+
+
+def _params_without_extra_bufts():
+    p = _default_params()
+    p.use_extra_bufts = False
+    return p
+
+
+llama_cpp.llama_model_default_params = _params_without_extra_bufts
+llama_cpp.llama.llama_cpp.llama_model_default_params = _params_without_extra_bufts
 
 STEPS = 64
 TOPK = 16
@@ -113,7 +130,7 @@ def main() -> None:
         "cases": cases}, ensure_ascii=False, indent=1))
     print(f"tokenizer: {len(cases)} strings")
 
-    llm = Llama(model_path=gguf_path, n_ctx=512, n_batch=512, n_threads=2, logits_all=False, verbose=False)
+    llm = Llama(model_path=gguf_path, n_ctx=512, n_batch=512, n_threads=1, logits_all=False, verbose=False)
     runs = []
     for p in PROMPTS:
         text = chatml(p)
@@ -122,14 +139,15 @@ def main() -> None:
         llm.eval(prompt)
         toks, tops = [], []
         for _ in range(STEPS):
-            logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+            # The last evaluated position's logits (llm.scores is not filled without logits_all).
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(llm.n_vocab(),)).astype(np.float32)
             top = np.argsort(-logits, kind="stable")[:TOPK]
             t = int(top[0])
             toks.append(t)
             tops.append({"ids": [int(i) for i in top], "logits": [round(float(logits[i]), 4) for i in top]})
             llm.eval([t])
         runs.append({"user": p, "promptIds": prompt, "tokens": toks, "top": tops})
-        print(f"greedy: {p!r} -> {llm.detokenize(toks)[:60]!r}")
+        print(f"greedy: {p!r} -> {llm.detokenize(toks)[:60]!r}", flush=True)
     (out / "greedy-smollm2.json").write_text(json.dumps({
         "source": "llama.cpp (llama-cpp-python 0.3.36), CPU, n_ctx=512, greedy, no stop on EOG",
         "system": SYSTEM, "steps": STEPS, "runs": runs}, ensure_ascii=False))

@@ -1,0 +1,88 @@
+import { describe, expect, it } from "vitest";
+import { readFileSync } from "node:fs";
+import { Tokenizer } from "./index";
+import { bytesToByteLevel } from "./byte-level";
+import { readHeader } from "../../test/model-file";
+
+const golden = JSON.parse(readFileSync(new URL("../../golden/tokenizer-smollm2.json", import.meta.url), "utf8")) as {
+  cases: { text: string; ids: number[] }[];
+};
+const greedy = JSON.parse(readFileSync(new URL("../../golden/greedy-smollm2.json", import.meta.url), "utf8")) as {
+  system: string;
+  runs: { user: string; promptIds: number[] }[];
+};
+
+const tok = Tokenizer.fromGGUF(readHeader().metadata);
+
+describe("Tokenizer (SmolLM2 byte-level BPE) against llama.cpp's ids", () => {
+  it.each(golden.cases.map((c) => [JSON.stringify(c.text).slice(0, 50), c] as const))("encode %s", (_, c) => {
+    expect(tok.encode(c.text)).toEqual(c.ids);
+  });
+
+  it("decodes every golden case back to its text", () => {
+    for (const c of golden.cases) expect(tok.decode(c.ids)).toBe(c.text);
+  });
+
+  it("renders the GGUF chat template to the prompt ids llama.cpp saw", () => {
+    for (const r of greedy.runs) {
+      const text = tok.applyChatTemplate([{ role: "user", content: r.user }], { addGenerationPrompt: true });
+      expect(tok.encode(text)).toEqual(r.promptIds);
+    }
+  });
+
+  it("keeps metadata: vocab size, BOS, end-of-generation ids", () => {
+    expect(tok.vocabSize).toBe(49152);
+    expect(tok.bosTokenId).toBe(1);
+    expect(tok.eosTokenIds).toEqual([0, 2]); // <|endoftext|>, <|im_end|>
+    expect(tok.encode("hi", { addSpecial: true })).toEqual(tok.encode("hi")); // add_bos_token = false
+  });
+
+  it("leaves special-token text alone when parseSpecial is false", () => {
+    const ids = tok.encode("<|im_end|>", { parseSpecial: false });
+    expect(ids.length).toBeGreaterThan(1);
+    expect(ids).not.toContain(2);
+    expect(tok.decode(ids)).toBe("<|im_end|>");
+  });
+
+  it("round-trips through toJSON/fromJSON", () => {
+    const copy = Tokenizer.fromJSON(JSON.parse(JSON.stringify(tok.toJSON())));
+    for (const c of golden.cases) expect(copy.encode(c.text)).toEqual(c.ids);
+    expect(copy.eosTokenIds).toEqual(tok.eosTokenIds);
+  });
+
+  it("rejects bad input with clear errors", () => {
+    expect(() => tok.decode([49152])).toThrow(/outside the vocabulary/);
+    expect(() => tok.decode([-1])).toThrow(/outside the vocabulary/);
+    expect(() => Tokenizer.fromJSON({ format: "nope" })).toThrow(/format/);
+    expect(() => tok.encode(42 as unknown as string)).toThrow(/expected a string/);
+  });
+});
+
+describe("stream decoder", () => {
+  it("never splits a multi-byte character across pushes, one token at a time", () => {
+    for (const c of golden.cases) {
+      const d = tok.newStreamDecoder();
+      let out = "";
+      for (const id of c.ids) {
+        const piece = d.push([id]);
+        expect(piece).not.toContain("\uFFFD");
+        out += piece;
+      }
+      out += d.flush();
+      expect(out).toBe(c.text);
+    }
+  });
+
+  it("holds back an incomplete character and flushes it as U+FFFD if it never completes", () => {
+    // One byte-level token per byte of "😀" (4 bytes), pushed one at a time.
+    const tokens = tok.toJSON().tokens;
+    const ids = [...new TextEncoder().encode("😀")].map((b) => tokens.indexOf(bytesToByteLevel(Uint8Array.of(b))));
+    expect(ids.every((i) => i >= 0)).toBe(true);
+    const d = tok.newStreamDecoder();
+    expect(ids.slice(0, 3).map((i) => d.push([i])).join("")).toBe("");
+    expect(d.push([ids[3]])).toBe("😀");
+    const e = tok.newStreamDecoder();
+    e.push(ids.slice(0, 2));
+    expect(e.flush()).toBe("\uFFFD");
+  });
+});
