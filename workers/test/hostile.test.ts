@@ -179,6 +179,10 @@ const cases: Case[] = [
   { name: "pod register with a javascript: url", path: "/internal/pods/register", headers: { authorization: `Bearer ${POD_SECRET}` }, body: { ...reg, url: "javascript:alert(1)" }, status: 400, param: "url" },
   { name: "pod heartbeat without load", path: "/internal/pods/heartbeat", headers: { authorization: `Bearer ${POD_SECRET}` }, body: without(reg, "load"), status: 400, param: "load" },
   { name: "pod heartbeat with block_size 0", path: "/internal/pods/heartbeat", headers: { authorization: `Bearer ${POD_SECRET}` }, body: { ...reg, block_size: 0 }, status: 400, param: "block_size" },
+  { name: "kv events without a secret", path: "/internal/kv-events", headers: { authorization: "" }, body: { pod_id: "p", model: MODEL, seq: 1, block_size: 16, events: [] }, status: 401, param: null },
+  { name: "kv events with a malformed block hash", path: "/internal/kv-events", headers: { authorization: `Bearer ${POD_SECRET}` }, body: { pod_id: "p", model: MODEL, seq: 1, block_size: 16, events: [{ type: "stored", block_hashes: ["XYZ"] }] }, status: 400, param: "events[0].block_hashes[0]" },
+  { name: "kv events with a negative seq", path: "/internal/kv-events", headers: { authorization: `Bearer ${POD_SECRET}` }, body: { pod_id: "p", model: MODEL, seq: -1, block_size: 16, events: [] }, status: 400, param: "seq" },
+  { name: "kv events with an unknown event type", path: "/internal/kv-events", headers: { authorization: `Bearer ${POD_SECRET}` }, body: { pod_id: "p", model: MODEL, seq: 1, block_size: 16, events: [{ type: "moved", block_hashes: [] }] }, status: 400, param: "events[0].type" },
   { name: "pod register with kv_usage above 1", path: "/internal/pods/register", headers: { authorization: `Bearer ${POD_SECRET}` }, body: { ...reg, load: { ...reg.load, kv_usage: 2 } }, status: 400, param: "load.kv_usage" },
 ];
 
