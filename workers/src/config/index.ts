@@ -20,7 +20,12 @@ const ApiKeyEntry = z
 export type ApiKeyEntry = z.infer<typeof ApiKeyEntry>;
 
 const EdgeConfigSchema = z.object({
-  apiKeys: z.array(ApiKeyEntry).min(1, "API_KEYS must list at least one key"),
+  apiKeys: z
+    .array(ApiKeyEntry)
+    .min(1, "API_KEYS must list at least one key")
+    // Limits are kept per name: two keys with one name would share (and hide) a budget.
+    .refine((keys) => new Set(keys.map((k) => k.name)).size === keys.length, "API_KEYS names must be unique")
+    .refine((keys) => new Set(keys.map((k) => k.key)).size === keys.length, "API_KEYS keys must be unique"),
   podSecret: z.string().min(8, "POD_SECRET needs at least 8 characters"),
   /** Interval the registry asks pods to heartbeat at; three missed beats make a pod stale. */
   heartbeatMs: z.number().int().positive(),
