@@ -97,6 +97,22 @@ async def test_closed_connection_cancels_and_frees_blocks(tiny):
         assert recs[-1]["type"] == "final"
 
 
+async def test_closed_connection_cancels_a_request_still_waiting_in_the_queue(tiny):
+    async with pod(real_engine_factory(tiny, max_num_seqs=1)) as (client, st):
+        running = await client.post("/v1/generate", json=gen_body("runs", list(range(20)), max_tokens=250, ignore_eos=True))
+        await running.content.readline()
+        queued = await client.post("/v1/generate", json=gen_body("queued", list(range(30, 90)), max_tokens=5))
+        assert queued.status == 200  # headers are out before the first token
+        await wait_for(lambda: st.loop.load.waiting == 1, what="the second request waiting for a slot")
+        queued.close()  # gone before it ever got a token
+        await wait_for(lambda: st.loop.load.waiting == 0 and st.loop.num_live == 1, what="the waiting request dropped")
+        text = await (await client.get("/metrics")).text()
+        assert 'edgeserve_pod_requests_finished_total{finish_reason="cancelled"} 1.0' in text
+        await client.post("/v1/cancel", json={"request_id": "runs"})  # the running one was never disturbed
+        recs = await read_stream(running)
+        assert recs[-1]["finish_reason"] == "cancelled" and recs[-1]["usage"]["completion_tokens"] > 1
+
+
 async def test_cancel_endpoint_ends_the_stream_with_cancelled(tiny):
     async with pod(real_engine_factory(tiny)) as (client, st):
         total = (await health(client))["load"]["total_blocks"]
