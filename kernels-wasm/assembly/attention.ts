@@ -3,8 +3,9 @@
 //   kc, vc: f16 (n, nKV · headDim)  the n valid cache slots (sink + window; order is irrelevant)
 //   scores: f32 (n) scratch
 //   out:    f32 (nHeads, headDim)
-// Head h reads KV head h / (nHeads / nKV). softmax(q·k · scale) · V.
-import { f16_to_f32 } from "./f16";
+// Head h reads KV head h / (nHeads / nKV). softmax(q·k · scale) · V. The caller rounds q to
+// f16 first (round_f16_row) to match llama.cpp, whose K·q runs in f16.
+import { f16_to_f32, round_f16 } from "./f16";
 import { hsum } from "./matvec-simd";
 
 // @ts-ignore: decorator
@@ -14,7 +15,8 @@ import { hsum } from "./matvec-simd";
   return f32x4.mul(bits, f32x4.splat(reinterpret<f32>(0x77800000)));
 }
 
-/** softmax in place over n scores; returns nothing, scores become probabilities. */
+/** softmax in place over n scores. Probabilities are rounded to f16, as llama.cpp (no flash
+ *  attention) converts them before multiplying with the f16 V cache. */
 // @ts-ignore: decorator
 @inline function softmax(scores: usize, n: i32): void {
   let mx: f32 = -Infinity;
@@ -26,7 +28,7 @@ import { hsum } from "./matvec-simd";
     sum += e;
   }
   const inv = <f32>(1 / sum);
-  for (let i = 0; i < n; i++) store<f32>(scores + (<usize>i << 2), load<f32>(scores + (<usize>i << 2)) * inv);
+  for (let i = 0; i < n; i++) store<f32>(scores + (<usize>i << 2), round_f16(load<f32>(scores + (<usize>i << 2)) * inv));
 }
 
 export function attention(q: usize, kc: usize, vc: usize, n: i32, nHeads: i32, nKV: i32, headDim: i32, scale: f32, scores: usize, out: usize): void {

@@ -1,11 +1,11 @@
 // Element-wise and row ops of the llama forward pass (O(dim) work per token: scalar is enough).
 // Numerics follow ggml's CPU ops so greedy tokens match llama.cpp.
-import { f16_to_f32, f32_to_f16 } from "./f16";
+import { f16_to_f32, f32_to_f16, round_f16 } from "./f16";
 
-/** out = x / sqrt(mean(x²) + eps) · w. Sum of squares in f64, as ggml. x, w, out: f32 (n). */
+/** out = x / sqrt(mean(x²) + eps) · w. Squares in f32 summed in f64, as ggml. x, w, out: f32 (n). */
 export function rmsnorm(x: usize, w: usize, out: usize, n: i32, eps: f32): void {
   let ss: f64 = 0;
-  for (let i = 0; i < n; i++) { const v = <f64>load<f32>(x + (<usize>i << 2)); ss += v * v; }
+  for (let i = 0; i < n; i++) { const v = load<f32>(x + (<usize>i << 2)); ss += <f64>(v * v); }
   const scale: f32 = <f32>1 / Mathf.sqrt(<f32>(ss / n) + eps);
   for (let i = 0; i < n; i++) {
     const o = <usize>i << 2;
@@ -93,4 +93,9 @@ export function get_row(w: usize, type: i32, row: i32, cols: i32, out: usize): v
       unreachable();
     }
   }
+}
+
+/** x = f16(x) in place, f32 (n): the query before attention over the f16 K cache. */
+export function round_f16_row(x: usize, n: i32): void {
+  for (let i = 0; i < n; i++) store<f32>(x + (<usize>i << 2), round_f16(load<f32>(x + (<usize>i << 2))));
 }

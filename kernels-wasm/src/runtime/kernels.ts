@@ -27,6 +27,7 @@ export interface KernelExports {
   silu_mul(gate: Ptr, up: Ptr, n: number): void;
   add_inplace(x: Ptr, y: Ptr, n: number): void;
   f32_to_f16_row(x: Ptr, out: Ptr, n: number): void;
+  round_f16_row(x: Ptr, n: number): void;
   get_row(w: Ptr, type: number, row: number, cols: number, out: Ptr): void;
   attention(q: Ptr, kc: Ptr, vc: Ptr, n: number, nHeads: number, nKV: number, headDim: number, scale: number, scores: Ptr, out: Ptr): void;
   attention_ref(q: Ptr, kc: Ptr, vc: Ptr, n: number, nHeads: number, nKV: number, headDim: number, scale: number, scores: Ptr, out: Ptr): void;

@@ -59,6 +59,7 @@ export class Model {
       k.rope(L.k, nKVHeads, headDim, pos, cfg.ropeBase);
       k.f32_to_f16_row(L.k, kc + slot * kvDim * 2, kvDim);
       k.f32_to_f16_row(L.v, vc + slot * kvDim * 2, kvDim);
+      k.round_f16_row(L.q, dim); // llama.cpp computes K·q in f16
       k.attention(L.q, kc, vc, nValid, nHeads, nKVHeads, headDim, scale, L.scores, L.xb);
       this.quantize(L.xb, dim);
       this.matvec(lw.wo, L.xb, L.xb2);
