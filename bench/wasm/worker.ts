@@ -1,0 +1,82 @@
+/**
+ * Benchmark Worker for bench/wasm_bench.mjs: runs inside workerd (Miniflare), single thread.
+ *   GET /peak-dot, /peak-copy   dot-product and memory-copy ceilings
+ *   GET /load?variant=&key=     load the GGUF from R2 into this isolate
+ *   GET /prefill?n=, /decode?n= timed steps on the loaded model (the harness also reads workerd's
+ *                               CPU time around each call: on a shared machine that is the
+ *                               figure that does not count other processes' time)
+ * Local workerd advances timers during compute (production Workers do not), so timing here is
+ * valid for this benchmark only.
+ */
+import relaxedModule from "../../kernels-wasm/build/kernels-relaxed.wasm";
+import simdModule from "../../kernels-wasm/build/kernels-simd.wasm";
+import { argmax, instantiateKernels, loadModel, relaxedSelfCheck, type Kernels, type Model } from "../../kernels-wasm/src/runtime/index";
+
+interface Env { MODELS: R2Bucket }
+
+async function kernels(variant: string): Promise<{ kern: Kernels; selfCheck: boolean | null }> {
+  if (variant === "relaxed") {
+    const kern = await instantiateKernels(relaxedModule, "relaxed");
+    return { kern, selfCheck: relaxedSelfCheck(kern.k, Math.ceil(kern.k.heap_base() / 64) * 64) };
+  }
+  return { kern: await instantiateKernels(simdModule, "simd128"), selfCheck: null };
+}
+
+let state: { model: Model; pos: number; last: number } | null = null;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+export default {
+  async fetch(req: Request, env: Env): Promise<Response> {
+    const u = new URL(req.url);
+    const variant = u.searchParams.get("variant") ?? "simd128";
+    const { kern, selfCheck } = await kernels(variant);
+    const k = kern.k as any;
+    // /peak-dot?iters=: register-resident dots; /peak-copy?mb=&reps=: memory.copy. The harness
+    // divides the work by workerd's CPU time around the call.
+    if (u.pathname === "/peak-dot") {
+      const iters = Number(u.searchParams.get("iters") ?? 1e7);
+      const t = performance.now();
+      (variant === "relaxed" ? k.peak_dot_relaxed : k.peak_dot_i16)(iters);
+      return Response.json({ macs: iters * (variant === "relaxed" ? 8 * 16 : 8 * 8), wallMs: performance.now() - t });
+    }
+    if (u.pathname === "/peak-copy") {
+      const n = Number(u.searchParams.get("mb") ?? 64) << 20, reps = Number(u.searchParams.get("reps") ?? 4);
+      const base = Math.ceil(k.heap_base() / 65536) * 65536;
+      const need = base + 2 * n - k.memory.buffer.byteLength;
+      if (need > 0) { k.memory.grow(Math.ceil(need / 65536)); k.copy_bytes(base + n, base, n, 1); } // fault pages in
+      const t = performance.now();
+      k.copy_bytes(base + n, base, n, reps);
+      return Response.json({ bytes: n * reps, wallMs: performance.now() - t });
+    }
+    if (u.pathname === "/load") {
+      const key = u.searchParams.get("key")!;
+      const t0 = performance.now();
+      state = {
+        model: await loadModel({
+          async read(offset, length) {
+            const o = await env.MODELS.get(key, { range: length === undefined ? { offset } : { offset, length } });
+            if (!o) throw new Error(`no R2 object ${key}`);
+            return o.body;
+          },
+        }, kern, { sinkTokens: 4, windowTokens: 508 }),
+        pos: 0, last: 0,
+      };
+      const m = state.model;
+      return Response.json({ variant, selfCheck, loadMs: performance.now() - t0, weightBytes: m.layout.dataBytes, memoryBytes: m.kernels.k.memory.buffer.byteLength, cfg: m.cfg });
+    }
+    // /prefill?n=: n prompt tokens from position 0; /decode?n=: n greedy steps after them.
+    if (!state) return new Response("load first", { status: 409 });
+    const n = Number(u.searchParams.get("n") ?? 64);
+    const m = state.model, V = m.cfg.vocabSize;
+    const t0 = performance.now();
+    let logits!: Float32Array;
+    if (u.pathname === "/prefill") {
+      state.pos = 0;
+      for (let i = 0; i < n; i++) logits = m.forward((1000 + 7919 * (i + state.last)) % V, state.pos++);
+      state.last = argmax(logits);
+    } else {
+      for (let i = 0; i < n; i++) { logits = m.forward(state.last, state.pos++); state.last = argmax(logits); }
+    }
+    return Response.json({ n, wallMs: performance.now() - t0 });
+  },
+};
