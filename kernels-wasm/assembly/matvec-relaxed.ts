@@ -2,7 +2,7 @@
 // i32x4.relaxed_dot_i8x16_i7x16_add_s's 7-bit operand: 16 MACs per instruction, twice the
 // SIMD128 path. Only used after a start-up self-check (engines may compute it differently;
 // Node 20 does, wrongly). Signed activations must be the FIRST operand.
-import { f16_to_f32 } from "./f16";
+import { f16_lut as f16_to_f32 } from "./f16";
 import { hsum } from "./matvec-simd";
 
 /** Q4_1 · int8 activations (aq: natural-order i8). Two rows per iteration share the loads. */

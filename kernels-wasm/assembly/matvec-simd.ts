@@ -3,7 +3,7 @@
 // vector by quantize_q8, so rows only unpack weights. Two rows per iteration share the
 // activation loads. The block scale is applied to the four i32 lanes as floats; the lanes are
 // summed once per row.
-import { f16_to_f32 } from "./f16";
+import { f16_lut as f16_to_f32 } from "./f16";
 
 // @ts-ignore: decorator
 @inline export function hsum(v: v128): f32 {
