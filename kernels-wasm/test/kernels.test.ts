@@ -106,6 +106,8 @@ describe("attention with GQA over an f16 cache", () => {
     k.f32_to_f16_row(vf, vc, n * kvDim);
     k.attention(q, kc, vc, n, nHeads, nKV, hd, 0.125, scores, out);
     k.attention_ref(q, kc, vc, n, nHeads, nKV, hd, 0.125, scores, ref);
-    close(f32(out, nHeads * hd), f32(ref, nHeads * hd), 1e-5);
+    // Scores summed in another order can round a probability to the neighbouring f16 value
+    // (both round them, as llama.cpp): allow a few such flips, not wrong attention.
+    close(f32(out, nHeads * hd), f32(ref, nHeads * hd), 1e-3);
   });
 });
