@@ -3,8 +3,13 @@
 A decode-only step is padded up to the nearest batch bucket (padded rows write to the scratch
 block and are discarded) and its block table up to the nearest width bucket. All inputs travel
 in one pinned int64 buffer and one host->device copy; the graph itself converts the block table
-and lengths to int32, runs the model and the lm_head. Graphs are captured on first use and share
-one memory pool.
+and lengths to int32, runs the model and the lm_head, and writes the logits into one output
+buffer shared by all graphs. Graphs share one memory pool.
+
+Width buckets: the decode kernels size their launch (split-K count, per-split token range) from
+the block-table width, so a graph captured at max_model_len does attention work sized for the
+full length even at a 32-token context. The torch backend gets fine buckets (powers of two,
+captured on first use); the Triton backend gets a few coarse ones (x4 apart) captured at start-up.
 """
 
 from __future__ import annotations
@@ -27,6 +32,25 @@ def _buckets(limit: int, small: list[int], step: int) -> list[int]:
     return sorted(set(out + [limit]))
 
 
+def width_buckets(max_blocks: int, first: int, factor: int) -> list[int]:
+    """Block-table widths first, first*factor, ... below max_blocks, then max_blocks."""
+    if max_blocks < 1 or first < 1 or factor < 2:
+        raise ValueError(f"width_buckets needs max_blocks, first >= 1 and factor >= 2, got {max_blocks}, {first}, {factor}")
+    out, w = [], first
+    while w < max_blocks:
+        out.append(w)
+        w *= factor
+    return out + [max_blocks]
+
+
+def pick(buckets: list[int], n: int) -> int:
+    """The smallest bucket >= n (buckets sorted ascending; n <= buckets[-1])."""
+    i = bisect.bisect_left(buckets, n)
+    if i == len(buckets):
+        raise ValueError(f"{n} exceeds the largest bucket {buckets[-1]}")
+    return buckets[i]
+
+
 class DecodeGraphs:
     def __init__(self, model, kv_caches, states, max_bs: int, max_blocks: int, scratch_block: int, block_size: int,
                  device: torch.device, width_buckets: bool):
@@ -34,10 +58,10 @@ class DecodeGraphs:
         self.device = device
         self.max_bs, self.max_blocks = max_bs, max_blocks
         self.bs_buckets = _buckets(max_bs, [1, 2, 4, 8], 8)
-        # A backend whose cost grows with the table width (torch gathers every listed block) gets
-        # width buckets; one that stops at the context length (Triton) needs only the full width.
-        self.w_buckets = (sorted({min(max_blocks, 2 ** i) for i in range(2, 31) if 2 ** (i - 1) < max_blocks} | {max_blocks})
-                          if width_buckets else [max_blocks])
+        # torch gathers every listed block, so its cost follows the width closely: fine buckets.
+        # Triton's split-K launch is sized from the width: a few coarse buckets, all captured
+        # at start-up (8 blocks = 128 tokens at block size 16, then x4).
+        self.w_buckets = width_buckets(max_blocks, 4, 2) if width_buckets else width_buckets(max_blocks, 8, 4)
         self.scratch_block = scratch_block
         self.scratch_slot = scratch_block * block_size
         # host staging: [ids | positions | slots | ctx_lens | block_table (max_bs * max_blocks)]
@@ -45,7 +69,8 @@ class DecodeGraphs:
         self.host = torch.zeros(n, dtype=torch.int64, pin_memory=True)
         self.host_np = self.host.numpy()
         self.dev = torch.zeros(n, dtype=torch.int64, device=device)
-        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        self.logits: torch.Tensor | None = None  # (max_bs, V) float32, written by every graph
         self.pool = None
 
     def supports(self, inp: StepInputs) -> bool:
@@ -55,8 +80,8 @@ class DecodeGraphs:
     def run(self, inp: StepInputs) -> torch.Tensor:
         """Logits (n, V) float32 of a decode-only step."""
         n = inp.num_decode_tokens
-        bs = self.bs_buckets[bisect.bisect_left(self.bs_buckets, n)]
-        w = self.w_buckets[bisect.bisect_left(self.w_buckets, inp.decode_block_tables.shape[1])]
+        bs = pick(self.bs_buckets, n)
+        w = pick(self.w_buckets, inp.decode_block_tables.shape[1])
         M, h = self.max_bs, self.host_np
         h[0:n] = inp.input_ids.numpy()
         h[n:bs] = 0
@@ -75,26 +100,25 @@ class DecodeGraphs:
         key = (bs, w)
         if key not in self.graphs:
             self.graphs[key] = self._capture(bs, w)
-        graph, logits = self.graphs[key]
-        graph.replay()
-        return logits[:n]
+        self.graphs[key].replay()
+        return self.logits[:n]
 
     def capture_all(self) -> None:
-        """Capture every batch bucket at the full width now (largest first, so that smaller
-        graphs reuse the pool), so that no capture happens while serving."""
+        """Capture every (batch bucket, width bucket) now (largest first, so that smaller graphs
+        reuse the pool), so that no capture happens while serving."""
         M, h = self.max_bs, self.host_np
         h[:] = 0
         h[2 * M:3 * M] = self.scratch_slot
         h[3 * M:4 * M] = 1
         h[4 * M:] = self.scratch_block
         self.dev.copy_(self.host)
-        w = self.max_blocks
-        for bs in reversed(self.bs_buckets):
-            if (bs, w) not in self.graphs:
-                self.graphs[(bs, w)] = self._capture(bs, w)
+        for w in reversed(self.w_buckets):
+            for bs in reversed(self.bs_buckets):
+                if (bs, w) not in self.graphs:
+                    self.graphs[(bs, w)] = self._capture(bs, w)
         torch.cuda.synchronize(self.device)
 
-    def _body(self, bs: int, w: int) -> torch.Tensor:
+    def _body(self, bs: int, w: int) -> None:
         M, d = self.max_bs, self.dev
         bt = d[4 * M:].view(M, self.max_blocks)[:bs, :w].to(torch.int32)  # (bs, w) int32, contiguous
         meta = AttentionMetadata(
@@ -102,7 +126,10 @@ class DecodeGraphs:
             decode_block_tables=bt, decode_context_lens=d[3 * M:3 * M + bs].to(torch.int32),
             overrides=[None] * bs)
         hidden = self.model(d[0:bs], d[M:M + bs], self.kv_caches, self.states, meta)
-        return self.model.compute_logits(hidden)
+        logits = self.model.compute_logits(hidden)  # (bs, V) float32
+        if self.logits is None:
+            self.logits = torch.empty(M, logits.shape[1], dtype=logits.dtype, device=self.device)
+        self.logits[:bs].copy_(logits)
 
     def _capture(self, bs: int, w: int):
         s = torch.cuda.Stream(self.device)
@@ -113,7 +140,7 @@ class DecodeGraphs:
         torch.cuda.current_stream(self.device).wait_stream(s)
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g, pool=self.pool):
-            logits = self._body(bs, w)
+            self._body(bs, w)
         if self.pool is None:
             self.pool = g.pool()
-        return g, logits
+        return g
