@@ -2,23 +2,23 @@
 
 import pytest
 
-from edgeserve_pod.engine.cuda_graphs import _buckets, pick, width_buckets
+from edgeserve_pod.engine.cuda_graphs import _buckets, pick, make_width_buckets
 
 
 def test_triton_width_buckets_are_coarse_and_end_at_max():
-    assert width_buckets(512, 8, 4) == [8, 32, 128, 512]
-    assert width_buckets(2048, 8, 4) == [8, 32, 128, 512, 2048]
-    assert width_buckets(100, 8, 4) == [8, 32, 100]
-    assert width_buckets(5, 8, 4) == [5]
+    assert make_width_buckets(512, 8, 4) == [8, 32, 128, 512]
+    assert make_width_buckets(2048, 8, 4) == [8, 32, 128, 512, 2048]
+    assert make_width_buckets(100, 8, 4) == [8, 32, 100]
+    assert make_width_buckets(5, 8, 4) == [5]
 
 
 def test_torch_width_buckets_are_powers_of_two():
-    assert width_buckets(512, 4, 2) == [4, 8, 16, 32, 64, 128, 256, 512]
-    assert width_buckets(300, 4, 2) == [4, 8, 16, 32, 64, 128, 256, 300]
+    assert make_width_buckets(512, 4, 2) == [4, 8, 16, 32, 64, 128, 256, 512]
+    assert make_width_buckets(300, 4, 2) == [4, 8, 16, 32, 64, 128, 256, 300]
 
 
 def test_pick_takes_smallest_covering_bucket():
-    w = width_buckets(512, 8, 4)
+    w = make_width_buckets(512, 8, 4)
     # block-table width of the batch's longest context (block size 16): 32 tokens -> 2 blocks
     assert pick(w, 1) == 8
     assert pick(w, 2) == 8
@@ -39,4 +39,4 @@ def test_batch_buckets_and_pick():
 def test_bad_bucket_arguments_raise():
     for args in ((0, 8, 4), (512, 0, 4), (512, 8, 1)):
         with pytest.raises(ValueError):
-            width_buckets(*args)
+            make_width_buckets(*args)

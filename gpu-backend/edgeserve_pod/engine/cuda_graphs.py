@@ -32,10 +32,10 @@ def _buckets(limit: int, small: list[int], step: int) -> list[int]:
     return sorted(set(out + [limit]))
 
 
-def width_buckets(max_blocks: int, first: int, factor: int) -> list[int]:
+def make_width_buckets(max_blocks: int, first: int, factor: int) -> list[int]:
     """Block-table widths first, first*factor, ... below max_blocks, then max_blocks."""
     if max_blocks < 1 or first < 1 or factor < 2:
-        raise ValueError(f"width_buckets needs max_blocks, first >= 1 and factor >= 2, got {max_blocks}, {first}, {factor}")
+        raise ValueError(f"make_width_buckets needs max_blocks, first >= 1 and factor >= 2, got {max_blocks}, {first}, {factor}")
     out, w = [], first
     while w < max_blocks:
         out.append(w)
@@ -61,7 +61,7 @@ class DecodeGraphs:
         # torch gathers every listed block, so its cost follows the width closely: fine buckets.
         # Triton's split-K launch is sized from the width: a few coarse buckets, all captured
         # at start-up (8 blocks = 128 tokens at block size 16, then x4).
-        self.w_buckets = width_buckets(max_blocks, 4, 2) if width_buckets else width_buckets(max_blocks, 8, 4)
+        self.w_buckets = make_width_buckets(max_blocks, 4, 2) if width_buckets else make_width_buckets(max_blocks, 8, 4)
         self.scratch_block = scratch_block
         self.scratch_slot = scratch_block * block_size
         # host staging: [ids | positions | slots | ctx_lens | block_table (max_bs * max_blocks)]
