@@ -33,8 +33,9 @@ from pod_engine import Report, copy_bandwidth, make_prompts, run, weight_read_by
 
 
 def make(model, tp, **kw):
+    # A fixed KV size (not sized from free memory) and graphs for batch 1 only keep start-up short.
     args = dict(model=model, device="cuda", tensor_parallel_size=tp, max_num_batched_tokens=4096,
-                max_num_seqs=16, max_model_len=4096, gpu_memory_utilization=0.5)
+                max_num_seqs=16, max_model_len=4096, kv_cache_blocks=2048, cuda_graph_max_batch=1)
     args.update(kw)
     return LLMEngine(EngineConfig(**args))
 
