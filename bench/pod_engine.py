@@ -19,7 +19,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -410,12 +409,9 @@ def main():
     os.makedirs(a.out, exist_ok=True)
 
     if a.smollm2:
-        dev = platform.processor() or platform.machine()
-        try:
-            dev = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-        except (OSError, StopIteration):
-            pass
-        R = Report(os.path.join(a.out, "smollm2-cpu.json"), dev, a.commit, cmd)
+        from bench_common import cpu_name
+
+        R = Report(os.path.join(a.out, "smollm2-cpu.json"), cpu_name(), a.commit, cmd)
         smollm2_cpu(R, a.smollm2)
         return
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -38,14 +37,7 @@ GGUF = os.path.join(ROOT, "models", "smollm2-135m-instruct-q4_1.gguf")
 HF = os.path.join(ROOT, "models", "smollm2-135m-instruct-hf")
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+from bench_common import cpu_name  # noqa: E402
 
 
 def main():

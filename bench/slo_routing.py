@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -252,15 +251,7 @@ def summarize(results: list[Result], slo: Slo, span: float) -> dict:
     return out
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+from bench_common import cpu_name  # noqa: E402
 
 
 def main() -> int:

@@ -49,9 +49,7 @@ torch.manual_seed(0)
 METRICS: list[dict] = []
 
 
-def _cpu_name() -> str:
-    with open("/proc/cpuinfo") as f:
-        return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "cpu")
+from bench_common import cpu_name as _cpu_name  # noqa: E402
 
 
 DEVICE_NAME = ("cpu (smoke)" if args.smoke else _cpu_name()) if CPU_ONLY else torch.cuda.get_device_name()
