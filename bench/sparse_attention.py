@@ -450,12 +450,10 @@ def e2e():
     import gc
 
     from edgeserve_pod.config import EngineConfig
-    from edgeserve_pod.engine import model_runner
     from edgeserve_pod.engine.engine import LLMEngine
     from edgeserve_pod.engine.sequence import SamplingParams
     from edgeserve_pod.tools.random_checkpoint import write_random_checkpoint
 
-    model_runner.ATTENTION_BACKENDS.setdefault("sparse", ("edgeserve_pod.layers.attention_sparse", "SparseAttention"))
     path = write_random_checkpoint("llama-3.1-8b", "/tmp/llama-3.1-8b", seed=0, device="cuda")
     L, n = 32768, 128
     prompt = torch.randint(0, 128000, (L,), generator=torch.Generator().manual_seed(1)).tolist()

@@ -26,7 +26,9 @@ class EngineConfig:
     kv_cache_blocks: int | None = None  # None: from free GPU memory (cuda) or 1024 blocks (cpu)
     gpu_memory_utilization: float = 0.90
     kv_dtype: str = "auto"  # auto = the activation dtype; fp8 = e4m3 with per-head scales
-    attention_backend: str = "torch"  # "torch" (reference, CPU) or "triton" (GPU kernels)
+    attention_backend: str = "torch"  # "torch" (reference, CPU), "triton" (GPU kernels) or "sparse" (Quest + streaming heads)
+    # attention_backend="sparse": head map from tools/calibrate_heads.py (None: every head is a retrieval head)
+    sparse_head_map: str | None = None
     quantization: str | None = None  # None (bf16 linears) or "w4a16"
     tensor_parallel_size: int = 1
     enforce_eager: bool = False  # True: no CUDA graphs for decode
@@ -66,6 +68,11 @@ class EngineConfig:
             raise ValueError(
                 f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs "
                 f"({self.max_num_seqs}) so that every running sequence can decode in one step")
+        if self.sparse_head_map is not None:
+            if self.attention_backend != "sparse":
+                raise ValueError(f"sparse_head_map needs attention_backend='sparse', got {self.attention_backend!r}")
+            if not os.path.isfile(self.sparse_head_map):
+                raise ValueError(f"sparse_head_map {self.sparse_head_map!r} is not a file")
         if self.device == "cpu" and self.attention_backend != "torch":
             raise ValueError(f"attention_backend {self.attention_backend!r} needs device='cuda'; on cpu use 'torch'")
 

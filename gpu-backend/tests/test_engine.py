@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -180,6 +181,10 @@ def test_config_validation(tiny_model, tmp_path):
         EngineConfig(model=tiny_model, attention_backend="triton")
     with pytest.raises(ValueError, match="scheduling_policy"):
         make_engine(tiny_model, scheduling_policy="nope")
+    with pytest.raises(ValueError, match="needs attention_backend='sparse'"):
+        EngineConfig(model=tiny_model, sparse_head_map=str(tmp_path / "map.json"))
+    with pytest.raises(ValueError, match="is not a file"):
+        EngineConfig(model=tiny_model, device="cuda", attention_backend="sparse", sparse_head_map=str(tmp_path / "no.json"))
     assert EngineConfig(model=tiny_model).model_id == tiny_model.rstrip("/").split("/")[-1]
 
 
@@ -194,3 +199,18 @@ def test_stats_and_kv_events(tiny_model):
     assert eng.drain_kv_events() == []
     s = eng.stats()
     assert s.running == 0 and s.free_blocks == s.total_blocks and s.cached_blocks == 2
+
+
+def test_sparse_backend_is_registered_with_its_head_map():
+    """The engine resolves attention_backend='sparse' to SparseAttention, and a calibrated head map
+    (tools/head_maps) loads into the config it is built with."""
+    from edgeserve_pod.engine.model_runner import ATTENTION_BACKENDS, _import
+    from edgeserve_pod.layers.attention_sparse import SparseAttention, SparseAttentionConfig
+
+    assert _import(ATTENTION_BACKENDS, "sparse", "attention_backend") is SparseAttention
+    here = os.path.dirname(os.path.abspath(__file__))
+    head_map = os.path.join(here, "..", "edgeserve_pod", "tools", "head_maps", "smollm2-135m-instruct.json")
+    cfg = SparseAttentionConfig.from_head_map(head_map)
+    assert len(cfg.streaming) == 30 and all(len(r) == 3 for r in cfg.streaming)  # SmolLM2: 30 layers, 3 kv heads
+    backend = SparseAttention(9, 3, 64, config=cfg)
+    assert backend.streaming_kv_heads(0, "cpu").dtype == torch.bool

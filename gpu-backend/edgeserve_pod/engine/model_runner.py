@@ -28,7 +28,8 @@ from edgeserve_pod.parallel import TPGroup
 # name -> (module, class) of attention backends and linear formats; imported on demand so that
 # a backend that needs a GPU (Triton) is never imported on the CPU path.
 ATTENTION_BACKENDS = {"torch": ("edgeserve_pod.layers.attention_torch", "TorchAttention"),
-                      "triton": ("edgeserve_pod.layers.attention_triton", "TritonAttention")}
+                      "triton": ("edgeserve_pod.layers.attention_triton", "TritonAttention"),
+                      "sparse": ("edgeserve_pod.layers.attention_sparse", "SparseAttention")}
 LINEAR_FORMATS = {"w4a16": ("edgeserve_pod.layers.linear_w4a16", "W4A16LinearFactory")}
 CPU_KV_BLOCKS = 1024
 
@@ -64,6 +65,10 @@ class ModelRunner:
         self.kv_dtype = FP8_DTYPE if config.kv_dtype == "fp8" else self.dtype
         attn_cls = _import(ATTENTION_BACKENDS, config.attention_backend, "attention_backend")
         extra = {"kv_dtype": self.kv_dtype} if "kv_dtype" in inspect.signature(attn_cls).parameters else {}
+        if config.sparse_head_map is not None:
+            from edgeserve_pod.layers.attention_sparse import SparseAttentionConfig
+
+            extra["config"] = SparseAttentionConfig.from_head_map(config.sparse_head_map)
         self.attn = attn_cls(arch.num_heads // tp.size, arch.num_kv_heads // tp.size, arch.head_dim, **extra)
         if config.quantization is None:
             lin = Bf16LinearFactory(self.dtype, self.device)
