@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .paged_attention import dot_dtype
+from .paged_attention import dot_dtype, online_softmax_step
 
 
 @dataclass
@@ -91,13 +91,7 @@ def _inner(acc, l_i, m_i, q, K, V, k_base, v_base, stride_kt, stride_vt, BlockId
         s = tl.dot(q, tl.trans(k.to(DOT_T))) * qk_scale  # (BLOCK_M, BLOCK_N)
         if MASK:
             s = tl.where((t[None, :] <= q_pos[:, None]) & t_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m_i - m_safe)
-        p = tl.exp2(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(DOT_T), v.to(DOT_T))
-        m_i = m_new
+        acc, l_i, m_i = online_softmax_step(s, v, acc, l_i, m_i, DOT_T)
     return acc, l_i, m_i
 
 

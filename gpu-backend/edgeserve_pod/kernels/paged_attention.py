@@ -41,6 +41,19 @@ def dot_dtype(cache_dtype: torch.dtype):
 
 
 @triton.jit
+def online_softmax_step(s, v, acc, l_i, m_i, DOT_T: tl.constexpr):
+    """One flash-attention update over a key block: s (rows, BLOCK_N) are log2-scaled scores with
+    -inf where masked; rows that have seen only -inf keep m_i = -inf, l_i = 0, acc = 0."""
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_safe)
+    p = tl.exp2(s - m_safe[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(DOT_T), v.to(DOT_T))
+    return acc, l_i, m_new
+
+
+@triton.jit
 def _decode_split_kernel(
     Q,  # (B, Hq, D)
     K, V,  # (num_blocks, BS, Hkv, D)
@@ -104,13 +117,7 @@ def _decode_split_kernel(
                     mask=valid[:, None], other=0.0)
         s = tl.dot(q, tl.trans(k.to(DOT_T))) * qk_scale  # (GROUP_PAD, BLOCK_N)
         s = tl.where(valid[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m_i - m_safe)
-        p = tl.exp2(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(DOT_T), v.to(DOT_T))
-        m_i = m_new
+        acc, l_i, m_i = online_softmax_step(s, v, acc, l_i, m_i, DOT_T)
     if IS_FP8:
         acc = acc * tl.load(VScale + kvh)
     mid = (b * (GROUP * tl.num_programs(1)) + heads) * num_splits + split  # (GROUP_PAD,)
@@ -289,13 +296,7 @@ def _prefill_kernel(
                     mask=t_ok[:, None], other=0.0)
         s = tl.dot(q, tl.trans(k.to(DOT_T))) * qk_scale  # (BLOCK_M, BLOCK_N)
         s = tl.where((t[None, :] <= q_pos[:, None]) & t_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m_i - m_safe)
-        p = tl.exp2(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(DOT_T), v.to(DOT_T))
-        m_i = m_new
+        acc, l_i, m_i = online_softmax_step(s, v, acc, l_i, m_i, DOT_T)
     if IS_FP8:
         acc = acc * tl.load(VScale + kvh)
     acc = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
