@@ -18,9 +18,10 @@ import json
 import os
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from edgeserve_pod.kernels.w4a16 import dequantize
+from edgeserve_pod.models.hf_folder import save_hf_folder
 from edgeserve_pod.quant.rtn import QuantizedWeight
 
 FORMAT = "edgeserve-w4a16"
@@ -41,12 +42,10 @@ def write(out_dir: str, config: dict, plain: dict[str, torch.Tensor], quantized:
         tensors[prefix + ".scales"] = q.scales.contiguous()
         tensors[prefix + ".zeros"] = q.zeros.contiguous()
         group = q.group_size
-    save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
     cfg = dict(config)
     cfg["quantization_config"] = {"quant_method": FORMAT, "bits": 4, "group_size": group, "zero_point": True,
                                   "method": manifest.get("method")}
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=2)
+    save_hf_folder(out_dir, tensors, cfg)
     with open(os.path.join(out_dir, MANIFEST), "w") as f:
         json.dump({"format": FORMAT, "group_size": group, **manifest}, f, indent=2)
 

@@ -10,12 +10,11 @@ so the result uses HF's rotate-half layout.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+
+from edgeserve_pod.models.hf_folder import save_hf_folder
 
 _LAYER_NAMES = {
     "attn_q.weight": "self_attn.q_proj.weight", "attn_k.weight": "self_attn.k_proj.weight",
@@ -78,11 +77,7 @@ def convert(gguf_path: str, out_dir: str, dtype: torch.dtype = torch.bfloat16) -
         "eos_token_id": meta.get("tokenizer.ggml.eos_token_id"), "torch_dtype": str(dtype).removeprefix("torch."),
         "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
     }
-    os.makedirs(out_dir, exist_ok=True)
-    save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
-    return out_dir
+    return save_hf_folder(out_dir, tensors, config)
 
 
 def main() -> None:

@@ -7,11 +7,10 @@ shapes, for benchmarks and tests.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
 import torch
-from safetensors.torch import save_file
+
+from edgeserve_pod.models.hf_folder import save_hf_folder
 
 _LLAMA3_ROPE = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                 "original_max_position_embeddings": 8192}
@@ -47,7 +46,6 @@ def write_random_checkpoint(shape: str, out: str, seed: int = 0, dtype: torch.dt
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; known: {sorted(SHAPES)}")
     c = dict(SHAPES[shape], torch_dtype=str(dtype).removeprefix("torch."))
-    os.makedirs(out, exist_ok=True)
     g = torch.Generator(device=device).manual_seed(seed)
     D, I, V = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
     H, Hkv = c["num_attention_heads"], c["num_key_value_heads"]
@@ -76,10 +74,7 @@ def write_random_checkpoint(shape: str, out: str, seed: int = 0, dtype: torch.dt
         t[p + "mlp.down_proj.weight"] = w(D, I)
         t[p + "input_layernorm.weight"] = (1 + 0.1 * w(D, std=1.0).float()).to(dtype)
         t[p + "post_attention_layernorm.weight"] = (1 + 0.1 * w(D, std=1.0).float()).to(dtype)
-    save_file(t, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(c, f, indent=2)
-    return out
+    return save_hf_folder(out, t, c)
 
 
 def main() -> None:
