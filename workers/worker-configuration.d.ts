@@ -4,7 +4,7 @@
 declare namespace Cloudflare {
 	interface GlobalProps {
 		mainModule: typeof import("./src/index");
-		durableNamespaces: "RateLimiter" | "PodRegistry" | "PrefixIndex";
+		durableNamespaces: "RateLimiter" | "PodRegistry" | "PrefixIndex" | "OutputLengths";
 	}
 	interface Env {
 		MODELS: R2Bucket;
@@ -14,6 +14,7 @@ declare namespace Cloudflare {
 		RATE_LIMITER: DurableObjectNamespace<import("./src/index").RateLimiter>;
 		POD_REGISTRY: DurableObjectNamespace<import("./src/index").PodRegistry>;
 		PREFIX_INDEX: DurableObjectNamespace<import("./src/index").PrefixIndex>;
+		OUTPUT_LENGTHS: DurableObjectNamespace<import("./src/index").OutputLengths>;
 	}
 }
 interface Env extends Cloudflare.Env {}

@@ -7,7 +7,7 @@ import pytest
 
 from edgeserve_pod.engine.block_manager import BlockManager
 from edgeserve_pod.engine.policy import make_policy
-from edgeserve_pod.engine.policy_slo import SloPolicy, SloPolicyConfig, expected_output_tokens
+from edgeserve_pod.engine.policy_slo import SloPolicy, SloPolicyConfig, apply_slo_update, expected_output_tokens
 from edgeserve_pod.engine.scheduler import Scheduler
 from edgeserve_pod.engine.sequence import SamplingParams, Sequence
 
@@ -109,3 +109,43 @@ def test_scheduler_admits_interactive_before_earlier_batch_work():
 
     assert first_step(SloPolicy(clock=Clock(100.0))) == [("chat", 40), ("batch0", 24)]
     assert first_step(make_policy("fcfs")) == [("batch0", 64)]
+
+
+def test_slo_update_reorders_admission_in_the_scheduler():
+    """Two deadline requests with equal slack: the earlier one goes first. The edge then learns that
+    the later one will write 80 tokens, not 10 (SloUpdate): its slack drops by 70 * tpot, and the
+    scheduler admits it first at the next step."""
+    def first_admitted(update: dict | None) -> str:
+        sched = Scheduler(BlockManager(num_blocks=64, block_size=16, model_id="m"), SloPolicy(clock=Clock(100.0)),
+                          max_num_batched_tokens=64, max_num_seqs=1)
+        a = seq("a", [1] * 32, {"class": "deadline", "deadline_ms": 8000, "expected_output_tokens": 10}, max_tokens=200)
+        b = seq("b", [2] * 32, {"class": "deadline", "deadline_ms": 8000, "expected_output_tokens": 10}, max_tokens=200)
+        sched.add(a)
+        sched.add(b)
+        if update is not None:
+            apply_slo_update(b, update)
+        return [s.request_id for s, _ in sched.schedule().items][0]
+
+    assert first_admitted(None) == "a"
+    assert first_admitted({"expected_output_tokens": 80}) == "b"
+    assert first_admitted({"deadline_ms": 1000}) == "b"  # a tighter deadline does the same
+
+
+def test_slo_update_changes_the_preemption_victim():
+    pol = SloPolicy(clock=Clock())
+    x = seq("x", [1] * 32, {"class": "deadline", "deadline_ms": 9000, "expected_output_tokens": 10})
+    y = seq("y", [2] * 32, {"class": "deadline", "deadline_ms": 9000, "expected_output_tokens": 10})
+    assert pol.pick_victim([x, y]).request_id == "y"  # same slack: the later arrival
+    # y turns out long: less slack, so x (now the one with more slack) is preempted instead
+    apply_slo_update(y, {"expected_output_tokens": 120})
+    assert pol.pick_victim([x, y]).request_id == "x"
+    apply_slo_update(x, {"priority": 9})
+    assert pol.pick_victim([x, y]).request_id == "y"
+    assert x.slo["class"] == "deadline" and x.slo["deadline_ms"] == 9000
+
+
+def test_slo_update_refuses_fields_it_does_not_own():
+    s = seq("s", [1] * 8, {"class": "interactive", "ttft_ms": 500})
+    with pytest.raises(ValueError, match="class"):
+        apply_slo_update(s, {"class": "batch"})
+    assert s.slo == {"class": "interactive", "ttft_ms": 500}

@@ -80,6 +80,8 @@ export interface EdgeServePodProtocolV1 {
   StreamRecord?: StreamRecord;
   CancelRequest?: CancelRequest;
   CancelResponse?: CancelResponse;
+  SloUpdate?: SloUpdate;
+  SloUpdateResponse?: SloUpdateResponse;
   PodLoad?: PodLoad;
   Health?: Health;
   PodRegistration?: PodRegistration;
@@ -269,6 +271,32 @@ export interface CancelResponse {
    * false when the request was unknown or already finished.
    */
   cancelled: boolean;
+}
+/**
+ * POST /v1/slo_update: the edge's refined targets for a request in flight. Each field given replaces the pod's value; the class does not change. deadline_ms keeps its origin (the pod's receipt of the GenerateRequest).
+ *
+ * This interface was referenced by `EdgeServePodProtocolV1`'s JSON-Schema
+ * via the `definition` "SloUpdate".
+ */
+export interface SloUpdate {
+  request_id: RequestId;
+  /**
+   * The edge's refined estimate of the whole output length (tokens already generated included).
+   */
+  expected_output_tokens?: number;
+  deadline_ms?: number;
+  priority?: number;
+}
+/**
+ * This interface was referenced by `EdgeServePodProtocolV1`'s JSON-Schema
+ * via the `definition` "SloUpdateResponse".
+ */
+export interface SloUpdateResponse {
+  request_id: RequestId;
+  /**
+   * false when the request was unknown or already finished.
+   */
+  updated: boolean;
 }
 /**
  * This interface was referenced by `EdgeServePodProtocolV1`'s JSON-Schema

@@ -2,6 +2,7 @@
 import { createApp } from "./app";
 
 export { PrefixIndex } from "./durable/prefix-index";
+export { OutputLengths } from "./durable/output-estimator";
 export { PodRegistry } from "./durable/pod-registry";
 export { RateLimiter } from "./durable/rate-limiter";
 

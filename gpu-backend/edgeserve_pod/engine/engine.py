@@ -12,6 +12,7 @@ from edgeserve_pod.engine.block_manager import BlockManager
 from edgeserve_pod.engine.model_runner import ModelRunner
 from edgeserve_pod.engine.outputs import EngineStats, StepOutput
 from edgeserve_pod.engine.policy import make_policy
+from edgeserve_pod.engine.policy_slo import apply_slo_update
 from edgeserve_pod.engine.scheduler import ScheduledBatch, Scheduler
 from edgeserve_pod.engine.tp_launch import launch_tp
 from edgeserve_pod.engine.sequence import SamplingParams, Sequence, SeqStatus
@@ -65,6 +66,14 @@ class LLMEngine:
             seq.generator.manual_seed(params.seed)
         self._seqs[request_id] = seq
         self.scheduler.add(seq)
+
+    def update_slo(self, request_id: str, changes: dict) -> bool:
+        """Refined SLO targets from the edge (policy_slo.apply_slo_update); False if not in flight."""
+        seq = self._seqs.get(request_id)
+        if seq is None:
+            return False
+        apply_slo_update(seq, changes)
+        return True
 
     def abort_request(self, request_id: str) -> bool:
         """Stop a request and free its KV blocks now; its last output says "cancelled"."""

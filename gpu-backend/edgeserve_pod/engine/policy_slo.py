@@ -64,6 +64,19 @@ def expected_output_tokens(seq: Sequence) -> int:
     return max(gen + 1, min(est, seq.params.max_tokens))
 
 
+UPDATABLE = ("expected_output_tokens", "deadline_ms", "priority")
+
+
+def apply_slo_update(seq: Sequence, changes: dict) -> None:
+    """The edge's refined targets (protocol `SloUpdate`) for a request in flight: each field given
+    replaces the request's value; the class stays. The policy reads `seq.slo` at every step, so the
+    next admission order and preemption victim follow the new slack."""
+    bad = set(changes) - set(UPDATABLE)
+    if bad:
+        raise ValueError(f"SLO fields {sorted(bad)} cannot be updated (only {', '.join(UPDATABLE)})")
+    seq.slo = {**(seq.slo or {}), **changes}
+
+
 def slo_class(seq: Sequence) -> str | None:
     return (seq.slo or {}).get("class")
 

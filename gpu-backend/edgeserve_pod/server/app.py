@@ -2,6 +2,7 @@
 
     POST /v1/generate       GenerateRequest -> NDJSON StreamRecords
     POST /v1/cancel         CancelRequest -> CancelResponse
+    POST /v1/slo_update     SloUpdate -> SloUpdateResponse (refined targets of a request in flight)
     GET  /health            Health (503 while starting or draining)
     GET  /v1/kv_events      ?after=SEQ -> {"batches": [KvEventBatch...]}
     GET  /metrics           Prometheus text
@@ -235,6 +236,18 @@ async def cancel(request: web.Request) -> web.Response:
     return _json({"request_id": body["request_id"], "cancelled": cancelled})
 
 
+async def slo_update(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    try:
+        body = await _read_message(request, "SloUpdate")
+        rid = body.pop("request_id")
+        changes = {k: (_int(v) if k != "deadline_ms" else float(v)) for k, v in body.items()}
+        updated = await st.loop.update_slo(rid, changes) if st.loop.ready else False
+    except ProtocolError as e:
+        return _refuse(e, st.metrics)
+    return _json({"request_id": rid, "updated": updated})
+
+
 async def health(request: web.Request) -> web.Response:
     st = request.app[STATE]
     if st.loop.failed:
@@ -282,6 +295,7 @@ def create_app(cfg: ServerConfig, engine_factory: Callable[[], Any], model_id: s
     app[STATE] = st
     app.router.add_post("/v1/generate", generate)
     app.router.add_post("/v1/cancel", cancel)
+    app.router.add_post("/v1/slo_update", slo_update)
     app.router.add_get("/health", health)
     app.router.add_get("/v1/kv_events", kv_events)
     app.router.add_get("/metrics", metrics)

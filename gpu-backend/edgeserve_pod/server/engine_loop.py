@@ -155,6 +155,10 @@ class EngineLoop:
         """Cancel a request; True if it was running or waiting here."""
         return await self._call("abort", request_id)
 
+    async def update_slo(self, request_id: str, changes: dict) -> bool:
+        """Refined SLO targets for a request in flight; False when it is not (any more) here."""
+        return await self._call("update_slo", request_id, changes)
+
     def abort_nowait(self, request_id: str, stream: RequestStream | None = None) -> None:
         """Cancel without waiting (used when a client has gone away). With `stream`, only the
         request feeding that stream is cancelled, not a later one that reuses the id."""
@@ -272,6 +276,11 @@ class EngineLoop:
         self._refresh(now, 0, 0)
         self._push(live.stream, self._final(request_id, live, "cancelled", now))
         return True
+
+    def _cmd_update_slo(self, request_id: str, changes: dict) -> bool:
+        if request_id not in self._live:
+            return False
+        return bool(self.engine.update_slo(request_id, changes))
 
     def _cmd_call(self, fn: Callable[[Any], Any]) -> Any:
         return fn(self.engine)

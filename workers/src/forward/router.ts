@@ -13,6 +13,7 @@ import { createPolicy, type PodInfo, type RoutingPolicy } from "../routing";
 import { localRuntime } from "../backends/local-runtime";
 import { DisaggregatedBackend, transferId } from "../routing/disaggregated-backend";
 import { matchPrefix, notePlacement } from "../routing/prefix-lookup";
+import { SloUpdatingBackend } from "./slo-updates";
 
 export interface RouteInput {
   requestId: string;
@@ -20,6 +21,11 @@ export interface RouteInput {
   promptTokenIds: number[];
   maxTokens: number;
   slo: SloTargets;
+  /**
+   * Output-length estimate after `generated` tokens (the route's estimator). With it, the pod that
+   * decodes gets refined estimates while tokens flow (forward/slo-updates.ts).
+   */
+  estimate?: (generated: number) => number;
 }
 
 export interface RouterDeps {
@@ -82,18 +88,26 @@ export async function planRoute(input: RouteInput, deps: RouterDeps, livePods: P
           waitUntil: deps.waitUntil,
         });
       const cachedPrefix = (blocks: number) => ({ block_size: blockSize, matched_blocks: blocks });
+      // The pod that decodes gets the refined output-length estimate as tokens come back.
+      const withUpdates = (b: InferenceBackend, decodePod: PodInfo): InferenceBackend =>
+        input.estimate && input.slo.expected_output_tokens !== undefined
+          ? new SloUpdatingBackend(b, { podUrl: decodePod.url, slo: input.slo, estimate: input.estimate, fetch: deps.fetch, waitUntil: deps.waitUntil })
+          : b;
       if (decision.prefillPod) {
         const tid = transferId(input.requestId);
         backends.push(
-          new DisaggregatedBackend({
-            prefill: podBackend(decision.prefillPod, { slo: input.slo, kv_transfer: { role: "send", transfer_id: tid, peer_url: decision.pod.url } }),
-            decode: podBackend(decision.pod, { slo: input.slo, cached_prefix: cachedPrefix(decision.cachedBlocks), kv_transfer: { role: "receive", transfer_id: tid } }),
-            waitUntil: deps.waitUntil,
-          }),
+          withUpdates(
+            new DisaggregatedBackend({
+              prefill: podBackend(decision.prefillPod, { slo: input.slo, kv_transfer: { role: "send", transfer_id: tid, peer_url: decision.pod.url } }),
+              decode: podBackend(decision.pod, { slo: input.slo, cached_prefix: cachedPrefix(decision.cachedBlocks), kv_transfer: { role: "receive", transfer_id: tid } }),
+              waitUntil: deps.waitUntil,
+            }),
+            decision.pod,
+          ),
         );
       }
       for (const pod of [decision.pod, ...decision.fallbacks]) {
-        backends.push(podBackend(pod, { slo: input.slo, cached_prefix: cachedPrefix(pod === decision.pod ? decision.cachedBlocks : 0) }));
+        backends.push(withUpdates(podBackend(pod, { slo: input.slo, cached_prefix: cachedPrefix(pod === decision.pod ? decision.cachedBlocks : 0) }), pod));
       }
     }
   }

@@ -7,7 +7,7 @@ import { ApiError } from "../errors";
 import type { ModelSpec } from "../models";
 import { stopList, type StopParam } from "../openai/common-schema";
 import type { Kind } from "../openai/responses";
-import { classify, defaultSloConfig, isolateEstimator, mergeHints, parseSloHeader, SLO_HEADER, type SloHint } from "../slo";
+import { classify, defaultSloConfig, mergeHints, offersTools, parseSloHeader, sharedEstimator, SLO_HEADER, type SloHint } from "../slo";
 import type { Tokenizer } from "../tokenize";
 import type { AppEnv } from "../types";
 import type { Job } from "./respond";
@@ -21,9 +21,14 @@ export interface SharedFields {
   stream?: boolean | null;
   stream_options?: { include_usage?: boolean | null } | null;
   edgeserve_slo?: SloHint | null;
+  /** Chat only: tools offered to the model (they shape the SLO class). */
+  tools?: unknown[] | null;
+  tool_choice?: unknown;
+  functions?: unknown[] | null;
+  function_call?: unknown;
 }
 
-export function buildJob(
+export async function buildJob(
   c: Context<AppEnv>,
   kind: Kind,
   spec: ModelSpec,
@@ -32,7 +37,7 @@ export function buildJob(
   requestedMaxTokens: number | null | undefined,
   maxTokensParam: string,
   f: SharedFields,
-): Job {
+): Promise<Job> {
   const promptParam = kind === "chat" ? "messages" : "prompt";
   const ctx = spec.contextLength;
   const n = promptTokenIds.length;
@@ -59,12 +64,14 @@ export function buildJob(
 
   const stream = f.stream === true;
   const hint = mergeHints(f.edgeserve_slo ?? undefined, parseSloHeader(c.req.header(SLO_HEADER)));
+  const keyName = c.get("apiKey").name;
+  await sharedEstimator.prime(c.env.OUTPUT_LENGTHS, keyName, spec.id, (p) => c.executionCtx.waitUntil(p));
   const { targets } = classify(
     {
       stream,
-      hasTools: false,
+      hasTools: offersTools(f),
       maxTokens,
-      estimatedOutputTokens: isolateEstimator.estimate(c.get("apiKey").name, spec.id, maxTokens),
+      estimatedOutputTokens: sharedEstimator.estimate(keyName, spec.id, maxTokens),
       hint,
       keyDefaults: c.get("apiKey").slo,
       nowMs: Date.now(),

@@ -18,7 +18,7 @@ import { admit, chargeLater } from "./rate-limit";
 import { SSE_HEADERS, sseStream } from "./sse";
 import { textStream, type TextEvent } from "./text-stream";
 import { backendErrorToApi } from "./errors";
-import { isolateEstimator } from "../slo";
+import { sharedEstimator } from "../slo";
 
 export interface Job {
   kind: Kind;
@@ -53,7 +53,14 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
   ]);
   const routerDeps: RouterDeps = { env: c.env, config, fetch: deps.fetch, waitUntil };
   const plan = await planRoute(
-    { requestId, spec: job.spec, promptTokenIds: job.promptTokenIds, maxTokens: job.maxTokens, slo: job.slo },
+    {
+      requestId,
+      spec: job.spec,
+      promptTokenIds: job.promptTokenIds,
+      maxTokens: job.maxTokens,
+      slo: job.slo,
+      estimate: (generated) => sharedEstimator.estimate(c.get("apiKey").name, job.spec.id, job.maxTokens, generated),
+    },
     routerDeps,
     pods,
   );
@@ -98,7 +105,7 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
     if (ev?.type === "final") {
       log.set({ completion_tokens: ev.usage.completionTokens, cached_tokens: ev.usage.cachedTokens, finish_reason: ev.finishReason });
       chargeLater(c, ev.usage.completionTokens);
-      isolateEstimator.observe(c.get("apiKey").name, job.spec.id, ev.usage.completionTokens);
+      sharedEstimator.observe(c.env.OUTPUT_LENGTHS, c.get("apiKey").name, job.spec.id, ev.usage.completionTokens, waitUntil);
     } else if (ev?.type === "error") {
       log.set({ error_code: ev.code, error: ev.message });
     } else {

@@ -26,7 +26,7 @@ export function chatCompletions(deps: RespondDeps = {}) {
     }
     const ids = tokenizer.encode(prompt);
     const maxParam = body.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens";
-    const job = buildJob(c, "chat", spec, tokenizer, ids, body.max_completion_tokens ?? body.max_tokens, maxParam, body);
+    const job = await buildJob(c, "chat", spec, tokenizer, ids, body.max_completion_tokens ?? body.max_tokens, maxParam, body);
     return respond(c, job, deps);
   };
 }

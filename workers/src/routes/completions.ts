@@ -26,7 +26,7 @@ export function completions(deps: RespondDeps = {}) {
       }
       ids = prompt.tokenIds;
     }
-    const job = buildJob(c, "completion", spec, tokenizer, ids, body.max_tokens, "max_tokens", body);
+    const job = await buildJob(c, "completion", spec, tokenizer, ids, body.max_tokens, "max_tokens", body);
     return respond(c, job, deps);
   };
 }

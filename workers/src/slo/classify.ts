@@ -33,6 +33,18 @@ export interface Classification {
   source: "hint" | "key" | "shape";
 }
 
+/**
+ * Whether a chat request offers tools the model may call (OpenAI `tools` / legacy `functions`, with
+ * `tool_choice` / `function_call` not "none"): such an answer is only useful once complete (a call
+ * to execute), so the shape is deadline-like. The chat schema refuses non-empty tools today (no tool
+ * calling yet), so this is false for every accepted request until tool calling lands.
+ */
+export function offersTools(f: { tools?: unknown[] | null; tool_choice?: unknown; functions?: unknown[] | null; function_call?: unknown }): boolean {
+  const tools = (f.tools?.length ?? 0) > 0 && f.tool_choice !== "none";
+  const functions = (f.functions?.length ?? 0) > 0 && f.function_call !== "none";
+  return tools || functions;
+}
+
 function shapeClass(input: ClassifyInput, cfg: SloConfig, deadlineAt?: number): SloClass {
   if (deadlineAt !== undefined) return "compound";
   if (input.hasTools) return "deadline";

@@ -7,8 +7,9 @@
  * history it falls back to the growth rule the pod uses too (policy_slo.py): max(prior, ⌈1.5·g⌉).
  * The result is capped at the request's max_tokens and is always > g.
  *
- * State lives in the Worker isolate (bounded LRU over keys, a ring of samples per key): cheap,
- * best effort, and lost on isolate restart, which only costs accuracy.
+ * This class is one isolate's copy (bounded LRU over keys, a ring of samples per key);
+ * shared-estimator.ts keeps it in step with the OutputLengths Durable Object that all isolates
+ * share (durable/output-estimator.ts).
  */
 
 /** Growth factor applied once a request outlives every estimate (shared with the pod). */
@@ -41,6 +42,17 @@ export class OutputLengthEstimator {
     if (ring.lens.length < this.opts.samples) ring.lens.push(outputTokens);
     else ring.lens[ring.next] = outputTokens;
     ring.next = (ring.next + 1) % this.opts.samples;
+    while (this.rings.size > this.opts.keys) {
+      this.rings.delete(this.rings.keys().next().value as string);
+    }
+  }
+
+  /** Replaces the remembered lengths of (key, model) (from the shared OutputLengths object). */
+  replace(apiKey: string, model: string, lens: readonly number[]): void {
+    const id = OutputLengthEstimator.id(apiKey, model);
+    this.rings.delete(id);
+    const kept = lens.filter((n) => Number.isInteger(n) && n >= 1).slice(-this.opts.samples);
+    if (kept.length > 0) this.rings.set(id, { lens: kept, next: kept.length % this.opts.samples });
     while (this.rings.size > this.opts.keys) {
       this.rings.delete(this.rings.keys().next().value as string);
     }
