@@ -33,6 +33,7 @@ class EngineConfig:
     tensor_parallel_size: int = 1
     enforce_eager: bool = False  # True: no CUDA graphs for decode
     cuda_graph_max_batch: int = 64  # largest decode batch bucket captured in a graph
+    cuda_graph_max_prefill_tokens: int = 512  # prefill-only steps up to this many tokens replay a graph (0: never)
     enable_prefix_caching: bool = True
     scheduling_policy: str = "fcfs"  # name registered in engine/policy.py
     seed: int = 0  # default sampling RNG seed (requests with their own seed use their own generator)
@@ -58,6 +59,9 @@ class EngineConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        v = self.cuda_graph_max_prefill_tokens
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"cuda_graph_max_prefill_tokens must be an integer >= 0, got {v!r}")
         if self.max_model_len is not None and (not isinstance(self.max_model_len, int) or self.max_model_len < 1):
             raise ValueError(f"max_model_len must be a positive integer or None, got {self.max_model_len!r}")
         if self.kv_cache_blocks is not None and (not isinstance(self.kv_cache_blocks, int) or self.kv_cache_blocks < 2):
@@ -73,8 +77,8 @@ class EngineConfig:
                 raise ValueError(f"sparse_head_map needs attention_backend='sparse', got {self.attention_backend!r}")
             if not os.path.isfile(self.sparse_head_map):
                 raise ValueError(f"sparse_head_map {self.sparse_head_map!r} is not a file")
-        if self.device == "cpu" and self.attention_backend != "torch":
-            raise ValueError(f"attention_backend {self.attention_backend!r} needs device='cuda'; on cpu use 'torch'")
+        if self.device == "cpu" and self.attention_backend == "triton":  # sparse runs its torch path on cpu
+            raise ValueError(f"attention_backend {self.attention_backend!r} needs device='cuda'; on cpu use 'torch' or 'sparse'")
 
     @property
     def torch_dtype(self):

@@ -52,6 +52,28 @@ def test_rope_inplace_matches_rotate_half_reference(hq, hkv, d):
     assert torch.equal(qkv[:, (hq + hkv) * d:], v_before)  # v untouched
 
 
+@pytest.mark.parametrize("hq, hkv, d", [(4, 2, 16), (6, 3, 32)])
+def test_rope_with_kv_write_stores_rotated_k_and_v_at_the_slots(hq, hkv, d):
+    g = torch.Generator().manual_seed(100 + d)
+    rot = Rotary(d, 64, 10000.0, None, torch.device(DEV))
+    T, nb, bs = 5, 6, 4
+    qkv = torch.randn(T, (hq + 2 * hkv) * d, generator=g).to(DEV)
+    pos = torch.tensor([0, 3, 9, 17, 40]).to(DEV)
+    slots = torch.tensor([1, 22, 7, 12, 0]).to(DEV)
+    want = qkv.clone()
+    rope_inplace(want, pos, rot.cos_half, rot.sin_half, hq + hkv, d)
+    kc = torch.zeros(nb, bs, hkv, d).to(DEV)
+    vc = torch.zeros(nb, bs, hkv, d).to(DEV)
+    rope_inplace(qkv, pos, rot.cos_half, rot.sin_half, hq + hkv, d, kv_write=(hq, kc, vc, slots))
+    torch.testing.assert_close(qkv, want, **TOL)  # q and k rotated in place as without the write
+    k_want = torch.zeros(nb * bs, hkv, d).to(DEV)
+    v_want = torch.zeros(nb * bs, hkv, d).to(DEV)
+    k_want[slots] = want[:, hq * d:(hq + hkv) * d].view(T, hkv, d)
+    v_want[slots] = want[:, (hq + hkv) * d:].view(T, hkv, d)
+    torch.testing.assert_close(kc.view(-1, hkv, d), k_want, **TOL)
+    torch.testing.assert_close(vc.view(-1, hkv, d), v_want, **TOL)
+
+
 @pytest.mark.parametrize("T, I", [(1, 128), (4, 1536), (2, 1500)])
 def test_silu_mul(T, I):
     gu = torch.randn(T, 2 * I, generator=torch.Generator().manual_seed(I)).to(DEV)

@@ -1,4 +1,10 @@
-"""Decode steps replayed from CUDA graphs, one graph per (batch bucket, block-table-width bucket).
+"""Steps replayed from CUDA graphs.
+
+DecodeGraphs: decode-only steps, one graph per (batch bucket, block-table-width bucket).
+PrefillGraphs: short prefill-only steps (a new request on an idle pod, the suffix after a
+cached prefix), one graph per token bucket. Eager prefill of a few dozen tokens is bound by
+kernel launches (~0.5 ms of host time per layer), so without this a request whose 2K prefix is
+cached waited nearly as long as one that computed it.
 
 A decode-only step is padded up to the nearest batch bucket (padded rows write to the scratch
 block and are discarded) and its block table up to the nearest width bucket. All inputs travel
@@ -51,9 +57,32 @@ def pick(buckets: list[int], n: int) -> int:
     return buckets[i]
 
 
+class GraphPool:
+    """One CUDA-graph memory pool shared by every graph of a runner (graphs replay one at a time)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.pool = None
+
+    def capture(self, body) -> "torch.cuda.CUDAGraph":
+        """Warm `body` up twice on a side stream (allocator, Triton autotune), then capture it."""
+        s = torch.cuda.Stream(self.device)
+        s.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(s):
+            for _ in range(2):
+                body()
+        torch.cuda.current_stream(self.device).wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, pool=self.pool):
+            body()
+        if self.pool is None:
+            self.pool = g.pool()
+        return g
+
+
 class DecodeGraphs:
     def __init__(self, model, kv_caches, states, max_bs: int, max_blocks: int, scratch_block: int, block_size: int,
-                 device: torch.device, width_buckets: bool):
+                 device: torch.device, width_buckets: bool, pool: GraphPool | None = None):
         self.model, self.kv_caches, self.states = model, kv_caches, states
         self.device = device
         self.max_bs, self.max_blocks = max_bs, max_blocks
@@ -71,7 +100,7 @@ class DecodeGraphs:
         self.dev = torch.zeros(n, dtype=torch.int64, device=device)
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.logits: torch.Tensor | None = None  # (max_bs, V) float32, written by every graph
-        self.pool = None
+        self.pool = pool or GraphPool(device)
 
     def supports(self, inp: StepInputs) -> bool:
         return (inp.num_prefill_tokens == 0 and 0 < inp.num_decode_tokens <= self.max_bs
@@ -132,15 +161,112 @@ class DecodeGraphs:
         self.logits[:bs].copy_(logits)
 
     def _capture(self, bs: int, w: int):
-        s = torch.cuda.Stream(self.device)
-        s.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(s):
-            for _ in range(2):
-                self._body(bs, w)
-        torch.cuda.current_stream(self.device).wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, pool=self.pool):
-            self._body(bs, w)
-        if self.pool is None:
-            self.pool = g.pool()
-        return g
+        return self.pool.capture(lambda: self._body(bs, w))
+
+
+def prefill_token_buckets(max_tokens: int) -> list[int]:
+    """Powers of two from 16 up to max_tokens (and max_tokens itself)."""
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    out, t = [], 16
+    while t < max_tokens:
+        out.append(t)
+        t *= 2
+    return out + [max_tokens]
+
+
+class PrefillGraphs:
+    """Prefill-only steps of at most `max_tokens` tokens over at most `max_seqs` sequences,
+    replayed from one graph per token bucket.
+
+    Padding: the step's tokens are padded up to the bucket with token 0 at position 0 written to
+    the scratch block; the sequence list is padded with empty sequences (cu_seqlens repeats its
+    last value, so the attention kernel gives them no work); block tables are padded to the
+    full width (the kernel reads only the blocks a sequence's context covers). The padded rows'
+    outputs are never read: logits come from `logits_indices` rows only. Needs an attention
+    backend whose prefill takes all its sizes from device tensors or the bucket (the Triton one).
+    """
+
+    def __init__(self, model, kv_caches, states, max_tokens: int, max_seqs: int, max_blocks: int, scratch_block: int,
+                 block_size: int, device: torch.device, pool: GraphPool | None = None):
+        self.model, self.kv_caches, self.states = model, kv_caches, states
+        self.device = device
+        self.max_tokens, self.max_seqs, self.max_blocks = max_tokens, max_seqs, max_blocks
+        self.t_buckets = prefill_token_buckets(max_tokens)
+        self.scratch_block, self.block_size = scratch_block, block_size
+        self.scratch_slot = scratch_block * block_size
+        T, P = max_tokens, max_seqs
+        # host staging: [ids T | positions T | slots T | cu_q P+1 | cu_k P+1 | logits rows P | block table P * W]
+        self.off = {"ids": 0, "pos": T, "slot": 2 * T, "cu_q": 3 * T, "cu_k": 3 * T + P + 1,
+                    "rows": 3 * T + 2 * P + 2, "bt": 3 * T + 3 * P + 2}
+        n = self.off["bt"] + P * max_blocks
+        self.host = torch.zeros(n, dtype=torch.int64, pin_memory=device.type == "cuda")
+        self.host_np = self.host.numpy()
+        self.dev = torch.zeros(n, dtype=torch.int64, device=device)
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.logits: torch.Tensor | None = None  # (max_seqs, V) float32
+        self.pool = pool or GraphPool(device)
+
+    def supports(self, inp: StepInputs) -> bool:
+        n_p = len(inp.cu_seqlens_q) - 1
+        return (inp.num_decode_tokens == 0 and 0 < inp.num_prefill_tokens <= self.max_tokens
+                and 0 < n_p <= self.max_seqs and inp.prefill_block_tables.shape[1] <= self.max_blocks)
+
+    def stage(self, inp: StepInputs) -> int:
+        """Pack a supported step into the device buffer; returns its token bucket."""
+        n, T = inp.num_prefill_tokens, pick(self.t_buckets, inp.num_prefill_tokens)
+        P, W, h, o = self.max_seqs, self.max_blocks, self.host_np, self.off
+        h[o["ids"]:o["ids"] + n] = inp.input_ids.numpy()
+        h[o["ids"] + n:o["ids"] + T] = 0
+        h[o["pos"]:o["pos"] + n] = inp.positions.numpy()
+        h[o["pos"] + n:o["pos"] + T] = 0
+        h[o["slot"]:o["slot"] + n] = inp.slot_mapping.numpy()
+        h[o["slot"] + n:o["slot"] + T] = self.scratch_slot
+        n_p = len(inp.cu_seqlens_q) - 1
+        for key, cu in (("cu_q", inp.cu_seqlens_q), ("cu_k", inp.cu_seqlens_k)):
+            h[o[key]:o[key] + n_p + 1] = cu
+            h[o[key] + n_p + 1:o[key] + P + 1] = cu[-1]
+        rows = inp.logits_indices.numpy()
+        h[o["rows"]:o["rows"] + len(rows)] = rows
+        h[o["rows"] + len(rows):o["rows"] + P] = 0
+        bt = h[o["bt"]:].reshape(P, W)
+        bt[:] = self.scratch_block
+        tw = inp.prefill_block_tables.shape[1]
+        bt[:n_p, :tw] = inp.prefill_block_tables.numpy()
+        self.dev.copy_(self.host, non_blocking=True)
+        return T
+
+    def run(self, inp: StepInputs) -> torch.Tensor:
+        """Logits (n_s, V) float32 of a prefill-only step."""
+        T = self.stage(inp)
+        if T not in self.graphs:
+            self.graphs[T] = self.pool.capture(lambda: self.body(T))
+        self.graphs[T].replay()
+        return self.logits[:len(inp.logits_indices)]
+
+    def capture_all(self) -> None:
+        """Capture every token bucket now (largest first), on a step of empty sequences."""
+        P, h, o = self.max_seqs, self.host_np, self.off
+        h[:] = 0
+        h[o["slot"]:o["cu_q"]] = self.scratch_slot
+        h[o["bt"]:] = self.scratch_block
+        self.dev.copy_(self.host)
+        for T in reversed(self.t_buckets):
+            if T not in self.graphs:
+                self.graphs[T] = self.pool.capture(lambda: self.body(T))
+        torch.cuda.synchronize(self.device)
+
+    def body(self, T: int) -> None:
+        """The padded step on the staged buffer (what each graph holds; runs eagerly too)."""
+        P, W, d, o = self.max_seqs, self.max_blocks, self.dev, self.off
+        meta = AttentionMetadata(
+            num_prefill_tokens=T, num_decode_tokens=0, slot_mapping=d[o["slot"]:o["slot"] + T],
+            cu_seqlens_q=d[o["cu_q"]:o["cu_q"] + P + 1].to(torch.int32),
+            cu_seqlens_k=d[o["cu_k"]:o["cu_k"] + P + 1].to(torch.int32),
+            max_seqlen_q=T, max_seqlen_k=W * self.block_size,
+            prefill_block_tables=d[o["bt"]:].view(P, W).to(torch.int32), overrides=[None] * P)
+        hidden = self.model(d[o["ids"]:o["ids"] + T], d[o["pos"]:o["pos"] + T], self.kv_caches, self.states, meta)
+        logits = self.model.compute_logits(hidden[d[o["rows"]:o["rows"] + P]])  # (P, V) float32
+        if self.logits is None:
+            self.logits = torch.empty_like(logits)
+        self.logits.copy_(logits)

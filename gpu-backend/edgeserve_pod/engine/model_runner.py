@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from edgeserve_pod.config import EngineConfig
-from edgeserve_pod.engine.cuda_graphs import DecodeGraphs
+from edgeserve_pod.engine.cuda_graphs import DecodeGraphs, GraphPool, PrefillGraphs
 from edgeserve_pod.engine.sampler import Sampler, SamplingBatch
 from edgeserve_pod.engine.scheduler import ScheduledBatch
 from edgeserve_pod.engine.step_inputs import StepInputs, build_step_inputs
@@ -32,6 +32,7 @@ ATTENTION_BACKENDS = {"torch": ("edgeserve_pod.layers.attention_torch", "TorchAt
                       "sparse": ("edgeserve_pod.layers.attention_sparse", "SparseAttention")}
 LINEAR_FORMATS = {"w4a16": ("edgeserve_pod.layers.linear_w4a16", "W4A16LinearFactory")}
 CPU_KV_BLOCKS = 1024
+PREFILL_GRAPH_SEQS = 4  # sequences one short-prefill graph takes (more go eager)
 
 
 def _import(table: dict, name: str, what: str):
@@ -80,18 +81,28 @@ class ModelRunner:
         self.model.eval()
 
         self.graphs: DecodeGraphs | None = None
+        self.prefill_graphs: PrefillGraphs | None = None
         self.num_blocks = self._decide_num_blocks()
         self._allocate_kv(self.num_blocks)
         if config.kv_dtype == "fp8":
             self._calibrate_fp8()
         self.sampler = Sampler(self.device, config.seed)
         if config.device == "cuda" and not config.enforce_eager:
+            pool = GraphPool(self.device)
             self.graphs = DecodeGraphs(self.model, self.kv_caches, self.states, min(config.cuda_graph_max_batch, config.max_num_seqs),
                                        self.max_blocks_per_seq, self.num_blocks, self.block_size, self.device,
-                                       width_buckets=config.attention_backend == "torch")
+                                       width_buckets=config.attention_backend == "torch", pool=pool)
+            # short prefills: only the Triton backend's prefill takes every size from device tensors
+            max_t = min(config.cuda_graph_max_prefill_tokens, config.max_num_batched_tokens)
+            if config.attention_backend == "triton" and max_t > 0:
+                self.prefill_graphs = PrefillGraphs(self.model, self.kv_caches, self.states, max_t,
+                                                    min(PREFILL_GRAPH_SEQS, config.max_num_seqs), self.max_blocks_per_seq,
+                                                    self.num_blocks, self.block_size, self.device, pool=pool)
             if config.attention_backend != "torch":
                 with torch.inference_mode():
                     self.graphs.capture_all()
+                    if self.prefill_graphs is not None:
+                        self.prefill_graphs.capture_all()
 
     # ---- per step ----
     @torch.inference_mode()
@@ -109,6 +120,8 @@ class ModelRunner:
     def forward(self, inp: StepInputs) -> torch.Tensor:  # -> (n_s, V) float32
         if self.graphs is not None and self.graphs.supports(inp):
             return self.graphs.run(inp)
+        if self.prefill_graphs is not None and self.prefill_graphs.supports(inp):
+            return self.prefill_graphs.run(inp)
         meta = inp.to_metadata(self.device)
         hidden = self.model(inp.input_ids.to(self.device, non_blocking=True),
                             inp.positions.to(self.device, non_blocking=True), self.kv_caches, self.states, meta)

@@ -44,7 +44,8 @@ def add_rmsnorm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Te
 
 
 @triton.jit
-def _rope_kernel(QK, POS, COS, SIN, stride_t, NH, HALF: tl.constexpr, BLOCK_H: tl.constexpr):
+def _rope_kernel(QK, POS, COS, SIN, stride_t, NH, SLOT, KC, VC, stride_slot, NQ, NKV,
+                 HALF: tl.constexpr, BLOCK_H: tl.constexpr, WRITE_KV: tl.constexpr, BLOCK_KV: tl.constexpr):
     t = tl.program_id(0).to(tl.int64)
     p = tl.load(POS + t)
     j = tl.arange(0, HALF)
@@ -57,21 +58,48 @@ def _rope_kernel(QK, POS, COS, SIN, stride_t, NH, HALF: tl.constexpr, BLOCK_H: t
     x1 = tl.load(ptr, mask=mask, other=0.0)
     x2 = tl.load(ptr + HALF, mask=mask, other=0.0)
     # rotate-half: (x1, x2) -> (x1 c - x2 s, x2 c + x1 s), each product rounded like HF's
-    o1 = (x1 * c.to(dt)).to(tl.float32) - (x2 * s.to(dt)).to(tl.float32)
-    o2 = (x2 * c.to(dt)).to(tl.float32) + (x1 * s.to(dt)).to(tl.float32)
-    tl.store(ptr, o1.to(dt), mask=mask)
-    tl.store(ptr + HALF, o2.to(dt), mask=mask)
+    o1 = ((x1 * c.to(dt)).to(tl.float32) - (x2 * s.to(dt)).to(tl.float32)).to(dt)
+    o2 = ((x2 * c.to(dt)).to(tl.float32) + (x1 * s.to(dt)).to(tl.float32)).to(dt)
+    tl.store(ptr, o1, mask=mask)
+    tl.store(ptr + HALF, o2, mask=mask)
+    if WRITE_KV:
+        # heads NQ .. NH-1 are k: store them, rotated, and the v heads behind them at the slot
+        slot = tl.load(SLOT + t)
+        kmask = ((h >= NQ) & (h < NH))[:, None]
+        kptr = KC + slot * stride_slot + (h - NQ)[:, None] * (2 * HALF) + j[None, :]
+        tl.store(kptr, o1.to(KC.dtype.element_ty), mask=kmask)
+        tl.store(kptr + HALF, o2.to(KC.dtype.element_ty), mask=kmask)
+        hv = tl.arange(0, BLOCK_KV)
+        jj = tl.arange(0, 2 * HALF)
+        vmask = (hv < NKV)[:, None]
+        v = tl.load(QK + t * stride_t + (NH + hv)[:, None] * (2 * HALF) + jj[None, :], mask=vmask, other=0.0)
+        tl.store(VC + slot * stride_slot + hv[:, None] * (2 * HALF) + jj[None, :], v.to(VC.dtype.element_ty), mask=vmask)
 
 
 def rope_inplace(qk: torch.Tensor, positions: torch.Tensor, cos_half: torch.Tensor, sin_half: torch.Tensor,
-                 num_heads: int, head_dim: int) -> None:
+                 num_heads: int, head_dim: int, kv_write: tuple | None = None) -> None:
     """qk: (T, >= num_heads * head_dim) rows (a view into q|k|v is fine; last dim contiguous);
-    the first num_heads heads are rotated in place. cos_half/sin_half: (max_pos, head_dim/2) f32."""
+    the first num_heads heads are rotated in place. cos_half/sin_half: (max_pos, head_dim/2) f32.
+
+    kv_write = (num_q, k_cache, v_cache, slot_mapping): the same kernel also stores the rotated k
+    heads (num_q .. num_heads-1) and the v heads that follow them in the row into the paged
+    caches (num_blocks, block_size, Hkv, head_dim) at slot_mapping (T,) — the KV write of a
+    decoder layer without two more kernels. Caches must be in a float dtype (not fp8)."""
     T = qk.shape[0]
     assert qk.stride(-1) == 1 and head_dim % 2 == 0
-    if T:
-        _rope_kernel[(T,)](qk, positions, cos_half, sin_half, qk.stride(0), num_heads, HALF=head_dim // 2,
-                           BLOCK_H=triton.next_power_of_2(num_heads))
+    if not T:
+        return
+    if kv_write is None:
+        _rope_kernel[(T,)](qk, positions, cos_half, sin_half, qk.stride(0), num_heads, positions, qk, qk, 0, 0, 0,
+                           HALF=head_dim // 2, BLOCK_H=triton.next_power_of_2(num_heads), WRITE_KV=False, BLOCK_KV=1)
+        return
+    num_q, k_cache, v_cache, slots = kv_write
+    nkv = num_heads - num_q
+    assert k_cache.shape == v_cache.shape and k_cache.shape[-2:] == (nkv, head_dim) and k_cache.is_contiguous()
+    assert qk.shape[1] >= (num_heads + nkv) * head_dim
+    _rope_kernel[(T,)](qk, positions, cos_half, sin_half, qk.stride(0), num_heads, slots, k_cache, v_cache,
+                       nkv * head_dim, num_q, nkv, HALF=head_dim // 2, BLOCK_H=triton.next_power_of_2(num_heads),
+                       WRITE_KV=True, BLOCK_KV=triton.next_power_of_2(nkv))
 
 
 @triton.jit

@@ -54,6 +54,9 @@ class AttentionBackend(ABC):
     """One instance per model; `forward` is called once per layer per step."""
 
     name: str = "abstract"
+    # True: the model may store k/v itself (the rotary kernel writes them at meta.slot_mapping on
+    # CUDA) and call forward(..., kv_written=True), which then skips the write.
+    accepts_written_kv: bool = False
 
     def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, scale: float | None = None):
         if num_heads % num_kv_heads:

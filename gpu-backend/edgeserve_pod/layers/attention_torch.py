@@ -41,9 +41,11 @@ class TorchAttention(AttentionBackend):
         B = k_cache.shape[1]
         cu_q = meta.cu_seqlens_q_cpu if meta.cu_seqlens_q_cpu is not None else meta.cu_seqlens_q.tolist()
         cu_k = meta.cu_seqlens_k_cpu if meta.cu_seqlens_k_cpu is not None else meta.cu_seqlens_k.tolist()
-        outs = []
+        out = torch.zeros_like(q)  # rows past cu_q[-1] (padding of a graph bucket) stay zero
         for i in range(len(cu_q) - 1):
             lq, lk = cu_q[i + 1] - cu_q[i], cu_k[i + 1] - cu_k[i]
+            if lq == 0:  # an empty sequence pads a graph's sequence list
+                continue
             blocks = meta.prefill_block_tables[i, : (lk + B - 1) // B]
             kk = dequantize(k_cache[blocks].flatten(0, 1)[:lk], ks, q.dtype)  # (lk, Hkv, d)
             vv = dequantize(v_cache[blocks].flatten(0, 1)[:lk], vs, q.dtype)
@@ -57,8 +59,8 @@ class TorchAttention(AttentionBackend):
                 qpos = torch.arange(lk - lq, lk, device=q.device)[:, None]
                 mask = torch.arange(lk, device=q.device)[None, :] <= qpos  # (lq, lk) bool
                 o = F.scaled_dot_product_attention(qi, kk, vv, attn_mask=mask, scale=self.scale, enable_gqa=True)
-            outs.append(o[0].transpose(0, 1))  # (lq, H, d)
-        return torch.cat(outs, 0) if len(outs) > 1 else outs[0]
+            out[cu_q[i]:cu_q[i + 1]] = o[0].transpose(0, 1)  # (lq, H, d)
+        return out
 
     def _decode(self, q, k_cache, v_cache, ks, vs, block_tables, context_lens) -> torch.Tensor:
         # q: (n, H, d); block_tables: (n, W) int32; context_lens: (n,) int32 incl. the new token

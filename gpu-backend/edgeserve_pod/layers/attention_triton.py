@@ -27,6 +27,7 @@ class TritonAttention(AttentionBackend):
         if head_dim & (head_dim - 1) or head_dim < 16:
             raise ValueError(f"triton attention needs a power-of-two head_dim >= 16, got {head_dim}")
         self.kv_dtype = kv_dtype
+        self.accepts_written_kv = kv_dtype != FP8  # fp8 needs the scaled write of kv_write.py
 
     def allocate_layer_state(self, num_blocks: int, block_size: int, device: torch.device) -> dict[str, torch.Tensor]:
         if self.kv_dtype != FP8:
@@ -34,10 +35,12 @@ class TritonAttention(AttentionBackend):
         return {"k_scale": torch.zeros(self.num_kv_heads, dtype=torch.float32, device=device),
                 "v_scale": torch.zeros(self.num_kv_heads, dtype=torch.float32, device=device)}
 
-    def forward(self, layer, q, k, v, k_cache, v_cache, layer_state, meta: AttentionMetadata) -> torch.Tensor:
+    def forward(self, layer, q, k, v, k_cache, v_cache, layer_state, meta: AttentionMetadata,
+                kv_written: bool = False) -> torch.Tensor:
         # q (T, Hq, D); k, v (T, Hkv, D); caches (num_blocks, BS, Hkv, D)
         k_scale, v_scale = layer_state.get("k_scale"), layer_state.get("v_scale")
-        write_kv(k, v, k_cache, v_cache, meta.slot_mapping, k_scale, v_scale)
+        if not kv_written:
+            write_kv(k, v, k_cache, v_cache, meta.slot_mapping, k_scale, v_scale)
         out = torch.empty_like(q)
         n_p = meta.num_prefill_tokens
         if n_p:

@@ -42,15 +42,25 @@ class Rotary(nn.Module):
         self.head_dim = head_dim
         self.fused = (head_dim // 2) & (head_dim // 2 - 1) == 0  # the Triton kernel needs a power-of-two half
 
-    def apply_qk(self, positions: torch.Tensor, qkv: torch.Tensor, num_q: int, num_kv: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def can_write_kv(self, qkv: torch.Tensor) -> bool:
+        """Whether apply_qk(..., kv_write=...) stores k/v into the cache in the same kernel."""
+        return qkv.is_cuda and self.fused
+
+    def apply_qk(self, positions: torch.Tensor, qkv: torch.Tensor, num_q: int, num_kv: int,
+                 kv_write: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotate the q and k heads at the front of a fused q|k|v projection (T, (num_q + 2 num_kv) d).
-        Returns q (T, num_q, d) and k (T, num_kv, d); on CUDA they are views rotated in place."""
+        Returns q (T, num_q, d) and k (T, num_kv, d); on CUDA they are views rotated in place.
+        kv_write = (k_cache, v_cache, slot_mapping), only where can_write_kv(): the kernel also
+        stores the rotated k and the v heads into the paged caches."""
         T, d = qkv.shape[0], self.head_dim
         if qkv.is_cuda and self.fused:
             from edgeserve_pod.kernels.fused_elementwise import rope_inplace
 
-            rope_inplace(qkv, positions, self.cos_half, self.sin_half, num_q + num_kv, d)
+            rope_inplace(qkv, positions, self.cos_half, self.sin_half, num_q + num_kv, d,
+                         kv_write=None if kv_write is None else (num_q, *kv_write))
             return qkv[:, :num_q * d].view(T, num_q, d), qkv[:, num_q * d:(num_q + num_kv) * d].view(T, num_kv, d)
+        if kv_write is not None:
+            raise ValueError("kv_write needs the fused CUDA rotary kernel (see can_write_kv)")
         q = qkv[:, :num_q * d].view(T, num_q, d)
         k = qkv[:, num_q * d:(num_q + num_kv) * d].view(T, num_kv, d)
         return self.forward(positions, q, k)

@@ -45,9 +45,13 @@ class DecoderLayer(nn.Module):
         h, residual = self.input_layernorm.add_forward(x, residual)
         qkv = self.qkv_proj(h)  # (T, (h + 2 hkv) d)
         T = qkv.shape[0]
-        q, k = rotary.apply_qk(positions, qkv, self.h, self.hkv)
         v = qkv[:, (self.h + self.hkv) * self.d:].view(T, self.hkv, self.d)
-        o = self.attn.forward(self.idx, q, k, v, kv[0], kv[1], state, meta)  # (T, h, d)
+        if self.attn.accepts_written_kv and rotary.can_write_kv(qkv):  # rotary + KV store in one kernel
+            q, k = rotary.apply_qk(positions, qkv, self.h, self.hkv, kv_write=(kv[0], kv[1], meta.slot_mapping))
+            o = self.attn.forward(self.idx, q, k, v, kv[0], kv[1], state, meta, kv_written=True)  # (T, h, d)
+        else:
+            q, k = rotary.apply_qk(positions, qkv, self.h, self.hkv)
+            o = self.attn.forward(self.idx, q, k, v, kv[0], kv[1], state, meta)
         x = self.tp.all_reduce(self.o_proj(o.reshape(T, self.h * self.d)))
         h, residual = self.post_attention_layernorm.add_forward(x, residual)
         x = self.tp.all_reduce(self.down_proj(silu_and_mul(self.gate_up_proj(h))))  # gate_up: (T, 2 inter)
