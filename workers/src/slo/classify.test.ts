@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { classify, type ClassifyInput } from "./classify";
+import { classify, offersTools, type ClassifyInput } from "./classify";
 import { sloConfig } from "./config";
 
 const cfg = sloConfig();
@@ -40,5 +40,18 @@ describe("classify", () => {
     expect(classify({ ...base, maxTokens: 10 }, cfg).targets.expected_output_tokens).toBe(10);
     const late = classify({ ...base, hint: { class: "compound", deadline_at: base.nowMs - 5000 } }, cfg);
     expect(late.targets.deadline_ms).toBe(1);
+  });
+  it("treats offered tools as deadline-shaped unless tool_choice is none", () => {
+    const fn = { type: "function", function: { name: "lookup" } };
+    const shape = (f: Parameters<typeof offersTools>[0]) => classify({ ...base, stream: true, hasTools: offersTools(f) }, cfg).targets.class;
+    expect(shape({ tools: [fn] })).toBe("deadline");
+    expect(shape({ tools: [fn], tool_choice: "required" })).toBe("deadline");
+    expect(shape({ tools: [fn], tool_choice: { type: "function", function: { name: "lookup" } } })).toBe("deadline");
+    expect(shape({ functions: [fn.function], function_call: "auto" })).toBe("deadline");
+    expect(shape({ tools: [fn], tool_choice: "none" })).toBe("interactive");
+    expect(shape({ tools: [], tool_choice: "auto" })).toBe("interactive");
+    expect(shape({})).toBe("interactive");
+    // a parent deadline still makes it a compound step
+    expect(classify({ ...base, hasTools: offersTools({ tools: [fn] }), hint: { deadline_at: base.nowMs + 4000 } }, cfg).targets.class).toBe("compound");
   });
 });
