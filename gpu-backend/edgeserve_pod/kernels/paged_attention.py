@@ -37,6 +37,11 @@ def dot_dtype(cache_dtype: torch.dtype):
     return tl.float16 if cache_dtype == torch.float16 else tl.bfloat16
 
 
+# FP8 caches: the dtype the e4m3 tiles are widened to for tl.dot. float16 is one native convert
+# per two elements on sm_89+ (e4m3 -> f16 is exact); bfloat16 goes through float32.
+FP8_DOT = torch.float16
+
+
 # ----------------------------------------------------------------------------------- decode
 
 
@@ -190,6 +195,7 @@ def paged_decode(
     num_warps: int = 4,
     num_stages: int = 2,
     out: torch.Tensor | None = None,
+    fp8_dot: torch.dtype | None = None,  # override FP8_DOT (benchmarks)
 ) -> torch.Tensor:  # (B, Hq, D) in q.dtype
     is_fp8 = _check_cache(k_cache, v_cache, k_scale, v_scale)
     B, Hq, D = q.shape
@@ -232,7 +238,7 @@ def paged_decode(
         num_splits,
         GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=D,
         BLOCK_SIZE=BS, BLOCK_N=block_n, SELECT=select, IS_FP8=is_fp8,
-        DOT_T=dot_dtype(torch.bfloat16 if is_fp8 else k_cache.dtype),
+        DOT_T=dot_dtype((fp8_dot or FP8_DOT) if is_fp8 else k_cache.dtype),
         num_warps=num_warps, num_stages=num_stages,
     )
     if out is None:
@@ -344,7 +350,7 @@ def paged_prefill(
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         block_tables.stride(0), out.stride(0), out.stride(1),
         GROUP=Hq // Hkv, HEAD_DIM=D, BLOCK_SIZE=BS, BLOCK_M=block_m, BLOCK_N=block_n, IS_FP8=is_fp8,
-        DOT_T=dot_dtype(torch.bfloat16 if is_fp8 else k_cache.dtype),
+        DOT_T=dot_dtype(FP8_DOT if is_fp8 else k_cache.dtype),
         num_warps=num_warps, num_stages=num_stages,
     )
     return out
