@@ -11,6 +11,7 @@ declare namespace Cloudflare {
 		API_KEYS: string;
 		POD_SECRET: string;
 		ROUTING_POLICY: string;
+		PREFIX_INDEX_SHARDS: string;
 		RATE_LIMITER: DurableObjectNamespace<import("./src/index").RateLimiter>;
 		POD_REGISTRY: DurableObjectNamespace<import("./src/index").PodRegistry>;
 		PREFIX_INDEX: DurableObjectNamespace<import("./src/index").PrefixIndex>;
@@ -22,7 +23,7 @@ type StringifyValues<EnvType extends Record<string, unknown>> = {
 	[Binding in keyof EnvType]: EnvType[Binding] extends string ? EnvType[Binding] : string;
 };
 declare namespace NodeJS {
-	interface ProcessEnv extends StringifyValues<Pick<Cloudflare.Env, "API_KEYS" | "POD_SECRET" | "ROUTING_POLICY">> {}
+	interface ProcessEnv extends StringifyValues<Pick<Cloudflare.Env, "API_KEYS" | "POD_SECRET" | "ROUTING_POLICY" | "PREFIX_INDEX_SHARDS">> {}
 }
 declare module "*.wasm" {
 	const value: WebAssembly.Module;

@@ -359,6 +359,10 @@ export interface KvEvent {
    * For stored: the hash before block_hashes[0], null at the root.
    */
   parent_hash?: BlockHash | null;
+  /**
+   * Block hash as in shared/spec/block-hash.md: 16 bytes, lowercase hex.
+   */
+  root_hash?: string;
 }
 /**
  * This interface was referenced by `EdgeServePodProtocolV1`'s JSON-Schema

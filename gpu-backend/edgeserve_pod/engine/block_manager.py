@@ -88,7 +88,8 @@ class BlockManager:
             return
         parent = seq.block_hashes[-1] if seq.block_hashes else ROOT
         new = self._hashes(seq.token_ids, done, full, parent)
-        self.cache.register(seq.block_table[done:full], new, parent if done else None)
+        root = seq.block_hashes[0] if done else new[0]
+        self.cache.register(seq.block_table[done:full], new, parent if done else None, root)
         seq.block_hashes.extend(new)
 
     def drain_events(self) -> list[dict]:

@@ -42,6 +42,7 @@ class PrefixCache:
         self.eviction = eviction or LRUEviction()
         self._block_of: dict[bytes, int] = {}
         self._hash_of: dict[int, bytes] = {}
+        self._root_of: dict[bytes, bytes] = {}  # hash -> first block hash of its chain (the edge's index shard key)
         self._events: list[dict] = []
 
     def lookup(self, hashes: list[bytes]) -> list[int]:
@@ -54,30 +55,41 @@ class PrefixCache:
             out.append(b)
         return out
 
-    def register(self, block_ids: list[int], hashes: list[bytes], parent: bytes | None) -> None:
+    def register(self, block_ids: list[int], hashes: list[bytes], parent: bytes | None,
+                 root: bytes | None = None) -> None:
         """Name freshly computed full blocks; a hash already held by another block is skipped
-        (that block stays unnamed and returns to the free pool when released)."""
+        (that block stays unnamed and returns to the free pool when released). `root` is the hash
+        of the chain's first block (hashes[0] when parent is None); events carry it as root_hash."""
+        if not hashes:
+            return
+        if root is None:
+            root = hashes[0] if parent is None else self._root_of.get(parent, parent)
         stored: list[str] = []
         first_parent = parent
         for b, h in zip(block_ids, hashes):
             if h in self._block_of or b in self._hash_of:
                 if stored:
-                    self._emit_stored(stored, first_parent)
+                    self._emit_stored(stored, first_parent, root)
                     stored = []
                 first_parent = h
                 continue
             self._block_of[h] = b
             self._hash_of[b] = h
+            self._root_of[h] = root
             stored.append(h.hex())
         if stored:
-            self._emit_stored(stored, first_parent)
+            self._emit_stored(stored, first_parent, root)
 
     def forget(self, block_id: int) -> None:
         """The block is reused for other data: its hash is no longer served."""
         h = self._hash_of.pop(block_id, None)
         if h is not None:
             del self._block_of[h]
-            self._events.append({"type": "evicted", "block_hashes": [h.hex()]})
+            root = self._root_of.pop(h, None)
+            ev = {"type": "evicted", "block_hashes": [h.hex()]}
+            if root is not None:
+                ev["root_hash"] = root.hex()
+            self._events.append(ev)
 
     def is_cached(self, block_id: int) -> bool:
         return block_id in self._hash_of
@@ -90,6 +102,6 @@ class PrefixCache:
         ev, self._events = self._events, []
         return ev
 
-    def _emit_stored(self, hexes: list[str], parent: bytes | None) -> None:
+    def _emit_stored(self, hexes: list[str], parent: bytes | None, root: bytes) -> None:
         self._events.append({"type": "stored", "block_hashes": hexes,
-                             "parent_hash": parent.hex() if parent is not None else None})
+                             "parent_hash": parent.hex() if parent is not None else None, "root_hash": root.hex()})

@@ -70,7 +70,7 @@ def import_kv(engine, p: KvPayload) -> int:
     ids = [bm._take() for _ in range(n)]
     idx = torch.tensor(ids, dtype=torch.long, device=kv.device)
     kv.index_copy_(2, idx, p.kv[:, :, have:have + n].to(kv.device, kv.dtype))
-    bm.cache.register(ids, hashes[have:have + n], hashes[have - 1] if have else None)
+    bm.cache.register(ids, hashes[have:have + n], hashes[have - 1] if have else None, hashes[0])
     for b in ids:  # unreferenced and named: reusable by admit(), evictable under pressure
         bm.ref_counts[b] = 0
         if bm.cache.is_cached(b):

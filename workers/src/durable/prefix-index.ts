@@ -1,7 +1,8 @@
 /**
  * PrefixIndex: which pod holds the KV of which prompt prefix, by block hash
- * (shared/spec/block-hash.md). One object per model (`prefixIndexStub`), SQLite-backed, so it
- * survives restarts and evictions of the object itself.
+ * (shared/spec/block-hash.md). Per model, `PREFIX_INDEX_SHARDS` objects, a chain's shard chosen by
+ * its first block hash (`shardOf`; routing/prefix-lookup.ts and routing/kv-events.ts pick it), so
+ * one hot model is not one object. SQLite-backed: survives restarts and evictions of the object.
  *
  * Two sources, one table:
  *   - precise: the pods' KV events (stored / evicted / cleared), applied in `seq` order per pod;
@@ -53,9 +54,23 @@ const HASH = /^[0-9a-f]{32}$/;
 /** SQLite in Durable Objects binds at most 100 parameters per statement. */
 const CHUNK = 90;
 
-/** The index shard for a model. */
-export function prefixIndexStub(ns: DurableObjectNamespace<PrefixIndex>, model: string): DurableObjectStub<PrefixIndex> {
-  return ns.get(ns.idFromName(`prefix:${model}`));
+/** Shards per model at most (PREFIX_INDEX_SHARDS). */
+export const MAX_SHARDS = 64;
+
+/**
+ * Which of a model's `shards` holds the chain that starts with block hash `root` (the prompt's
+ * first block, or a KV event's `root_hash`). Every hash of a chain names its first block too
+ * (shared/spec/block-hash.md), so one prompt's lookups and its blocks' events meet in one shard,
+ * and prompts with different first blocks (system prompts, documents) spread over the shards.
+ */
+export function shardOf(root: string, shards: number): number {
+  if (shards <= 1) return 0;
+  return Number.parseInt(root.slice(0, 8), 16) % shards;
+}
+
+/** The index shard of a model (shard 0 keeps the unsharded name). */
+export function prefixIndexStub(ns: DurableObjectNamespace<PrefixIndex>, model: string, shard = 0): DurableObjectStub<PrefixIndex> {
+  return ns.get(ns.idFromName(shard === 0 ? `prefix:${model}` : `prefix:${model}#${shard}`));
 }
 
 export class PrefixIndex extends DurableObject<Env> {

@@ -12,7 +12,7 @@ import type { ModelSpec } from "../models";
 import { createPolicy, type PodInfo, type RoutingPolicy } from "../routing";
 import { localRuntime } from "../backends/local-runtime";
 import { DisaggregatedBackend, transferId } from "../routing/disaggregated-backend";
-import { matchPrefix, notePlacement } from "../routing/prefix-lookup";
+import { indexShards, matchPrefix, notePlacement } from "../routing/prefix-lookup";
 import { SloUpdatingBackend } from "./slo-updates";
 
 export interface RouteInput {
@@ -69,12 +69,12 @@ export async function planRoute(input: RouteInput, deps: RouterDeps, livePods: P
         maxTokens: input.maxTokens,
       },
       livePods,
-      await matchPrefix(deps.env.PREFIX_INDEX, spec.id, hashes),
+      await matchPrefix(deps.env.PREFIX_INDEX, spec.id, hashes, indexShards(deps.env)),
     );
     if (decision) {
       notes.push(decision.explain);
       // Approximate mode of the index: note the placement now, the pod's KV events confirm it later.
-      const placed = notePlacement(deps.env.PREFIX_INDEX, spec.id, decision.pod.podId, hashes);
+      const placed = notePlacement(deps.env.PREFIX_INDEX, spec.id, decision.pod.podId, hashes, indexShards(deps.env));
       if (deps.waitUntil) deps.waitUntil(placed);
       else await placed;
       const podBackend = (pod: PodInfo, extra: ConstructorParameters<typeof PodBackend>[0]["extra"]) =>
