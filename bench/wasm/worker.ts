@@ -10,7 +10,8 @@
  */
 import relaxedModule from "../../kernels-wasm/build/kernels-relaxed.wasm";
 import simdModule from "../../kernels-wasm/build/kernels-simd.wasm";
-import { argmax, instantiateKernels, loadModel, relaxedSelfCheck, type Kernels, type Model } from "../../kernels-wasm/src/runtime/index";
+import { instantiateKernels, loadModel, relaxedSelfCheck, type Kernels, type Model } from "../../kernels-wasm/src/runtime/index";
+import { phases } from "./profile";
 
 interface Env { MODELS: R2Bucket }
 
@@ -68,14 +69,22 @@ export default {
     if (!state) return new Response("load first", { status: 409 });
     const n = Number(u.searchParams.get("n") ?? 64);
     const m = state.model, V = m.cfg.vocabSize;
+    // /phase?pos=&i=&reps=: one phase of a decode step, repeated (bench/wasm_profile.mjs); no i: the list
+    if (u.pathname === "/phase") {
+      const ph = phases(m, Number(u.searchParams.get("pos") ?? 384));
+      if (!u.searchParams.has("i")) return Response.json(ph.map((p) => ({ name: p.name, callsPerToken: p.callsPerToken })));
+      const p = ph[Number(u.searchParams.get("i"))], reps = Number(u.searchParams.get("reps") ?? 100);
+      const t = performance.now();
+      for (let r = 0; r < reps; r++) p.run();
+      return Response.json({ reps, wallMs: performance.now() - t });
+    }
     const t0 = performance.now();
-    let logits!: Float32Array;
     if (u.pathname === "/prefill") {
       state.pos = 0;
-      for (let i = 0; i < n; i++) logits = m.forward((1000 + 7919 * (i + state.last)) % V, state.pos++);
-      state.last = argmax(logits);
+      for (let i = 0; i < n; i++) m.forward((1000 + 7919 * (i + state.last)) % V, state.pos++);
+      state.last = m.greedy();
     } else {
-      for (let i = 0; i < n; i++) { logits = m.forward(state.last, state.pos++); state.last = argmax(logits); }
+      for (let i = 0; i < n; i++) { m.forward(state.last, state.pos++); state.last = m.greedy(); }
     }
     return Response.json({ n, wallMs: performance.now() - t0 });
   },

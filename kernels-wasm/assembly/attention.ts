@@ -18,7 +18,7 @@ import { hsum } from "./matvec-simd";
 /** softmax in place over n scores. Probabilities are rounded to f16, as llama.cpp (no flash
  *  attention) converts them before multiplying with the f16 V cache. */
 // @ts-ignore: decorator
-@inline function softmax(scores: usize, n: i32): void {
+@inline export function softmax(scores: usize, n: i32): void {
   let mx: f32 = -Infinity;
   for (let i = 0; i < n; i++) mx = Mathf.max(mx, load<f32>(scores + (<usize>i << 2)));
   let sum: f64 = 0;

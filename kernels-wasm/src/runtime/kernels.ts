@@ -31,6 +31,11 @@ export interface KernelExports {
   get_row(w: Ptr, type: number, row: number, cols: number, out: Ptr): void;
   attention(q: Ptr, kc: Ptr, vc: Ptr, n: number, nHeads: number, nKV: number, headDim: number, scale: number, scores: Ptr, out: Ptr): void;
   attention_ref(q: Ptr, kc: Ptr, vc: Ptr, n: number, nHeads: number, nKV: number, headDim: number, scale: number, scores: Ptr, out: Ptr): void;
+  /** assembly/decode-fast.ts: bit-identical stand-ins for the kernels above. qs: f32 (headDim) scratch. */
+  attention_fast(q: Ptr, kc: Ptr, vc: Ptr, n: number, nHeads: number, nKV: number, headDim: number, scale: number, scores: Ptr, out: Ptr, qs: Ptr): void;
+  matvec_q8_0_x4(w: Ptr, rows: number, cols: number, a16: Ptr, ad: Ptr, out: Ptr): void;
+  argmax_f32(x: Ptr, n: number): number;
+  argmax_f32_ref(x: Ptr, n: number): number;
 }
 
 export type KernelVariant = "simd128" | "relaxed";

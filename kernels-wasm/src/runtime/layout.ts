@@ -25,6 +25,7 @@ export interface Layout {
   as: number;     // f32 (max(dim, hidden) / 32)  d · Σq per block
   logits: number; // f32 (vocab)
   scores: number; // f32 (kvCapacity) attention scratch
+  qs: number;     // f32 (headDim)    attention scratch: one head's query, rescaled
   kc: number;     // f16 (layers, kvCapacity, nKV · headDim)
   vc: number;     // f16 (layers, kvCapacity, nKV · headDim)
   kvLayerBytes: number;
@@ -45,7 +46,7 @@ export function planLayout(k: KernelExports, cfg: ModelConfig, header: GGUFHeade
     q: take(cfg.dim * 4), k: take(kvDim * 4), v: take(kvDim * 4),
     hb: take(cfg.hiddenDim * 4), hb2: take(cfg.hiddenDim * 4),
     aq: take(maxIn), a16: take(maxIn * 2), a16p: take(maxIn * 2), ad: take((maxIn / 32) * 4), as: take((maxIn / 32) * 4),
-    logits: take(cfg.vocabSize * 4), scores: take(kvCapacity * 4),
+    logits: take(cfg.vocabSize * 4), scores: take(kvCapacity * 4), qs: take(cfg.headDim * 4),
     kc: take(cfg.nLayers * kvLayerBytes), vc: take(cfg.nLayers * kvLayerBytes), kvLayerBytes,
     weights: take(dataBytes), dataBytes, end: 0,
   };

@@ -60,7 +60,8 @@ export class Model {
       k.f32_to_f16_row(L.k, kc + slot * kvDim * 2, kvDim);
       k.f32_to_f16_row(L.v, vc + slot * kvDim * 2, kvDim);
       k.round_f16_row(L.q, dim); // llama.cpp computes K·q in f16
-      k.attention(L.q, kc, vc, nValid, nHeads, nKVHeads, headDim, scale, L.scores, L.xb);
+      if (headDim % 8 === 0) k.attention_fast(L.q, kc, vc, nValid, nHeads, nKVHeads, headDim, scale, L.scores, L.xb, L.qs);
+      else k.attention(L.q, kc, vc, nValid, nHeads, nKVHeads, headDim, scale, L.scores, L.xb);
       this.quantize(L.xb, dim);
       this.matvec(lw.wo, L.xb, L.xb2);
       k.add_inplace(L.x, L.xb2, dim);
@@ -80,6 +81,11 @@ export class Model {
     return this.logitsView;
   }
 
+  /** The greedy token of the last forward()'s logits: the lowest index on ties, as argmax(). */
+  greedy(): number {
+    return this.k.argmax_f32(this.layout.logits, this.cfg.vocabSize);
+  }
+
   /** Activations x (f32) → int8 blocks in aq/ad/as, for the quantized matvecs. */
   private quantize(x: number, n: number): void {
     const L = this.layout;
@@ -92,7 +98,7 @@ export class Model {
     switch (w.type) {
       case "Q4_1": return k.matvec_q4_1_fast(w.ptr, w.rows, w.cols, this.q4Act, L.ad, L.as, out);
       case "Q4_0": return k.matvec_q4_0_fast(w.ptr, w.rows, w.cols, this.q4Act, L.ad, L.as, out);
-      case "Q8_0": return k.matvec_q8_0(w.ptr, w.rows, w.cols, L.a16, L.ad, out);
+      case "Q8_0": return k.matvec_q8_0_x4(w.ptr, w.rows, w.cols, L.a16, L.ad, out);
       case "F32": return k.matvec_f32(w.ptr, w.rows, w.cols, x, out);
       case "F16": return k.matvec_f16(w.ptr, w.rows, w.cols, x, out);
     }
