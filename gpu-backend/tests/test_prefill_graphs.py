@@ -89,3 +89,5 @@ def test_supports_only_short_prefill_only_steps(tiny_model):
     _, too_many = _step(eng, [[5] * 3] * 3)
     _, ok = _step(eng, [[5] * 20, [6] * 12])
     assert not pg.supports(too_long) and not pg.supports(too_many) and pg.supports(ok)
+    ok.logits_indices = torch.arange(3)  # logits at more rows than the graph computes (prompt logprobs)
+    assert not pg.supports(ok)

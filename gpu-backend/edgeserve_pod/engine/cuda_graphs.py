@@ -210,7 +210,8 @@ class PrefillGraphs:
     def supports(self, inp: StepInputs) -> bool:
         n_p = len(inp.cu_seqlens_q) - 1
         return (inp.num_decode_tokens == 0 and 0 < inp.num_prefill_tokens <= self.max_tokens
-                and 0 < n_p <= self.max_seqs and inp.prefill_block_tables.shape[1] <= self.max_blocks)
+                and 0 < n_p <= self.max_seqs and len(inp.logits_indices) <= self.max_seqs
+                and inp.prefill_block_tables.shape[1] <= self.max_blocks)
 
     def stage(self, inp: StepInputs) -> int:
         """Pack a supported step into the device buffer; returns its token bucket."""
