@@ -95,7 +95,7 @@ def main() -> int:
     kv = []
     for log in logs:
         for line in open(log):
-            m = re.search(r"KV transfer \S+: (\d+) blocks, (\d+) bytes in ([\d.]+) ms", line)
+            m = re.search(r"KV transfer \S+(?: \(\w+\))?: (\d+) blocks, (\d+) bytes in ([\d.]+) ms", line)
             if m:
                 kv.append((int(m.group(1)), int(m.group(2)), float(m.group(3))))
     print("routes:", dis[0][2])

@@ -36,14 +36,20 @@ def prompt_hashes(engine, prompt: list[int]) -> list[bytes]:
     return out
 
 
-def export_kv(engine, prompt: list[int]) -> KvPayload:
-    """The cached KV of the prompt's leading full blocks (fewer if some were evicted already)."""
+def export_kv(engine, prompt: list[int], on_device: bool = False) -> KvPayload:
+    """The cached KV of the prompt's leading full blocks (fewer if some were evicted already), as
+    a fresh contiguous tensor: on the CPU (TCP), or on the cache's device (CUDA IPC)."""
     _check_engine(engine)
     hashes = prompt_hashes(engine, prompt)
     ids = engine.blocks.cache.lookup(hashes)
     kv = engine.runner.kv  # (L, 2, num_blocks + 1, B, Hkv, d)
     idx = torch.tensor(ids, dtype=torch.long, device=kv.device)
-    blocks = kv.index_select(2, idx).to("cpu")  # (L, 2, n, B, Hkv, d)
+    blocks = kv.index_select(2, idx)  # (L, 2, n, B, Hkv, d), a copy
+    if on_device:
+        if blocks.is_cuda:
+            torch.cuda.synchronize(blocks.device)  # the peer reads it from another process
+    else:
+        blocks = blocks.to("cpu")
     return KvPayload(engine.model_id, engine.block_size, [h.hex() for h in hashes[:len(ids)]], blocks)
 
 

@@ -10,7 +10,10 @@
   into the prefix cache, then serve the request as usual: its prefill computes only the tail.
   If the KV never comes, the pod prefills the prompt itself (same output, slower) and logs it.
   The wait + import time is reported as timing.kv_transfer_ms in the final record.
-NCCL and CUDA IPC transports are not implemented: a directive asking for them gets a 501.
+Transport "cuda_ipc" (pods in processes of one host sharing a GPU, cuda_ipc.py): the same PUT
+carries a CUDA IPC handle instead of the bytes (Content-Type cuda_ipc.CONTENT_TYPE); the receiver
+copies the blocks device to device before it answers. A pod without CUDA answers 501 to it.
+NCCL is not implemented: a directive asking for it gets a 501.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any, Callable
 import aiohttp
 from aiohttp import web
 
-from edgeserve_pod.kv_transfer import wire
+from edgeserve_pod.kv_transfer import cuda_ipc, wire
 from edgeserve_pod.kv_transfer.engine_kv import export_kv, import_kv
 from edgeserve_pod.kv_transfer.inbox import KvInbox
 from edgeserve_pod.protocol import ProtocolError, error_record
@@ -61,8 +64,9 @@ async def receive_kv(request: web.Request) -> web.Response:
         if size > MAX_KV_BYTES:
             return _json(error_record("kv_transfer_failed", f"KV message is larger than {MAX_KV_BYTES} bytes"), 413)
         chunks.append(chunk)
+    decode = cuda_ipc.open_shared if request.content_type == cuda_ipc.CONTENT_TYPE else wire.decode
     try:
-        payload = await asyncio.get_running_loop().run_in_executor(None, wire.decode, b"".join(chunks))
+        payload = await asyncio.get_running_loop().run_in_executor(None, decode, b"".join(chunks))
     except wire.WireError as e:
         return _json(error_record("kv_transfer_failed", str(e), "body", tid), 400)
     inbox(request.app).deliver(tid, payload)
@@ -71,8 +75,11 @@ async def receive_kv(request: web.Request) -> web.Response:
 
 def check_directive(kt: dict, rid: str) -> None:
     transport = kt.get("transport", "tcp")
-    if transport != "tcp":
-        raise ProtocolError(f"kv_transfer transport {transport!r} is not implemented on this pod (only 'tcp')",
+    if transport == "cuda_ipc" and not cuda_ipc.available():
+        raise ProtocolError("kv_transfer transport 'cuda_ipc' needs CUDA, and this pod has no CUDA device",
+                            param="kv_transfer.transport", code="kv_transfer_failed", status=501, request_id=rid)
+    if transport not in ("tcp", "cuda_ipc"):
+        raise ProtocolError(f"kv_transfer transport {transport!r} is not implemented on this pod (only 'tcp', 'cuda_ipc')",
                             param="kv_transfer.transport", code="kv_transfer_failed", status=501, request_id=rid)
     if kt["role"] == "send" and not kt.get("peer_url"):
         raise ProtocolError("kv_transfer role 'send' needs peer_url", param="kv_transfer.peer_url",
@@ -99,21 +106,27 @@ async def send_role(st: Any, body: dict, t_recv: float, make_submission: Callabl
         return last or error_record("internal_error", "prefill ended without a record", None, rid)
     t0 = time.monotonic()
     prompt = sub.prompt_token_ids
+    ipc = kt.get("transport", "tcp") == "cuda_ipc"
+    payload = None
     try:
-        payload = await st.loop.call(lambda eng: export_kv(eng, prompt))
-        msg = await asyncio.get_running_loop().run_in_executor(None, wire.encode, payload)
+        payload = await st.loop.call(lambda eng: export_kv(eng, prompt, on_device=ipc))
+        encode = cuda_ipc.share if ipc else wire.encode
+        msg = await asyncio.get_running_loop().run_in_executor(None, encode, payload)
         url = kt["peer_url"].rstrip("/") + "/v1/kv_transfer/" + kt["transfer_id"]
+        ctype = cuda_ipc.CONTENT_TYPE if ipc else "application/octet-stream"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_S)) as http:
-            async with http.put(url, data=msg, headers={"Content-Type": "application/octet-stream"}) as resp:
+            async with http.put(url, data=msg, headers={"Content-Type": ctype}) as resp:
                 if resp.status != 200:
                     raise wire.WireError(f"peer answered {resp.status}: {(await resp.text())[:300]}")
+        # (CUDA IPC: the peer has copied the blocks; `payload` may be freed from here on.)
     except (wire.WireError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
         log.warning("KV transfer %s failed: %s", kt["transfer_id"], e)
         return error_record("kv_transfer_failed", f"KV transfer to {kt['peer_url']} failed: {e}", None, rid)
     kv_ms = round((time.monotonic() - t0) * 1000.0, 3)
     last["usage"]["completion_tokens"] = 0
     last["timing"] = {**last.get("timing", {}), "kv_transfer_ms": kv_ms}
-    log.info("KV transfer %s: %d blocks, %d bytes in %.1f ms", kt["transfer_id"], len(payload.block_hashes), len(msg), kv_ms)
+    log.info("KV transfer %s (%s): %d blocks, %d bytes in %.1f ms", kt["transfer_id"], "cuda_ipc" if ipc else "tcp",
+             len(payload.block_hashes), payload.nbytes, kv_ms)
     return last
 
 
