@@ -405,6 +405,8 @@ def main():
     ap.add_argument("--smollm2", default=None, help="HF folder of the dequantized SmolLM2 (CPU comparison)")
     ap.add_argument("--skip-8b", action="store_true")
     ap.add_argument("--quick", action="store_true", help="no HF static-batch throughput peer (saves minutes)")
+    ap.add_argument("--only", default="correctness,speed1b,speed8b",
+                    help="sections: correctness, speed1b, speed8b, w4a16 (8B W4A16 engine decode vs bf16)")
     ap.add_argument("--dry-cpu", action="store_true", help="smoke-test this script on CPU with a tiny model")
     a = ap.parse_args()
     cmd = "python bench/pod_engine.py " + " ".join(sys.argv[1:])
@@ -440,16 +442,80 @@ def main():
     t0 = time.time()
     p1 = write_random_checkpoint("llama-3.2-1b", "/tmp/llama-3.2-1b", seed=0, device="cuda")
     R.note(f"1B checkpoint written in {time.time() - t0:.1f}s")
-    guarded(R, "correctness 1B", correctness, R, p1, "llama-3.2-1b-random", ATTN)
-    guarded(R, "speed 1B", speed, R, p1, "llama-3.2-1b-random", bw, gemm, (850, "issue 3: 1B batch 1 >= 850 tok/s on H100"),
-            throughput_peer=not a.quick)
-    if not a.skip_8b:
+    only = set(a.only.split(","))
+    if "correctness" in only:
+        guarded(R, "correctness 1B", correctness, R, p1, "llama-3.2-1b-random", ATTN)
+    if "speed1b" in only:
+        guarded(R, "speed 1B", speed, R, p1, "llama-3.2-1b-random", bw, gemm,
+                (850, "issue 3: 1B batch 1 >= 850 tok/s on H100"), throughput_peer=not a.quick)
+    if not a.skip_8b and only & {"speed8b", "w4a16"}:
         t0 = time.time()
         p8 = write_random_checkpoint("llama-3.1-8b", "/tmp/llama-3.1-8b", seed=0, device="cuda")
         R.note(f"8B checkpoint written in {time.time() - t0:.1f}s")
-        guarded(R, "speed 8B", speed, R, p8, "llama-3.1-8b-random", bw, gemm,
-                (150, "issue 3: 8B batch 1 >= 150 tok/s on H100"), throughput_peer=False)
+        if "speed8b" in only:
+            guarded(R, "speed 8B", speed, R, p8, "llama-3.1-8b-random", bw, gemm,
+                    (150, "issue 3: 8B batch 1 >= 150 tok/s on H100"), throughput_peer=False)
+        if "w4a16" in only:
+            guarded(R, "w4a16 8B", w4a16_engine, R, p8, "llama-3.1-8b-random", bw)
     R.note("done")
+
+
+def rtn_checkpoint(src: str, out: str) -> str:
+    """The random checkpoint's projections quantized to 4 bits (RTN, group 128) on the GPU: the
+    engine's W4A16 input for speed. (Accuracy of the quantizers is bench/quant_accuracy.py's,
+    on real weights.)"""
+    from safetensors.torch import load_file
+
+    from edgeserve_pod.quant import checkpoint
+    from edgeserve_pod.quant.rtn import quantize_rtn
+
+    cfg = json.load(open(os.path.join(src, "config.json")))
+    w = load_file(os.path.join(src, "model.safetensors"), device="cuda" if torch.cuda.is_available() else "cpu")
+    quantized, plain = {}, {}
+    for name, t in w.items():
+        prefix = name[:-len(".weight")]
+        if name.endswith(".weight") and prefix.split(".", 3)[-1] in checkpoint.PROJ:
+            quantized[prefix] = quantize_rtn(t, 128)
+        else:
+            plain[name] = t
+    checkpoint.write(out, cfg, plain, quantized, {"method": "rtn", "note": "random weights, speed only"})
+    return out
+
+
+def w4a16_engine(R, path, tag, bw):
+    """Engine decode tok/s at batch 1 and 16: W4A16 (and W4A16 + FP8 KV) vs bf16, same run."""
+    t0 = time.time()
+    q = rtn_checkpoint(path, "/tmp/llama-3.1-8b-w4a16")
+    R.note(f"{tag}: W4A16 RTN checkpoint written in {time.time() - t0:.1f}s")
+    wbytes, cfg = weight_read_bytes(path)
+    V = cfg["vocab_size"]
+    prompts = make_prompts(16, V, 32, 32, seed=21)
+    n = S["decode"]
+    rates = {}
+    for label, kw in (("bf16", {}), ("w4a16", {"model": q, "quantization": "w4a16"}),
+                      ("w4a16+fp8kv", {"model": q, "quantization": "w4a16", "kv_dtype": "fp8"})):
+        eng = engine(kw.pop("model", path), attention_backend=ATTN, **kw)
+        gp = SamplingParams(max_tokens=n, ignore_eos=True)
+        run(eng, {"warm": prompts[0]}, SamplingParams(max_tokens=32, ignore_eos=True))
+        for bs in (1, 16):
+            rs = []
+            for k in range(3 if bs == 1 else 2):
+                out, ttft, wall = run(eng, {f"{label}{bs}-{k}-{i}": p for i, p in enumerate(prompts[:bs])}, gp)
+                rs.append(bs * (n - 1) / (wall - max(ttft.values())))
+            rates[(label, bs)] = statistics.median(rs)
+        eng.shutdown()
+        del eng
+        collect()
+    qbytes = sum(os.path.getsize(os.path.join(q, f)) for f in os.listdir(q) if f.endswith(".safetensors"))
+    emb = cfg["vocab_size"] * cfg["hidden_size"] * 2  # input embedding: one row read per step
+    for bs in (1, 16):
+        tgt = (300, "issue 7: 8B W4A16 batch 1 >= 300 tok/s (SGLang + GemLite published 255)") if bs == 1 else None
+        R.metric(f"decode_tok_s[{tag},batch={bs},prompt=32,out={n},w4a16]", rates[("w4a16", bs)], "tok/s", "higher",
+                 peer=("same engine, bf16 weights", rates[("bf16", bs)]),
+                 limit=(bs * bw / (qbytes - emb), f"{(qbytes - emb) / 1e9:.2f} GB 4-bit weights + scales + bf16 lm_head read "
+                                                   f"per step / {bw / 1e12:.2f} TB/s"), target=tgt)
+        R.metric(f"decode_tok_s[{tag},batch={bs},prompt=32,out={n},w4a16,kv=fp8]", rates[("w4a16+fp8kv", bs)], "tok/s",
+                 "higher", peer=("same engine, W4A16 with bf16 KV", rates[("w4a16", bs)]))
 
 
 def guarded(R, what, fn, *args, **kw):
