@@ -15,7 +15,7 @@ export function phases(m: Model, pos: number): Phase[] {
   const nL = c.nLayers;
   const q4 = m.kernels.variant === "relaxed" ? L.aq : L.a16p;
   const mv = (t: { ptr: number; rows: number; cols: number; type: string }, out: number) => {
-    if (t.type === "Q8_0") k.matvec_q8_0_x4(t.ptr, t.rows, t.cols, L.a16, L.ad, out);
+    if (t.type === "Q8_0") k.matvec_q8_0(t.ptr, t.rows, t.cols, L.a16, L.ad, out);
     else if (t.type === "Q4_1") k.matvec_q4_1_fast(t.ptr, t.rows, t.cols, q4, L.ad, L.as, out);
     else if (t.type === "Q4_0") k.matvec_q4_0_fast(t.ptr, t.rows, t.cols, q4, L.ad, L.as, out);
     else throw new Error(`profile: ${t.type}`);
@@ -34,7 +34,7 @@ export function phases(m: Model, pos: number): Phase[] {
     { name: "gate,up matvecs", callsPerToken: 2 * nL, run: () => { qDim(); for (const w of W.layers) { mv(w.wGate, L.hb); mv(w.wUp, L.hb2); } } },
     { name: "down matvec", callsPerToken: nL, run: () => { qHidden(); for (const w of W.layers) mv(w.wDown, L.xb2); } },
     { name: "quantize_q8", callsPerToken: 4 * nL + 1, run: () => { for (let i = 0; i < 3 * nL + 1; i++) qDim(); for (let i = 0; i < nL; i++) qHidden(); } },
-    { name: `attention (${nValid} slots)`, callsPerToken: nL, run: () => { for (let l = 0; l < nL; l++) k.attention_fast(L.q, L.kc + l * L.kvLayerBytes, L.vc + l * L.kvLayerBytes, nValid, c.nHeads, c.nKVHeads, c.headDim, 0.125, L.scores, L.xb, L.qs); } },
+    { name: `attention (${nValid} slots)`, callsPerToken: nL, run: () => { for (let l = 0; l < nL; l++) k.attention(L.q, L.kc + l * L.kvLayerBytes, L.vc + l * L.kvLayerBytes, nValid, c.nHeads, c.nKVHeads, c.headDim, 0.125, L.scores, L.xb); } },
     { name: "rmsnorm", callsPerToken: 2 * nL + 1, run: () => { for (let i = 0; i < 2 * nL + 1; i++) k.rmsnorm(L.x, W.outputNorm.ptr, L.xb, c.dim, c.rmsEps); } },
     { name: "rope (q and k)", callsPerToken: 2 * nL, run: () => { for (let l = 0; l < nL; l++) { k.rope(L.q, c.nHeads, c.headDim, pos, c.ropeBase); k.rope(L.k, c.nKVHeads, c.headDim, pos, c.ropeBase); } } },
     { name: "silu_mul", callsPerToken: nL, run: () => { for (let l = 0; l < nL; l++) k.silu_mul(L.hb, L.hb2, c.hiddenDim); } },

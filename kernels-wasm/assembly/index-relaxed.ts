@@ -2,3 +2,4 @@
 export * from "./common";
 export { matvec_q4_1_relaxed as matvec_q4_1_fast, matvec_q4_0_relaxed as matvec_q4_0_fast } from "./matvec-relaxed";
 export { peak_dot_relaxed } from "./peak-relaxed";
+export { matmat_q4_1_relaxed as matmat_q4_1_fast, matmat_q4_0_relaxed as matmat_q4_0_fast } from "./matmat-relaxed";

@@ -23,9 +23,12 @@ export interface ModelConfig {
 export interface RuntimeOptions {
   sinkTokens: number;
   windowTokens: number;
+  /** Prompt tokens per batched prefill step (Model.prefill): each weight block is read once per
+   *  step. Activation memory grows with it (~31 KB per token for SmolLM2-135M). */
+  prefillBatch: number;
 }
 
-export const DEFAULT_RUNTIME_OPTIONS: RuntimeOptions = { sinkTokens: 4, windowTokens: 1020 };
+export const DEFAULT_RUNTIME_OPTIONS: RuntimeOptions = { sinkTokens: 4, windowTokens: 1020, prefillBatch: 16 };
 
 function int(md: Record<string, GGUFValue>, key: string, fallback?: number): number {
   const v = md[key] ?? fallback;
@@ -69,5 +72,6 @@ export function validateRuntimeOptions(o: Partial<RuntimeOptions>): RuntimeOptio
   const r = { ...DEFAULT_RUNTIME_OPTIONS, ...o } satisfies RuntimeOptions;
   if (!Number.isInteger(r.sinkTokens) || r.sinkTokens < 0) throw new Error(`sinkTokens must be an integer ≥ 0, got ${r.sinkTokens}`);
   if (!Number.isInteger(r.windowTokens) || r.windowTokens < 1) throw new Error(`windowTokens must be an integer ≥ 1, got ${r.windowTokens}`);
+  if (!Number.isInteger(r.prefillBatch) || r.prefillBatch < 1 || r.prefillBatch > 256) throw new Error(`prefillBatch must be an integer in [1, 256], got ${r.prefillBatch}`);
   return r;
 }

@@ -31,9 +31,13 @@ export interface KernelExports {
   get_row(w: Ptr, type: number, row: number, cols: number, out: Ptr): void;
   attention(q: Ptr, kc: Ptr, vc: Ptr, n: number, nHeads: number, nKV: number, headDim: number, scale: number, scores: Ptr, out: Ptr): void;
   attention_ref(q: Ptr, kc: Ptr, vc: Ptr, n: number, nHeads: number, nKV: number, headDim: number, scale: number, scores: Ptr, out: Ptr): void;
-  /** assembly/decode-fast.ts: bit-identical stand-ins for the kernels above. qs: f32 (headDim) scratch. */
-  attention_fast(q: Ptr, kc: Ptr, vc: Ptr, n: number, nHeads: number, nKV: number, headDim: number, scale: number, scores: Ptr, out: Ptr, qs: Ptr): void;
-  matvec_q8_0_x4(w: Ptr, rows: number, cols: number, a16: Ptr, ad: Ptr, out: Ptr): void;
+  /** assembly/matmat.ts: the matvec above for nTok tokens (activations and outputs token-major). */
+  matmat_q4_1_fast(w: Ptr, rows: number, cols: number, aq: Ptr, ad: Ptr, as: Ptr, out: Ptr, nTok: number): void;
+  matmat_q4_0_fast(w: Ptr, rows: number, cols: number, aq: Ptr, ad: Ptr, as: Ptr, out: Ptr, nTok: number): void;
+  matmat_q4_1(w: Ptr, rows: number, cols: number, a16p: Ptr, ad: Ptr, as: Ptr, out: Ptr, nTok: number): void;
+  matmat_q4_0(w: Ptr, rows: number, cols: number, a16p: Ptr, ad: Ptr, as: Ptr, out: Ptr, nTok: number): void;
+  matmat_q8_0(w: Ptr, rows: number, cols: number, a16: Ptr, ad: Ptr, out: Ptr, nTok: number): void;
+  /** assembly/argmax.ts: index of the largest of n f32 (lowest on ties), as sampler.ts's argmax. */
   argmax_f32(x: Ptr, n: number): number;
   argmax_f32_ref(x: Ptr, n: number): number;
 }
