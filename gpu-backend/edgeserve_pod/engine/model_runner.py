@@ -86,6 +86,8 @@ class ModelRunner:
         self._allocate_kv(self.num_blocks)
         if config.kv_dtype == "fp8":
             self._calibrate_fp8()
+            if hasattr(self.attn, "fp8_scales_ready"):
+                self.attn.fp8_scales_ready = True  # from now on the KV write may be fused (scales fixed)
         self.sampler = Sampler(self.device, config.seed)
         if config.device == "cuda" and not config.enforce_eager:
             pool = GraphPool(self.device)

@@ -44,8 +44,9 @@ def add_rmsnorm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Te
 
 
 @triton.jit
-def _rope_kernel(QK, POS, COS, SIN, stride_t, NH, SLOT, KC, VC, stride_slot, NQ, NKV,
-                 HALF: tl.constexpr, BLOCK_H: tl.constexpr, WRITE_KV: tl.constexpr, BLOCK_KV: tl.constexpr):
+def _rope_kernel(QK, POS, COS, SIN, stride_t, NH, SLOT, KC, VC, KS, VS, stride_slot, NQ, NKV,
+                 HALF: tl.constexpr, BLOCK_H: tl.constexpr, WRITE_KV: tl.constexpr, BLOCK_KV: tl.constexpr,
+                 FP8: tl.constexpr):
     t = tl.program_id(0).to(tl.int64)
     p = tl.load(POS + t)
     j = tl.arange(0, HALF)
@@ -67,12 +68,20 @@ def _rope_kernel(QK, POS, COS, SIN, stride_t, NH, SLOT, KC, VC, stride_slot, NQ,
         slot = tl.load(SLOT + t)
         kmask = ((h >= NQ) & (h < NH))[:, None]
         kptr = KC + slot * stride_slot + (h - NQ)[:, None] * (2 * HALF) + j[None, :]
-        tl.store(kptr, o1.to(KC.dtype.element_ty), mask=kmask)
-        tl.store(kptr + HALF, o2.to(KC.dtype.element_ty), mask=kmask)
         hv = tl.arange(0, BLOCK_KV)
         jj = tl.arange(0, 2 * HALF)
         vmask = (hv < NKV)[:, None]
         v = tl.load(QK + t * stride_t + (NH + hv)[:, None] * (2 * HALF) + jj[None, :], mask=vmask, other=0.0)
+        if FP8:  # e4m3 with the per-kv-head scales set at start-up: value / scale, saturated
+            ks = tl.load(KS + (h - NQ), mask=h >= NQ, other=1.0)[:, None]
+            vs = tl.load(VS + hv, mask=hv < NKV, other=1.0)[:, None]
+            k1 = tl.clamp(o1.to(tl.float32) / ks, -448.0, 448.0)
+            k2 = tl.clamp(o2.to(tl.float32) / ks, -448.0, 448.0)
+            v = tl.clamp(v.to(tl.float32) / vs, -448.0, 448.0)
+        else:
+            k1, k2 = o1, o2
+        tl.store(kptr, k1.to(KC.dtype.element_ty), mask=kmask)
+        tl.store(kptr + HALF, k2.to(KC.dtype.element_ty), mask=kmask)
         tl.store(VC + slot * stride_slot + hv[:, None] * (2 * HALF) + jj[None, :], v.to(VC.dtype.element_ty), mask=vmask)
 
 
@@ -81,25 +90,31 @@ def rope_inplace(qk: torch.Tensor, positions: torch.Tensor, cos_half: torch.Tens
     """qk: (T, >= num_heads * head_dim) rows (a view into q|k|v is fine; last dim contiguous);
     the first num_heads heads are rotated in place. cos_half/sin_half: (max_pos, head_dim/2) f32.
 
-    kv_write = (num_q, k_cache, v_cache, slot_mapping): the same kernel also stores the rotated k
-    heads (num_q .. num_heads-1) and the v heads that follow them in the row into the paged
-    caches (num_blocks, block_size, Hkv, head_dim) at slot_mapping (T,) — the KV write of a
-    decoder layer without two more kernels. Caches must be in a float dtype (not fp8)."""
+    kv_write = (num_q, k_cache, v_cache, slot_mapping[, k_scale, v_scale]): the same kernel also
+    stores the rotated k heads (num_q .. num_heads-1) and the v heads that follow them in the row
+    into the paged caches (num_blocks, block_size, Hkv, head_dim) at slot_mapping (T,) — the KV
+    write of a decoder layer without two more kernels. FP8 (e4m3) caches need the per-kv-head
+    float32 scales, already set (kv_write.py's first-write calibration stays unfused)."""
     T = qk.shape[0]
     assert qk.stride(-1) == 1 and head_dim % 2 == 0
     if not T:
         return
     if kv_write is None:
-        _rope_kernel[(T,)](qk, positions, cos_half, sin_half, qk.stride(0), num_heads, positions, qk, qk, 0, 0, 0,
-                           HALF=head_dim // 2, BLOCK_H=triton.next_power_of_2(num_heads), WRITE_KV=False, BLOCK_KV=1)
+        _rope_kernel[(T,)](qk, positions, cos_half, sin_half, qk.stride(0), num_heads, positions, qk, qk, cos_half,
+                           cos_half, 0, 0, 0, HALF=head_dim // 2, BLOCK_H=triton.next_power_of_2(num_heads),
+                           WRITE_KV=False, BLOCK_KV=1, FP8=False)
         return
-    num_q, k_cache, v_cache, slots = kv_write
+    num_q, k_cache, v_cache, slots, *scales = kv_write
     nkv = num_heads - num_q
     assert k_cache.shape == v_cache.shape and k_cache.shape[-2:] == (nkv, head_dim) and k_cache.is_contiguous()
     assert qk.shape[1] >= (num_heads + nkv) * head_dim
-    _rope_kernel[(T,)](qk, positions, cos_half, sin_half, qk.stride(0), num_heads, slots, k_cache, v_cache,
+    fp8 = k_cache.dtype == torch.float8_e4m3fn
+    if fp8 and (len(scales) != 2 or any(x is None for x in scales)):
+        raise ValueError("an fp8 KV cache needs (k_scale, v_scale) in kv_write")
+    ks, vs = scales if fp8 else (cos_half, cos_half)
+    _rope_kernel[(T,)](qk, positions, cos_half, sin_half, qk.stride(0), num_heads, slots, k_cache, v_cache, ks, vs,
                        nkv * head_dim, num_q, nkv, HALF=head_dim // 2, BLOCK_H=triton.next_power_of_2(num_heads),
-                       WRITE_KV=True, BLOCK_KV=triton.next_power_of_2(nkv))
+                       WRITE_KV=True, BLOCK_KV=triton.next_power_of_2(nkv), FP8=fp8)
 
 
 @triton.jit

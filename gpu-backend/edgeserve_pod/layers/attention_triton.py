@@ -27,7 +27,13 @@ class TritonAttention(AttentionBackend):
         if head_dim & (head_dim - 1) or head_dim < 16:
             raise ValueError(f"triton attention needs a power-of-two head_dim >= 16, got {head_dim}")
         self.kv_dtype = kv_dtype
-        self.accepts_written_kv = kv_dtype != FP8  # fp8 needs the scaled write of kv_write.py
+        # fp8: the rotary kernel's write needs the per-head scales, which the runner's start-up
+        # calibration sets through kv_write.py (the first write of a head fixes its scale)
+        self.fp8_scales_ready = False
+
+    @property
+    def accepts_written_kv(self) -> bool:
+        return self.kv_dtype != FP8 or self.fp8_scales_ready
 
     def allocate_layer_state(self, num_blocks: int, block_size: int, device: torch.device) -> dict[str, torch.Tensor]:
         if self.kv_dtype != FP8:

@@ -50,8 +50,9 @@ class Rotary(nn.Module):
                  kv_write: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotate the q and k heads at the front of a fused q|k|v projection (T, (num_q + 2 num_kv) d).
         Returns q (T, num_q, d) and k (T, num_kv, d); on CUDA they are views rotated in place.
-        kv_write = (k_cache, v_cache, slot_mapping), only where can_write_kv(): the kernel also
-        stores the rotated k and the v heads into the paged caches."""
+        kv_write = (k_cache, v_cache, slot_mapping, k_scale, v_scale), only where can_write_kv():
+        the kernel also stores the rotated k and the v heads into the paged caches (the scales:
+        fp8 caches only, else None)."""
         T, d = qkv.shape[0], self.head_dim
         if qkv.is_cuda and self.fused:
             from edgeserve_pod.kernels.fused_elementwise import rope_inplace

@@ -47,7 +47,8 @@ class DecoderLayer(nn.Module):
         T = qkv.shape[0]
         v = qkv[:, (self.h + self.hkv) * self.d:].view(T, self.hkv, self.d)
         if self.attn.accepts_written_kv and rotary.can_write_kv(qkv):  # rotary + KV store in one kernel
-            q, k = rotary.apply_qk(positions, qkv, self.h, self.hkv, kv_write=(kv[0], kv[1], meta.slot_mapping))
+            q, k = rotary.apply_qk(positions, qkv, self.h, self.hkv,
+                                   kv_write=(kv[0], kv[1], meta.slot_mapping, state.get("k_scale"), state.get("v_scale")))
             o = self.attn.forward(self.idx, q, k, v, kv[0], kv[1], state, meta, kv_written=True)  # (T, h, d)
         else:
             q, k = rotary.apply_qk(positions, qkv, self.h, self.hkv)
