@@ -198,21 +198,33 @@ async def run_policy(policy: str, pod_sched: str, reqs: list[trace.TraceRequest]
         await wait_http(f"{edge}/health", lambda r: asyncio.sleep(0, r.status == 200), 120, "the edge")
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         py = os.path.join(ROOT, ".venv/bin/python")
-        for i in range(pods):
-            procs.start([py, "-m", "edgeserve_pod.server.cli", "--model", ckpt, "--model-id", MODEL_ID,
-                         "--pod-id", f"pod-{i}", "--port", str(free_port()), "--edge-url", edge, "--pod-secret", POD_SECRET,
-                         "--heartbeat-s", "1", "--kv-cache-blocks", "1024", "--max-num-batched-tokens", "512",
-                         "--max-num-seqs", "16", "--max-model-len", "8192", "--scheduling-policy", pod_sched,
-                         "--log-level", "WARNING"],
-                        os.path.join(logdir, f"pod{i}-{policy}-{pod_sched}.log"), env)
+        def start_pod(i: int, attempt: int) -> subprocess.Popen:
+            return procs.start([py, "-m", "edgeserve_pod.server.cli", "--model", ckpt, "--model-id", MODEL_ID,
+                                "--pod-id", f"pod-{i}", "--port", str(free_port()), "--edge-url", edge, "--pod-secret", POD_SECRET,
+                                "--heartbeat-s", "1", "--kv-cache-blocks", "1024", "--max-num-batched-tokens", "512",
+                                "--max-num-seqs", "16", "--max-model-len", "8192", "--scheduling-policy", pod_sched,
+                                "--log-level", "WARNING"],
+                               os.path.join(logdir, f"pod{i}-{policy}-{pod_sched}{'-retry%d' % attempt if attempt else ''}.log"), env)
 
-        async def all_live(r):
-            body = await r.json()
-            return len(body["models"][MODEL_ID]["live_pods"]) == pods
+        pod_procs = [start_pod(i, 0) for i in range(pods)]
+        live = 0
+        for attempt in range(1, 4):
+            # A pod whose free port was taken in between (a busy shared host) exits at once: start it again.
+            async def all_live(r):
+                nonlocal live
+                body = await r.json()
+                live = len(body["models"][MODEL_ID]["live_pods"])
+                return live == pods or any(p.poll() is not None for p in pod_procs)
 
-        await wait_http(f"{edge}/health", all_live, 180, f"{pods} live pods")
-        if any(p.poll() is not None for p in procs.items):
-            raise RuntimeError(f"a process of the {policy} run exited early; see the logs in {logdir}")
+            await wait_http(f"{edge}/health", all_live, 180, f"{pods} live pods")
+            dead = [i for i, p in enumerate(pod_procs) if p.poll() is not None]
+            if not dead and live == pods:
+                break
+            for i in dead:
+                print(f"  pod-{i} exited at start (see its log); starting it again", flush=True)
+                pod_procs[i] = start_pod(i, attempt)
+        else:
+            raise RuntimeError(f"pods of the {policy} run did not all start; see the logs in {logdir}")
         timeout = aiohttp.ClientTimeout(total=600)
         async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as s:
             t0 = time.monotonic() + 0.5
@@ -285,6 +297,9 @@ def main() -> int:
         results, span = asyncio.run(run_policy(name, sched, reqs, slo, ckpt, workdir, args.pods))
         runs[label] = {"pod_scheduler": sched, **summarize(results, slo, span),
                        "routes_sample": [r.route for r in results[:3]]}
+        # Per-request rows for diagnosis (why a class misses), next to the logs, not in the results file.
+        with open(os.path.join(workdir, f"requests-{label}.json"), "w") as f:
+            json.dump([{**r.__dict__, "met": slo.met(r.cls, r), "arrival_s": q.arrival_s} for r, q in zip(results, reqs)], f)
         s = runs[label]
         print(f"  attainment {s['slo_attainment']:.3f} goodput {s['goodput_tok_s']:.1f} tok/s "
               f"cache-hit {s['cache_hit_tokens']} / {s['prompt_tokens']} span {span:.1f}s errors {len(s['errors'])}", flush=True)

@@ -149,3 +149,42 @@ def test_slo_update_refuses_fields_it_does_not_own():
     with pytest.raises(ValueError, match="class"):
         apply_slo_update(s, {"class": "batch"})
     assert s.slo == {"class": "interactive", "ttft_ms": 500}
+
+
+def test_token_budget_protects_a_tpot_target_with_learned_step_costs():
+    pol = SloPolicy(SloPolicyConfig(tpot_headroom=0.8, min_prefill_tokens=32), Clock())
+    chat = seq("chat", [1] * 20, {"class": "interactive", "ttft_ms": 1000, "tpot_ms": 150})
+    chat.token_ids.append(7)  # first token out, next step decodes it
+    chat.num_computed_tokens = 20
+    chat.first_token_time = 100.0
+    batch = seq("b", [2] * 20, {"class": "batch"})
+    assert pol.token_budget([chat], 512) == 512  # nothing learned yet: the configured budget
+    pol.observe_step(prefill_tokens=500, decode_tokens=12, seconds=0.512)  # 1 ms per token
+    pol.observe_step(prefill_tokens=0, decode_tokens=4, seconds=0.010)  # a decode-only step: 10 ms
+    assert pol.ms_per_token == pytest.approx(1.0) and pol.decode_step_ms == pytest.approx(10.0)
+    # 0.8 * 150 - 10 = 110 ms of prefill at 1 ms/token, plus the one decode
+    assert pol.token_budget([chat], 512) == 111
+    assert pol.token_budget([batch], 512) == 512  # no TPOT target decoding: no cap
+    assert pol.token_budget([chat], 64) == 64
+    pol.observe_step(prefill_tokens=100, decode_tokens=0, seconds=100.0)  # the pod got very slow
+    assert pol.token_budget([chat], 512) == 1 + 32  # prefill keeps its floor
+
+
+def test_scheduler_shrinks_the_prefill_chunk_while_an_interactive_request_decodes():
+    pol = SloPolicy(SloPolicyConfig(), Clock())
+    pol.observe_step(prefill_tokens=256, decode_tokens=0, seconds=0.256)  # 1 ms per token
+    sched = Scheduler(BlockManager(num_blocks=128, block_size=16, model_id="m"), pol,
+                      max_num_batched_tokens=512, max_num_seqs=8)
+    chat = seq("chat", [1] * 40, {"class": "interactive", "ttft_ms": 1000, "tpot_ms": 100})
+    sched.add(chat)
+    first = sched.schedule()
+    assert [(s.request_id, n) for s, n in first.items] == [("chat", 40)]
+    chat.num_computed_tokens = 40
+    chat.token_ids.append(5)
+    chat.first_token_time = 100.0
+    sched.add(seq("rag", [3] * 900, {"class": "deadline", "deadline_ms": 30_000}))
+    step = {s.request_id: n for s, n in sched.schedule().items}
+    assert step["chat"] == 1 and step["rag"] == 80  # 0.8 * 100 ms at 1 ms/token, not the 511 left
+    # once the chat is done, prefill gets the whole budget again
+    sched.remove(chat)
+    assert {s.request_id: n for s, n in sched.schedule().items} == {"rag": 512}

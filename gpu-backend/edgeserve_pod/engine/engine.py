@@ -92,7 +92,10 @@ class LLMEngine:
         batch = self.scheduler.schedule()
         if batch.empty:
             return outputs
+        t0 = time.perf_counter()
         tokens = self.runner.execute(batch)
+        n_prefill = sum(n for _, n in batch.items if n > 1)
+        self.scheduler.policy.observe_step(n_prefill, len(batch.items) - batch.num_prefill_seqs, time.perf_counter() - t0)
         return outputs + self._postprocess(batch, tokens)
 
     def has_unfinished(self) -> bool:

@@ -19,6 +19,13 @@ class SchedulingPolicy:
         """The running sequence to preempt (recompute) when KV blocks run out."""
         raise NotImplementedError
 
+    def token_budget(self, running: list[Sequence], max_tokens: int) -> int:
+        """Tokens the next step may schedule (default: the configured budget)."""
+        return max_tokens
+
+    def observe_step(self, prefill_tokens: int, decode_tokens: int, seconds: float) -> None:
+        """How long the last step took (the engine reports every step); policies may learn from it."""
+
 
 class FCFSPolicy(SchedulingPolicy):
     """First come, first served; the latest arrival is preempted first (vLLM's default)."""

@@ -11,8 +11,11 @@ deadline_ms, expected_output_tokens, priority). Slack is the same quantity the e
   scheduler admits in this order while budget and blocks last).
 - Within a slack bucket, requests that share their first `group_tokens` prompt tokens are
   admitted back to back (BatchLLM), so the shared prefix is computed once and stays cached.
-- Decodes are protected by the scheduler itself (running decodes are scheduled before any
-  admission); this policy only decides who waits and who is preempted.
+- Decodes are protected (Sarathi-Serve's SLO-sized chunks): the scheduler runs decodes first, and
+  while a decoding request has a TPOT target, this policy shrinks the step's token budget so that
+  the step (its decodes plus the prefill chunks riding along) fits that target. Step cost is
+  learned from the engine's step timings (`observe_step`: EWMA of ms per scheduled token and of a
+  decode-only step); prefill still gets at least `min_prefill_tokens` per step.
 - Preemption victim: lowest priority first (batch < deadline < compound < interactive), then the
   most slack, then the latest arrival.
 - The output-length estimate is refined as generation goes with the edge's growth rule
@@ -42,6 +45,9 @@ class SloPolicyConfig:
     slack_bucket_ms: float = 100.0  # slack differences below this are noise; prefix grouping decides
     hopeless_ms: float = 0.0  # slack below -hopeless_ms: the SLO is lost, serve after the savable ones
     group_tokens: int = 16  # prompt tokens that name a prefix group
+    tpot_headroom: float = 0.8  # a protected step aims at this share of the tightest TPOT target
+    min_prefill_tokens: int = 32  # prefill tokens a step keeps even while decodes are protected
+    step_ewma: float = 0.2  # weight of the newest step in the learned step costs
 
     def __post_init__(self) -> None:
         for name in ("prefill_tok_s", "tpot_ms", "slack_bucket_ms"):
@@ -52,6 +58,10 @@ class SloPolicyConfig:
             raise ValueError(f"hopeless_ms must be >= 0, got {self.hopeless_ms!r}")
         if not isinstance(self.group_tokens, int) or self.group_tokens < 1:
             raise ValueError(f"group_tokens must be a positive integer, got {self.group_tokens!r}")
+        if not 0 < self.tpot_headroom <= 1 or not 0 < self.step_ewma <= 1:
+            raise ValueError("tpot_headroom and step_ewma must be in (0, 1]")
+        if not isinstance(self.min_prefill_tokens, int) or self.min_prefill_tokens < 1:
+            raise ValueError(f"min_prefill_tokens must be a positive integer, got {self.min_prefill_tokens!r}")
 
 
 def expected_output_tokens(seq: Sequence) -> int:
@@ -95,6 +105,27 @@ class SloPolicy(SchedulingPolicy):
     def __init__(self, config: SloPolicyConfig | None = None, clock=time.monotonic):
         self.config = config or SloPolicyConfig()
         self.clock = clock
+        self.ms_per_token: float | None = None  # learned: a prefill-carrying step's ms per scheduled token
+        self.decode_step_ms: float | None = None  # learned: a decode-only step
+
+    def observe_step(self, prefill_tokens: int, decode_tokens: int, seconds: float) -> None:
+        a, ms = self.config.step_ewma, seconds * 1000.0
+        if prefill_tokens >= self.config.min_prefill_tokens:
+            per = ms / (prefill_tokens + decode_tokens)
+            self.ms_per_token = per if self.ms_per_token is None else (1 - a) * self.ms_per_token + a * per
+        elif prefill_tokens == 0 and decode_tokens > 0:
+            self.decode_step_ms = ms if self.decode_step_ms is None else (1 - a) * self.decode_step_ms + a * ms
+
+    def token_budget(self, running: list[Sequence], max_tokens: int) -> int:
+        """While a running request decodes under a TPOT target, the step must fit that target."""
+        cfg = self.config
+        decoding = [s for s in running if s.first_token_time is not None and s.num_uncomputed == 1]
+        tpots = [float(s.slo["tpot_ms"]) for s in decoding if s.slo and s.slo.get("tpot_ms")]
+        if not tpots or self.ms_per_token is None:
+            return max_tokens
+        room_ms = cfg.tpot_headroom * min(tpots) - (self.decode_step_ms or 0.0)
+        prefill = max(cfg.min_prefill_tokens, int(room_ms / self.ms_per_token))
+        return max(1, min(max_tokens, len(decoding) + prefill))
 
     def observe_rates(self, prefill_tok_s: float | None = None, tpot_ms: float | None = None) -> None:
         """Measured rates from the engine's stats, when it has them."""

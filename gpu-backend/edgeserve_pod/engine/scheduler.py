@@ -59,7 +59,7 @@ class Scheduler:
         self.blocks.free(seq)
 
     def schedule(self) -> ScheduledBatch:
-        budget = self.max_tokens
+        budget = self.policy.token_budget(self.running, self.max_tokens)
         prefills: list[tuple[Sequence, int]] = []
         decodes: list[tuple[Sequence, int]] = []
         preempted: list[Sequence] = []
