@@ -34,6 +34,10 @@ class EngineConfig:
     enforce_eager: bool = False  # True: no CUDA graphs for decode
     cuda_graph_max_batch: int = 64  # largest decode batch bucket captured in a graph
     cuda_graph_max_prefill_tokens: int = 512  # prefill-only steps up to this many tokens replay a graph (0: never)
+    # decode steps run back to back when only decodes run and nothing waits (multi-step
+    # scheduling: tokens fed back on the GPU, one host sync per round, host work hidden); a new
+    # request waits up to this many steps. 1 = off. CUDA graphs and tensor_parallel_size 1 only.
+    num_decode_steps: int = 1
     enable_prefix_caching: bool = True
     scheduling_policy: str = "fcfs"  # name registered in engine/policy.py
     seed: int = 0  # default sampling RNG seed (requests with their own seed use their own generator)
@@ -55,7 +59,8 @@ class EngineConfig:
             raise ValueError(f"kv_dtype must be one of {_KV_DTYPES}, got {self.kv_dtype!r}")
         if self.quantization not in _QUANT:
             raise ValueError(f"quantization must be one of {_QUANT}, got {self.quantization!r}")
-        for name in ("block_size", "max_num_batched_tokens", "max_num_seqs", "tensor_parallel_size", "cuda_graph_max_batch"):
+        for name in ("block_size", "max_num_batched_tokens", "max_num_seqs", "tensor_parallel_size", "cuda_graph_max_batch",
+                     "num_decode_steps"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")

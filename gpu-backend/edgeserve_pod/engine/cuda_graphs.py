@@ -106,12 +106,19 @@ class DecodeGraphs:
         return (inp.num_prefill_tokens == 0 and 0 < inp.num_decode_tokens <= self.max_bs
                 and inp.decode_block_tables.shape[1] <= self.max_blocks)
 
-    def run(self, inp: StepInputs) -> torch.Tensor:
-        """Logits (n, V) float32 of a decode-only step."""
+    def run(self, inp: StepInputs, ids: torch.Tensor | None = None, host: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (n, V) float32 of a decode-only step.
+
+        ids: (n,) int64 on the device, the step's input tokens when they were sampled on the
+        device by the previous step (multi-step decode), instead of inp.input_ids. host: a
+        pinned staging buffer of this object's size to use instead of its own, so that several
+        steps can be queued before the first one's host->device copy has run."""
         n = inp.num_decode_tokens
         bs = pick(self.bs_buckets, n)
         w = pick(self.w_buckets, inp.decode_block_tables.shape[1])
-        M, h = self.max_bs, self.host_np
+        M = self.max_bs
+        h = self.host_np if host is None else host.numpy()
+        src = self.host if host is None else host
         h[0:n] = inp.input_ids.numpy()
         h[n:bs] = 0
         h[M:M + n] = inp.positions.numpy()
@@ -125,12 +132,17 @@ class DecodeGraphs:
         tw = inp.decode_block_tables.shape[1]
         bt[:n, :tw] = inp.decode_block_tables.numpy()
         used = 4 * M + bs * self.max_blocks  # rows past bs of the block table are never read
-        self.dev[:used].copy_(self.host[:used], non_blocking=True)
+        self.dev[:used].copy_(src[:used], non_blocking=True)
+        if ids is not None:
+            self.dev[0:n].copy_(ids)
         key = (bs, w)
         if key not in self.graphs:
             self.graphs[key] = self._capture(bs, w)
         self.graphs[key].replay()
         return self.logits[:n]
+
+    def new_host_buffer(self) -> torch.Tensor:
+        return torch.zeros_like(self.host, pin_memory=self.device.type == "cuda")
 
     def capture_all(self) -> None:
         """Capture every (batch bucket, width bucket) now (largest first, so that smaller graphs

@@ -89,13 +89,20 @@ class LLMEngine:
     # ---- the loop ----
     def step(self) -> list[StepOutput]:
         outputs, self._pending = self._pending, []
+        self.last_step = (0, 0)
         batch = self.scheduler.schedule()
         if batch.empty:
             return outputs
         t0 = time.perf_counter()
+        k = self._decode_steps(batch)
+        if k > 1:
+            rows = self.runner.execute_multi(batch, k)
+            self.scheduler.policy.observe_step(0, len(batch.items), (time.perf_counter() - t0) / k)
+            return outputs + self._postprocess_multi(batch, rows)
         tokens = self.runner.execute(batch)
         n_prefill = sum(n for _, n in batch.items if n > 1)
-        self.scheduler.policy.observe_step(n_prefill, len(batch.items) - batch.num_prefill_seqs, time.perf_counter() - t0)
+        self.last_step = (n_prefill, len(batch.items) - batch.num_prefill_seqs)  # (prefill tokens, 1-token items)
+        self.scheduler.policy.observe_step(*self.last_step, time.perf_counter() - t0)
         return outputs + self._postprocess(batch, tokens)
 
     def has_unfinished(self) -> bool:
@@ -145,6 +152,40 @@ class LLMEngine:
                 del self._seqs[seq.request_id]
             out.append(self._output(seq, [tok]))
         return out
+
+    def _decode_steps(self, batch: ScheduledBatch) -> int:
+        """How many decode steps to run for this batch without returning to the scheduler
+        (config.num_decode_steps; 1 unless only decodes run and nothing waits). Every sequence
+        gets the blocks for all of them up front; if the pool cannot give them, one step."""
+        k = self.config.num_decode_steps
+        if k <= 1 or self.scheduler.waiting or not self.runner.supports_multi_step(batch):
+            return 1
+        for seq, n in batch.items:
+            if n != 1 or seq.num_uncomputed != 1:
+                return 1
+            k = min(k, seq.params.max_tokens - seq.num_output_tokens, self.max_model_len - len(seq))
+        if k <= 1:
+            return 1
+        for seq, _ in batch.items:
+            if not self.blocks.grow(seq, len(seq) + k - 1):
+                return 1  # blocks already grown stay with their sequences and serve later steps
+        return k
+
+    def _postprocess_multi(self, batch: ScheduledBatch, rows: list[list[int]]) -> list[StepOutput]:
+        """Apply k steps' tokens in order, as k single steps would; a sequence that finishes
+        drops its later tokens. One output per request with all its new tokens."""
+        merged: dict[str, StepOutput] = {}
+        live = list(enumerate(batch.items))
+        for step in rows:
+            tokens = [step[i] for i, _ in live]
+            for o in self._postprocess(ScheduledBatch(items=[item for _, item in live]), tokens):
+                if o.request_id in merged:
+                    o.new_token_ids = merged[o.request_id].new_token_ids + o.new_token_ids
+                merged[o.request_id] = o
+            live = [(i, item) for i, item in live if not item[0].is_finished]
+            if not live:
+                break
+        return list(merged.values())
 
     def _finish_reason(self, seq: Sequence, tok: int) -> str | None:
         p = seq.params

@@ -82,6 +82,7 @@ class ModelRunner:
 
         self.graphs: DecodeGraphs | None = None
         self.prefill_graphs: PrefillGraphs | None = None
+        self._multi_host: list[torch.Tensor] = []  # pinned staging buffers of multi-step decode
         self.num_blocks = self._decide_num_blocks()
         self._allocate_kv(self.num_blocks)
         if config.kv_dtype == "fp8":
@@ -118,6 +119,43 @@ class ModelRunner:
             return [None] * len(rows)
         tokens = self.sampler(logits, self._sampling_batch(batch, rows)).tolist()
         return [tokens[r] if r >= 0 else None for r in rows]
+
+    def supports_multi_step(self, batch: ScheduledBatch) -> bool:
+        """Whether execute_multi can run this batch: decode-only, one rank (and within the
+        decode graphs' batch when there are graphs)."""
+        return (self.tp.size == 1 and batch.num_prefill_seqs == 0 and len(batch.items) > 0
+                and (self.graphs is None or len(batch.items) <= self.graphs.max_bs))
+
+    @torch.inference_mode()
+    def execute_multi(self, batch: ScheduledBatch, k: int) -> list[list[int]]:
+        """k decode steps of a decode-only batch back to back, tokens fed back on the device,
+        one host sync at the end (multi-step scheduling): (k, n) sampled tokens. The caller has
+        grown every sequence's blocks to hold len(seq) + k - 1 tokens; tokens after a stop are
+        computed and then dropped by the engine."""
+        inp, rows = build_step_inputs(batch, self.block_size)
+        graphs = self.graphs if self.graphs is not None and self.graphs.supports(inp) else None
+        sb = self._sampling_batch(batch, rows)
+        while graphs is not None and len(self._multi_host) < k:  # one pinned staging buffer per queued step
+            self._multi_host.append(graphs.new_host_buffer())
+        B = self.block_size
+        tables = inp.decode_block_tables.long()  # (n, W)
+        pos0, ctx0 = inp.positions.clone(), inp.decode_context_lens.clone()
+        toks, ids = [], None
+        for j in range(k):
+            if j:
+                pos = pos0 + j
+                inp.positions = pos
+                inp.slot_mapping = tables.gather(1, (pos // B)[:, None])[:, 0] * B + pos % B
+                inp.decode_context_lens = ctx0 + j
+            if graphs is not None:
+                logits = graphs.run(inp, ids=ids, host=self._multi_host[j])
+            else:  # eager (CPU, or no graphs): the same steps without the overlap
+                if ids is not None:
+                    inp.input_ids = ids
+                logits = self.forward(inp)
+            ids = self.sampler(logits, sb)
+            toks.append(ids)
+        return torch.stack(toks).tolist()
 
     def forward(self, inp: StepInputs) -> torch.Tensor:  # -> (n_s, V) float32
         if self.graphs is not None and self.graphs.supports(inp):
