@@ -14,7 +14,8 @@ from edgeserve_pod.quant.calibrate import calibrate
 from edgeserve_pod.quant.llama_torch import TorchLlama, load_hf
 from edgeserve_pod.quant.quantize import QuantizeConfig, main as quantize_main, quantize
 from edgeserve_pod.quant.rtn import fake_quantize, quantize_codes, quantize_rtn
-from edgeserve_pod.quant.smoothquant import output_error, search_alpha, smooth_model
+from edgeserve_pod.quant.smoothquant import (output_error, search_alpha, search_clip, smooth_model, smooth_scales,
+                                             smoothed_quantized)
 
 
 def test_rtn_error_is_at_most_half_a_step():
@@ -26,6 +27,9 @@ def test_rtn_error_is_at_most_half_a_step():
     step = s.float().repeat_interleave(128, 1)[:, :200]
     assert ((dq - w).abs() <= step / 2 + 1e-6).all()
     torch.testing.assert_close(dq, fake_quantize(w, 128))
+    clip = torch.full((32, 2), 0.8)  # a clipped range: codes still in [0, 15], the packed form agrees
+    torch.testing.assert_close(quantize_rtn(w, 128, clip).dequantize(), fake_quantize(w, 128, clip))
+    assert not torch.equal(fake_quantize(w, 128, clip), dq)
 
 
 def test_rtn_rejects_bad_weights():
@@ -40,12 +44,34 @@ def test_alpha_search_handles_an_outlier_channel():
     x = torch.randn(256, 256)
     x[:, 7] *= 60  # one activation outlier channel, as in real LLM norms outputs
     w = torch.randn(64, 256) * 0.05
-    a, s, errs = search_alpha(x, w, x.abs().amax(0), 128)
+    gram = x.t() @ x
+    err = lambda s: output_error(gram, w, smoothed_quantized(w, s, 128))  # noqa: E731
+    a, s, errs = search_alpha(err, lambda a: smooth_scales(x.abs().amax(0), w, a))
     assert min(errs.values()) == (errs["none"] if a is None else errs[str(a)])
     assert a is not None and errs[str(a)] < 0.8 * errs["none"]
     # smoothing is exact before quantization
     torch.testing.assert_close((x / s) @ (w * s).t(), x @ w.t(), rtol=1e-4, atol=1e-3)
-    assert output_error(x, w, s, 128) == pytest.approx(errs[str(a)])
+    # the Gram form of the error is the error of the smoothed, quantized product on the rows
+    y = x @ w.t()
+    direct = float(((x / s) @ fake_quantize(w * s, 128).t() - y).pow(2).sum() / y.pow(2).sum())
+    assert errs[str(a)] == pytest.approx(direct, rel=1e-3)
+
+
+def test_clip_search_never_loses_and_clips_an_outlier_weight():
+    torch.manual_seed(2)
+    x = torch.randn(512, 256)
+    w = torch.randn(32, 256) * 0.02
+    w[3, 10] = 0.5  # one large weight stretches its group's range
+    gram = x.t() @ x
+    clip = search_clip(gram, w, 128)
+    assert clip.shape == (32, 2) and bool(((clip > 0) & (clip <= 1)).all())
+    assert clip[3, 0] < 1  # the stretched group is clipped
+    y = x @ w.t()
+    err = lambda wq: float((x @ wq.t() - y).pow(2).sum(0)[3])  # noqa: E731  row 3's output error
+    assert err(fake_quantize(w, 128, clip)) < err(fake_quantize(w, 128))
+    # per row and group the chosen ratio is at least as good as no clipping on its own objective
+    full = output_error(gram, w, fake_quantize(w, 128, clip))
+    assert full <= output_error(gram, w, fake_quantize(w, 128)) * 1.0001
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +87,30 @@ def test_smoothing_folds_exactly(tiny_model, tiny_calibrated):
     before = model(batches[0])
     cal = calibrate(model, batches, n_samples=64)
     assert set(cal.act_max) == {f"layers.{i}.{g}" for i in range(2) for g in ("qkv", "o", "gate_up", "down")}
-    report = smooth_model(model, cal, 128, grid=(0.25, 0.5, 0.75))  # weights change, the function must not
+    report, clips = smooth_model(model, cal, 128, grid=(0.25, 0.5, 0.75))  # weights change, the function must not
     torch.testing.assert_close(model(batches[0]), before, rtol=1e-3, atol=1e-3)
+    assert clips == {}
     for e in report.values():
         assert e["error"] <= e["error_rtn"]
+
+
+def test_block_objective_folds_exactly_and_clips(tiny_model):
+    model = TorchLlama.from_folder(tiny_model)
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, 256, (2, 32), generator=g) for _ in range(2)]
+    before = model(batches[0])
+    cal = calibrate(model, batches, n_samples=64)
+    inputs = []
+    model(batches[1], layer_inputs=inputs)
+    assert len(inputs) == 2 and inputs[0].shape == (2, 32, model.c["hidden_size"])
+    report, clips = smooth_model(model, cal, 128, grid=(0.25, 0.5, 0.75), objective="block", clip=True,
+                                 block_inputs=inputs)
+    torch.testing.assert_close(model(batches[0]), before, rtol=1e-3, atol=1e-3)
+    assert len(clips) == 2 * 7 and all(bool(((c > 0) & (c <= 1)).all()) for c in clips.values())
+    for e in report.values():
+        assert e["error"] <= e["error_rtn"]
+    with pytest.raises(ValueError, match="block_inputs"):
+        smooth_model(model, cal, 128, objective="block")
 
 
 def test_checkpoint_roundtrip_and_engine_load(tiny_model, tmp_path):
@@ -93,6 +139,25 @@ def test_checkpoint_roundtrip_and_engine_load(tiny_model, tmp_path):
         make_runner(out, None, "auto", 64)
 
 
+def test_dequantized_folder_for_small_groups(tiny_model, tmp_path):
+    """group 64 is not a W4A16 checkpoint; it is written as a plain folder the engine runs unquantized."""
+    out = str(tmp_path / "g64")
+    with pytest.raises(ValueError, match="multiple of 128"):
+        QuantizeConfig(tiny_model, out, "rtn", group_size=64)
+    quantize(QuantizeConfig(tiny_model, out, "rtn", group_size=64, dequantized=True), log=lambda s: None)
+    assert not os.path.exists(os.path.join(out, checkpoint.MANIFEST))
+    _, src = load_hf(tiny_model)
+    _, deq = load_hf(out)
+    w = src["model.layers.0.self_attn.o_proj.weight"]
+    torch.testing.assert_close(deq["model.layers.0.self_attn.o_proj.weight"], fake_quantize(w, 64))
+    from edgeserve_pod.quant.perplexity import make_runner, row_nll
+
+    row = torch.randint(0, 256, (40,), generator=torch.Generator().manual_seed(4))
+    nll, _ = row_nll(make_runner(out, None, "auto", 64), row)
+    ref = TorchLlama(*load_hf(out))(row[None])[0, :-1]
+    assert nll == pytest.approx(float(torch.nn.functional.cross_entropy(ref, row[1:], reduction="sum")), rel=1e-4)
+
+
 def test_cli_rejects_bad_arguments(tiny_model, tmp_path, capsys):
     with pytest.raises(SystemExit):
         quantize_main(["--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--method", "rtn"])
@@ -101,3 +166,17 @@ def test_cli_rejects_bad_arguments(tiny_model, tmp_path, capsys):
         quantize_main(["--model", tiny_model, "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit):
         quantize_main(["--model", tiny_model, "--out", str(tmp_path / "o"), "--method", "gptq"])
+
+
+def test_gptq_beats_rtn_on_the_output_and_packs():
+    from edgeserve_pod.quant.gptq import gptq_fake, quantize_gptq
+
+    torch.manual_seed(3)
+    x = torch.randn(1024, 256) @ (torch.randn(256, 256) * 0.2 + torch.eye(256))  # correlated input channels
+    w = torch.randn(48, 256) * 0.05
+    gram = x.t() @ x
+    wq = gptq_fake(w, gram, 128)
+    assert output_error(gram, w, wq) < 0.7 * output_error(gram, w, fake_quantize(w, 128))
+    qw = quantize_gptq(w, gram, 128)
+    torch.testing.assert_close(qw.dequantize(), wq)
+    assert qw.scales.shape == (2, 48) and int(qw.zeros.max()) <= 15

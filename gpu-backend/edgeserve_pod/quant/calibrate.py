@@ -1,6 +1,8 @@
 """Calibration: run real text through the full-precision model and record, at the input of each
-linear group, the per-channel maximum |activation| and a random subsample of input rows (for the
-output-error search of smoothquant.py). Forward hooks on the plain torch model (llama_torch.py).
+linear group, the per-channel maximum and mean |activation|, the Gram matrix X^T X over every
+calibration token (the output error of any weight change E is tr(E X^T X E^T), which is what
+smoothquant.py searches on), and a random subsample of input rows. Forward hooks on the plain
+torch model (llama_torch.py).
 
 Groups per layer i (one input tensor each):
     layers.i.qkv      input_layernorm output       -> q_proj, k_proj, v_proj
@@ -23,6 +25,8 @@ HOOKED = {"qkv": "self_attn.q_proj", "o": "self_attn.o_proj", "gate_up": "mlp.ga
 @dataclass
 class Calibration:
     act_max: dict[str, torch.Tensor] = field(default_factory=dict)  # group -> (K,) float32
+    act_mean: dict[str, torch.Tensor] = field(default_factory=dict)  # group -> (K,) float32, mean |x|
+    gram: dict[str, torch.Tensor] = field(default_factory=dict)  # group -> (K, K) float32, sum of x x^T
     samples: dict[str, torch.Tensor] = field(default_factory=dict)  # group -> (S, K) float32
     tokens: int = 0
 
@@ -42,6 +46,9 @@ def calibrate(model: TorchLlama, batches: list[torch.Tensor], n_samples: int = 5
             x = args[0].detach().reshape(-1, args[0].shape[-1]).float()  # (B*T, K)
             m = x.abs().amax(0)
             cal.act_max[key] = torch.maximum(cal.act_max[key], m) if key in cal.act_max else m
+            a, h = x.abs().sum(0), x.t() @ x
+            cal.act_mean[key] = cal.act_mean[key] + a if key in cal.act_mean else a
+            cal.gram[key] = cal.gram[key] + h if key in cal.gram else h
             idx = torch.randperm(x.shape[0], generator=g)[:per_batch]
             picked.setdefault(key, []).append(x[idx].clone())
         return fn
@@ -59,4 +66,5 @@ def calibrate(model: TorchLlama, batches: list[torch.Tensor], n_samples: int = 5
         for h in hooks:
             h.remove()
     cal.samples = {k: torch.cat(v, 0) for k, v in picked.items()}
+    cal.act_mean = {k: v / cal.tokens for k, v in cal.act_mean.items()}
     return cal

@@ -79,27 +79,42 @@ class TorchLlama(nn.Module):
     def _rms(self, x, g):
         return g * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
 
-    @torch.no_grad()
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T) int64 -> logits (B, T, V) f32
-        B, T = tokens.shape
+    def rotary(self, T: int) -> tuple[torch.Tensor, torch.Tensor]:  # (1, 1, T, d/2) each
+        ang = torch.outer(torch.arange(T, dtype=torch.float32), self.inv)
+        return ang.cos()[None, None], ang.sin()[None, None]
+
+    def attn_block(self, L: _Layer, x: torch.Tensor, rot) -> torch.Tensor:
+        """(B, T, D) residual stream -> the attention block's output o_proj(attn(norm(x)))."""
+        B, T, _ = x.shape
         H, Hkv, d = self.H, self.Hkv, self.d
-        x = F.embedding(tokens, self.embed)  # (B, T, D)
-        ang = torch.outer(torch.arange(T, dtype=torch.float32), self.inv)  # (T, d/2)
-        cos, sin = ang.cos()[None, None].to(x.dtype), ang.sin()[None, None].to(x.dtype)
+        cos, sin = (r.to(x.dtype) for r in rot)
 
         def rope(t):  # (B, heads, T, d), rotate-half pairs (i, i + d/2)
             a, b = t[..., : d // 2], t[..., d // 2:]
             return torch.cat([a * cos - b * sin, b * cos + a * sin], -1)
 
+        h = self._rms(x, L.input_layernorm)
+        q = rope(L.self_attn.q_proj(h).view(B, T, H, d).transpose(1, 2))
+        k = rope(L.self_attn.k_proj(h).view(B, T, Hkv, d).transpose(1, 2))
+        v = L.self_attn.v_proj(h).view(B, T, Hkv, d).transpose(1, 2)
+        if self.kv_quant is not None:
+            k, v = self.kv_quant(k), self.kv_quant(v)
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # (B, H, T, d)
+        return L.self_attn.o_proj(o.transpose(1, 2).reshape(B, T, H * d))
+
+    def mlp_block(self, L: _Layer, x: torch.Tensor) -> torch.Tensor:
+        h = self._rms(x, L.post_attention_layernorm)
+        return L.mlp.down_proj(F.silu(L.mlp.gate_proj(h)) * L.mlp.up_proj(h))
+
+    @torch.no_grad()
+    def forward(self, tokens: torch.Tensor, layer_inputs: list | None = None) -> torch.Tensor:
+        """(B, T) int64 -> logits (B, T, V) f32. layer_inputs, when given, receives each layer's
+        input residual stream (B, T, D)."""
+        x = F.embedding(tokens, self.embed)  # (B, T, D)
+        rot = self.rotary(tokens.shape[1])
         for L in self.layers:
-            h = self._rms(x, L.input_layernorm)
-            q = rope(L.self_attn.q_proj(h).view(B, T, H, d).transpose(1, 2))
-            k = rope(L.self_attn.k_proj(h).view(B, T, Hkv, d).transpose(1, 2))
-            v = L.self_attn.v_proj(h).view(B, T, Hkv, d).transpose(1, 2)
-            if self.kv_quant is not None:
-                k, v = self.kv_quant(k), self.kv_quant(v)
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # (B, H, T, d)
-            x = x + L.self_attn.o_proj(o.transpose(1, 2).reshape(B, T, H * d))
-            h = self._rms(x, L.post_attention_layernorm)
-            x = x + L.mlp.down_proj(F.silu(L.mlp.gate_proj(h)) * L.mlp.up_proj(h))
+            if layer_inputs is not None:
+                layer_inputs.append(x)
+            x = x + self.attn_block(L, x, rot)
+            x = x + self.mlp_block(L, x)
         return F.linear(self._rms(x, self.norm), self.lm_head).float()

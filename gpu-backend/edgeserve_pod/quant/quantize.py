@@ -1,17 +1,20 @@
 """Quantize an HF-layout Llama folder to a 4-bit W4A16 checkpoint (checkpoint.py).
 
     python -m edgeserve_pod.quant.quantize --model HF_DIR --out DIR --method smoothquant+|rtn \
-        [--tokenizer GGUF] [--group-size 128] [--calib-rows 16] [--seq-len 256] [--samples 512]
+        [--tokenizer GGUF] [--group-size 128] [--calib-rows 16] [--seq-len 256] [--samples 512] \
+        [--clip] [--objective layer|block] [--scale-form max|mean] [--block-rows 4] [--rounding rtn|gptq]
 
 smoothquant+ calibrates on real text (quant/text.py: Python's own documentation topics, the
 calibration half) tokenized with the GGUF file's tokenizer, smooths (smoothquant.py), then
-quantizes by round-to-nearest; rtn quantizes directly. Runs on CPU in float32.
+quantizes by round-to-nearest; rtn quantizes directly (with --clip it calibrates too and only
+searches the clipping). Runs on CPU in float32.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -19,12 +22,18 @@ from dataclasses import dataclass
 import torch
 from safetensors import safe_open
 
+from edgeserve_pod.models.hf_folder import save_hf_folder
 from edgeserve_pod.quant import checkpoint, text
+from edgeserve_pod.quant.gptq import gptq_fake, quantize_gptq
 from edgeserve_pod.quant.llama_torch import PROJ, TorchLlama, load_hf
-from edgeserve_pod.quant.rtn import quantize_rtn
-from edgeserve_pod.quant.smoothquant import GRID, smooth_model
+from edgeserve_pod.quant.rtn import fake_quantize, quantize_rtn
+from edgeserve_pod.quant.smoothquant import CLIP_GRID, GRID, OBJECTIVES, SCALE_FORMS, smooth_model
 
 METHODS = ("smoothquant+", "rtn")
+ROUNDINGS = ("rtn", "gptq")
+GROUP_OF = {"self_attn.q_proj": "qkv", "self_attn.k_proj": "qkv", "self_attn.v_proj": "qkv", "self_attn.o_proj": "o",
+            "mlp.gate_proj": "gate_up", "mlp.up_proj": "gate_up", "mlp.down_proj": "down"}
+DEQUANTIZED_MANIFEST = "dequantized-quantization.json"  # not quantization.json: the folder is 16/32-bit
 
 
 @dataclass
@@ -36,21 +45,49 @@ class QuantizeConfig:
     group_size: int = 128
     calib_rows: int = 16
     seq_len: int = 256
-    samples: int = 512  # calibration input rows kept per linear group for the alpha search
+    samples: int = 512  # calibration input rows kept per linear group
     seed: int = 0
+    # refinements (smoothquant.py): per-group clipping search, the alpha search's objective,
+    # the form of the smoothing scales; rtn + clip = clipping without smoothing
+    clip: bool = False
+    objective: str = "layer"
+    scale_form: str = "max"
+    block_rows: int = 4  # calibration rows whose layer inputs the block objective runs on
+    rounding: str = "rtn"  # or "gptq": error-compensated rounding (gptq.py) as the last step
+    # write a plain HF folder of the quantize-dequantized weights (float32) instead of the 4-bit
+    # checkpoint: for group sizes the W4A16 kernel does not take (64, 32), measured as a curve
+    dequantized: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if not os.path.isfile(os.path.join(self.model, "config.json")):
             raise ValueError(f"--model must be an HF folder with config.json, got {self.model!r}")
-        if self.group_size < 128 or self.group_size % 128:
-            raise ValueError(f"group_size must be a multiple of 128, got {self.group_size}")
-        if self.method == "smoothquant+" and (self.tokenizer is None or not os.path.isfile(self.tokenizer)):
-            raise ValueError("smoothquant+ needs --tokenizer GGUF (to tokenize the calibration text)")
-        for name in ("calib_rows", "seq_len", "samples"):
+        if self.dequantized:
+            if self.group_size < 8:
+                raise ValueError(f"group_size must be at least 8, got {self.group_size}")
+        elif self.group_size < 128 or self.group_size % 128:
+            raise ValueError(f"group_size must be a multiple of 128 (the W4A16 kernel's K tile), got {self.group_size}")
+        if self.calibrated and (self.tokenizer is None or not os.path.isfile(self.tokenizer)):
+            raise ValueError(f"{self.method}{' + clip' if self.clip else ''} needs --tokenizer GGUF (to tokenize the "
+                             "calibration text)")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be one of {ROUNDINGS}, got {self.rounding!r}")
+        if self.scale_form not in SCALE_FORMS:
+            raise ValueError(f"scale_form must be one of {SCALE_FORMS}, got {self.scale_form!r}")
+        for name in ("calib_rows", "seq_len", "samples", "block_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def calibrated(self) -> bool:
+        return self.method == "smoothquant+" or self.clip or self.rounding == "gptq"
+
+    def refinements(self) -> dict:
+        return {"clip_search": self.clip, "objective": self.objective if self.method == "smoothquant+" else None,
+                "scale_form": self.scale_form if self.method == "smoothquant+" else None, "rounding": self.rounding}
 
 
 def _source_dtypes(folder: str) -> dict[str, torch.dtype]:
@@ -73,7 +110,8 @@ def quantize(cfg: QuantizeConfig, log=print) -> dict:
     model = TorchLlama(config, weights)
     manifest: dict = {"method": cfg.method, "bits": 4, "zero_point": True, "source": os.path.abspath(cfg.model),
                       "activation_dtype_during_calibration": "float32"}
-    if cfg.method == "smoothquant+":
+    clips: dict[str, torch.Tensor] = {}
+    if cfg.calibrated:
         from edgeserve_pod.quant.bpe import BPETokenizer
         from edgeserve_pod.quant.calibrate import calibrate
 
@@ -82,23 +120,53 @@ def quantize(cfg: QuantizeConfig, log=print) -> dict:
         rows = text.rows(tok.encode(calib_text), cfg.seq_len, cfg.calib_rows)
         cal = calibrate(model, list(rows.split(4)), cfg.samples, cfg.seed)
         log(f"calibrated on {cal.tokens} tokens in {time.time() - t0:.0f} s")
-        report = smooth_model(model, cal, cfg.group_size)
+        block_inputs = None
+        if cfg.method == "smoothquant+" and cfg.objective == "block":
+            block_inputs = []
+            model(rows[:cfg.block_rows], layer_inputs=block_inputs)
+        report = {}
+        if cfg.method == "smoothquant+" or cfg.clip:
+            grid = GRID if cfg.method == "smoothquant+" else ()
+            report, clips = smooth_model(model, cal, cfg.group_size, grid, objective=cfg.objective,
+                                         scale_form=cfg.scale_form, clip=cfg.clip, block_inputs=block_inputs)
         manifest.update({
             "calibration": {"text": text.SOURCE, "split": "topics not held out (every 4th topic by name is held out)",
                             "tokenizer": os.path.abspath(cfg.tokenizer), "rows": int(rows.shape[0]),
                             "seq_len": cfg.seq_len, "tokens": cal.tokens, "samples_per_group": cfg.samples},
-            "alpha_grid": list(GRID) + [None],
-            "alpha_choice": "per linear group, lowest relative output error on calibration rows; None = no smoothing",
-            "folding": {"qkv": "input_layernorm.weight", "gate_up": "post_attention_layernorm.weight",
-                        "down": "up_proj output rows", "o": "v_proj output rows (shared by the query heads of a KV head)"},
-            "layers": report,
+            "refinements": cfg.refinements(),
         })
-        log(f"smoothed in {time.time() - t0:.0f} s")
+        if cfg.method == "smoothquant+":
+            manifest.update({
+                "alpha_grid": list(GRID) + [None],
+                "alpha_choice": (f"per linear group, lowest relative error of the {cfg.objective} output "
+                                 f"({'every calibration token' if cfg.objective == 'layer' else f'{cfg.block_rows} calibration rows'}); "
+                                 "None = no smoothing"),
+                "folding": {"qkv": "input_layernorm.weight", "gate_up": "post_attention_layernorm.weight",
+                            "down": "up_proj output rows", "o": "v_proj output rows (shared by the query heads of a KV head)"},
+                "layers": report,
+            })
+        if cfg.clip:
+            manifest["clip_grid"] = list(CLIP_GRID)
+            manifest["clip_ratio_mean"] = {k: float(v.mean()) for k, v in clips.items()}
+        log(f"calibrated{', smoothed' if cfg.method == 'smoothquant+' else ''}{', clip-searched' if cfg.clip else ''} "
+            f"in {time.time() - t0:.0f} s")
     quantized, plain = {}, {}
     for i, L in enumerate(model.layers):
         for proj in PROJ:
             parent, leaf = proj.split(".")
-            quantized[f"model.layers.{i}.{proj}"] = quantize_rtn(getattr(getattr(L, parent), leaf).weight, cfg.group_size)
+            name = f"model.layers.{i}.{proj}"
+            w = getattr(getattr(L, parent), leaf).weight
+            c = clips.get(name)
+            if cfg.rounding == "gptq":  # on the (smoothed) input's Gram matrix
+                gram = cal.gram[f"layers.{i}.{GROUP_OF[proj]}"]
+                if cfg.dequantized:
+                    plain[name + ".weight"] = gptq_fake(w, gram, cfg.group_size, c)
+                else:
+                    quantized[name] = quantize_gptq(w, gram, cfg.group_size, c)
+            elif cfg.dequantized:
+                plain[name + ".weight"] = fake_quantize(w, cfg.group_size, c)
+            else:
+                quantized[name] = quantize_rtn(w, cfg.group_size, c)
         # smoothed norms are kept in float32: the engine rounds them to its own dtype on load
         plain[f"model.layers.{i}.input_layernorm.weight"] = L.input_layernorm.detach().clone()
         plain[f"model.layers.{i}.post_attention_layernorm.weight"] = L.post_attention_layernorm.detach().clone()
@@ -106,7 +174,13 @@ def quantize(cfg: QuantizeConfig, log=print) -> dict:
         if name in src:
             plain[name] = weights[name].to(_dtype(src[name])) if name in weights else None
     plain = {k: v for k, v in plain.items() if v is not None}
-    checkpoint.write(cfg.out, config, plain, quantized, manifest)
+    if cfg.dequantized:
+        cfg_out = dict(config, torch_dtype="float32")
+        save_hf_folder(cfg.out, plain, cfg_out)
+        with open(os.path.join(cfg.out, DEQUANTIZED_MANIFEST), "w") as f:
+            json.dump({"group_size": cfg.group_size, **manifest}, f, indent=2)
+    else:
+        checkpoint.write(cfg.out, config, plain, quantized, manifest)
     log(f"wrote {cfg.out} ({cfg.method}, group {cfg.group_size}) in {time.time() - t0:.0f} s")
     return manifest
 
@@ -121,9 +195,15 @@ def main(argv=None) -> None:
     ap.add_argument("--calib-rows", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--samples", type=int, default=512)
+    ap.add_argument("--clip", action="store_true", help="per-group clipping search (AWQ's)")
+    ap.add_argument("--objective", default="layer", choices=OBJECTIVES, help="what the alpha search minimises")
+    ap.add_argument("--scale-form", default="max", choices=SCALE_FORMS)
+    ap.add_argument("--block-rows", type=int, default=4)
+    ap.add_argument("--rounding", default="rtn", choices=ROUNDINGS, help="last step: round-to-nearest or GPTQ")
     a = ap.parse_args(argv)
     try:
-        cfg = QuantizeConfig(a.model, a.out, a.method, a.tokenizer, a.group_size, a.calib_rows, a.seq_len, a.samples)
+        cfg = QuantizeConfig(a.model, a.out, a.method, a.tokenizer, a.group_size, a.calib_rows, a.seq_len, a.samples,
+                             clip=a.clip, objective=a.objective, scale_form=a.scale_form, block_rows=a.block_rows, rounding=a.rounding)
     except ValueError as e:
         ap.error(str(e))
     quantize(cfg)

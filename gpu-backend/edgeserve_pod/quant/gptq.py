@@ -1,0 +1,60 @@
+"""Error-compensated rounding (GPTQ, Frantar et al. 2022) into the same 4-bit group format as rtn.py:
+an optional last step after smoothing, instead of round-to-nearest.
+
+Columns (input channels) are rounded one at a time, left to right; the rounding error of column j
+is spread over the not-yet-rounded columns through the inverse Hessian H = X^T X of the layer's
+input (calibrate.py's Gram matrix, after smoothing), so that the layer output, not the weight,
+stays close. Each group's scale and zero point are set by rtn's rule (with its clip ratio, if any)
+from the group's weights as they stand when its first column is reached. Dampening: 1% of the mean
+diagonal, as in the paper. No activation reordering (the group layout must stay in input order).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from edgeserve_pod.kernels.w4a16 import pack_int4
+from edgeserve_pod.quant.rtn import QMAX, QuantizedWeight, _quantize_grouped
+
+
+@torch.no_grad()
+def gptq_codes(w: torch.Tensor, gram: torch.Tensor, group_size: int, clip: torch.Tensor | None = None,
+               damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """w (N, K), gram (K, K) -> codes (N, K) uint8, scales (N, ng) float16, zeros (N, ng) uint8."""
+    n, k = w.shape
+    w = w.to(torch.float32).clone()
+    h = gram.to(torch.float64).clone()
+    dead = torch.diag(h) == 0  # channels never active: any value is exact
+    h[dead, dead] = 1
+    w[:, dead] = 0
+    h += damp * torch.diag(h).mean() * torch.eye(k, dtype=torch.float64)
+    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).to(torch.float32)
+    ng = -(-k // group_size)
+    codes = torch.zeros(n, k, dtype=torch.uint8)
+    scales = torch.zeros(n, ng)
+    zeros = torch.zeros(n, ng)
+    for j in range(k):
+        gi = j // group_size
+        if j % group_size == 0:
+            c = None if clip is None else clip[:, gi:gi + 1]
+            _, s, z = _quantize_grouped(w[:, j:j + group_size], group_size, c)
+            scales[:, gi], zeros[:, gi] = s[:, 0], z[:, 0]
+        s, z = scales[:, gi], zeros[:, gi]
+        q = torch.clamp(torch.round(w[:, j] / s) + z, 0, QMAX)
+        codes[:, j] = q.to(torch.uint8)
+        err = (w[:, j] - (q - z) * s) / u[j, j]
+        w[:, j + 1:] -= err[:, None] * u[j, j + 1:][None, :]
+    return codes, scales.to(torch.float16), zeros.to(torch.uint8)
+
+
+def quantize_gptq(w: torch.Tensor, gram: torch.Tensor, group_size: int = 128,
+                  clip: torch.Tensor | None = None) -> QuantizedWeight:
+    codes, s, z = gptq_codes(w, gram, group_size, clip)
+    return QuantizedWeight(pack_int4(codes), s.t().contiguous(), z.t().contiguous(), group_size, w.shape[1])
+
+
+def gptq_fake(w: torch.Tensor, gram: torch.Tensor, group_size: int, clip: torch.Tensor | None = None) -> torch.Tensor:
+    """The dequantized GPTQ weight (N, K) float32."""
+    codes, s, z = gptq_codes(w, gram, group_size, clip)
+    g = torch.arange(w.shape[1]) // group_size
+    return (codes.to(torch.float32) - z.to(torch.float32)[:, g]) * s.to(torch.float32)[:, g]
