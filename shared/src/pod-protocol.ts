@@ -310,9 +310,12 @@ export interface PodLoad {
   kv_usage?: number;
   waiting_prefill_tokens?: number;
   /**
-   * Recent decode throughput, for the router's work estimate.
+   * Recent decode throughput per second of engine work (idle time excluded): the router's capacity estimate.
    */
   decode_tok_s?: number;
+  /**
+   * Recent prefill throughput per second of engine work (idle time excluded).
+   */
   prefill_tok_s?: number;
 }
 /**

@@ -112,7 +112,8 @@ class EngineLoop:
         self.load = LoadSnapshot()
         self.engine: Any = None  # only the engine thread may call it
         self._live: dict[str, _Live] = {}
-        self._rates: deque[tuple[float, int, int]] = deque()  # (time, decode tokens, prefill tokens)
+        # (time, decode tokens, prefill tokens, step seconds): rates are per second of engine work
+        self._rates: deque[tuple[float, int, int, float]] = deque()
 
     # ---- asyncio side -------------------------------------------------------------------
 
@@ -291,6 +292,7 @@ class EngineLoop:
                 self._fail_all("internal_error", "the engine finished without a final output for this request")
             self._refresh(time.monotonic(), 0, 0)
             return
+        t_step = time.monotonic()
         try:
             outputs = self.engine.step()
         except Exception as e:  # noqa: BLE001 - the pod keeps serving; the requests in flight fail
@@ -299,7 +301,10 @@ class EngineLoop:
             self._refresh(time.monotonic(), 0, 0)
             return
         now = time.monotonic()
-        n_decode = n_prefill = 0
+        n_decode = 0
+        # Prefill tokens this step computed (chunks included); an engine without the counter: at first token.
+        step_prefill = getattr(self.engine, "last_step", None)
+        n_prefill = step_prefill[0] if step_prefill else 0
         pushes: list[tuple[RequestStream, tuple]] = []
         for out in outputs:
             live = self._live.get(out.request_id)
@@ -309,7 +314,8 @@ class EngineLoop:
             if out.new_token_ids:
                 if live.t_first is None:
                     live.t_first = now
-                    n_prefill += max(0, out.num_prompt_tokens - out.num_cached_tokens)
+                    if step_prefill is None:
+                        n_prefill += max(0, out.num_prompt_tokens - out.num_cached_tokens)
                     self.metrics.observe_first_token(now - live.t_recv)
                 n_decode += len(out.new_token_ids)
                 live.num_output_tokens += len(out.new_token_ids)
@@ -319,7 +325,7 @@ class EngineLoop:
                 del self._live[out.request_id]
                 pushes.append((live.stream, self._final(out.request_id, live, out.finish_reason or "stop", now)))
         # Load first, then records: a client that has seen a final also sees its blocks freed in /health.
-        self._refresh(now, n_decode, n_prefill)
+        self._refresh(now, n_decode, n_prefill, now - t_step)
         if pushes:
             self._push_many(pushes)
 
@@ -383,20 +389,24 @@ class EngineLoop:
         except RuntimeError:  # the event loop is closed: nobody is listening any more
             pass
 
-    def _refresh(self, now: float, n_decode: int, n_prefill: int) -> None:
+    def _refresh(self, now: float, n_decode: int, n_prefill: int, step_s: float = 0.0) -> None:
         """Load snapshot, rates, metrics gauges and KV events, after every step."""
         eng = self.engine
         s = eng.stats()
-        self._rates.append((now, n_decode, n_prefill))
+        self._rates.append((now, n_decode, n_prefill, step_s))
         while self._rates and now - self._rates[0][0] > _RATE_WINDOW_S:
             self._rates.popleft()
-        span = max(now - self._rates[0][0], 1.0) if self._rates else 1.0
+        # What the pod does per second of work, not per second of wall time: an idle stretch does
+        # not make a pod look slow to the router (workers/src/routing/cost.ts uses these as capacity).
+        busy_decode = sum(r[3] for r in self._rates if r[1])
+        busy_prefill = sum(r[3] for r in self._rates if r[2])
         self.load = LoadSnapshot(
             running=s.running, waiting=s.waiting, free_blocks=s.free_blocks, total_blocks=s.total_blocks,
             kv_usage=s.kv_usage, waiting_prefill_tokens=getattr(s, "waiting_prefill_tokens", 0),
             prefix_hit_tokens=getattr(s, "prefix_hit_tokens", 0), prefix_query_tokens=getattr(s, "prefix_query_tokens", 0),
             num_preemptions=getattr(s, "num_preemptions", 0),
-            decode_tok_s=sum(r[1] for r in self._rates) / span, prefill_tok_s=sum(r[2] for r in self._rates) / span,
+            decode_tok_s=sum(r[1] for r in self._rates) / busy_decode if busy_decode > 0 else 0.0,
+            prefill_tok_s=sum(r[2] for r in self._rates) / busy_prefill if busy_prefill > 0 else 0.0,
         )
         self.metrics.update_load(self.load)
         if self.kv_log is not None:

@@ -39,10 +39,10 @@ export function estimate(
   const load = pod.load;
   const cachedBlocks = Math.min(prefix.get(pod.podId) ?? 0, req.blockHashes.length);
   const uncachedTokens = Math.max(0, req.promptTokens - cachedBlocks * pod.blockSize);
-  // A pod's reported rates are what it did lately, not what it can do: an idle pod reports ~0.
-  // So they only raise the configured capacity, never lower it.
-  const prefillTokS = Math.max(load.prefill_tok_s ?? 0, opts.prefillTokS);
-  const decodeTokS = Math.max(load.decode_tok_s ?? 0, opts.decodeTokS);
+  // Pods report rates per second of engine work (idle time excluded), i.e. what they can do; a pod
+  // that has done no such work lately reports 0 and gets the configured default.
+  const prefillTokS = (load.prefill_tok_s ?? 0) > 0 ? load.prefill_tok_s! : opts.prefillTokS;
+  const decodeTokS = (load.decode_tok_s ?? 0) > 0 ? load.decode_tok_s! : opts.decodeTokS;
   const pending = inflight?.pending(pod, nowMs) ?? { requests: 0, tokens: 0 };
   const waitingTokens = (load.waiting_prefill_tokens ?? load.waiting * opts.avgPromptTokens) + pending.tokens;
   const queueMs = (1000 * waitingTokens) / prefillTokS;

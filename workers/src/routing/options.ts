@@ -5,9 +5,9 @@
 import { z } from "zod";
 
 export const routerOptionsSchema = z.object({
-  /** Prefill tokens/s a pod can at least do (a pod reporting more is believed). */
+  /** Prefill tokens/s of a pod that reports no rate yet (a reported rate is believed). */
   prefillTokS: z.number().positive(),
-  /** Aggregate decode tokens/s a pod can at least do (a pod reporting more is believed). */
+  /** Aggregate decode tokens/s of a pod that reports no rate yet (a reported rate is believed). */
   decodeTokS: z.number().positive(),
   /** Prompt tokens assumed per waiting request when a pod does not report waiting_prefill_tokens. */
   avgPromptTokens: z.number().int().positive(),

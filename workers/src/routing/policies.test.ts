@@ -118,3 +118,24 @@ describe("createPolicy", () => {
     expect(() => createPolicy("prefix-slo", { prefillTokS: -1 })).toThrow(/prefillTokS/);
   });
 });
+
+describe("cost model rates", () => {
+  it("believes a pod's reported (busy-time) rates, and uses the defaults only for a pod that reports none", async () => {
+    const { estimate } = await import("./cost");
+    const { routerOptions } = await import("./options");
+    const opts = routerOptions({ prefillTokS: 2000, decodeTokS: 200 });
+    const req = request(10); // 165 prompt tokens, nothing cached
+    const slow = estimate(req, pod("slow", { prefill_tok_s: 500, decode_tok_s: 50 }), new Map(), opts, undefined, 0);
+    expect(slow.ttftMs).toBeCloseTo((1000 * 165) / 500);
+    expect(slow.tpotMs).toBeCloseTo(1000 / 50);
+    const fresh = estimate(req, pod("fresh", { prefill_tok_s: 0, decode_tok_s: 0 }), new Map(), opts, undefined, 0);
+    expect(fresh.ttftMs).toBeCloseTo((1000 * 165) / 2000);
+    // prefix-slo sends an interactive request to the pod that can meet its TTFT, not to the slow one
+    const d = createPolicy("prefix-slo", {}, clock).choose(
+      request(60, { class: "interactive", ttft_ms: 1000, tpot_ms: 100, expected_output_tokens: 4 }),
+      [pod("a", { prefill_tok_s: 500 }), pod("b", { prefill_tok_s: 3000 })],
+      new Map(),
+    );
+    expect(d?.pod.podId).toBe("b");
+  });
+});
