@@ -85,7 +85,37 @@ describe("prefix-slo", () => {
     const d = createPolicy("prefix-slo", {}, clock).choose(request(4), [pod("a"), pod("b")], new Map([["b", 2]]));
     expect(d!.pod.podId).toBe("b");
     expect(d!.cachedBlocks).toBe(2);
-    expect(d!.explain).toMatch(/class=interactive pick=b cached=2\/4 ttft~\d+ms slack~\d+ms/);
+    expect(d!.explain).toMatch(/class=interactive safe pick=b cached=2\/4 ttft~\d+ms slack~\d+ms/);
+  });
+
+  it("among pods that meet the SLO with room, takes the one that adds least work", () => {
+    // a holds 60/64 blocks behind 0.3 s of queue (ttft ~0.37 s); b is idle, nothing cached (ttft ~1.03 s).
+    // With a 5 s TTFT target both are safe: a, which saves computing 960 prompt tokens again.
+    const slo = { class: "interactive" as const, ttft_ms: 5000, tpot_ms: 100, expected_output_tokens: 4 };
+    const pods = [pod("a", { waiting_prefill_tokens: 300, waiting: 1 }), pod("b")];
+    const d = createPolicy("prefix-slo", {}, clock).choose(request(64, slo), pods, new Map([["a", 60]]));
+    expect(d!.pod.podId).toBe("a");
+    expect(d!.explain).toContain("safe pick=a");
+    // a cached pod that misses the 1.5 s target (1.45 s of queue + its tail) loses to a safe idle one
+    const tight = { ...slo, ttft_ms: 1500 };
+    const e = createPolicy("prefix-slo", {}, clock).choose(
+      request(64, tight),
+      [pod("a", { waiting_prefill_tokens: 1450, waiting: 1 }), pod("b", { prefill_tok_s: 3000 })],
+      new Map([["a", 60]]),
+    );
+    expect(e!.pod.podId).toBe("b");
+  });
+
+  it("routes a request that is late everywhere like batch work: to its cached prefix", () => {
+    // 3 s of queue on every pod against a 1 s TTFT: hopeless; a holds the prefix, so it costs least there.
+    const busy = { waiting_prefill_tokens: 3000, waiting: 3 };
+    const d = createPolicy("prefix-slo", {}, clock).choose(
+      request(64),
+      [pod("a", { ...busy, waiting_prefill_tokens: 3500 }), pod("b", busy)],
+      new Map([["a", 60]]),
+    );
+    expect(d!.pod.podId).toBe("a");
+    expect(d!.explain).toContain("hopeless pick=a");
   });
 
   it("sends batch work where it costs least even behind a modest queue", () => {

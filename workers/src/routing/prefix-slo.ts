@@ -1,10 +1,14 @@
 /**
  * Prefix + SLO: cache overlap and load are put in one unit (ms: queueing plus the prompt tokens the
  * pod would still have to prefill) and weighed against the request's SLO.
- *   - interactive / compound / deadline: among the pods where the request meets its SLO (slack ≥ 0,
- *     slo/slack.ts), the one with the earliest first token; near-ties (within `SLACK_TIE_MS`) go to
- *     the longer cached prefix, which leaves more capacity to others. When no pod can meet it, the
- *     pod where it is least late (most slack);
+ *   - interactive / compound / deadline, three cases by the best slack (slo/slack.ts):
+ *       safe: pods with slack ≥ SAFE_SHARE × the tightest target exist: among them, the one that
+ *         adds least work (longest cached prefix, so the prefix is not computed twice and capacity
+ *         stays with others), then the earliest first token;
+ *       tight: no safe pod, but the best is late by less than HOPELESS_SHARE × the target: the
+ *         earliest first token (least late), near-ties (`SLACK_TIE_MS`) by cached prefix;
+ *       hopeless: late everywhere by more than that: its tokens will not count, so it is routed
+ *         like batch work (least work), and the pod's SLO scheduler serves it after savable ones.
  *   - batch: the pod where the request costs least work (uncached prefill), queueing weighted by
  *     `batchQueueWeight`, so batch work follows the cache and fills whichever pod has room;
  *   - long uncached prompts on a cluster with prefill pods: a disaggregated plan.
@@ -19,6 +23,17 @@ import type { PodInfo, PrefixMatches, RouteDecision, RouteRequest, RoutingPolicy
 
 /** Slack differences below this are noise in the cost model. */
 const SLACK_TIE_MS = 50;
+/** A pod is a safe choice when its slack is at least this share of the tightest target. */
+const SAFE_SHARE = 0.2;
+/** Late by more than this share of the tightest target on every pod: the SLO is lost. */
+const HOPELESS_SHARE = 0.5;
+
+/** The tightest time budget of a request (ms; a TPOT target counts over its expected tokens), as slack measures it. */
+function tightestTarget(slo: RouteRequest["slo"]): number | undefined {
+  const tpot = slo.tpot_ms !== undefined ? slo.tpot_ms * Math.max(1, (slo.expected_output_tokens ?? 1) - 1) : undefined;
+  const ts = [slo.ttft_ms, slo.deadline_ms, tpot].filter((x): x is number => x !== undefined);
+  return ts.length > 0 ? Math.min(...ts) : undefined;
+}
 
 export class PrefixSloPolicy implements RoutingPolicy {
   readonly name = "prefix-slo";
@@ -50,17 +65,32 @@ export class PrefixSloPolicy implements RoutingPolicy {
     if (eligible.length === 0) return null;
     const ests = estimateAll(req, eligible, prefix, this.opts, this.inflight, nowMs);
     const slackOf = (e: PodEstimate) => slackMs(req.slo, { ttftMs: e.ttftMs, tpotMs: e.tpotMs });
+    const leastWork = (e: PodEstimate) => e.ttftMs - e.queueMs + this.opts.batchQueueWeight * e.queueMs;
     let ranked: PodEstimate[];
-    if (req.slo.class === "batch") {
-      ranked = rank(ests, (e) => e.ttftMs - e.queueMs + this.opts.batchQueueWeight * e.queueMs);
-    } else {
+    let mode = "";
+    const target = tightestTarget(req.slo);
+    const best = Math.max(...ests.map(slackOf));
+    if (req.slo.class === "batch" || target === undefined) {
+      ranked = rank(ests, leastWork);
+    } else if (best >= SAFE_SHARE * target) {
+      // Safe pods first, the one adding least work (cache) first; then the rest by slack.
+      mode = " safe";
+      const safe = (e: PodEstimate) => slackOf(e) >= SAFE_SHARE * target;
+      ranked = rank(ests, (e) =>
+        safe(e) ? e.uncachedTokens * 1e3 + Math.floor(e.ttftMs / SLACK_TIE_MS) : 1e12 - Math.floor(slackOf(e) / SLACK_TIE_MS),
+      );
+    } else if (best >= -HOPELESS_SHARE * target) {
       // Feasible pods first, by time to first token; then the infeasible, least late first.
       // Bucketing makes near-equal pods compare by cached prefix.
+      mode = " tight";
       const key = (e: PodEstimate) => {
         const s = slackOf(e);
         return s >= 0 ? Math.floor(e.ttftMs / SLACK_TIE_MS) : 1e6 - Math.floor(s / SLACK_TIE_MS);
       };
       ranked = rank(ests, (e) => key(e) * 1e6 - e.cachedBlocks);
+    } else {
+      mode = " hopeless";
+      ranked = rank(ests, leastWork);
     }
     const pick = ranked[0];
     this.inflight.record(pick.pod.podId, pick.uncachedTokens, nowMs);
@@ -68,7 +98,7 @@ export class PrefixSloPolicy implements RoutingPolicy {
       pod: pick.pod,
       fallbacks: ranked.slice(1).map((e) => e.pod),
       cachedBlocks: pick.cachedBlocks,
-      explain: explainLine(head, ranked, blocks, slackOf),
+      explain: explainLine(head + mode, ranked, blocks, slackOf),
     };
   }
 }
