@@ -29,8 +29,6 @@ ap.add_argument("--smoke", action="store_true")
 ap.add_argument("--out", default=os.environ.get("OUT", "."))
 ap.add_argument("--commit", default="unknown")
 ap.add_argument("--only", default="decode,fp8,prefill,e2e")
-ap.add_argument("--stream-ratio", type=float, default=None,
-                help="passkey: re-mark streaming heads at this ratio from the head map's outside_mass")
 args = ap.parse_args()
 if args.smoke:
     os.environ["TRITON_INTERPRET"] = "1"
@@ -490,142 +488,9 @@ def e2e():
                 f"{n} tokens after a {L}-token prompt")
 
 
-# ------------------------------------------------------------------------------ passkey
-PASSKEY = dict(model="models/smollm2-135m-instruct-hf", tokenizer="models/smollm2-135m-instruct-q4_1.gguf",
-               head_map="gpu-backend/edgeserve_pod/tools/head_maps/smollm2-135m-instruct.json",
-               lengths=(2048,), depths=(0.1, 0.3, 0.5, 0.7, 0.9), budget=512, page=16)
-
-
-def sparse_mask(q, k, n_prompt, stream_kv, sink, window, budget, bs, plan):
-    """(Hq, T, T) bool: what the sparse backend lets each query see. Prompt rows (the prefill):
-    retrieval heads causal, streaming heads the block-sparse plan. Rows >= n_prompt (decode
-    steps): streaming heads sink + window pages, retrieval heads Quest's top pages (float32
-    bound, first and last page forced), as attention_sparse.py / quest.py do."""
-    from edgeserve_pod.kernels.block_sparse_prefill import plan_mask
-
-    T, Hq, D = q.shape
-    Hkv = k.shape[1]
-    g = Hq // Hkv
-    causal = torch.ones(T, T, dtype=torch.bool).tril()
-    mask = causal[None].repeat(Hq, 1, 1)
-    stream_rows = plan_mask(plan, 1, T)
-    for h in range(Hkv):
-        if stream_kv[h]:
-            mask[h * g:(h + 1) * g, :n_prompt] = stream_rows[:n_prompt]
-    for i in range(n_prompt, T):
-        ctx = i + 1
-        n_pages = -(-ctx // bs)
-        keep = torch.zeros(Hkv, n_pages, dtype=torch.bool)
-        sink_p = min(-(-sink // bs), n_pages)
-        win_first = max(max(ctx - window, 0) // bs, sink_p)
-        kp = torch.nn.functional.pad(k[:ctx].float(), (0, 0, 0, 0, 0, n_pages * bs - ctx), value=float("nan"))
-        kp = kp.view(n_pages, bs, Hkv, D)
-        kmin, kmax = kp.nan_to_num(float("inf")).amin(1), kp.nan_to_num(float("-inf")).amax(1)  # (P, Hkv, D)
-        for h in range(Hkv):
-            if stream_kv[h]:
-                keep[h, :sink_p] = True
-                keep[h, win_first:] = True
-                continue
-            qg = q[i, h * g:(h + 1) * g].float()  # (g, D)
-            bound = torch.maximum(qg[:, None] * kmin[None, :, h], qg[:, None] * kmax[None, :, h]).sum(-1).amax(0)
-            bound[0] = bound[-1] = float("inf")
-            keep[h, bound.topk(min(budget // bs, n_pages)).indices] = True
-        tok = keep.repeat_interleave(bs, 1)[:, :ctx].repeat_interleave(g, 0)  # (Hq, ctx)
-        mask[:, i, :ctx] &= tok
-    return mask
-
-
-def passkey():
-    """Passkey retrieval on SmolLM2-135M (real weights, CPU, float32), dense vs sparse. The
-    sparse run applies exactly the masks the sparse backend's kernels attend (see sparse_mask;
-    the kernels match these masks in tests/kernels), computed in float32 torch, because the
-    Triton interpreter is too slow for 30 layers at 4K tokens on a CPU."""
-    import random
-
-    from edgeserve_pod.kernels.block_sparse_prefill import plan_block_sparse
-    from edgeserve_pod.layers.attention_base import AttentionBackend, AttentionMetadata
-    from edgeserve_pod.layers.attention_sparse import SparseAttentionConfig
-    from edgeserve_pod.layers.linear_bf16 import Bf16LinearFactory
-    from edgeserve_pod.models.arch import ModelArch
-    from edgeserve_pod.models.llama import LlamaModel
-    from edgeserve_pod.models.loader import load_weights
-    from edgeserve_pod.parallel import TPGroup
-    from edgeserve_pod.quant.bpe import BPETokenizer
-
-    P = PASSKEY
-    cfg = SparseAttentionConfig.from_head_map(P["head_map"], token_budget=P["budget"])
-    if args.stream_ratio is not None:
-        import json as _json
-
-        from edgeserve_pod.tools.calibrate_heads import mark_streaming
-        with open(P["head_map"]) as f:
-            cfg.streaming = mark_streaming(torch.tensor(_json.load(f)["outside_mass"]), args.stream_ratio)
-
-    class MaskedAttention(AttentionBackend):
-        def __init__(self, *a):
-            super().__init__(*a)
-            self.sparse, self.n_prompt, self.plan = False, 0, None
-
-        def forward(self, layer, q, k, v, kc, vc, st, meta):
-            T, Hq, _ = q.shape
-            g = Hq // k.shape[1]
-            s = torch.einsum("qhd,khd->hqk", q.float(), k.float().repeat_interleave(g, 1)) * self.scale
-            if self.sparse:
-                m = sparse_mask(q, k, self.n_prompt, cfg.streaming[layer], cfg.sink_tokens, cfg.window_tokens,
-                                cfg.token_budget, P["page"], self.plan)
-            else:
-                m = torch.ones(T, T, dtype=torch.bool).tril()[None]
-            p = s.masked_fill(~m, float("-inf")).softmax(-1)
-            return torch.einsum("hqk,khd->qhd", p, v.float().repeat_interleave(g, 1)).to(q.dtype)
-
-    arch = ModelArch.from_folder(P["model"])
-    att = MaskedAttention(arch.num_heads, arch.num_kv_heads, arch.head_dim)
-    model = LlamaModel(arch, Bf16LinearFactory(torch.float32, torch.device("cpu")), att, TPGroup(), torch.float32,
-                       torch.device("cpu"), max(P["lengths"]) + 64)
-    load_weights(model, P["model"])
-    model.eval()
-    tok = BPETokenizer.from_gguf(P["tokenizer"])
-    filler = tok.encode("The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ")
-    rng = random.Random(0)
-    hits = {"dense": 0, "sparse": 0}
-    n = 0
-    for L in P["lengths"]:
-        for depth in P["depths"]:
-            key = rng.randrange(10000, 99999)
-            needle = tok.encode(f" The pass key is {key}. Remember it. {key} is the pass key. ")
-            head = tok.encode("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it.")
-            ask = tok.encode(" What is the pass key? The pass key is")
-            answer = tok.encode(f" {key}")
-            room = L - len(head) - len(needle) - len(ask)
-            hay = (filler * (room // len(filler) + 1))[:room]
-            at = int(depth * room)
-            prompt = head + hay[:at] + needle + hay[at:] + ask
-            ids = torch.tensor(prompt + answer)
-            T = len(ids)
-            att.n_prompt = len(prompt)
-            att.plan = plan_block_sparse(T, cfg.sink_tokens, cfg.window_tokens, cfg.prefill_block_m, cfg.prefill_block_n)
-            meta = AttentionMetadata(T, 0, torch.arange(T))
-            for mode in ("dense", "sparse"):
-                att.sparse = mode == "sparse"
-                with torch.inference_mode():
-                    hid = model(ids, torch.arange(T), [(None, None)] * arch.num_layers, [{}] * arch.num_layers, meta)
-                    pred = model.compute_logits(hid[len(prompt) - 1:T - 1]).argmax(-1)
-                ok = torch.equal(pred, ids[len(prompt):])
-                hits[mode] += ok
-                print(f"  L={T} depth={depth} key={key} {mode}: {'ok' if ok else 'miss'} "
-                      f"(got {pred.tolist()} want {answer})", flush=True)
-            n += 1
-            save()
-    desc = (f"SmolLM2-135M real weights, float32 CPU; lengths {P['lengths']}, depths {P['depths']}; sparse = Quest "
-            f"budget {P['budget']} page {P['page']} + {sum(map(sum, cfg.streaming))}/{sum(map(len, cfg.streaming))} "
-            f"streaming kv heads (sink {cfg.sink_tokens}, window {cfg.window_tokens}) from the calibrated head map; "
-            "teacher-forced greedy: a hit = every answer token is the argmax")
-    n_str = sum(map(sum, cfg.streaming))
-    metric(f"passkey_accuracy_pct[smollm2-135m,L=2K,quest={P['budget']},streaming_kv_heads={n_str}/90,n={n}]", 100 * hits["sparse"] / n, "%", "higher",
-           peer=("same model, dense attention", 100 * hits["dense"] / n),
-           target=(100 * hits["dense"] / n - 2, "issue 6: sparse >= dense - 2 points"), note=desc)
+# passkey accuracy (dense vs sparse through the engine) moved to bench/passkey.py
 
 
 for part in args.only.split(","):
-    section({"decode": decode, "fp8": fp8, "prefill": prefill, "e2e": e2e, "passkey": passkey}[part])
+    section({"decode": decode, "fp8": fp8, "prefill": prefill, "e2e": e2e}[part])
 print("done", flush=True)

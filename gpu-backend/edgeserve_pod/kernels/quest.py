@@ -53,17 +53,21 @@ def _score_kernel(
     BlockTable,  # (B, max_blocks) int32
     ContextLens,  # (B,) int32
     Scores,  # (B, Hkv, max_pages) float32
+    Skip,  # (B,) int32: 1 = this sequence reuses its previous selection (HAS_SKIP only)
     stride_qb, stride_qh,
     stride_mb, stride_mh,
     stride_bt,
     stride_sb, stride_sh,
     max_pages,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr, BLOCK_P: tl.constexpr, DOT_T: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, BLOCK_P: tl.constexpr, DOT_T: tl.constexpr, HAS_SKIP: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     pb = tl.program_id(2)
+    if HAS_SKIP:
+        if tl.load(Skip + b) != 0:
+            return
     ctx = tl.load(ContextLens + b)
     n_pages = (ctx + BLOCK_SIZE - 1) // BLOCK_SIZE
     offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -96,6 +100,7 @@ def quest_scores(
     block_size: int,
     block_p: int = 64,
     out: torch.Tensor | None = None,
+    skip: torch.Tensor | None = None,  # (B,) bool/int: rows left unscored (their selection is reused)
 ) -> torch.Tensor:  # (B, Hkv, max_blocks) float32
     B, Hq, D = q.shape
     nb, Hkv, Dm = kmin.shape
@@ -110,10 +115,11 @@ def quest_scores(
     block_p = max(16, min(block_p, triton.next_power_of_2(max_pages)))
     _score_kernel[(B, Hkv, triton.cdiv(max_pages, block_p))](
         q, kmin, kmax, block_tables, context_lens, out,
+        context_lens if skip is None else skip.to(torch.int32).contiguous(),
         q.stride(0), q.stride(1), kmin.stride(0), kmin.stride(1), block_tables.stride(0),
         out.stride(0), out.stride(1), max_pages,
         GROUP=Hq // Hkv, GROUP_PAD=max(16, triton.next_power_of_2(Hq // Hkv)), HEAD_DIM=D,
-        BLOCK_SIZE=block_size, BLOCK_P=block_p, DOT_T=dot_dtype(kmin.dtype),
+        BLOCK_SIZE=block_size, BLOCK_P=block_p, DOT_T=dot_dtype(kmin.dtype), HAS_SKIP=skip is not None,
     )
     return out
 
@@ -125,14 +131,18 @@ def _topk_kernel(
     KPerSeq,  # (B,) int32 pages wanted per sequence (<= K)
     PageIdx,  # (B, Hkv, K) int32 out
     NumSel,  # (B, Hkv) int32 out
+    Skip,  # (B,) int32: 1 = leave this row's PageIdx/NumSel as they are (HAS_SKIP only)
     max_pages, K,
-    BLOCK_SIZE: tl.constexpr, P_PAD: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, P_PAD: tl.constexpr, HAS_SKIP: tl.constexpr,
 ):
     """Radix select on the top 16 bits of an order-preserving key (bf16 precision: 16 counting
     passes over registers instead of 32), then compaction of the winners in ascending page order
     with a prefix sum. Scores equal to 16 bits at the threshold are taken lowest page first."""
     b = tl.program_id(0)
     kvh = tl.program_id(1)
+    if HAS_SKIP:
+        if tl.load(Skip + b) != 0:
+            return
     n_pages = (tl.load(ContextLens + b) + BLOCK_SIZE - 1) // BLOCK_SIZE
     k_eff = tl.minimum(tl.load(KPerSeq + b), n_pages)
     offs = tl.arange(0, P_PAD)
@@ -162,33 +172,60 @@ def select_pages(
     budget_tokens: int,
     block_size: int,
     method: str = "triton",
-    budget_per_seq: torch.Tensor | None = None,  # (B,) int32 tokens, <= budget_tokens (triton only)
+    budget_per_seq: torch.Tensor | None = None,  # (B,) int32 tokens, <= budget_tokens
+    skip: torch.Tensor | None = None,  # (B,) bool: keep these rows of `out` as they are (triton only)
+    out: tuple[torch.Tensor, torch.Tensor] | None = None,  # (page_idx, num_sel) to write into
 ) -> tuple[torch.Tensor, torch.Tensor]:  # page_idx (B, Hkv, k) int32, num_sel (B, Hkv) int32
     """Top pages within the token budget; the first num_sel entries of each row are used.
     method "triton": radix-select kernel, pages in ascending order, optional per-sequence budgets.
     "torch": torch.topk, sorted by score, so the valid pages (finite or +inf scores) come before
-    the -inf ones past the context."""
+    the -inf ones past the context; with budget_per_seq, a row keeps its first k_seq entries."""
     k = max(2, min(budget_tokens // block_size, scores.shape[-1]))
     if method == "triton":
         B, H, P = scores.shape
         if not scores.is_contiguous():
             raise ValueError("scores must be contiguous (B, Hkv, max_pages)")
-        idx = torch.empty(B, H, k, dtype=torch.int32, device=scores.device)  # past num_sel: never read
-        num_sel = torch.empty(B, H, dtype=torch.int32, device=scores.device)
+        if out is None:
+            idx = torch.empty(B, H, k, dtype=torch.int32, device=scores.device)  # past num_sel: never read
+            num_sel = torch.empty(B, H, dtype=torch.int32, device=scores.device)
+        else:
+            idx, num_sel = out
+            if idx.shape != (B, H, k) or num_sel.shape != (B, H) or not (idx.is_contiguous() and num_sel.is_contiguous()):
+                raise ValueError(f"out must be contiguous (B, Hkv, {k}) and (B, Hkv) int32 tensors")
         p_pad = max(16, triton.next_power_of_2(P))
         if budget_per_seq is None:
             k_seq = torch.full((B,), k, dtype=torch.int32, device=scores.device)
         else:
             k_seq = torch.clamp(budget_per_seq // block_size, min=2, max=k).to(torch.int32)
-        _topk_kernel[(B, H)](scores, context_lens, k_seq, idx, num_sel, P, k, BLOCK_SIZE=block_size, P_PAD=p_pad,
+        _topk_kernel[(B, H)](scores, context_lens, k_seq, idx, num_sel,
+                             context_lens if skip is None else skip.to(torch.int32).contiguous(), P, k,
+                             BLOCK_SIZE=block_size, P_PAD=p_pad, HAS_SKIP=skip is not None,
                              num_warps=max(4, min(16, p_pad // 512)))
         return idx, num_sel
-    if method != "torch" or budget_per_seq is not None:
-        raise ValueError(f"method must be 'triton' (or 'torch' without budget_per_seq), got {method!r}")
+    if method != "torch" or skip is not None or out is not None:
+        raise ValueError(f"method must be 'triton' (or 'torch' without skip/out), got {method!r}")
     idx = torch.topk(scores, k, dim=-1, sorted=True).indices.to(torch.int32)
     n_pages = (context_lens + block_size - 1) // block_size  # (B,)
-    num_sel = torch.clamp(n_pages, max=k).to(torch.int32)[:, None].expand(-1, scores.shape[1]).contiguous()
-    return idx, num_sel
+    k_seq = k if budget_per_seq is None else torch.clamp(budget_per_seq // block_size, min=2, max=k)
+    num_sel = torch.minimum(n_pages, torch.as_tensor(k_seq, device=n_pages.device)).to(torch.int32)
+    return idx, num_sel[:, None].expand(-1, scores.shape[1]).contiguous()
+
+
+def torch_quest_scores(q, kmin, kmax, block_tables, context_lens, block_size) -> torch.Tensor:
+    """quest_scores in batched torch (the CPU path of the sparse backend): same bound, same
+    forced first/last pages, -inf past the context. q (B, Hq, D) -> (B, Hkv, max_pages) float32."""
+    B, Hq, D = q.shape
+    Hkv = kmin.shape[1]
+    P = block_tables.shape[1]
+    bt = block_tables.long()
+    lo, hi = kmin[bt].float(), kmax[bt].float()  # (B, P, Hkv, D)
+    qg = q.float().view(B, Hkv, Hq // Hkv, D)
+    s = (torch.einsum("bhgd,bphd->bhgp", qg.clamp(min=0), hi)
+         + torch.einsum("bhgd,bphd->bhgp", qg.clamp(max=0), lo)).amax(2)  # (B, Hkv, P)
+    n_pages = ((context_lens.long() + block_size - 1) // block_size)[:, None, None]
+    p = torch.arange(P, device=q.device)[None, None, :]
+    s = torch.where((p == 0) | (p == n_pages - 1), float("inf"), s)
+    return torch.where(p < n_pages, s, float("-inf"))
 
 
 def reference_scores(q, kmin, kmax, block_table, ctx, block_size) -> torch.Tensor:

@@ -7,17 +7,24 @@ budget (kernels/quest.py), streaming kv heads get the sink pages + the pages of 
 `window` tokens (page-granular: at most one page more on each side), and the split-K decode
 kernel visits only those pages. Contexts within the budget are attended densely (Quest keeps
 every page).
+Quest re-selection every k steps (LServe; `reselect_every`, per model or per request): a
+sequence reuses its page list for k decode steps and selects again on the k-th, or at once when
+it starts a new last page (see _quest_reusing). k = 1 selects every step.
 Prefill without a cached prefix: block_sparse_prefill (retrieval heads dense causal, streaming
 heads sink + local blocks). With a cached prefix: the dense paged prefill (streaming heads then
 see the whole prefix during that prefill).
 
+Two implementations of the same selection: "triton" (the kernels; GPU, or CPU under
+TRITON_INTERPRET=1 in the kernel tests) and "torch" (masks over the same page lists and block
+plans, float32 on CPU), so the CPU engine can serve attention_backend="sparse" too (the
+passkey accuracy bench runs through it).
+
 What this does not do: streaming heads still have their K/V written for every token (the
 shared paged layout keeps all heads in one block), so their KV is not constant-size in memory,
-only in what each step reads; and Quest re-selects every step (re-selecting every k steps needs
-a per-sequence slot in AttentionMetadata to keep the previous selection).
+only in what each step reads.
 
-Per-request overrides (protocol `attention`: sparse, token_budget, sink_tokens, window_tokens)
-come in meta.overrides, prefill sequences first, then decodes.
+Per-request overrides (protocol `attention`: sparse, token_budget, sink_tokens, window_tokens,
+and reselect_every here) come in meta.overrides, prefill sequences first, then decodes.
 """
 
 from __future__ import annotations
@@ -26,24 +33,30 @@ import json
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
-from ..kernels.block_sparse_prefill import BlockSparsePlan, block_sparse_prefill, plan_block_sparse
+from ..kernels.block_sparse_prefill import BlockSparsePlan, block_sparse_prefill, plan_block_sparse, plan_mask
 from ..kernels.paged_attention import FP8, paged_decode, paged_prefill
-from ..kernels.quest import quest_scores, select_pages, update_page_minmax
+from ..kernels.quest import quest_scores, select_pages, torch_quest_scores, update_page_minmax
 from .attention_base import AttentionBackend, AttentionMetadata
-from .kv_write import write_kv
+from .attention_torch import TorchAttention
+from .kv_write import dequantize, write_kv
 
-_OVERRIDE_KEYS = {"sparse", "token_budget", "sink_tokens", "window_tokens"}
+_OVERRIDE_KEYS = {"sparse", "token_budget", "sink_tokens", "window_tokens", "reselect_every"}
+RESELECT_ROWS = 256  # decode batch rows that can keep a Quest selection between steps
 
 
 @dataclass
 class SparseAttentionConfig:
-    """Per-model sparse-attention settings; requests may override the first four."""
+    """Per-model sparse-attention settings; requests may override the first four and reselect_every."""
 
     enabled: bool = True
     token_budget: int = 4096  # Quest: tokens of KV each retrieval kv head reads per decode step
     sink_tokens: int = 128  # streaming heads: first tokens always kept
     window_tokens: int = 4096  # streaming heads: most recent tokens kept
+    # Quest re-scores every k-th decode step of a sequence and reuses its page list in between
+    # (LServe); a new last page always triggers a fresh selection. 1 = every step.
+    reselect_every: int = 1
     # streaming[layer][kv_head] = True for a streaming head (tools/calibrate_heads.py writes it);
     # None = every head is a retrieval head.
     streaming: list[list[bool]] | None = None
@@ -55,6 +68,8 @@ class SparseAttentionConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+        if not isinstance(self.reselect_every, int) or isinstance(self.reselect_every, bool) or self.reselect_every < 1:
+            raise ValueError(f"reselect_every must be an integer >= 1, got {self.reselect_every!r}")
         if self.token_budget < 16:
             raise ValueError(f"token_budget must be >= 16, got {self.token_budget}")
         if self.streaming is not None and not all(isinstance(r, list) and all(isinstance(x, bool) for x in r)
@@ -63,29 +78,33 @@ class SparseAttentionConfig:
 
     @classmethod
     def from_head_map(cls, path: str, **overrides) -> "SparseAttentionConfig":
-        """Load the JSON written by tools/calibrate_heads.py (its sink/window become defaults)."""
+        """Load the JSON written by tools/calibrate_heads.py (its sink/window, and token_budget when
+        present, become this model's defaults)."""
         with open(path) as f:
             m = json.load(f)
         if "streaming" not in m:
             raise ValueError(f"{path} is not a head map: no 'streaming' field")
         kw = {"streaming": m["streaming"], "sink_tokens": m.get("sink_tokens", 128),
               "window_tokens": m.get("window_tokens", 4096)}
+        kw.update({k: m[k] for k in ("token_budget", "reselect_every") if k in m})
         kw.update(overrides)
         return cls(**kw)
 
-    def for_request(self, o: dict | None) -> tuple[bool, int, int, int]:
-        """(sparse, token_budget, sink, window) for one sequence, overrides validated."""
+    def for_request(self, o: dict | None) -> tuple[bool, int, int, int, int]:
+        """(sparse, token_budget, sink, window, reselect_every) for one sequence, overrides validated."""
         if not o:
-            return self.enabled, self.token_budget, self.sink_tokens, self.window_tokens
+            return self.enabled, self.token_budget, self.sink_tokens, self.window_tokens, self.reselect_every
         if not isinstance(o, dict) or set(o) - _OVERRIDE_KEYS:
             raise ValueError(f"attention overrides take {sorted(_OVERRIDE_KEYS)}, got {o!r}")
         budget = o.get("token_budget", self.token_budget)
         sink = o.get("sink_tokens", self.sink_tokens)
         window = o.get("window_tokens", self.window_tokens)
+        every = o.get("reselect_every", self.reselect_every)
         if not isinstance(budget, int) or budget < 16 or not isinstance(sink, int) or sink < 0 \
-                or not isinstance(window, int) or window < 0:
-            raise ValueError(f"bad attention overrides {o!r}: token_budget >= 16, sink/window >= 0 integers")
-        return bool(o.get("sparse", self.enabled)), budget, sink, window
+                or not isinstance(window, int) or window < 0 or not isinstance(every, int) or every < 1:
+            raise ValueError(f"bad attention overrides {o!r}: token_budget >= 16, sink/window >= 0, "
+                             "reselect_every >= 1 integers")
+        return bool(o.get("sparse", self.enabled)), budget, sink, window, every
 
 
 class SparseAttention(AttentionBackend):
@@ -93,19 +112,37 @@ class SparseAttention(AttentionBackend):
 
     def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, scale: float | None = None,
                  kv_dtype: torch.dtype | None = None, config: SparseAttentionConfig | None = None,
-                 minmax_dtype: torch.dtype = torch.bfloat16):
+                 minmax_dtype: torch.dtype | None = None, impl: str = "auto"):
         super().__init__(num_heads, num_kv_heads, head_dim, scale)
+        # "triton": the kernels (GPU, or CPU under TRITON_INTERPRET=1); "torch": the same
+        # selection with torch attention (the CPU engine path); "auto": triton on cuda tensors.
+        if impl not in ("auto", "triton", "torch"):
+            raise ValueError(f"impl must be 'auto', 'triton' or 'torch', got {impl!r}")
+        self.impl = impl
         self.kv_dtype = kv_dtype
         self.cfg = config or SparseAttentionConfig()
         if self.cfg.streaming is not None and any(len(r) != num_kv_heads for r in self.cfg.streaming):
             raise ValueError(f"head map rows must have {num_kv_heads} kv heads each")
-        self.minmax_dtype = minmax_dtype
+        # min/max of keys are element selections: exact in the keys' own float dtype (bf16 keys
+        # need no more than bf16); an fp8 cache still gets its keys before quantisation.
+        self.minmax_dtype = minmax_dtype or (kv_dtype if kv_dtype in (torch.float32, torch.float16, torch.bfloat16)
+                                             else torch.bfloat16)
+        self._dense = TorchAttention(num_heads, num_kv_heads, head_dim, self.scale)  # torch impl's dense parts
+        self._masks: dict[tuple[int, int, int], torch.Tensor] = {}
         self._plans: dict[tuple[int, int, int], BlockSparsePlan] = {}
         self._stream: dict[tuple[int, str], torch.Tensor] = {}
 
     def allocate_layer_state(self, num_blocks: int, block_size: int, device: torch.device) -> dict[str, torch.Tensor]:
         state = {"kmin": torch.zeros(num_blocks, self.num_kv_heads, self.head_dim, dtype=self.minmax_dtype, device=device),
                  "kmax": torch.zeros(num_blocks, self.num_kv_heads, self.head_dim, dtype=self.minmax_dtype, device=device)}
+        # Quest re-selection every k steps: a generation per block (+1 when its row 0 is written)
+        # and the kept page lists of up to RESELECT_ROWS decode rows (allocated here, before any
+        # CUDA-graph capture, so that replays keep them)
+        z = dict(dtype=torch.int32, device=device)
+        K = max(2, self.cfg.token_budget // block_size)
+        state.update(blk_gen=torch.zeros(num_blocks, **z), sel_idx=torch.zeros(RESELECT_ROWS, self.num_kv_heads, K, **z),
+                     sel_num=torch.zeros(RESELECT_ROWS, self.num_kv_heads, **z), sel_blk=torch.full((RESELECT_ROWS,), -1, **z),
+                     sel_gen=torch.zeros(RESELECT_ROWS, **z), sel_ctx=torch.zeros(RESELECT_ROWS, **z))
         if self.kv_dtype == FP8:
             state["k_scale"] = torch.zeros(self.num_kv_heads, dtype=torch.float32, device=device)
             state["v_scale"] = torch.zeros(self.num_kv_heads, dtype=torch.float32, device=device)
@@ -118,11 +155,17 @@ class SparseAttention(AttentionBackend):
             self._stream[key] = torch.tensor(row, dtype=torch.bool, device=device)
         return self._stream[key]
 
+    def _triton(self, q: torch.Tensor) -> bool:
+        return self.impl == "triton" or (self.impl == "auto" and q.is_cuda)
+
     def forward(self, layer, q, k, v, k_cache, v_cache, layer_state, meta: AttentionMetadata) -> torch.Tensor:
         # q (T, Hq, D); k, v (T, Hkv, D); caches (num_blocks, BS, Hkv, D)
         ks, vs = layer_state.get("k_scale"), layer_state.get("v_scale")
         write_kv(k, v, k_cache, v_cache, meta.slot_mapping, ks, vs)
         update_page_minmax(k, meta.slot_mapping, layer_state["kmin"], layer_state["kmax"], k_cache.shape[1])
+        if "blk_gen" in layer_state:  # a (re)started block invalidates Quest selections kept for it
+            BS = k_cache.shape[1]
+            layer_state["blk_gen"].index_add_(0, meta.slot_mapping // BS, (meta.slot_mapping % BS == 0).to(torch.int32))
         out = torch.empty_like(q)
         n_p = meta.num_prefill_tokens
         n_seq_p = 0 if meta.cu_seqlens_q is None else meta.cu_seqlens_q.numel() - 1
@@ -146,14 +189,21 @@ class SparseAttention(AttentionBackend):
     def _prefill(self, layer, q, k, v, k_cache, v_cache, ks, vs, meta, reqs, out):
         cu_q, cu_k = meta.cu_seqlens_q, meta.cu_seqlens_k
         no_prefix = torch.equal(cu_q, cu_k)  # host sync: prefill is not graph-captured
-        settings = set(reqs) if reqs else {self.cfg.for_request(None)}
+        settings = {r[:4] for r in reqs} if reqs else {self.cfg.for_request(None)[:4]}
         on, _, sink, window = next(iter(settings))
         if not no_prefix or len(settings) != 1 or not on:
             # cached prefixes, mixed per-request settings in one batch, or sparse off: dense paged
-            paged_prefill(q, k_cache, v_cache, meta.prefill_block_tables, cu_q, cu_k, meta.max_seqlen_q,
-                          self.scale, ks, vs, out=out)
+            if self._triton(q):
+                paged_prefill(q, k_cache, v_cache, meta.prefill_block_tables, cu_q, cu_k, meta.max_seqlen_q,
+                              self.scale, ks, vs, out=out)
+            else:
+                out.copy_(self._dense._prefill(q, k_cache, v_cache, ks, vs, meta))
             return
         plan = self._plan(meta.max_seqlen_q, sink, window, q.device)
+        if not self._triton(q):
+            cu = meta.cu_seqlens_q_cpu if meta.cu_seqlens_q_cpu is not None else cu_q.tolist()
+            self._torch_block_sparse(q, k, v, cu, self.streaming_kv_heads(layer, q.device), plan, (sink, window), out)
+            return
         head_kind = self.streaming_kv_heads(layer, q.device).repeat_interleave(self.num_heads // self.num_kv_heads)
         block_sparse_prefill(q, k, v, cu_q, meta.max_seqlen_q, head_kind.to(torch.int32), plan, self.scale, out=out)
 
@@ -161,13 +211,17 @@ class SparseAttention(AttentionBackend):
     def _decode(self, layer, q, k_cache, v_cache, ks, vs, layer_state, meta, reqs, out):
         ctx, tables = meta.decode_context_lens, meta.decode_block_tables  # (n,), (n, max_blocks)
         BS = k_cache.shape[1]
+        tri = self._triton(q)
         if not reqs and not self.cfg.enabled:
-            paged_decode(q, k_cache, v_cache, tables, ctx, self.scale, ks, vs, out=out)
+            if tri:
+                paged_decode(q, k_cache, v_cache, tables, ctx, self.scale, ks, vs, out=out)
+            else:
+                out.copy_(self._dense._decode(q, k_cache, v_cache, ks, vs, tables, ctx))
             return
         step = meta.__dict__.get("_sparse_step")
         if step is None:  # the same for every layer: computed once per step (one set of kernels)
-            step = meta.__dict__["_sparse_step"] = self._step_pages(ctx, tables.shape[1], BS, reqs, q.device)
-        budget, max_budget, idx_s, num_s = step
+            step = meta.__dict__["_sparse_step"] = self._step_pages(ctx, tables, BS, reqs, q.device)
+        budget, max_budget, idx_s, num_s, every, last_blk = step
         stream_row = self.streaming_kv_heads(layer, q.device)
         n_stream = int(sum(self.cfg.streaming[layer])) if self.cfg.streaming is not None else 0
         if n_stream == self.num_kv_heads:  # all streaming: no Quest work in this layer
@@ -175,19 +229,102 @@ class SparseAttention(AttentionBackend):
             num_sel = num_s[:, None].expand(-1, self.num_kv_heads).contiguous()
         else:
             # retrieval heads: Quest (a non-sparse request asks for every page)
-            scores = quest_scores(q, layer_state["kmin"], layer_state["kmax"], tables, ctx, BS)
-            page_idx, num_sel = select_pages(scores, ctx, max_budget, BS, budget_per_seq=budget)  # (n, Hkv, Kq)
+            K = max(2, min(max_budget // BS, tables.shape[1]))  # select_pages' width
+            if every is not None and ctx.shape[0] <= RESELECT_ROWS and K == layer_state["sel_idx"].shape[2]:
+                page_idx, num_sel = self._quest_reusing(q, tables, ctx, BS, layer_state, budget, max_budget,
+                                                        every, last_blk, tri)
+            else:  # select every step (also when the kept lists' width does not fit this step's)
+                scores = (quest_scores if tri else torch_quest_scores)(q, layer_state["kmin"], layer_state["kmax"],
+                                                                       tables, ctx, BS)
+                page_idx, num_sel = select_pages(scores, ctx, max_budget, BS, method="triton" if tri else "torch",
+                                                 budget_per_seq=budget)  # (n, Hkv, Kq)
             if n_stream:
                 width = max(page_idx.shape[2], idx_s.shape[1])
                 stream = stream_row[None, :, None]  # (1, Hkv, 1)
                 page_idx = torch.where(stream, _pad(idx_s[:, None, :], width), _pad(page_idx, width)).contiguous()
                 num_sel = torch.where(stream[..., 0], num_s[:, None], num_sel).to(torch.int32).contiguous()
-        paged_decode(q, k_cache, v_cache, tables, ctx, self.scale, ks, vs, page_idx=page_idx, num_sel=num_sel, out=out)
+        if tri:
+            paged_decode(q, k_cache, v_cache, tables, ctx, self.scale, ks, vs, page_idx=page_idx, num_sel=num_sel,
+                         out=out)
+        else:
+            out.copy_(self._torch_decode(q, k_cache, v_cache, ks, vs, tables, ctx, page_idx, num_sel))
 
-    def _step_pages(self, ctx, max_pages: int, BS: int, reqs, dev):
-        """Per-sequence Quest budgets and the streaming heads' page lists (sink pages, then the
-        window's pages): budget (n,) int32, max_budget int, idx_s (n, Ks) int32, num_s (n,) int32."""
+    def _quest_reusing(self, q, tables, ctx, BS, state, budget, max_budget, every, last_blk, tri):
+        """Quest with LServe's re-selection every k steps. Decode row b keeps its page list while
+        it still writes into the same last block (same physical block, same generation: the block
+        was not freed and reused since) and fewer than every[b] tokens were added since that list
+        was chosen; other rows are scored and selected afresh (Triton: the kernels skip the kept
+        rows). The lists live in per-layer buffers of RESELECT_ROWS decode rows, so a sequence
+        that changes its row in the batch simply selects again."""
         n = ctx.shape[0]
+        gen = state["blk_gen"][last_blk.long()]
+        old_blk, old_gen, old_ctx = state["sel_blk"][:n], state["sel_gen"][:n], state["sel_ctx"][:n]
+        reuse = (old_blk == last_blk) & (old_gen == gen) & (ctx > old_ctx) & (ctx - old_ctx < every)
+        idx, num = state["sel_idx"][:n], state["sel_num"][:n]
+        if tri:
+            scores = quest_scores(q, state["kmin"], state["kmax"], tables, ctx, BS, skip=reuse)
+            select_pages(scores, ctx, max_budget, BS, budget_per_seq=budget, skip=reuse, out=(idx, num))
+        else:
+            scores = torch_quest_scores(q, state["kmin"], state["kmax"], tables, ctx, BS)
+            f_idx, f_num = select_pages(scores, ctx, max_budget, BS, method="torch", budget_per_seq=budget)
+            idx.copy_(torch.where(reuse[:, None, None], idx, f_idx))
+            num.copy_(torch.where(reuse[:, None], num, f_num))
+        old_blk.copy_(torch.where(reuse, old_blk, last_blk))
+        old_gen.copy_(torch.where(reuse, old_gen, gen))
+        old_ctx.copy_(torch.where(reuse, old_ctx, ctx))
+        return idx, num
+
+    # ------------------------------------------------------------------ torch implementation
+    def _torch_block_sparse(self, q, k, v, cu: list[int], stream_kv, plan, key, out):
+        """block_sparse_prefill in torch: every head dense causal, then the streaming heads again
+        under the plan's element mask (plan_mask: the block lists the kernel walks)."""
+        g = self.num_heads // self.num_kv_heads
+        heads = stream_kv.repeat_interleave(g).nonzero()[:, 0]  # streaming q heads
+        for a, b in zip(cu[:-1], cu[1:]):
+            qi, ki, vi = (t[a:b].transpose(0, 1)[None] for t in (q, k, v))  # (1, H, L, D)
+            o = F.scaled_dot_product_attention(qi, ki, vi, is_causal=True, scale=self.scale, enable_gqa=True)[0]
+            if heads.numel():
+                L = b - a
+                mask = self._stream_mask(plan, key)[:L, :L]
+                ks_, vs_ = ki[:, heads // g], vi[:, heads // g]
+                for r in range(0, L, 1024):  # row chunks bound the (heads, rows, L) scores
+                    o[heads, r:r + 1024] = F.scaled_dot_product_attention(
+                        qi[:, heads, r:r + 1024], ks_, vs_, attn_mask=mask[r:r + 1024], scale=self.scale)[0]
+            out[a:b] = o.transpose(0, 1)
+
+    def _stream_mask(self, plan, key) -> torch.Tensor:
+        k = (plan.max_len, *key)
+        if k not in self._masks:
+            self._masks[k] = plan_mask(plan, 1, plan.max_len).to(plan.block_idx.device)
+        return self._masks[k]
+
+    def _torch_decode(self, q, k_cache, v_cache, ks, vs, tables, ctx, page_idx, num_sel):
+        """paged_decode over a page list in torch: keys outside the selected pages are masked."""
+        n, W = tables.shape
+        BS = k_cache.shape[1]
+        g = self.num_heads // self.num_kv_heads
+        valid = torch.arange(page_idx.shape[2], device=q.device)[None, None, :] < num_sel[..., None]
+        keep = torch.zeros(n, self.num_kv_heads, W + 1, dtype=torch.bool, device=q.device)
+        keep.scatter_(2, torch.where(valid, page_idx.long(), W), True)  # unused entries go to column W
+        tok = keep[..., :W].repeat_interleave(BS, 2) & (torch.arange(W * BS, device=q.device) < ctx[:, None, None])
+        bt = tables.long()
+        kk = dequantize(k_cache[bt].flatten(1, 2), ks, q.dtype).transpose(1, 2)  # (n, Hkv, W*BS, D)
+        vv = dequantize(v_cache[bt].flatten(1, 2), vs, q.dtype).transpose(1, 2)
+        o = F.scaled_dot_product_attention(q.unsqueeze(2), kk, vv, attn_mask=tok.repeat_interleave(g, 1)[:, :, None, :],
+                                           scale=self.scale, enable_gqa=True)
+        return o.squeeze(2)
+
+    def _step_pages(self, ctx, tables, BS: int, reqs, dev):
+        """Per-sequence Quest budgets and the streaming heads' page lists (sink pages, then the
+        window's pages): budget (n,) int32, max_budget int, idx_s (n, Ks) int32, num_s (n,) int32,
+        every (n,) int32 re-selection periods or None (all 1), last_blk (n,) int32 physical block
+        of each sequence's last page."""
+        n, max_pages = tables.shape
+        every = None
+        if reqs and max(r[4] for r in reqs) > 1:
+            every = torch.tensor([r[4] for r in reqs], dtype=torch.int32, device=dev)
+        elif not reqs and self.cfg.reselect_every > 1:
+            every = torch.full((n,), self.cfg.reselect_every, dtype=torch.int32, device=dev)
         if reqs:
             sparse = torch.tensor([r[0] for r in reqs], device=dev)
             budget = torch.tensor([r[1] if r[0] else max_pages * BS for r in reqs], dtype=torch.int32, device=dev)
@@ -212,7 +349,8 @@ class SparseAttention(AttentionBackend):
         if sparse is not None:  # a dense request: pages 0 .. n_pages - 1
             idx_s = torch.where(sparse[:, None], idx_s, j)
             num_s = torch.where(sparse[:, None], num_s, n_pages)
-        return budget, max_budget, idx_s.to(torch.int32), num_s[:, 0].to(torch.int32)
+        last_blk = tables.gather(1, (n_pages - 1).clamp(min=0).to(torch.int64))[:, 0]
+        return budget, max_budget, idx_s.to(torch.int32), num_s[:, 0].to(torch.int32), every, last_blk
 
 
 def _pad(x: torch.Tensor, width: int) -> torch.Tensor:

@@ -48,6 +48,7 @@ class CalibrationConfig:
     seq_len: int = 2048
     rows: int = 2
     out: str = "head_map.json"
+    passkey_samples: int = 0  # > 0: also probe retrieval (needle_mass) on that many synthetic passkey prompts
 
     def __post_init__(self) -> None:
         if not os.path.isfile(os.path.join(self.model, "config.json")):
@@ -58,6 +59,8 @@ class CalibrationConfig:
             raise ValueError(f"target_ratio must be in [0, 1], got {self.target_ratio}")
         if self.sink_tokens < 0 or self.window_tokens < 1 or self.rows < 1:
             raise ValueError("need sink_tokens >= 0, window_tokens >= 1, rows >= 1")
+        if self.passkey_samples < 0:
+            raise ValueError(f"passkey_samples must be >= 0, got {self.passkey_samples}")
         if self.seq_len <= self.sink_tokens + self.window_tokens:
             raise ValueError(f"seq_len ({self.seq_len}) must exceed sink + window "
                              f"({self.sink_tokens + self.window_tokens}) or nothing is measured")
@@ -85,8 +88,20 @@ def head_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, 
     return o_full, mass.view(-1, g).mean(1), err.view(-1, g).mean(1)
 
 
+def needle_mass(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, rows: slice, needle: slice):
+    """One causal sequence -> (output (T, Hq, D) float32, (Hkv,) mean attention probability that
+    the query rows `rows` put on the key span `needle`)."""
+    T, Hq, _ = q.shape
+    g = Hq // k.shape[1]
+    s = torch.einsum("qhd,khd->hqk", q.float(), k.float().repeat_interleave(g, 1)) * scale
+    p = s.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf")).softmax(-1)
+    o = torch.einsum("hqk,khd->qhd", p, v.float().repeat_interleave(g, 1))
+    return o, p[:, rows, needle].sum(-1).mean(-1).view(-1, g).mean(1)
+
+
 class RecordingAttention(AttentionBackend):
-    """Dense float32 attention for single-sequence prefills that records head_stats per layer."""
+    """Dense float32 attention for single-sequence prefills that records head_stats per layer,
+    or, while `probe` = (rows, needle) is set, needle_mass."""
 
     name = "calibration"
 
@@ -95,10 +110,16 @@ class RecordingAttention(AttentionBackend):
         self.sink, self.window = sink, window
         self.mass: dict[int, list[torch.Tensor]] = {}
         self.err: dict[int, list[torch.Tensor]] = {}
+        self.needle: dict[int, list[torch.Tensor]] = {}
+        self.probe: tuple[slice, slice] | None = None
 
     def forward(self, layer, q, k, v, k_cache, v_cache, layer_state, meta: AttentionMetadata) -> torch.Tensor:
         if meta.num_decode_tokens or (meta.cu_seqlens_q is not None and meta.cu_seqlens_q.numel() != 2):
             raise ValueError("calibration runs one prefill sequence per forward")
+        if self.probe is not None:
+            o, nm = needle_mass(q, k, v, self.scale, *self.probe)
+            self.needle.setdefault(layer, []).append(nm)
+            return o.to(q.dtype)
         o, mass, err = head_stats(q, k, v, self.scale, self.sink, self.window)
         self.mass.setdefault(layer, []).append(mass)
         self.err.setdefault(layer, []).append(err)
@@ -131,7 +152,9 @@ def calibrate(cfg: CalibrationConfig, log=print) -> dict:
     load_weights(model, cfg.model)
     model.eval()
     calib_text, _ = text.split()
-    ids = text.rows(BPETokenizer.from_gguf(cfg.tokenizer).encode(calib_text), cfg.seq_len, cfg.rows)
+    tok = BPETokenizer.from_gguf(cfg.tokenizer)
+    calib_ids = tok.encode(calib_text)
+    ids = text.rows(calib_ids, cfg.seq_len, cfg.rows)
     T = cfg.seq_len
     dummy = (torch.zeros(1), torch.zeros(1))
     for r in range(ids.shape[0]):
@@ -141,16 +164,23 @@ def calibrate(cfg: CalibrationConfig, log=print) -> dict:
         log(f"row {r + 1}/{ids.shape[0]} done")
     mass = torch.stack([torch.stack(rec.mass[i]).mean(0) for i in range(arch.num_layers)])  # (layers, Hkv)
     err = torch.stack([torch.stack(rec.err[i]).mean(0) for i in range(arch.num_layers)])
-    streaming = mark_streaming(mass, cfg.target_ratio)
+    rank, pk = mass, None
+    if cfg.passkey_samples:
+        pk = passkey_probe(model, rec, tok, calib_ids, cfg.seq_len, cfg.passkey_samples, log)
+        rank = torch.maximum(mass, pk)
+    streaming = mark_streaming(rank, cfg.target_ratio)
     s = torch.tensor(streaming)
     result = {
         "model": os.path.basename(os.path.normpath(cfg.model)),
-        "method": "outside sink+window attention mass, smallest first, up to target_ratio (see calibrate_heads.py)",
+        "method": ("outside sink+window attention mass" + (" and passkey needle mass (the larger)" if pk is not None else "")
+                   + ", smallest first, up to target_ratio (see calibrate_heads.py)"),
         "text": text.SOURCE, "seq_len": T, "rows": int(ids.shape[0]),
         "sink_tokens": cfg.sink_tokens, "window_tokens": cfg.window_tokens, "target_ratio": cfg.target_ratio,
         "streaming": streaming,
         "outside_mass": [[round(x, 5) for x in row] for row in mass.tolist()],
         "output_error": [[round(x, 5) for x in row] for row in err.tolist()],
+        **({"passkey_samples": cfg.passkey_samples,
+            "passkey_mass": [[round(x, 5) for x in row] for row in pk.tolist()]} if pk is not None else {}),
         "summary": {"streaming_heads": int(s.sum()), "kv_heads": s.numel(),
                     "mean_output_error_streaming": round(float(err[s].mean()), 4) if s.any() else None,
                     "mean_output_error_retrieval": round(float(err[~s].mean()), 4) if (~s).any() else None,
@@ -160,6 +190,48 @@ def calibrate(cfg: CalibrationConfig, log=print) -> dict:
         json.dump(result, f, indent=1)
     log(json.dumps(result["summary"]))
     return result
+
+
+PROBE_NEEDLE = " The secret code is {code}. Remember the secret code: {code}. "
+PROBE_ASK = " What is the secret code? The secret code is"
+
+
+def passkey_sample(tok, hay_ids: list[int], seq_len: int, depth: float, code: int):
+    """A retrieval prompt unlike bench/passkey.py's (documentation text as the haystack, another
+    needle wording, six digits): ids (T,), the answer rows and the needle's key span."""
+    needle = tok.encode(PROBE_NEEDLE.format(code=code))
+    ask = tok.encode(PROBE_ASK)
+    answer = tok.encode(f" {code}")
+    room = seq_len - len(needle) - len(ask) - len(answer)
+    at = int(depth * room)
+    ids = hay_ids[:at] + needle + hay_ids[at:room] + ask + answer
+    n_prompt = len(ids) - len(answer)
+    return torch.tensor(ids), slice(n_prompt - 1, len(ids) - 1), slice(at, at + len(needle))
+
+
+@torch.inference_mode()
+def passkey_probe(model, rec: RecordingAttention, tok, hay_ids: list[int], seq_len: int, n: int, log=print):
+    """(layers, Hkv) mean needle_mass over n synthetic passkey prompts at depths spread over the
+    context (teacher-forced: the rows that predict the answer digits look at the needle)."""
+    import random
+
+    rng = random.Random(1234)
+    start = len(hay_ids) // 2  # the haystack is cut from the other half of the text than the rows above
+    rec.needle.clear()
+    try:
+        for i in range(n):
+            ids, rows, needle = passkey_sample(tok, hay_ids[start + i * 97:], seq_len, (i + 0.5) / n,
+                                               rng.randrange(100000, 999999))
+            T = ids.numel()
+            rec.probe = (rows, needle)
+            meta = AttentionMetadata(T, 0, torch.arange(T), cu_seqlens_q=torch.tensor([0, T], dtype=torch.int32),
+                                     cu_seqlens_k=torch.tensor([0, T], dtype=torch.int32), max_seqlen_q=T, max_seqlen_k=T)
+            layers = len(model.layers)
+            model(ids, torch.arange(T), [(torch.zeros(1), torch.zeros(1))] * layers, [{}] * layers, meta)
+            log(f"passkey probe {i + 1}/{n} done")
+    finally:
+        rec.probe = None
+    return torch.stack([torch.stack(rec.needle[i]).mean(0) for i in sorted(rec.needle)])
 
 
 def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -177,9 +249,11 @@ def main(argv=None) -> None:
     ap.add_argument("--ratio", type=float, default=0.5)
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--rows", type=int, default=2)
+    ap.add_argument("--passkey-samples", type=int, default=0)
     ap.add_argument("--out", default="head_map.json")
     a = ap.parse_args(argv)
-    calibrate(CalibrationConfig(a.model, a.tokenizer, a.sink, a.window, a.ratio, a.seq_len, a.rows, a.out))
+    calibrate(CalibrationConfig(a.model, a.tokenizer, a.sink, a.window, a.ratio, a.seq_len, a.rows, a.out,
+                                a.passkey_samples))
 
 
 if __name__ == "__main__":

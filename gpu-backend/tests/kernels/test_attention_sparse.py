@@ -15,8 +15,15 @@ CFG = dict(token_budget=32, sink_tokens=8, window_tokens=16, streaming=[[False, 
            prefill_block_m=16, prefill_block_n=8)
 
 
-def backend(**kw):
-    be = SparseAttention(HQ, HKV, D, config=SparseAttentionConfig(**{**CFG, **kw}), minmax_dtype=torch.float32)
+@pytest.fixture(params=["triton", "torch"])
+def impl(request):
+    """Every test runs the Triton kernels (interpreter on CPU) and the torch path the CPU engine uses."""
+    return request.param
+
+
+def backend(impl="triton", **kw):
+    be = SparseAttention(HQ, HKV, D, config=SparseAttentionConfig(**{**CFG, **kw}), minmax_dtype=torch.float32,
+                         impl=impl)
     return be, be.allocate_layer_state(16, BS, torch.device(DEV))
 
 
@@ -44,8 +51,8 @@ def prefill_then_decode(be, state, overrides=None):
     return q, k, v, kc.cpu(), vc.cpu(), table, out_p, out_d
 
 
-def test_decode_selects_planted_and_window_pages():
-    be, state = backend()
+def test_decode_selects_planted_and_window_pages(impl):
+    be, state = backend(impl)
     q, k, v, kc, vc, table, _, out_d = prefill_then_decode(be, state)
     # 9 pages, budget 4 pages: retrieval head keeps first, last and the planted 3, 5;
     # streaming head keeps the sink page 0 and the window pages (70 - 16) // 8 = 6 .. 8.
@@ -56,16 +63,16 @@ def test_decode_selects_planted_and_window_pages():
     assert (out_d - dense).abs().max() > 1e-3  # sparsity really changed the result
 
 
-def test_prefill_is_block_sparse_per_head_map():
-    be, state = backend()
+def test_prefill_is_block_sparse_per_head_map(impl):
+    be, state = backend(impl)
     q, k, v, _, _, _, out_p, _ = prefill_then_decode(be, state)
     plan = plan_block_sparse(128, 8, 16, 16, 8)
     ref = reference_block_sparse(q[:69], k[:69], v[:69], torch.tensor([0, 0, 1, 1], dtype=torch.int32), plan, D ** -0.5)
     torch.testing.assert_close(out_p, ref, atol=2e-4, rtol=2e-4)
 
 
-def test_request_override_turns_sparsity_off():
-    be, state = backend()
+def test_request_override_turns_sparsity_off(impl):
+    be, state = backend(impl)
     q, k, v, kc, vc, table, out_p, out_d = prefill_then_decode(be, state, overrides={"sparse": False})
     torch.testing.assert_close(out_d, reference_paged_attention(q[69:], kc, vc, table, 70, D ** -0.5), atol=2e-4, rtol=2e-4)
     torch.testing.assert_close(out_p, reference_paged_attention(q[:69], kc, vc, table, 69, D ** -0.5), atol=2e-4, rtol=2e-4)
@@ -80,9 +87,90 @@ def test_bad_config_and_overrides_are_clear_errors():
         SparseAttention(4, 2, 32, config=SparseAttentionConfig(streaming=[[True]]))
 
 
-def test_all_streaming_layer_and_all_retrieval_layer():
+def test_all_streaming_layer_and_all_retrieval_layer(impl):
     for streaming, pages in (([[True, True]], [[0, 6, 7, 8], [0, 6, 7, 8]]), ([[False, False]], [[0, 3, 5, 8], [0, 3, 5, 8]])):
-        be, state = backend(streaming=streaming)
+        be, state = backend(impl, streaming=streaming)
         q, k, v, kc, vc, table, _, out_d = prefill_then_decode(be, state)
         ref = reference_paged_attention(q[69:], kc, vc, table, 70, D ** -0.5, pages=torch.tensor(pages))
         torch.testing.assert_close(out_d, ref, atol=2e-4, rtol=2e-4)
+
+
+def decode_steps(be, state, n_steps, overrides=None, table=None, n_prefill=69, swap=False):
+    """Prefill n_prefill tokens (pages 3, 5 planted along u; pages 1, 2 along w, orthogonal to
+    u), then decode n_steps tokens: the first query points along u, the later ones along w (the
+    other way round with swap). Returns the queries, caches, table and per-step outputs."""
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    P = n_prefill
+    T = P + n_steps
+    kc = torch.zeros(16, BS, HKV, D, device=DEV)
+    vc = torch.zeros_like(kc)
+    if table is None:
+        table = torch.randperm(16, generator=gen)[:12].to(torch.int32)
+    u = torch.nn.functional.normalize(torch.randn(D, generator=gen), dim=0) * 6
+    w = torch.randn(D, generator=gen)
+    w = torch.nn.functional.normalize(w - (w @ u) / (u @ u) * u, dim=0) * 6
+    k = 0.1 * torch.randn(T, HKV, D, generator=gen)
+    for p, d in ((3, u), (5, u), (1, w), (2, w)):
+        k[p * BS:(p + 1) * BS] = 0.5 * d
+    v = torch.randn(T, HKV, D, generator=gen)
+    q = torch.randn(T, HQ, D, generator=gen)
+    if swap:
+        u, w = w, u
+    q[P] = u
+    q[P + 1:] = w
+    slots = (table[torch.arange(T) // BS].long() * BS + torch.arange(T) % BS)
+    meta_p = AttentionMetadata(P, 0, slots[:P].to(DEV), cu_seqlens_q=torch.tensor([0, P], dtype=torch.int32, device=DEV),
+                               cu_seqlens_k=torch.tensor([0, P], dtype=torch.int32, device=DEV), max_seqlen_q=P,
+                               max_seqlen_k=P, prefill_block_tables=table[None].to(DEV), overrides=[overrides])
+    be.forward(0, q[:P].to(DEV), k[:P].to(DEV), v[:P].to(DEV), kc, vc, state, meta_p)
+    outs = []
+    for t in range(P, T):
+        meta_d = AttentionMetadata(0, 1, slots[t:t + 1].to(DEV), decode_block_tables=table[None].to(DEV),
+                                   decode_context_lens=torch.tensor([t + 1], dtype=torch.int32, device=DEV),
+                                   overrides=[overrides])
+        outs.append(be.forward(0, q[t:t + 1].to(DEV), k[t:t + 1].to(DEV), v[t:t + 1].to(DEV), kc, vc, state, meta_d).cpu())
+    return q, kc.cpu(), vc.cpu(), table, outs
+
+
+def stream_pages(ctx):  # kv head 1: sink page 0 + the pages of the last 16 tokens (padded to 4 by repeating page 0)
+    p = [0] + list(range(max((ctx - 16) // BS, 1), -(-ctx // BS)))
+    return [0] * (4 - len(p)) + p
+
+
+@pytest.mark.parametrize("every, how", [(1, "config"), (2, "config"), (4, "config"), (4, "request")])
+def test_reselect_every_k_steps(impl, every, how):
+    """k = 1 selects on every step (Quest follows the query from u's pages to w's pages at once);
+    k > 1 keeps the first step's pages for k steps, then selects again; a new last page (token
+    72 starts page 9) always selects afresh and includes that page."""
+    if how == "config":
+        be, state = backend(impl, reselect_every=every)
+        ov = None
+    else:
+        be, state = backend(impl)
+        ov = {"reselect_every": every}
+    q, kc, vc, table, outs = decode_steps(be, state, 5, ov)  # contexts 70 .. 74
+    u_pages, w_pages = [0, 3, 5], [0, 1, 2]
+    for step, out in enumerate(outs):
+        ctx = 70 + step
+        last = -(-ctx // BS) - 1
+        fresh = step == 0 or ctx == 73 or (ctx < 73 and step % every == 0) or (ctx > 73 and (ctx - 73) % every == 0)
+        chosen = (u_pages if step == 0 else w_pages) if fresh else (u_pages if ctx < 73 else w_pages)
+        pages = torch.tensor([chosen + [last], stream_pages(ctx)])
+        ref = reference_paged_attention(q[ctx - 1:ctx], kc, vc, table, ctx, D ** -0.5, pages=pages)
+        torch.testing.assert_close(out, ref, atol=2e-4, rtol=2e-4, msg=lambda m: f"k={every} ctx={ctx}: {m}")
+
+
+def test_reselect_does_not_reuse_a_recycled_block(impl):
+    """A kept selection belongs to one sequence: when its last block is freed and started again
+    (row 0 rewritten) by another sequence in the same batch row, that row selects afresh."""
+    be, state = backend(impl, reselect_every=8)
+    table = torch.randperm(16)[:12].to(torch.int32)
+    decode_steps(be, state, 1, table=table, swap=True)  # keeps w's pages for block table[8] at ctx 70
+    # another sequence in the same blocks, one token further: same row, same last block, within
+    # k tokens -- only the block's new generation tells the kept list is not its own
+    q, kc, vc, _, outs = decode_steps(be, state, 2, table=table, n_prefill=70)
+    for step, out in enumerate(outs):  # u pages at ctx 71 (fresh), kept at ctx 72 (w query)
+        ctx = 71 + step
+        pages = torch.tensor([[0, 3, 5, -(-ctx // BS) - 1], stream_pages(ctx)])
+        ref = reference_paged_attention(q[ctx - 1:ctx], kc, vc, table, ctx, D ** -0.5, pages=pages)
+        torch.testing.assert_close(out, ref, atol=2e-4, rtol=2e-4)

@@ -79,3 +79,47 @@ def test_triton_topk_matches_torch_topk():
             rest = [p for p in range(n_pages[b]) if p not in got]
             if rest:  # every chosen page scores >= every other one, at bf16 precision
                 assert key16(scores[b, h, got]).min() >= key16(scores[b, h, rest]).max()
+
+
+def test_torch_path_scores_and_per_sequence_budgets():
+    """The CPU engine's Quest (torch_quest_scores + torch top-k) against the float32 bound."""
+    from edgeserve_pod.kernels.quest import torch_quest_scores
+
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    bs, hq, hkv, d, nb = 4, 6, 2, 16, 30
+    ctx = torch.tensor([37, 9, 4], dtype=torch.int32)
+    table = torch.randperm(nb, generator=gen)[:30].view(3, 10).to(torch.int32)
+    kmin = torch.randn(nb, hkv, d, generator=gen)
+    kmax = kmin + torch.rand(nb, hkv, d, generator=gen)
+    q = torch.randn(3, hq, d, generator=gen)
+    s = torch_quest_scores(q, kmin, kmax, table, ctx, bs)
+    for i, c in enumerate(ctx.tolist()):
+        n = -(-c // bs)
+        torch.testing.assert_close(s[i, :, :n], reference_scores(q[i], kmin, kmax, table[i], c, bs), atol=1e-4, rtol=1e-5)
+        assert torch.isneginf(s[i, :, n:]).all()
+    idx, num = select_pages(s, ctx, budget_tokens=24, block_size=bs, method="torch",
+                            budget_per_seq=torch.tensor([12, 24, 24], dtype=torch.int32))
+    assert num[:, 0].tolist() == [3, 3, 1]  # 3 of 10 pages; 3 of 3; 1 of 1
+    for h in range(hkv):
+        assert set(idx[0, h, :3].tolist()) == {0, 9, int(s[0, h, 1:9].argmax()) + 1}
+
+
+def test_triton_selection_skips_kept_rows():
+    """Rows flagged in `skip` are neither scored nor selected: their previous lists stay."""
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    bs, hq, hkv, d, nb = 4, 4, 2, 16, 24
+    ctx = torch.tensor([40, 40], dtype=torch.int32)
+    table = torch.randperm(nb, generator=gen)[:20].view(2, 10).to(torch.int32)
+    kmin = torch.randn(nb, hkv, d, generator=gen)
+    kmax = kmin + torch.rand(nb, hkv, d, generator=gen)
+    q = torch.randn(2, hq, d, generator=gen)
+    skip = torch.tensor([True, False])
+    s_dev = torch.full((2, hkv, 10), 7.0, device=DEV)
+    quest_scores(q.to(DEV), kmin.to(DEV), kmax.to(DEV), table.to(DEV), ctx.to(DEV), bs, out=s_dev, skip=skip.to(DEV))
+    assert (s_dev[0] == 7.0).all()  # skipped row untouched
+    torch.testing.assert_close(s_dev[1, :, :].cpu(), reference_scores(q[1], kmin, kmax, table[1], 40, bs), atol=1e-3, rtol=1e-4)
+    idx = torch.full((2, hkv, 4), -5, dtype=torch.int32, device=DEV)
+    num = torch.full((2, hkv), -5, dtype=torch.int32, device=DEV)
+    select_pages(s_dev, ctx.to(DEV), 16, bs, skip=skip.to(DEV), out=(idx, num))
+    assert (idx[0] == -5).all() and (num[0] == -5).all()
+    assert (num[1] == 4).all() and {0, 9} <= set(idx[1, 0].tolist())
