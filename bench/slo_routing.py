@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/slo_routing.py            # all policies, one run each, same trace
     .venv/bin/python bench/slo_routing.py --policies round-robin,prefix-slo --requests 60
+    .venv/bin/python bench/slo_routing.py --repeats 3 --time-scale 1.15   # medians over 3 interleaved runs
 
 For each policy it starts a fresh `wrangler dev` (its own state dir, ROUTING_POLICY set) and
 three fresh pods (random-weight Llama-shaped model served under the edge's model id, so the
@@ -277,6 +278,8 @@ def main() -> int:
     ap.add_argument("--pods", type=int, default=3)
     ap.add_argument("--ttft-ms", type=float, default=1500)
     ap.add_argument("--tpot-ms", type=float, default=150)
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="run the policy list this many times, interleaved; the results add per-policy medians")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -287,16 +290,20 @@ def main() -> int:
     workdir = tempfile.mkdtemp(prefix="slo-bench-")
     ckpt = make_checkpoint(workdir)
     runs = {}
-    for i, pol in enumerate(args.policies.split(",")):
+    for i, pol in enumerate(args.policies.split(",") * args.repeats):
         name, _, sched_override = pol.partition("+")
         sched = sched_override or overrides.get(name, "fcfs")
         label = name if not sched_override else pol
         if label in runs:  # a repeat in the same invocation (interleaved runs against background load)
             label += f"#{sum(k.split('#')[0] == label for k in runs) + 1}"
         print(f"[{time.strftime('%H:%M:%S')}] {label}: pods schedule with {sched}", flush=True)
+        load_before = os.getloadavg()
         results, span = asyncio.run(run_policy(name, sched, reqs, slo, ckpt, workdir, args.pods))
+        # The host is shared: its load during each run goes with the run (uptime's 1/5/15-min averages).
         runs[label] = {"pod_scheduler": sched, **summarize(results, slo, span),
-                       "routes_sample": [r.route for r in results[:3]]}
+                       "routes_sample": [r.route for r in results[:3]],
+                       "load_avg_before": [round(x, 2) for x in load_before],
+                       "load_avg_after": [round(x, 2) for x in os.getloadavg()]}
         # Per-request rows for diagnosis (why a class misses), next to the logs, not in the results file.
         with open(os.path.join(workdir, f"requests-{label}.json"), "w") as f:
             json.dump([{**r.__dict__, "met": slo.met(r.cls, r), "arrival_s": q.arrival_s} for r, q in zip(results, reqs)], f)
@@ -305,6 +312,28 @@ def main() -> int:
               f"cache-hit {s['cache_hit_tokens']} / {s['prompt_tokens']} span {span:.1f}s errors {len(s['errors'])}", flush=True)
     write_results(args, slo, reqs, runs, workdir)
     return 0
+
+
+def policy_medians(runs: dict) -> dict:
+    """Per policy (label without its #k repeat suffix): medians over its runs, and the ratios to
+    round-robin paired by repeat (run k of a policy against run k of round-robin)."""
+    groups: dict[str, list[dict]] = {}
+    for label, s in runs.items():
+        groups.setdefault(label.split("#")[0], []).append(s)
+    rr = groups.get("round-robin", [])
+    out = {}
+    for name, ss in groups.items():
+        m = {"runs": len(ss)}
+        for k in ("goodput_tok_s", "slo_attainment", "cache_hit_tokens"):
+            m[k] = statistics.median(x[k] for x in ss)
+        if rr and name != "round-robin":
+            pairs = list(zip(ss, rr))
+            m["goodput_ratio_to_rr_paired"] = [round(a["goodput_tok_s"] / b["goodput_tok_s"], 3) for a, b in pairs]
+            m["cache_hit_ratio_to_rr_paired"] = [round(a["cache_hit_tokens"] / max(1, b["cache_hit_tokens"]), 3) for a, b in pairs]
+            m["goodput_ratio_to_rr_median"] = round(m["goodput_tok_s"] / statistics.median(x["goodput_tok_s"] for x in rr), 3)
+            m["cache_hit_ratio_to_rr_median"] = round(m["cache_hit_tokens"] / max(1, statistics.median(x["cache_hit_tokens"] for x in rr)), 3)
+        out[name] = m
+    return out
 
 
 def write_results(args, slo: Slo, reqs, runs: dict, workdir: str) -> None:
@@ -341,6 +370,28 @@ def write_results(args, slo: Slo, reqs, runs: dict, workdir: str) -> None:
                 if x.get(k) is None:
                     x.pop(k, None)
         metrics += m
+    medians = policy_medians(runs)
+    if medians and any(m["runs"] > 1 for m in medians.values()):
+        mr = medians.get("round-robin")
+        for name, m in medians.items():
+            cond = f"median of {m['runs']} runs,policy={name},pods={args.pods},len_scale={args.len_scale},time_scale={args.time_scale}"
+            peer = (lambda k: {"name": f"round-robin, median of {mr['runs']} runs interleaved in the same invocation", "value": round(mr[k], 2)}) \
+                if mr and name != "round-robin" else (lambda k: None)
+            mm = [
+                {"name": f"goodput_tok_s[{cond}]", "value": round(m["goodput_tok_s"], 2), "unit": "tok/s", "better": "higher",
+                 "peer": peer("goodput_tok_s"),
+                 "target": {"value": round(1.4 * mr["goodput_tok_s"], 2), "source": "issue 5: prefix+SLO >= 1.4x round-robin goodput"} if mr and name == "prefix-slo" else None},
+                {"name": f"slo_attainment[{cond}]", "value": round(m["slo_attainment"], 4), "unit": "fraction", "better": "higher",
+                 "peer": peer("slo_attainment"), "limit": {"value": 1.0, "how": "every request meets its SLO"}},
+                {"name": f"cache_hit_tokens[{cond}]", "value": m["cache_hit_tokens"], "unit": "tokens", "better": "higher",
+                 "peer": peer("cache_hit_tokens"),
+                 "target": {"value": 2 * mr["cache_hit_tokens"], "source": "issue 5: prefix+SLO >= 2x round-robin cache-hit tokens"} if mr and name == "prefix-slo" else None},
+            ]
+            for x in mm:
+                for k in ("peer", "target"):
+                    if x.get(k) is None:
+                        x.pop(k, None)
+            metrics += mm
     out = {
         "topic": "slo-routing", "device": device, "commit": commit,
         "command": "python bench/slo_routing.py " + " ".join(sys.argv[1:]), "date": date,
@@ -349,7 +400,7 @@ def write_results(args, slo: Slo, reqs, runs: dict, workdir: str) -> None:
                        "pod_model": SHAPE, "pod_threads": 1, "host_cpus": os.cpu_count(),
                        "classes": {c: sum(r.cls == c for r in reqs) for c in ("interactive", "deadline", "batch")},
                        "slo": slo.__dict__, "goodput": "prompt+completion tokens of requests that met their SLO, per second of span"},
-        "runs": runs, "metrics": metrics,
+        "runs": runs, "medians": medians, "metrics": metrics,
     }
     slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")
     path = args.out or os.path.join(ROOT, "bench/results/slo-routing", f"{date}-{slug}.json")

@@ -106,6 +106,25 @@ describe("prefix-slo", () => {
     expect(e!.pod.podId).toBe("b");
   });
 
+  it("when tight, counts the prefill a pod must add: a cached prefix can beat an earlier first token", () => {
+    // TTFT 1.28 s, nothing safe. a: 60/64 cached behind 1.2 s of queue (ttft ~1.27 s, adds 69 ms);
+    // b: idle, nothing cached (ttft ~1.03 s, adds 1.03 s for whoever comes next). Both meet it: a.
+    const slo = { class: "interactive" as const, ttft_ms: 1280, expected_output_tokens: 1 };
+    const d = createPolicy("prefix-slo", {}, clock).choose(
+      request(64, slo),
+      [pod("a", { waiting_prefill_tokens: 1200, waiting: 1 }), pod("b")],
+      new Map([["a", 60]]),
+    );
+    expect(d!.explain).toContain("tight pick=a");
+    // the same with a 1.25 s target: a would be late, b is not
+    const e = createPolicy("prefix-slo", {}, clock).choose(
+      request(64, { ...slo, ttft_ms: 1250 }),
+      [pod("a", { waiting_prefill_tokens: 1200, waiting: 1 }), pod("b")],
+      new Map([["a", 60]]),
+    );
+    expect(e!.pod.podId).toBe("b");
+  });
+
   it("routes a request that is late everywhere like batch work: to its cached prefix", () => {
     // 3 s of queue on every pod against a 1 s TTFT: hopeless; a holds the prefix, so it costs least there.
     const busy = { waiting_prefill_tokens: 3000, waiting: 3 };

@@ -5,8 +5,10 @@
  *       safe: pods with slack ≥ SAFE_SHARE × the tightest target exist: among them, the one that
  *         adds least work (longest cached prefix, so the prefix is not computed twice and capacity
  *         stays with others), then the earliest first token;
- *       tight: no safe pod, but the best is late by less than HOPELESS_SHARE × the target: the
- *         earliest first token (least late), near-ties (`SLACK_TIE_MS`) by cached prefix;
+ *       tight: no safe pod, but the best is late by less than HOPELESS_SHARE × the target: among
+ *         the pods that meet it, the least first-token time plus the prefill it adds there (the
+ *         delay it causes the pod's next arrivals); else the least late; near-ties
+ *         (`SLACK_TIE_MS`) by cached prefix;
  *       hopeless: late everywhere by more than that: its tokens will not count, so it is routed
  *         like batch work (least work), and the pod's SLO scheduler serves it after savable ones.
  *   - batch: the pod where the request costs least work (uncached prefill), queueing weighted by
@@ -80,12 +82,13 @@ export class PrefixSloPolicy implements RoutingPolicy {
         safe(e) ? e.uncachedTokens * 1e3 + Math.floor(e.ttftMs / SLACK_TIE_MS) : 1e12 - Math.floor(slackOf(e) / SLACK_TIE_MS),
       );
     } else if (best >= -HOPELESS_SHARE * target) {
-      // Feasible pods first, by time to first token; then the infeasible, least late first.
-      // Bucketing makes near-equal pods compare by cached prefix.
+      // Feasible pods first, by time to first token plus the prefill this request adds to the pod
+      // (the delay it puts on whoever arrives there next: a cached prefix is worth it twice); then
+      // the infeasible, least late first. Bucketing makes near-equal pods compare by cached prefix.
       mode = " tight";
       const key = (e: PodEstimate) => {
         const s = slackOf(e);
-        return s >= 0 ? Math.floor(e.ttftMs / SLACK_TIE_MS) : 1e6 - Math.floor(s / SLACK_TIE_MS);
+        return s >= 0 ? Math.floor((2 * e.ttftMs - e.queueMs) / SLACK_TIE_MS) : 1e6 - Math.floor(s / SLACK_TIE_MS);
       };
       ranked = rank(ests, (e) => key(e) * 1e6 - e.cachedBlocks);
     } else {
