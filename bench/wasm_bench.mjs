@@ -2,71 +2,35 @@
 // WASM runtime benchmark, single thread inside workerd (Miniflare): decode and prefill tok/s of
 // SmolLM2-135M Q4_1 and a 15M-shape model, SIMD128 and relaxed SIMD separately, peak memory
 // (workerd VmHWM minus its baseline), with the dot-product and memory-copy ceilings measured in
-// the same run. Peer: wllama (llama.cpp in WASM, single thread) when --wllama-tok-s results are
-// produced by bench/wasm_wllama.mjs in the same invocation (see --with-wllama).
+// the same run. Peer, in the same run on the same GGUF files: wllama (@wllama/wllama, llama.cpp
+// compiled to WASM) single-threaded, in workerd too (bench/wasm/wllama-worker.ts).
 //
 //   .venv/bin/python bench/wasm_tiny_gguf.py            # once: .cache/bench/tiny15m-q4_1.gguf
 //   npm run build -w kernels-wasm
-//   taskset -c 1 node bench/wasm_bench.mjs [--with-wllama] [--quick]
+//   taskset -c 1 node bench/wasm_bench.mjs [--quick] [--no-wllama]
 //
-// Writes bench/results/wasm/<date>-<cpu>.json (BENCH.md format).
+// Writes bench/results/wasm/<date>-<cpu>.json (BENCH.md format; a new file per run).
 import { build } from "esbuild";
-import { Miniflare } from "miniflare";
-import { execFileSync, execSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { execSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { bundleWorker, cpuSeconds, get, hwmKiB, median, outDir, putFile, root, withWorker } from "./wasm/harness.mjs";
+import { writeWllamaGlue } from "./wasm/wllama-glue.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const args = new Set(process.argv.slice(2));
 const quick = args.has("--quick");
+const REPS = quick ? 3 : 5;
 const MODELS = [
-  { id: "smollm2-135m", path: join(root, "models/smollm2-135m-instruct-q4_1.gguf"), target: 30, macs: 134.5e6 },
-  { id: "tiny15m", path: join(root, ".cache/bench/tiny15m-q4_1.gguf"), target: 300, macs: null },
+  { id: "smollm2-135m", path: join(root, "models/smollm2-135m-instruct-q4_1.gguf"), target: 30, steps: quick ? 16 : 64 },
+  { id: "tiny15m", path: join(root, ".cache/bench/tiny15m-q4_1.gguf"), target: 300, steps: quick ? 64 : 256 },
 ];
 for (const m of MODELS) if (!existsSync(m.path)) throw new Error(`${m.path} missing (see the header of this file)`);
+const script = await bundleWorker();
 
-// Bundle the bench worker; the .wasm imports stay modules (workerd compiles them at load).
-const outDir = join(root, ".cache/bench-wasm"); // two levels below root, as bench/wasm/: the .wasm import paths stay valid
-mkdirSync(outDir, { recursive: true });
-await build({
-  entryPoints: [join(root, "bench/wasm/worker.ts")], bundle: true, format: "esm", platform: "neutral",
-  outfile: join(outDir, "worker.js"), external: ["*.wasm"], logLevel: "error",
-});
-
-function workerdPids() {
-  try {
-    return execSync(`pgrep -P ${process.pid} -f workerd || true`).toString().split(/\s+/).filter(Boolean).map(Number);
-  } catch { return []; }
-}
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const TICK = Number(execSync("getconf CLK_TCK").toString());
-/** utime + stime of a process, seconds. */
-const cpuSeconds = (pid) => { const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" "); return (Number(f[11]) + Number(f[12])) / TICK; };
-const hwmKiB = (pid) => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))[1]);
-
-async function withWorker(fn) {
-  const before = new Set(workerdPids());
-  const mf = new Miniflare({
-    modules: true, scriptPath: join(outDir, "worker.js"),
-    modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
-    compatibilityDate: "2026-04-20", r2Buckets: ["MODELS"],
-  });
-  await mf.ready;
-  const pid = workerdPids().find((p) => !before.has(p));
-  try { return await fn(mf, pid); } finally { await mf.dispose(); }
-}
-
-const get = async (mf, path) => {
-  const r = await mf.dispatchFetch(`http://bench${path}`);
-  const t = await r.text();
-  if (!r.ok) throw new Error(`${path}: ${r.status} ${t.slice(0, 500)}`);
-  return JSON.parse(t);
-};
-
+// ---- ours --------------------------------------------------------------------------------
 const results = { peak: {}, runs: [] };
 for (const variant of ["simd128", "relaxed"]) {
-  results.peak[variant] = await withWorker(async (mf, pid) => {
+  results.peak[variant] = await withWorker(script, async (mf, pid) => {
     const cpuRate = async (path, field) => {
       const c0 = cpuSeconds(pid);
       const r = await get(mf, path);
@@ -82,70 +46,108 @@ for (const variant of ["simd128", "relaxed"]) {
   });
   console.log("peak", variant, results.peak[variant]);
   for (const m of MODELS) {
-    const r = await withWorker(async (mf, pid) => {
-      const bucket = await mf.getR2Bucket("MODELS");
-      const buf = readFileSync(m.path);
-      await bucket.put("m.gguf", buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length));
+    const r = await withWorker(script, async (mf, pid) => {
+      await putFile(mf, "m.gguf", m.path);
       await get(mf, `/noop`).catch(() => {}); // the isolate is up before the baseline
       const base = pid ? hwmKiB(pid) : NaN;
       const out = await get(mf, `/load?variant=${variant}&key=m.gguf`);
-      const steps = (quick ? 16 : 64) * (m.id === "tiny15m" ? 4 : 1);
-      out.prefillRuns = []; out.decodeRuns = []; out.prefillCpuRuns = []; out.decodeCpuRuns = [];
-      for (let i = 0; i < (quick ? 3 : 5); i++) {
-        for (const phase of ["prefill", "decode"]) {
+      const phases = { batched: `/prefill?mode=batched&n=${m.steps}`, stepwise: `/prefill?mode=stepwise&n=${m.steps}`, decode: `/decode?n=${m.steps}` };
+      for (const k of Object.keys(phases)) { out[`${k}Runs`] = []; out[`${k}CpuRuns`] = []; }
+      for (let i = 0; i < REPS; i++) {
+        // stepwise prefill, then batched prefill, then decode after the batched prompt
+        for (const k of ["stepwise", "batched", "decode"]) {
           const c0 = cpuSeconds(pid);
-          const t = await get(mf, `/${phase}?n=${steps}`);
+          const t = await get(mf, `${phases[k]}&variant=${variant}`);
           const c1 = cpuSeconds(pid);
-          out[`${phase}Runs`].push(steps / (t.wallMs / 1000));
-          out[`${phase}CpuRuns`].push(steps / (c1 - c0));
+          out[`${k}Runs`].push(m.steps / (t.wallMs / 1000));
+          out[`${k}CpuRuns`].push(m.steps / (c1 - c0));
         }
       }
-      out.steps = steps;
       out.peakMemMB = pid ? (hwmKiB(pid) - base) / 1024 : null;
       return out;
     });
-    for (const k of ["prefill", "decode"]) { r[`${k}TokS`] = median(r[`${k}Runs`]); r[`${k}CpuTokS`] = median(r[`${k}CpuRuns`]); }
+    for (const k of ["batched", "stepwise", "decode"]) { r[`${k}TokS`] = median(r[`${k}Runs`]); r[`${k}CpuTokS`] = median(r[`${k}CpuRuns`]); }
     r.model = m.id;
-    console.log(m.id, variant, { load_ms: r.loadMs, prefill: r.prefillTokS, decode: r.decodeTokS, prefillCpu: r.prefillCpuTokS, decodeCpu: r.decodeCpuTokS, mem_mb: r.peakMemMB, selfCheck: r.selfCheck });
+    console.log(m.id, variant, { load_ms: Math.round(r.loadMs), prefill_batched: r.batchedCpuTokS, prefill_stepwise: r.stepwiseCpuTokS, decode: r.decodeCpuTokS, decode_wall: r.decodeTokS, mem_mb: r.peakMemMB, selfCheck: r.selfCheck });
     results.runs.push(r);
   }
 }
 
-let peer = {};
-if (args.has("--with-wllama")) {
-  const out = execFileSync(process.execPath, [join(root, "bench/wasm_wllama.mjs"), ...MODELS.map((m) => m.path)], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
-  peer = JSON.parse(out.trim().split("\n").pop());
-  console.log("wllama", peer);
+// ---- peer: wllama, single thread, in workerd --------------------------------------------
+// One completion = prompt + n greedy tokens. Decode CPU per token = (CPU of a prompt+(n+1)
+// completion − CPU of a prompt+1 completion) / n; prefill CPU = the prompt+1 completion's CPU
+// (it includes one decode step). Wall figures are llama.cpp's own timings (prompt_ms,
+// predicted_ms), which run on performance.now() (advances during compute in local workerd).
+const peer = {};
+let peerName = null;
+if (!args.has("--no-wllama")) {
+  const glue = writeWllamaGlue();
+  peerName = `wllama ${glue.pkgVersion} (llama.cpp ${glue.llamaVersion} in WASM, memory64 + JSPI build), 1 thread, in workerd, same GGUF`;
+  const wScript = join(outDir, "wllama-worker.js");
+  await build({
+    entryPoints: [join(root, "bench/wasm/wllama-worker.ts")], bundle: true, format: "esm", platform: "neutral",
+    mainFields: ["module", "main"], conditions: ["import"], outfile: wScript, external: ["*.wasm"], alias: { "wllama-glue": glue.path }, logLevel: "error",
+  });
+  for (const m of MODELS) {
+    peer[m.id] = await withWorker(wScript, async (mf, pid) => {
+      await putFile(mf, "m.gguf", m.path);
+      const load = await get(mf, "/load?key=m.gguf");
+      const run = async (n) => { const c0 = cpuSeconds(pid); const r = await get(mf, `/run?prompt=${m.steps}&n=${n}`); return { ...r, cpu: cpuSeconds(pid) - c0 }; };
+      await run(1); await run(8); // warm-up: workerd tiers the 8.7 MB module up on first use
+      const o = { loadMs: load.loadMs, prefillCpuRuns: [], decodeCpuRuns: [], prefillRuns: [], decodeRuns: [], promptN: null, predictedN: null };
+      for (let i = 0; i < REPS; i++) {
+        const a = await run(1), b = await run(m.steps + 1);
+        if (a.timings.prompt_n !== m.steps) throw new Error(`wllama prompt was ${a.timings.prompt_n} tokens, not ${m.steps}`);
+        o.prefillCpuRuns.push(m.steps / a.cpu);
+        o.decodeCpuRuns.push(m.steps / (b.cpu - a.cpu));
+        o.prefillRuns.push(b.timings.prompt_per_second);
+        o.decodeRuns.push(b.timings.predicted_per_second);
+        o.promptN = b.timings.prompt_n; o.predictedN = b.timings.predicted_n;
+      }
+      for (const k of ["prefill", "decode"]) { o[`${k}TokS`] = median(o[`${k}Runs`]); o[`${k}CpuTokS`] = median(o[`${k}CpuRuns`]); }
+      return o;
+    });
+    console.log("wllama", m.id, { prefill: peer[m.id].prefillCpuTokS, decode: peer[m.id].decodeCpuTokS, prefill_wall: peer[m.id].prefillTokS, decode_wall: peer[m.id].decodeTokS });
+  }
 }
 
+// ---- results -----------------------------------------------------------------------------
 const cpu = /model name\s*:\s*(.*)/.exec(readFileSync("/proc/cpuinfo", "utf8"))[1].trim();
 const slug = cpu.toLowerCase().replace(/\(r\)|\(tm\)|cpu|@.*$/g, "").trim().replace(/[^a-z0-9]+/g, "-").replace(/-+$/, "");
 const date = new Date().toISOString().slice(0, 10);
 let commit = "unknown";
 try { commit = execSync("git rev-parse HEAD", { cwd: root }).toString().trim(); } catch {}
+let dirty = "";
+try { dirty = execSync("git status --porcelain kernels-wasm bench/wasm", { cwd: root }).toString().trim(); } catch {}
 const metrics = [];
+const table = [];
 for (const r of results.runs) {
   const m = MODELS.find((x) => x.id === r.model);
-  const macs = m.macs ?? macsPerToken(r.cfg);
+  const macs = macsPerToken(r.cfg);
   const pk = results.peak[r.variant];
   const computeLimit = (pk.gmacPerS * 1e9) / macs;
   const bwLimit = (pk.copyGBs * 1e9) / r.weightBytes;
   const cond = `model=${r.model},q4_1,kernels=${r.variant},workerd,threads=1`;
   const limit = { value: +Math.min(computeLimit, bwLimit).toFixed(1), how: `min(peak ${r.variant} dot ${pk.gmacPerS.toFixed(2)} GMAC/s / ${(macs / 1e6).toFixed(1)} M MAC per token = ${computeLimit.toFixed(1)}, memory copy ${pk.copyGBs.toFixed(2)} GB/s / ${(r.weightBytes / 1e6).toFixed(1)} MB weights = ${bwLimit.toFixed(1)}) tok/s` };
   const wl = peer[r.model];
-  const peerOf = (k) => (wl ? { peer: { name: "wllama 3.8.1 single-thread (llama.cpp wasm), same GGUF", value: +wl[k].toFixed(2) } } : {});
+  const peerOf = (k, T) => (wl ? { peer: { name: peerName, value: +wl[`${k}${T}TokS`].toFixed(2) } } : {});
   for (const timing of ["cpu", "wall"]) {
     const T = timing === "cpu" ? "Cpu" : "";
     const how = timing === "cpu" ? "steps / workerd CPU seconds (utime+stime) around the call" : "steps / wall seconds inside workerd";
+    const peerHow = timing === "cpu" ? "peer: wllama's workerd CPU seconds, decode = difference of a prompt+(n+1) and a prompt+1 completion" : "peer: llama.cpp's own timings (predicted_ms, prompt_ms)";
     metrics.push({
       name: `decode_tok_s[${cond},timing=${timing}]`, value: +r[`decode${T}TokS`].toFixed(2), unit: "tok/s", better: "higher",
-      ...peerOf("decode"), limit, target: { value: m.target, source: "issue 4" },
-      runs: r[`decode${T}Runs`].map((x) => +x.toFixed(2)), note: `${r.steps} greedy steps after a ${r.steps}-token prompt; ${how}; median of ${r.decodeRuns.length}`,
+      ...peerOf("decode", T), limit, target: { value: m.target, source: "issue 4" },
+      runs: r[`decode${T}Runs`].map((x) => +x.toFixed(2)), note: `${m.steps} greedy steps after a ${m.steps}-token prompt; ${how}; ${peerHow}; median of ${REPS}`,
     });
     metrics.push({
-      name: `prefill_tok_s[${cond},prompt=${r.steps},timing=${timing}]`, value: +r[`prefill${T}TokS`].toFixed(2), unit: "tok/s", better: "higher",
-      ...peerOf("prefill"), limit, runs: r[`prefill${T}Runs`].map((x) => +x.toFixed(2)),
-      note: `token-by-token prefill (no batched matmul); ${how}; median of ${r.prefillRuns.length}`,
+      name: `prefill_tok_s[${cond},prompt=${m.steps},batch=${r.prefillBatch},timing=${timing}]`, value: +r[`batched${T}TokS`].toFixed(2), unit: "tok/s", better: "higher",
+      ...peerOf("prefill", T), limit, runs: r[`batched${T}Runs`].map((x) => +x.toFixed(2)),
+      note: `Model.prefill: ${r.prefillBatch} tokens per step through each layer (row-tiled matmat), logits for the last token only; ${how}; ${peerHow} (wllama: n_batch default); median of ${REPS}`,
+    });
+    metrics.push({
+      name: `prefill_tok_s[${cond},prompt=${m.steps},batch=1,timing=${timing}]`, value: +r[`stepwise${T}TokS`].toFixed(2), unit: "tok/s", better: "higher",
+      runs: r[`stepwise${T}Runs`].map((x) => +x.toFixed(2)), note: `forward() token by token with logits every token (the previous prefill path); ${how}; median of ${REPS}`,
     });
   }
   metrics.push({
@@ -154,12 +156,20 @@ for (const r of results.runs) {
     target: { value: 128, source: "issue 4 (Workers isolate limit)" }, note: "workerd VmHWM after load+bench minus VmHWM before, MiB",
   });
   metrics.push({ name: `load_ms[${cond}]`, value: Math.round(r.loadMs), unit: "ms", better: "lower" });
+  table.push({ model: r.model, kernels: r.variant, decode: r.decodeCpuTokS, wlDecode: wl?.decodeCpuTokS, prefill: r.batchedCpuTokS, stepwise: r.stepwiseCpuTokS, wlPrefill: wl?.prefillCpuTokS, limit: limit.value, target: m.target });
 }
-for (const v of ["relaxed"]) metrics.push({ name: `relaxed_self_check[workerd]`, value: results.runs.find((r) => r.variant === v)?.selfCheck ? 1 : 0, unit: "pass", better: "higher" });
+metrics.push({ name: `relaxed_self_check[workerd]`, value: results.runs.find((r) => r.variant === "relaxed")?.selfCheck ? 1 : 0, unit: "pass", better: "higher" });
 
 function macsPerToken(c) {
   const kv = c.nKVHeads * c.headDim;
   return c.nLayers * (2 * c.dim * c.dim + 2 * c.dim * kv + 3 * c.dim * c.hiddenDim) + c.vocabSize * c.dim;
+}
+
+const f = (x) => (x === undefined ? "   -  " : x.toFixed(1).padStart(6));
+console.log("\nCPU-time tok/s, one thread, workerd (ours vs wllama, same GGUF, same run):");
+console.log("model         kernels  decode wllama ratio | prefill(batched) stepwise wllama ratio | limit target");
+for (const t of table) {
+  console.log(`${t.model.padEnd(13)} ${t.kernels.padEnd(8)} ${f(t.decode)} ${f(t.wlDecode)} ${t.wlDecode ? (t.decode / t.wlDecode).toFixed(2).padStart(5) : "    -"} | ${f(t.prefill)}           ${f(t.stepwise)} ${f(t.wlPrefill)} ${t.wlPrefill ? (t.prefill / t.wlPrefill).toFixed(2).padStart(5) : "    -"} | ${f(t.limit)} ${t.target}`);
 }
 
 const dir = join(root, "bench/results/wasm");
@@ -168,7 +178,8 @@ let file = join(dir, `${date}-${slug}.json`);
 for (let i = 2; existsSync(file); i++) file = join(dir, `${date}-${slug}-${i}.json`);
 const affinity = (() => { try { return execSync(`taskset -p ${process.pid}`).toString().trim(); } catch { return "?"; } })();
 writeFileSync(file, JSON.stringify({
-  topic: "wasm", device: cpu, commit, command: `node bench/wasm_bench.mjs ${process.argv.slice(2).join(" ")}`.trim(), date,
-  conditions: { affinity, load_average: readFileSync("/proc/loadavg", "utf8").trim() }, metrics,
+  topic: "wasm", device: cpu, commit, command: `taskset -c 1 node bench/wasm_bench.mjs ${process.argv.slice(2).join(" ")}`.trim(), date,
+  conditions: { affinity, load_average: readFileSync("/proc/loadavg", "utf8").trim(), uncommitted_changes_in_measured_code: dirty ? dirty.split("\n") : [], host: "2 vCPUs shared with other sessions; CPU-time figures count only workerd's own CPU time" },
+  metrics,
 }, null, 2) + "\n");
 console.log(`wrote ${file}`);

@@ -2,7 +2,7 @@
  * Benchmark Worker for bench/wasm_bench.mjs: runs inside workerd (Miniflare), single thread.
  *   GET /peak-dot, /peak-copy   dot-product and memory-copy ceilings
  *   GET /load?variant=&key=     load the GGUF from R2 into this isolate
- *   GET /prefill?n=, /decode?n= timed steps on the loaded model (the harness also reads workerd's
+ *   GET /prefill?n=&mode=, /decode?n= timed steps on the loaded model (the harness also reads workerd's
  *                               CPU time around each call: on a shared machine that is the
  *                               figure that does not count other processes' time)
  * Local workerd advances timers during compute (production Workers do not), so timing here is
@@ -63,9 +63,9 @@ export default {
         pos: 0, last: 0,
       };
       const m = state.model;
-      return Response.json({ variant, selfCheck, loadMs: performance.now() - t0, weightBytes: m.layout.dataBytes, memoryBytes: m.kernels.k.memory.buffer.byteLength, cfg: m.cfg });
+      return Response.json({ variant, selfCheck, loadMs: performance.now() - t0, prefillBatch: m.opts.prefillBatch, weightBytes: m.layout.dataBytes, memoryBytes: m.kernels.k.memory.buffer.byteLength, cfg: m.cfg });
     }
-    // /prefill?n=: n prompt tokens from position 0; /decode?n=: n greedy steps after them.
+    // /prefill?n=&mode=batched|stepwise: n prompt tokens from position 0; /decode?n=: n greedy steps after them.
     if (!state) return new Response("load first", { status: 409 });
     const n = Number(u.searchParams.get("n") ?? 64);
     const m = state.model, V = m.cfg.vocabSize;
@@ -80,8 +80,12 @@ export default {
     }
     const t0 = performance.now();
     if (u.pathname === "/prefill") {
+      // mode=batched: Model.prefill (prefillBatch tokens per step, logits of the last only);
+      // mode=stepwise: forward() token by token, as before batched prefill existed
       state.pos = 0;
-      for (let i = 0; i < n; i++) m.forward((1000 + 7919 * (i + state.last)) % V, state.pos++);
+      const prompt = Array.from({ length: n }, (_, i) => (1000 + 7919 * (i + state!.last)) % V);
+      if (u.searchParams.get("mode") === "stepwise") for (const t of prompt) m.forward(t, state.pos++);
+      else { m.prefill(prompt, 0); state.pos = n; }
       state.last = m.greedy();
     } else {
       for (let i = 0; i < n; i++) { m.forward(state.last, state.pos++); state.last = m.greedy(); }
