@@ -9,12 +9,13 @@ file is the calibrated head map with the config's streaming ratio, sink, window 
 budget written into it, so what runs is what the engine serves with that map. On cpu the sparse
 backend uses its torch path (same page selection and masks as the Triton kernels; the kernels
 are checked against it in tests/kernels); on cuda, the Triton kernels.
-Prefix caching is off and one chunk holds the whole prompt, so each prompt gets the sparse
-prefill (block-sparse for streaming heads) rather than the dense prefill of a cached prefix.
+One chunk holds the whole prompt, so it gets the sparse prefill (block-sparse for streaming
+heads); see the comment in main() for when the prefix cache is used.
 
 Configs: "name:key=value,..." with keys budget (Quest tokens; 0 = Quest off), ratio (streaming
 kv heads, re-marked from the map's outside_mass; -1 = as in the map), sink, window, source
-(outside_mass | passkey: which calibration ranks the heads).
+(map: the head map's rule, i.e. max(outside_mass, passkey_mass) when the map has
+passkey_mass; outside_mass: natural-text outside-window mass only, the first maps' rule).
 
     python bench/passkey.py --out DIR --lengths 2048 --keys 4 \
         --configs "q512:budget=512,ratio=0" "s50:budget=0,ratio=0.5" "both:budget=512,ratio=0.5"
@@ -45,7 +46,7 @@ DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 def parse_config(spec: str) -> tuple[str, dict]:
     name, _, body = spec.partition(":")
-    c = {"budget": 512, "ratio": -1.0, "sink": None, "window": None, "source": "outside_mass"}
+    c = {"budget": 512, "ratio": -1.0, "sink": None, "window": None, "source": "map"}
     for kv in filter(None, body.split(",")):
         k, _, v = kv.partition("=")
         if k not in c:
@@ -72,10 +73,10 @@ def write_map(base: dict, c: dict, L: int, path: str) -> dict:
     from edgeserve_pod.tools.calibrate_heads import mark_streaming
 
     m = dict(base)
-    if c["ratio"] >= 0:
-        rank = base["outside_mass"] if c["source"] == "outside_mass" else base["passkey_mass"]
-        # passkey_mass: higher = more needed for retrieval, so negate to put the least needed first
-        mass = torch.tensor(rank) * (1 if c["source"] == "outside_mass" else -1)
+    if c["ratio"] >= 0:  # the calibration tool's rule (max of both masses when the map has passkey_mass)
+        mass = torch.tensor(base["outside_mass"])
+        if c["source"] == "map" and "passkey_mass" in base:
+            mass = torch.maximum(mass, torch.tensor(base["passkey_mass"]))
         m["streaming"] = mark_streaming(mass, c["ratio"])
     m["token_budget"] = c["budget"] if c["budget"] > 0 else L + 64  # 0: every page
     if c["sink"] is not None:
@@ -164,9 +165,11 @@ def main(argv=None) -> None:
             "target": {"value": round(100 * sum(dense_hits) / n - 2, 2), "source": "issue 6: sparse >= dense - 2 points"},
             "note": (f"LLMEngine attention_backend='sparse', sparse_head_map = calibrated map with {n_str}/{n_kv} "
                      f"streaming kv heads ranked by {c['source']} (sink {m.get('sink_tokens')}, window "
-                     f"{m.get('window_tokens')}); Quest budget {budget} tokens ({'per-request override' if a.device == 'cpu' else 'in the head map'}), page "
-                     f"{a.page}; greedy, {len(depths)} depths x {a.keys} keys; one prefill chunk, prefix caching only "
-                     "where no head is streaming (then the cached prompt is the same dense prefill); "
+                     f"{m.get('window_tokens')}); Quest budget {budget} tokens ("
+                     + ("per-request override" if share else "in the head map") + f"), page "
+                     f"{a.page}; greedy, {len(depths)} depths x {a.keys} keys; one prefill chunk; "
+                     + ("configs of one head map share the engine and its prefix cache (the torch path prefills "
+                        "the uncached tail with the one-shot prefill's masks); " if share else "prefix caching off; ") +
                      f"{'float32 CPU, sparse torch path' if a.device == 'cpu' else 'bf16, Triton kernels'}"),
         })
         save()
@@ -185,8 +188,10 @@ def main(argv=None) -> None:
         del dense_eng
         say(f"  L={L} dense {sum(dense_hits)}/{len(todo)} ({time.time() - t0:.0f} s)")
         # cpu: configs sharing one head map (same streaming heads, sink, window) share one engine,
-        # budgets as per-request overrides (the prefill is computed once). cuda: one engine per
-        # config, budget from its head map (decode CUDA graphs are captured without overrides).
+        # budgets as per-request overrides; the prompt is prefilled once and later requests hit the
+        # prefix cache (the torch path prefills the uncached tail with the one-shot masks). cuda:
+        # one engine per config, prefix caching off, budget from its head map (decode CUDA graphs
+        # are captured without overrides, and the Triton prefill after a cached prefix is dense).
         share = a.device == "cpu"
         groups: dict[str, list] = {}
         for name, c in configs:
@@ -197,8 +202,7 @@ def main(argv=None) -> None:
         for members in groups.values():
             t0 = time.time()
             m0, path0 = members[0][2], members[0][3]
-            any_stream = any(map(any, m0["streaming"]))
-            eng = engine(L, prefix_caching=not any_stream, attention_backend="sparse", sparse_head_map=path0)
+            eng = engine(L, prefix_caching=share, attention_backend="sparse", sparse_head_map=path0)
             say(f"L={L} sparse engine, head map {os.path.basename(path0)}: "
                 f"{sum(map(sum, m0['streaming']))} streaming kv heads, configs {[x[0] for x in members]}")
             hits = {name: [] for name, *_ in members}

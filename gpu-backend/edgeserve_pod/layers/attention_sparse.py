@@ -11,8 +11,10 @@ Quest re-selection every k steps (LServe; `reselect_every`, per model or per req
 sequence reuses its page list for k decode steps and selects again on the k-th, or at once when
 it starts a new last page (see _quest_reusing). k = 1 selects every step.
 Prefill without a cached prefix: block_sparse_prefill (retrieval heads dense causal, streaming
-heads sink + local blocks). With a cached prefix: the dense paged prefill (streaming heads then
-see the whole prefix during that prefill).
+heads sink + local blocks). With a cached prefix (prefix-cache hit, or a later chunk of a
+chunked prefill): Triton runs the dense paged prefill (streaming heads then see the whole prefix
+during that prefill: a known gap, paged_prefill takes no block lists); the torch path applies
+the full prompt's block-sparse mask rows to the streaming heads, so it equals a one-shot prefill.
 
 Two implementations of the same selection: "triton" (the kernels; GPU, or CPU under
 TRITON_INTERPRET=1 in the kernel tests) and "torch" (masks over the same page lists and block
@@ -191,6 +193,9 @@ class SparseAttention(AttentionBackend):
         no_prefix = torch.equal(cu_q, cu_k)  # host sync: prefill is not graph-captured
         settings = {r[:4] for r in reqs} if reqs else {self.cfg.for_request(None)[:4]}
         on, _, sink, window = next(iter(settings))
+        if not no_prefix and len(settings) == 1 and on and not self._triton(q):
+            self._torch_prefix_prefill(layer, q, k_cache, v_cache, ks, vs, meta, sink, window, out)
+            return
         if not no_prefix or len(settings) != 1 or not on:
             # cached prefixes, mixed per-request settings in one batch, or sparse off: dense paged
             if self._triton(q):
@@ -291,6 +296,32 @@ class SparseAttention(AttentionBackend):
                     o[heads, r:r + 1024] = F.scaled_dot_product_attention(
                         qi[:, heads, r:r + 1024], ks_, vs_, attn_mask=mask[r:r + 1024], scale=self.scale)[0]
             out[a:b] = o.transpose(0, 1)
+
+    def _torch_prefix_prefill(self, layer, q, k_cache, v_cache, ks, vs, meta, sink, window, out):
+        """Prefill after a cached prefix, torch path: dense paged for all heads, then the
+        streaming heads again under the rows of the full-prompt block-sparse mask that these
+        queries' positions have (the same attention as prefilling the whole prompt at once)."""
+        out.copy_(self._dense._prefill(q, k_cache, v_cache, ks, vs, meta))
+        g = self.num_heads // self.num_kv_heads
+        heads = self.streaming_kv_heads(layer, q.device).repeat_interleave(g).nonzero()[:, 0]
+        if not heads.numel():
+            return
+        BS = k_cache.shape[1]
+        cu_q = meta.cu_seqlens_q_cpu if meta.cu_seqlens_q_cpu is not None else meta.cu_seqlens_q.tolist()
+        cu_k = meta.cu_seqlens_k_cpu if meta.cu_seqlens_k_cpu is not None else meta.cu_seqlens_k.tolist()
+        plan = self._plan(max(cu_k[i + 1] - cu_k[i] for i in range(len(cu_k) - 1)), sink, window, q.device)
+        full = self._stream_mask(plan, (sink, window))
+        for i in range(len(cu_q) - 1):
+            a, b = cu_q[i], cu_q[i + 1]
+            lq, lk = b - a, cu_k[i + 1] - cu_k[i]
+            blocks = meta.prefill_block_tables[i, :(lk + BS - 1) // BS].long()
+            kk = dequantize(k_cache[blocks].flatten(0, 1)[:lk], ks, q.dtype)[:, heads // g].transpose(0, 1)[None]
+            vv = dequantize(v_cache[blocks].flatten(0, 1)[:lk], vs, q.dtype)[:, heads // g].transpose(0, 1)[None]
+            qi = q[a:b, heads].transpose(0, 1)[None]  # (1, hs, lq, D)
+            mask = full[lk - lq:lk, :lk]
+            for r in range(0, lq, 1024):
+                o = F.scaled_dot_product_attention(qi[:, :, r:r + 1024], kk, vv, attn_mask=mask[r:r + 1024], scale=self.scale)
+                out[a + r:a + r + o.shape[2], heads] = o[0].transpose(0, 1)
 
     def _stream_mask(self, plan, key) -> torch.Tensor:
         k = (plan.max_len, *key)
