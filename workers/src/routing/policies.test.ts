@@ -85,18 +85,18 @@ describe("prefix-slo", () => {
     const d = createPolicy("prefix-slo", {}, clock).choose(request(4), [pod("a"), pod("b")], new Map([["b", 2]]));
     expect(d!.pod.podId).toBe("b");
     expect(d!.cachedBlocks).toBe(2);
-    expect(d!.explain).toMatch(/class=interactive safe pick=b cached=2\/4 ttft~\d+ms slack~\d+ms/);
+    expect(d!.explain).toMatch(/class=interactive meets pick=b cached=2\/4 ttft~\d+ms slack~\d+ms/);
   });
 
-  it("among pods that meet the SLO with room, takes the one that adds least work", () => {
+  it("among pods that meet the SLO, takes the one that adds least work", () => {
     // a holds 60/64 blocks behind 0.3 s of queue (ttft ~0.37 s); b is idle, nothing cached (ttft ~1.03 s).
-    // With a 5 s TTFT target both are safe: a, which saves computing 960 prompt tokens again.
+    // With a 5 s TTFT target both meet it: a, which saves computing 960 prompt tokens again.
     const slo = { class: "interactive" as const, ttft_ms: 5000, tpot_ms: 100, expected_output_tokens: 4 };
     const pods = [pod("a", { waiting_prefill_tokens: 300, waiting: 1 }), pod("b")];
     const d = createPolicy("prefix-slo", {}, clock).choose(request(64, slo), pods, new Map([["a", 60]]));
     expect(d!.pod.podId).toBe("a");
-    expect(d!.explain).toContain("safe pick=a");
-    // a cached pod that misses the 1.5 s target (1.45 s of queue + its tail) loses to a safe idle one
+    expect(d!.explain).toContain("meets pick=a");
+    // a cached pod that misses the 1.5 s target (1.45 s of queue + its tail) loses to an idle one that meets it
     const tight = { ...slo, ttft_ms: 1500 };
     const e = createPolicy("prefix-slo", {}, clock).choose(
       request(64, tight),
@@ -106,8 +106,8 @@ describe("prefix-slo", () => {
     expect(e!.pod.podId).toBe("b");
   });
 
-  it("when tight, counts the prefill a pod must add: a cached prefix can beat an earlier first token", () => {
-    // TTFT 1.28 s, nothing safe. a: 60/64 cached behind 1.2 s of queue (ttft ~1.27 s, adds 69 ms);
+  it("prefers a cached prefix over an earlier first token while both meet the target", () => {
+    // TTFT 1.28 s. a: 60/64 cached behind 1.2 s of queue (ttft ~1.27 s, adds 69 ms of prefill);
     // b: idle, nothing cached (ttft ~1.03 s, adds 1.03 s for whoever comes next). Both meet it: a.
     const slo = { class: "interactive" as const, ttft_ms: 1280, expected_output_tokens: 1 };
     const d = createPolicy("prefix-slo", {}, clock).choose(
@@ -115,14 +115,21 @@ describe("prefix-slo", () => {
       [pod("a", { waiting_prefill_tokens: 1200, waiting: 1 }), pod("b")],
       new Map([["a", 60]]),
     );
-    expect(d!.explain).toContain("tight pick=a");
-    // the same with a 1.25 s target: a would be late, b is not
+    expect(d!.explain).toContain("meets pick=a");
+    // with a 1.25 s target a would be late and b is not: b
     const e = createPolicy("prefix-slo", {}, clock).choose(
       request(64, { ...slo, ttft_ms: 1250 }),
       [pod("a", { waiting_prefill_tokens: 1200, waiting: 1 }), pod("b")],
       new Map([["a", 60]]),
     );
     expect(e!.pod.podId).toBe("b");
+    // late everywhere by a little (1 s target): the least late, b
+    const f = createPolicy("prefix-slo", {}, clock).choose(
+      request(64, { ...slo, ttft_ms: 1000 }),
+      [pod("a", { waiting_prefill_tokens: 1200, waiting: 1 }), pod("b")],
+      new Map([["a", 60]]),
+    );
+    expect(f!.explain).toContain("late pick=b");
   });
 
   it("routes a request that is late everywhere like batch work: to its cached prefix", () => {

@@ -2,15 +2,13 @@
  * Prefix + SLO: cache overlap and load are put in one unit (ms: queueing plus the prompt tokens the
  * pod would still have to prefill) and weighed against the request's SLO.
  *   - interactive / compound / deadline, three cases by the best slack (slo/slack.ts):
- *       safe: pods with slack ≥ SAFE_SHARE × the tightest target exist: among them, the one that
- *         adds least work (longest cached prefix, so the prefix is not computed twice and capacity
- *         stays with others), then the earliest first token;
- *       tight: no safe pod, but the best is late by less than HOPELESS_SHARE × the target: among
- *         the pods that meet it, the least first-token time plus the prefill it adds there (the
- *         delay it causes the pod's next arrivals); else the least late; near-ties
- *         (`SLACK_TIE_MS`) by cached prefix;
- *       hopeless: late everywhere by more than that: its tokens will not count, so it is routed
- *         like batch work (least work), and the pod's SLO scheduler serves it after savable ones.
+ *       meets: some pods meet the SLO by the estimate: among them, the one that adds least work
+ *         (longest cached prefix, so the prefix is not computed twice and capacity stays with
+ *         others), then the earliest first token;
+ *       late: none does, but the best is late by less than HOPELESS_SHARE × its tightest budget:
+ *         the least late pod, near-ties (`SLACK_TIE_MS`) by cached prefix;
+ *       hopeless: late everywhere by more: its tokens will not count, so it is routed like batch
+ *         work (least work), and the pod's SLO scheduler serves it after savable ones;
  *   - batch: the pod where the request costs least work (uncached prefill), queueing weighted by
  *     `batchQueueWeight`, so batch work follows the cache and fills whichever pod has room;
  *   - long uncached prompts on a cluster with prefill pods: a disaggregated plan.
@@ -25,8 +23,6 @@ import type { PodInfo, PrefixMatches, RouteDecision, RouteRequest, RoutingPolicy
 
 /** Slack differences below this are noise in the cost model. */
 const SLACK_TIE_MS = 50;
-/** A pod is a safe choice when its slack is at least this share of the tightest target. */
-const SAFE_SHARE = 0.2;
 /** Late by more than this share of the tightest target on every pod: the SLO is lost. */
 const HOPELESS_SHARE = 0.5;
 
@@ -74,23 +70,19 @@ export class PrefixSloPolicy implements RoutingPolicy {
     const best = Math.max(...ests.map(slackOf));
     if (req.slo.class === "batch" || target === undefined) {
       ranked = rank(ests, leastWork);
-    } else if (best >= SAFE_SHARE * target) {
-      // Safe pods first, the one adding least work (cache) first; then the rest by slack.
-      mode = " safe";
-      const safe = (e: PodEstimate) => slackOf(e) >= SAFE_SHARE * target;
-      ranked = rank(ests, (e) =>
-        safe(e) ? e.uncachedTokens * 1e3 + Math.floor(e.ttftMs / SLACK_TIE_MS) : 1e12 - Math.floor(slackOf(e) / SLACK_TIE_MS),
-      );
+    } else if (best >= 0) {
+      // Pods that meet the SLO first, the one adding least work (longest cached prefix) first,
+      // then the earliest first token; then the rest by slack.
+      mode = " meets";
+      ranked = rank(ests, (e) => {
+        const sl = slackOf(e);
+        return sl >= 0 ? e.uncachedTokens * 1e3 + Math.floor(e.ttftMs / SLACK_TIE_MS) : 1e12 - Math.floor(sl / SLACK_TIE_MS);
+      });
     } else if (best >= -HOPELESS_SHARE * target) {
-      // Feasible pods first, by time to first token plus the prefill this request adds to the pod
-      // (the delay it puts on whoever arrives there next: a cached prefix is worth it twice); then
-      // the infeasible, least late first. Bucketing makes near-equal pods compare by cached prefix.
-      mode = " tight";
-      const key = (e: PodEstimate) => {
-        const s = slackOf(e);
-        return s >= 0 ? Math.floor((2 * e.ttftMs - e.queueMs) / SLACK_TIE_MS) : 1e6 - Math.floor(s / SLACK_TIE_MS);
-      };
-      ranked = rank(ests, (e) => key(e) * 1e6 - e.cachedBlocks);
+      // Late everywhere, but savable if the estimate is pessimistic: the least late pod; near-ties
+      // (`SLACK_TIE_MS`) by cached prefix.
+      mode = " late";
+      ranked = rank(ests, (e) => -Math.floor(slackOf(e) / SLACK_TIE_MS) * 1e6 - e.cachedBlocks);
     } else {
       mode = " hopeless";
       ranked = rank(ests, leastWork);
