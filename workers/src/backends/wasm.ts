@@ -16,7 +16,7 @@ export const WASM_MODELS: Record<string, WasmModelConfig> = {
     key: "models/smollm2-135m-instruct-q4_1.gguf",
     // 512 KV slots × 30 layers × 2 × 192 × f16 = 11.8 MB: with 96.6 MB of weights this keeps
     // the isolate under the 128 MB limit (measured: bench/results/wasm/).
-    runtime: { sinkTokens: 4, windowTokens: 508 },
+    runtime: { sinkTokens: 4, windowTokens: 508, prefillBatch: 16 },
   },
 };
 
@@ -58,10 +58,14 @@ export class WasmBackend implements InferenceBackend {
       rt.cached = prompt.slice(0, cached);
       let logits!: Float32Array;
       let pos = cached;
-      for (; pos < prompt.length; pos++) {
-        logits = model.forward(prompt[pos], pos);
-        rt.cached.push(prompt[pos]);
-        if ((pos & 15) === 15) {
+      // batched prefill (Model.prefill: same logits as forward() token by token), one batch
+      // between event-loop yields
+      while (pos < prompt.length) {
+        const chunk = prompt.slice(pos, Math.min(prompt.length, pos + model.opts.prefillBatch));
+        logits = model.prefill(chunk, pos);
+        rt.cached.push(...chunk);
+        pos += chunk.length;
+        if (pos < prompt.length) {
           await yieldToEventLoop();
           if (p.signal.aborted) return yield cancelled(p, 0, cached);
         }
@@ -69,7 +73,8 @@ export class WasmBackend implements InferenceBackend {
       const stop = new Set(p.stopTokenIds);
       let produced = 0;
       for (;;) {
-        const t = sampler.sample(logits);
+        // greedy: the argmax in WASM (a JS loop over the vocabulary costs ~0.3 ms a token in workerd)
+        const t = p.temperature === 0 ? model.greedy() : sampler.sample(logits);
         produced++;
         yield { type: "tokens", tokenIds: [t] };
         if (stop.has(t)) return yield final(p, "stop", produced, cached);
