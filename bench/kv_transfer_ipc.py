@@ -34,6 +34,7 @@ import time
 import aiohttp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "gpu-backend"))  # no install needed (as bench/pod_engine.py)
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_common import cpu_name  # noqa: E402
 
@@ -114,7 +115,8 @@ def copy_bandwidth(nbytes: int, device: str) -> float:
 async def run(args, ckpt: str, logdir: str) -> dict:
     procs = []
     urls = {}
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "4")}
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "4"),
+           "PYTHONPATH": os.pathsep.join(p for p in (os.path.join(ROOT, "gpu-backend"), os.environ.get("PYTHONPATH")) if p)}
     try:
         for role in ("prefill", "decode"):
             port = free_port()
