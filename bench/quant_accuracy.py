@@ -8,10 +8,13 @@ baseline and SmoothQuant+ with each refinement measured on its own row:
     smoothquant+ w4 g128         alpha per linear group by the layer's output error
     ... + clip                   + per-group clipping search (AWQ's)
     ... + block objective        alpha chosen by the decoder block's output error
-    ... + calib xN               N times the calibration text
-    ... + fp8 kv                 the last SmoothQuant+ row with kv_dtype="fp8" (e4m3, per-head scales)
-    extra: g64, g32              the last SmoothQuant+ config at smaller groups (not loadable by the
-                                 W4A16 kernel: written dequantized and run unquantized), for the curve
+    ... + calib x4               4 times the calibration text
+    ... + gptq rounding          GPTQ's error-compensated rounding instead of RTN as the last step
+    gptq w4 g128                 GPTQ alone (no smoothing), for reference
+then, on the best SmoothQuant+ g128 row of the run (the headline):
+    ... + fp8 kv                 kv_dtype="fp8" (e4m3, per-head scales)
+    extra: g64, g32              the same config at smaller groups (not loadable by the W4A16 kernel:
+                                 written dequantized and run unquantized), for the curve
 
 Activations are float32 (the engine's CPU dtype); the 4-bit layers run the torch
 dequantize-then-matmul reference of the W4A16 kernel. Text: quant/text.py (Python's
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -52,20 +56,19 @@ GGUF = os.path.join(ROOT, "models", "smollm2-135m-instruct-q4_1.gguf")
 HF = os.path.join(ROOT, "models", "smollm2-135m-instruct-hf")
 
 SQ = dict(method="smoothquant+")
-BEST = dict(SQ, clip=True, objective="block")  # the SmoothQuant+ configuration the headline row reports
-# (name, QuantizeConfig overrides, kv_dtype); calib_rows in the overrides multiplies --calib-rows
+CLIP = dict(SQ, clip=True)
+# (name, QuantizeConfig overrides); calib_rows in the overrides multiplies --calib-rows
 VARIANTS = [
-    ("rtn w4 g128", dict(method="rtn"), "auto"),
-    ("rtn w4 g128 + clip", dict(method="rtn", clip=True), "auto"),
-    ("smoothquant+ w4 g128", SQ, "auto"),
-    ("smoothquant+ w4 g128 + clip", dict(SQ, clip=True), "auto"),
-    ("smoothquant+ w4 g128 + clip + block objective", BEST, "auto"),
-    ("smoothquant+ w4 g128 + clip + block objective + calib x4", dict(BEST, calib_rows=4), "auto"),
-    ("smoothquant+ w4 g128 + clip + block objective + calib x4 + fp8 kv", dict(BEST, calib_rows=4), "fp8"),
-    ("extra: smoothquant+ w4 g64 + clip + block objective + calib x4", dict(BEST, calib_rows=4, group_size=64), "auto"),
-    ("extra: smoothquant+ w4 g32 + clip + block objective + calib x4", dict(BEST, calib_rows=4, group_size=32), "auto"),
+    ("rtn w4 g128", dict(method="rtn")),
+    ("rtn w4 g128 + clip", dict(method="rtn", clip=True)),
+    ("smoothquant+ w4 g128", SQ),
+    ("smoothquant+ w4 g128 + clip", CLIP),
+    ("smoothquant+ w4 g128 + clip + block objective", dict(CLIP, objective="block", block_rows=2)),
+    ("smoothquant+ w4 g128 + clip + calib x4", dict(CLIP, calib_rows=4)),
+    ("smoothquant+ w4 g128 + clip + calib x4 + gptq rounding", dict(CLIP, calib_rows=4, rounding="gptq")),
+    ("gptq w4 g128 (no smoothing, no clip) + calib x4", dict(method="rtn", calib_rows=4, rounding="gptq")),
 ]
-HEADLINE = "smoothquant+ w4 g128 + clip + block objective + calib x4"
+# then, on the best SmoothQuant+ row: FP8 KV, and groups of 64 and 32 (extra rows, for the curve)
 
 
 def weight_error(group_sizes=(128, 64, 32)) -> dict:
@@ -82,6 +85,34 @@ def weight_error(group_sizes=(128, 64, 32)) -> dict:
     return out
 
 
+def run_job(over_json: str, evals: list, out: str, calib_seq_len: int, seq_len: int, rows: torch.Tensor) -> list:
+    """Quantize one checkpoint, then measure each (name, kv_dtype) on it -> [(name, ppl, config, kv)]."""
+    over = json.loads(over_json)
+    g = over.pop("group_size", 128)
+    t = time.time()
+    cfg = QuantizeConfig(HF, out, tokenizer=GGUF, group_size=g, seq_len=calib_seq_len, dequantized=g % 128 != 0, **over)
+    man = quantize(cfg, log=lambda s: print(" ", s, flush=True))
+    secs = time.time() - t
+    alphas = [e["alpha"] for e in man.get("layers", {}).values()]
+    res = []
+    for name, kv in evals:
+        t = time.time()
+        v = perplexity(make_runner(out, None if cfg.dequantized else "w4a16", kv, seq_len), rows)
+        print(f"{name:60s} ppl {v:8.4f}  ({time.time() - t:.0f} s)", flush=True)
+        conf = {"method": cfg.method, "group_size": g, "kv_dtype": kv, "calibration_rows": cfg.calib_rows if cfg.calibrated else 0,
+                "calibration_seq_len": cfg.seq_len if cfg.calibrated else 0, **cfg.refinements(),
+                "weights_in_engine": "dequantized float32 (group size not loadable by the W4A16 kernel)" if cfg.dequantized
+                else "W4A16 checkpoint", "quantize_seconds": round(secs, 1)}
+        if cfg.objective == "block" and cfg.method == "smoothquant+":
+            conf["block_rows"] = cfg.block_rows
+        if alphas:
+            conf["alpha_chosen_counts"] = {str(x): alphas.count(x) for x in sorted(set(alphas), key=lambda y: (y is None, y or 0))}
+        if cfg.clip:
+            conf["clip_ratio_mean"] = sum(man["clip_ratio_mean"].values()) / len(man["clip_ratio_mean"])
+        res.append((name, v, conf, kv))
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=8)
@@ -89,10 +120,12 @@ def main():
     ap.add_argument("--calib-rows", type=int, default=8)
     ap.add_argument("--calib-seq-len", type=int, default=256)
     ap.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
+    ap.add_argument("--no-extras", action="store_true", help="skip FP8 KV and the g64/g32 rows of the best SmoothQuant+ row")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "quant"))
     ap.add_argument("--tag", default="", help="suffix of the results file name (results are never overwritten)")
     ap.add_argument("--work", default=None, help="folder for the quantized checkpoints (default: a temp dir)")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared host)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (1 is fastest on a shared host)")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes, one quantized checkpoint each")
     a = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
@@ -117,36 +150,33 @@ def main():
     t = time.time()
     base = perplexity(make_runner(HF, None, "auto", a.seq_len), rows)
     print(f"{'bf16 weights':60s} ppl {base:8.4f}  ({time.time() - t:.0f} s)", flush=True)
-    results = [("bf16 weights", base, {}, None)]
-    made: dict[str, tuple[str, dict, float]] = {}  # checkpoint key -> (folder, manifest, seconds)
-    for name, over, kv in variants:
-        over = dict(over)
-        g = over.pop("group_size", 128)
-        over["calib_rows"] = over.get("calib_rows", 1) * a.calib_rows
-        key = json.dumps([over, g], sort_keys=True)
-        if key not in made:
-            t = time.time()
-            out = os.path.join(work, f"ckpt{len(made)}")
-            cfg = QuantizeConfig(HF, out, tokenizer=GGUF, group_size=g, seq_len=a.calib_seq_len,
-                                 dequantized=g % 128 != 0, **over)
-            man = quantize(cfg, log=lambda s: print(" ", s, flush=True))
-            made[key] = (out, man, time.time() - t, cfg)
-        out, man, secs, cfg = made[key]
-        t = time.time()
-        v = perplexity(make_runner(out, None if cfg.dequantized else "w4a16", kv, a.seq_len), rows)
-        print(f"{name:60s} ppl {v:8.4f}  ({time.time() - t:.0f} s)", flush=True)
-        alphas = [e["alpha"] for e in man.get("layers", {}).values()]
-        conf = {"method": cfg.method, "group_size": g, "kv_dtype": kv, "calibration_rows": cfg.calib_rows if cfg.calibrated else 0,
-                "calibration_seq_len": cfg.seq_len if cfg.calibrated else 0, **cfg.refinements(),
-                "weights_in_engine": "dequantized float32 (group size not loadable by the W4A16 kernel)" if cfg.dequantized
-                else "W4A16 checkpoint", "quantize_seconds": round(secs, 1)}
-        if cfg.objective == "block" and cfg.method == "smoothquant+":
-            conf["block_rows"] = cfg.block_rows
-        if alphas:
-            conf["alpha_chosen_counts"] = {str(x): alphas.count(x) for x in sorted(set(alphas), key=lambda y: (y is None, y or 0))}
-        if cfg.clip:
-            conf["clip_ratio_mean"] = sum(man["clip_ratio_mean"].values()) / len(man["clip_ratio_mean"])
-        results.append((name, v, conf, kv))
+    def run_all(named: list) -> dict:
+        """[(name, overrides, kv_dtype)] -> {name: (name, ppl, config, kv)}; one job per checkpoint."""
+        jobs: dict[str, list] = {}
+        for name, over, kv in named:
+            over = dict(over)
+            over["calib_rows"] = over.get("calib_rows", 1) * a.calib_rows
+            jobs.setdefault(json.dumps(over, sort_keys=True), []).append((name, kv))
+        args = [(over, evals, os.path.join(work, f"ckpt{len(os.listdir(work)) + i}"), a.calib_seq_len, a.seq_len, rows)
+                for i, (over, evals) in enumerate(jobs.items())]
+        if a.jobs > 1:  # independent checkpoints in worker processes, one torch thread each
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(min(a.jobs, len(args)), initializer=torch.set_num_threads, initargs=(a.threads,)) as pool:
+                done = pool.starmap(run_job, args)
+        else:
+            done = [run_job(*x) for x in args]
+        return {r[0]: r for rs in done for r in rs}
+
+    by_name = run_all([(n, o, "auto") for n, o in variants])
+    sq = [n for n, _ in variants if n.startswith("smoothquant+")]
+    headline = min(sq, key=lambda n: by_name[n][1]) if sq else None
+    later = []
+    if headline is not None and not a.no_extras:
+        over = dict(variants)[headline]
+        later = [(headline + " + fp8 kv", over, "fp8")]
+        later += [("extra: " + headline.replace("g128", f"g{g}"), dict(over, group_size=g), "auto") for g in (64, 32)]
+        by_name.update(run_all(later))
+    results = [("bf16 weights", base, {}, None)] + [by_name[n] for n, _ in variants] + [by_name[n] for n, _, _ in later]
 
     rtn = next((v for n, v, _, _ in results if n == "rtn w4 g128"), None)
     metrics = []
@@ -158,10 +188,10 @@ def main():
              "extra": {"vs_bf16": v / base - 1, "config": conf}}
         if rtn is not None:
             m["extra"]["rtn_ppl"] = rtn
-        if name.startswith("smoothquant+"):
+        if name.startswith("smoothquant+") and "g128" in name:
             m["target"] = {"value": base * 1.03, "source": "issue 7: SmoothQuant+ within +3% of bf16, and below RTN"}
-        if name == HEADLINE:
-            m["extra"]["headline"] = "the SmoothQuant+ configuration this repo recommends (best g128 row)"
+        if name == headline:
+            m["extra"]["headline"] = "the best SmoothQuant+ g128 row of this run (FP8 KV and the extra group sizes use its config)"
         metrics.append(m)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     doc = {"topic": "quant", "device": cpu_name(), "commit": commit,
@@ -169,7 +199,7 @@ def main():
            "setup": {"model": "SmolLM2-135M-Instruct, dequantized from the Q4_1 GGUF to bf16 (tools/gguf_to_hf.py)",
                      "text": text.SOURCE + "; held-out = every 4th topic by name", "activations": "float32 (CPU)",
                      "kv_fp8": "engine kv_dtype='fp8' (e4m3, per-head scales from the engine's start-up calibration)",
-                     "torch_threads": a.threads, "heldout_tokens": rows.numel(), "heldout_rows": rows.shape[0], "seq_len": a.seq_len,
+                     "torch_threads": a.threads, "worker_processes": a.jobs, "heldout_tokens": rows.numel(), "heldout_rows": rows.shape[0], "seq_len": a.seq_len,
                      "weight_error": {"what": "relative weight-space error sum||Q(W)-W||^2/sum||W||^2 of plain RTN over "
                                       "the 210 projections; the source weights are Q4_1 (group 32) dequantized",
                                       **werr}},

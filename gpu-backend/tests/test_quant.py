@@ -169,7 +169,7 @@ def test_cli_rejects_bad_arguments(tiny_model, tmp_path, capsys):
 
 
 def test_gptq_beats_rtn_on_the_output_and_packs():
-    from edgeserve_pod.quant.gptq import gptq_fake, quantize_gptq
+    from edgeserve_pod.quant.gptq import gptq_fake, quantize_gptq, quantize_gptq_group
 
     torch.manual_seed(3)
     x = torch.randn(1024, 256) @ (torch.randn(256, 256) * 0.2 + torch.eye(256))  # correlated input channels
@@ -180,3 +180,8 @@ def test_gptq_beats_rtn_on_the_output_and_packs():
     qw = quantize_gptq(w, gram, 128)
     torch.testing.assert_close(qw.dequantize(), wq)
     assert qw.scales.shape == (2, 48) and int(qw.zeros.max()) <= 15
+    # weights sharing one input are done in one pass; stacking rows changes nothing
+    w2 = torch.randn(16, 256) * 0.05
+    a, b = quantize_gptq_group([w, w2], gram, 128, [None, torch.full((16, 2), 0.9)])
+    torch.testing.assert_close(a.dequantize(), wq)
+    torch.testing.assert_close(b.dequantize(), gptq_fake(w2, gram, 128, torch.full((16, 2), 0.9)))

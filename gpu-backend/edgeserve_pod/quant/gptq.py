@@ -16,6 +16,8 @@ import torch
 from edgeserve_pod.kernels.w4a16 import pack_int4
 from edgeserve_pod.quant.rtn import QMAX, QuantizedWeight, _quantize_grouped
 
+BLOCK = 128  # columns per lazy-update block
+
 
 @torch.no_grad()
 def gptq_codes(w: torch.Tensor, gram: torch.Tensor, group_size: int, clip: torch.Tensor | None = None,
@@ -33,24 +35,51 @@ def gptq_codes(w: torch.Tensor, gram: torch.Tensor, group_size: int, clip: torch
     codes = torch.zeros(n, k, dtype=torch.uint8)
     scales = torch.zeros(n, ng)
     zeros = torch.zeros(n, ng)
-    for j in range(k):
-        gi = j // group_size
-        if j % group_size == 0:
-            c = None if clip is None else clip[:, gi:gi + 1]
-            _, s, z = _quantize_grouped(w[:, j:j + group_size], group_size, c)
-            scales[:, gi], zeros[:, gi] = s[:, 0], z[:, 0]
-        s, z = scales[:, gi], zeros[:, gi]
-        q = torch.clamp(torch.round(w[:, j] / s) + z, 0, QMAX)
-        codes[:, j] = q.to(torch.uint8)
-        err = (w[:, j] - (q - z) * s) / u[j, j]
-        w[:, j + 1:] -= err[:, None] * u[j, j + 1:][None, :]
+    for b0 in range(0, k, BLOCK):  # lazy batch updates: within a block column by column, then one GEMM
+        b1 = min(b0 + BLOCK, k)
+        wb = w[:, b0:b1].clone()
+        eb = torch.zeros_like(wb)
+        ub = u[b0:b1, b0:b1]
+        for i in range(b1 - b0):
+            j = b0 + i
+            gi = j // group_size
+            if j % group_size == 0:  # group params from the group's weights as updated so far
+                c = None if clip is None else clip[:, gi:gi + 1]
+                grp = torch.cat([wb[:, i:], w[:, b1:j + group_size]], 1) if j + group_size > b1 else wb[:, i:i + group_size]
+                _, sg, zg = _quantize_grouped(grp, group_size, c)
+                scales[:, gi], zeros[:, gi] = sg[:, 0], zg[:, 0]
+            s, z = scales[:, gi], zeros[:, gi]
+            q = torch.clamp(torch.round(wb[:, i] / s) + z, 0, QMAX)
+            codes[:, j] = q.to(torch.uint8)
+            err = (wb[:, i] - (q - z) * s) / ub[i, i]
+            wb[:, i + 1:] -= err[:, None] * ub[i, i + 1:][None, :]
+            eb[:, i] = err
+        w[:, b1:] -= eb @ u[b0:b1, b1:]
     return codes, scales.to(torch.float16), zeros.to(torch.uint8)
+
+
+def quantize_gptq_group(ws: list[torch.Tensor], gram: torch.Tensor, group_size: int = 128,
+                        clips: list[torch.Tensor | None] | None = None) -> list[QuantizedWeight]:
+    """Weights that share one input (q/k/v, gate/up) in one pass: rows are independent given the
+    Gram matrix, so stacking them is exact and costs one column loop instead of several."""
+    w = torch.cat(ws, 0)
+    clip = None
+    if clips is not None and any(c is not None for c in clips):
+        ng = -(-w.shape[1] // group_size)
+        clip = torch.cat([torch.ones(x.shape[0], ng) if c is None else c for x, c in zip(ws, clips)], 0)
+    codes, s, z = gptq_codes(w, gram, group_size, clip)
+    out, r = [], 0
+    for x in ws:
+        sl = slice(r, r + x.shape[0])
+        out.append(QuantizedWeight(pack_int4(codes[sl]), s[sl].t().contiguous(), z[sl].t().contiguous(), group_size,
+                                   w.shape[1]))
+        r += x.shape[0]
+    return out
 
 
 def quantize_gptq(w: torch.Tensor, gram: torch.Tensor, group_size: int = 128,
                   clip: torch.Tensor | None = None) -> QuantizedWeight:
-    codes, s, z = gptq_codes(w, gram, group_size, clip)
-    return QuantizedWeight(pack_int4(codes), s.t().contiguous(), z.t().contiguous(), group_size, w.shape[1])
+    return quantize_gptq_group([w], gram, group_size, [clip])[0]
 
 
 def gptq_fake(w: torch.Tensor, gram: torch.Tensor, group_size: int, clip: torch.Tensor | None = None) -> torch.Tensor:

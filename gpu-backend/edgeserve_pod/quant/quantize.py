@@ -24,7 +24,7 @@ from safetensors import safe_open
 
 from edgeserve_pod.models.hf_folder import save_hf_folder
 from edgeserve_pod.quant import checkpoint, text
-from edgeserve_pod.quant.gptq import gptq_fake, quantize_gptq
+from edgeserve_pod.quant.gptq import quantize_gptq_group
 from edgeserve_pod.quant.llama_torch import PROJ, TorchLlama, load_hf
 from edgeserve_pod.quant.rtn import fake_quantize, quantize_rtn
 from edgeserve_pod.quant.smoothquant import CLIP_GRID, GRID, OBJECTIVES, SCALE_FORMS, smooth_model
@@ -152,18 +152,25 @@ def quantize(cfg: QuantizeConfig, log=print) -> dict:
             f"in {time.time() - t0:.0f} s")
     quantized, plain = {}, {}
     for i, L in enumerate(model.layers):
+        if cfg.rounding == "gptq":  # one pass per input group, on the (smoothed) input's Gram matrix
+            for grp in ("qkv", "o", "gate_up", "down"):
+                projs = [p for p in PROJ if GROUP_OF[p] == grp]
+                names = [f"model.layers.{i}.{p}" for p in projs]
+                ws = [getattr(getattr(L, p.split(".")[0]), p.split(".")[1]).weight for p in projs]
+                qs = quantize_gptq_group(ws, cal.gram[f"layers.{i}.{grp}"], cfg.group_size, [clips.get(n) for n in names])
+                for n, q in zip(names, qs):
+                    if cfg.dequantized:
+                        plain[n + ".weight"] = q.dequantize()
+                    else:
+                        quantized[n] = q
         for proj in PROJ:
             parent, leaf = proj.split(".")
             name = f"model.layers.{i}.{proj}"
             w = getattr(getattr(L, parent), leaf).weight
             c = clips.get(name)
-            if cfg.rounding == "gptq":  # on the (smoothed) input's Gram matrix
-                gram = cal.gram[f"layers.{i}.{GROUP_OF[proj]}"]
-                if cfg.dequantized:
-                    plain[name + ".weight"] = gptq_fake(w, gram, cfg.group_size, c)
-                else:
-                    quantized[name] = quantize_gptq(w, gram, cfg.group_size, c)
-            elif cfg.dequantized:
+            if cfg.rounding == "gptq":
+                continue  # done above
+            if cfg.dequantized:
                 plain[name + ".weight"] = fake_quantize(w, cfg.group_size, c)
             else:
                 quantized[name] = quantize_rtn(w, cfg.group_size, c)
