@@ -134,6 +134,7 @@ def main():
 
         convert(GGUF, HF)
     work = a.work or tempfile.mkdtemp(prefix="quant-acc-")
+    os.makedirs(work, exist_ok=True)
     tok = BPETokenizer.from_gguf(GGUF)
     _, held = text.split()
     rows = text.rows(tok.encode(held), a.seq_len, a.rows)
