@@ -94,6 +94,25 @@ def test_smoothing_folds_exactly(tiny_model, tiny_calibrated):
         assert e["error"] <= e["error_rtn"]
 
 
+def test_every_fold_is_exact(tiny_model):
+    """Each group's fold (norm, v_proj rows with the GQA tie, up_proj rows) with arbitrary scales."""
+    from edgeserve_pod.quant.smoothquant import _fold
+
+    model = TorchLlama.from_folder(tiny_model)
+    row = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(5))
+    before = model(row)
+    g = torch.Generator().manual_seed(6)
+    H, Hkv, d = model.H, model.Hkv, model.d
+    D, inter = model.c["hidden_size"], model.c["intermediate_size"]
+    for L in model.layers:
+        for grp, k in (("qkv", D), ("gate_up", D), ("down", inter)):
+            _fold(model, L, grp, torch.rand(k, generator=g) * 3 + 0.2)
+        s_kv = torch.rand(Hkv, 1, d, generator=g) * 3 + 0.2
+        _fold(model, L, "o", s_kv.expand(Hkv, H // Hkv, d).reshape(-1))
+    assert not torch.equal(model.layers[0].self_attn.v_proj.weight, TorchLlama.from_folder(tiny_model).layers[0].self_attn.v_proj.weight)
+    torch.testing.assert_close(model(row), before, rtol=1e-4, atol=1e-4)
+
+
 def test_block_objective_folds_exactly_and_clips(tiny_model):
     model = TorchLlama.from_folder(tiny_model)
     g = torch.Generator().manual_seed(0)
