@@ -1,6 +1,7 @@
 // Element-wise and row ops of the llama forward pass (O(dim) work per token: scalar is enough).
 // Numerics follow ggml's CPU ops so greedy tokens match llama.cpp.
 import { f16_to_f32, f32_to_f16, round_f16 } from "./f16";
+import { fma32, silu_ggml } from "./ggml-math";
 
 /** out = x / sqrt(mean(x²) + eps) · w. Squares in f32 summed in f64, as ggml. x, w, out: f32 (n). */
 export function rmsnorm(x: usize, w: usize, out: usize, n: i32, eps: f32): void {
@@ -15,30 +16,41 @@ export function rmsnorm(x: usize, w: usize, out: usize, n: i32, eps: f32): void 
 
 /**
  * RoPE in GGUF's llama layout (ggml "norm" mode: adjacent pairs x[2i], x[2i+1]) on every head
- * of x (nHeads, headDim). θ_i = pos · base^(−2i/headDim), accumulated in f32 as ggml does.
+ * of x (nHeads, headDim), as ggml's rope cache: θ_i = pos · s^i accumulated in f32 with
+ * s = powf(base, −2/headDim); cosf/sinf; then fma(x0, c, −x1·s) and fma(x0, s, x1·c), the FMAs
+ * GCC contracts ggml's rotate_pairs to (checked bit for bit against llama.cpp's tensors).
+ * pow/cos/sin are evaluated in f64 and rounded to f32: correctly rounded, which glibc's powf is
+ * here but its sinf/cosf are not always (≈2.5% of these arguments differ by one ulp).
  */
 export function rope(x: usize, nHeads: i32, headDim: i32, pos: i32, base: f32): void {
-  const thetaScale = Mathf.pow(base, <f32>-2 / <f32>headDim);
+  if (headDim > 512) unreachable();
+  const thetaScale = <f32>Math.pow(<f64>base, <f64>(<f32>-2 / <f32>headDim));
+  let theta = <f32>pos;
+  for (let i = 0; i < headDim; i += 2) {
+    store<f32>(ROPE_CACHE + (<usize>i << 2), <f32>Math.cos(<f64>theta));
+    store<f32>(ROPE_CACHE + (<usize>i << 2), <f32>Math.sin(<f64>theta), 4);
+    theta *= thetaScale;
+  }
   for (let h = 0; h < nHeads; h++) {
     const xh = x + (<usize>(h * headDim) << 2);
-    let theta = <f32>pos;
     for (let i = 0; i < headDim; i += 2) {
-      const c = Mathf.cos(theta), s = Mathf.sin(theta);
+      const c = load<f32>(ROPE_CACHE + (<usize>i << 2)), s = load<f32>(ROPE_CACHE + (<usize>i << 2), 4);
       const p = xh + (<usize>i << 2);
       const x0 = load<f32>(p), x1 = load<f32>(p, 4);
-      store<f32>(p, x0 * c - x1 * s);
-      store<f32>(p, x0 * s + x1 * c, 4);
-      theta *= thetaScale;
+      store<f32>(p, fma32(x0, c, -(x1 * s)));
+      store<f32>(p, fma32(x0, s, x1 * c), 4);
     }
   }
 }
 
-/** gate = silu(gate) · up, f32 (n). */
+/** cos/sin of one position's θ_i (headDim ≤ 512). */
+const ROPE_CACHE: usize = memory.data(512 * 4, 16);
+
+/** gate = silu(gate) · up, f32 (n): ggml_vec_swiglu_f32 (AVX-512 silu, see ggml-math.ts). */
 export function silu_mul(gate: usize, up: usize, n: i32): void {
   for (let i = 0; i < n; i++) {
     const o = <usize>i << 2;
-    const g = load<f32>(gate + o);
-    store<f32>(gate + o, (g / (<f32>1 + Mathf.exp(-g))) * load<f32>(up + o));
+    store<f32>(gate + o, silu_ggml(load<f32>(gate + o)) * load<f32>(up + o));
   }
 }
 

@@ -136,7 +136,12 @@ def main() -> None:
         text = chatml(p)
         prompt = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         llm.reset()
-        llm.eval(prompt)
+        # One llama_decode per prompt token: every position then runs llama.cpp's single-token
+        # kernels (the runtime's prefill is token by token too). A batched prompt would run
+        # K·q and P·V through llamafile's tinyBLAS instead, which sums in another order, and a
+        # quantized model's greedy path is chaotic under such last-bit differences.
+        for t in prompt:
+            llm.eval([t])
         toks, tops = [], []
         for _ in range(STEPS):
             # The last evaluated position's logits (llm.scores is not filled without logits_all).
@@ -149,7 +154,7 @@ def main() -> None:
         runs.append({"user": p, "promptIds": prompt, "tokens": toks, "top": tops})
         print(f"greedy: {p!r} -> {llm.detokenize(toks)[:60]!r}", flush=True)
     (out / "greedy-smollm2.json").write_text(json.dumps({
-        "source": "llama.cpp (llama-cpp-python 0.3.36), CPU, n_ctx=512, greedy, no stop on EOG",
+        "source": "llama.cpp (llama-cpp-python 0.3.36), CPU (x86, AVX-512), n_ctx=512, prompt one token per decode, greedy, no stop on EOG",
         "system": SYSTEM, "steps": STEPS, "runs": runs}, ensure_ascii=False))
 
 

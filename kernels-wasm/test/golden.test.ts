@@ -1,31 +1,43 @@
 /**
  * SmolLM2-135M Q4_1 against llama.cpp on the same GGUF (golden/greedy-smollm2.json, made by
- * scripts/gen_golden.py), 64 greedy steps on 12 chat prompts, teacher-forced with llama.cpp's
- * tokens. What holds today (measured 2026-11-22): 750 of 768 steps pick llama.cpp's token, 3 of
- * 12 prompts agree on all 64 steps, and logits of llama.cpp's top-16 differ by at most 1.42.
- * That is NOT the issue's bar (identical tokens on ≥ 10 prompts): our logits sit about 0.1
- * below llama.cpp's at the first step and near-ties flip. The asserted bounds below are what
- * holds now, so a regression fails; tighten them when the numerics gap is found.
- * Runs the SIMD128 build in Node (the relaxed build computes the same integer dots; it is
- * checked against the references in workerd, test/workerd/).
+ * scripts/gen_golden.py: llama-cpp-python 0.3.36, x86 AVX-512 CPU build, prompt one token per
+ * decode), 64 greedy steps on 12 chat prompts. The issue's bar: identical greedy tokens on at
+ * least 10 prompts, logits within a stated tolerance.
+ *
+ * Free-running greedy decoding; after a first divergence (none today) the run is teacher-forced
+ * with llama.cpp's tokens so the logits of the remaining steps are still compared.
+ *
+ * Tolerances (measured 2026-11-22: 12/12 identical; 8 prompts match every top-16 logit to the
+ * golden's 4 decimals, 4 prompts drift up to 0.74 at later steps):
+ * - EXACT_TOL 1e-4: the golden stores logits rounded to 4 decimals (±5e-5); our kernels do
+ *   llama.cpp's float operations in its order (assembly/ggml-math.ts), so a prompt either
+ *   matches to that rounding or has drifted.
+ * - Drift: glibc's sinf/cosf (RoPE) are not correctly rounded; ours are. An ulp there can flip
+ *   one f16 K-cache rounding, and int8 activation rounding spreads it (a quantized model is
+ *   chaotic under last-bit changes: llama.cpp batched vs token-by-token prompt differs by up to
+ *   0.53 and diverges on all 12 prompts). LOGIT_TOL 1.0 bounds that drift; at least
+ *   MIN_EXACT prompts must show none.
+ * Runs the SIMD128 build in Node (the relaxed build is bit-identical to the same references,
+ * checked in workerd: test/relaxed-workerd.test.ts).
  */
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readFileSync } from "node:fs";
 import { loadModel, type Model } from "../src/runtime/index";
 import { argmax } from "../src/runtime/sampler";
 import { MODEL_PATH, requireModel } from "./model-file";
 import { fileSource, nodeKernels } from "./node-runtime";
 
-/** Max |our logit − llama.cpp's| over its top-16 ids at each step (logits span about ±30). */
-const LOGIT_TOL = 1.5;
-/** Steps (of 64) whose argmax must equal llama.cpp's token, per prompt. */
-const MIN_AGREE = 58;
+const EXACT_TOL = 1e-4;
+const LOGIT_TOL = 1.0;
+const MIN_IDENTICAL = 10;
+const MIN_EXACT = 8;
 
 interface Run { user: string; promptIds: number[]; tokens: number[]; top: { ids: number[]; logits: number[] }[] }
 const golden = JSON.parse(readFileSync(new URL("../golden/greedy-smollm2.json", import.meta.url), "utf8")) as { steps: number; runs: Run[] };
 
 let model: Model;
 let cached: number[] = [];
+const results: { identical: boolean; worst: number }[] = [];
 
 beforeAll(async () => {
   requireModel();
@@ -46,20 +58,26 @@ describe("greedy decoding matches llama.cpp", () => {
   it.each(golden.runs.map((r) => [r.user, r] as const))("%s", (_, run) => {
     const ids = [...run.promptIds];
     let logits = feed(ids);
-    const ours: number[] = [];
-    let worst = 0;
+    let firstDiff = -1, worst = 0;
     for (let s = 0; s < golden.steps; s++) {
-      ours.push(argmax(logits));
+      const ours = argmax(logits);
+      if (ours !== run.tokens[s] && firstDiff < 0) firstDiff = s;
       const top = run.top[s];
       top.ids.forEach((id, j) => (worst = Math.max(worst, Math.abs(logits[id] - top.logits[j]))));
-      // Teacher-force llama.cpp's token so one near-tie cannot cascade into 60 wrong steps.
-      ids.push(run.tokens[s]);
+      ids.push(run.tokens[s]); // = ours until a divergence; teacher-forced after it
       logits = feed(ids);
     }
-    const agree = ours.filter((t, i) => t === run.tokens[i]).length;
-    const firstDiff = ours.findIndex((t, i) => t !== run.tokens[i]);
-    console.log(JSON.stringify({ prompt: run.user, agree, firstDiff, worst: +worst.toFixed(3) }));
-    expect(agree).toBeGreaterThanOrEqual(MIN_AGREE);
+    results.push({ identical: firstDiff < 0, worst });
+    console.log(JSON.stringify({ prompt: run.user, identical: firstDiff < 0, firstDiff, worst: +worst.toPrecision(3) }));
     expect(worst).toBeLessThan(LOGIT_TOL);
+  });
+
+  afterAll(() => {
+    const identical = results.filter((r) => r.identical).length, exact = results.filter((r) => r.worst <= EXACT_TOL).length;
+    console.log(JSON.stringify({ identical, exact, of: results.length }));
+    if (results.length === golden.runs.length) {
+      expect(identical).toBeGreaterThanOrEqual(MIN_IDENTICAL);
+      expect(exact).toBeGreaterThanOrEqual(MIN_EXACT);
+    }
   });
 });

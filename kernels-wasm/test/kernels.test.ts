@@ -41,6 +41,14 @@ function close(a: Float32Array, b: Float32Array, rel = 1e-4) {
   }
 }
 
+/** Bit-identical: the SIMD kernels and their references do the same f32 operations in the same
+ *  order (llama.cpp's, see assembly/ggml-math.ts). */
+function same(a: Float32Array, b: Float32Array) {
+  for (let i = 0; i < b.length; i++) {
+    if (!Object.is(a[i], b[i])) throw new Error(`element ${i}: simd ${a[i]} vs ref ${b[i]}`);
+  }
+}
+
 function quantizedCase(rows: number, cols: number) {
   top = Math.ceil(k.heap_base() / 64) * 64;
   const x = alloc(cols * 4), aq = alloc(cols), a16 = alloc(cols * 2), a16p = alloc(cols * 2);
@@ -59,7 +67,7 @@ describe.each([[1, 32], [2, 64], [7, 576], [64, 1536], [33, 96]])("matvec rows=%
     randomBlocks(w, nb, 20, 2, false);
     k.matvec_q4_1(w, rows, cols, c.a16p, c.ad, c.as, c.out);
     k.matvec_q4_1_ref(w, rows, cols, c.aq, c.ad, c.as, c.ref);
-    close(f32(c.out, rows), f32(c.ref, rows));
+    same(f32(c.out, rows), f32(c.ref, rows));
   });
   it("Q4_0 SIMD128 = reference", () => {
     const c = quantizedCase(rows, cols);
@@ -75,7 +83,7 @@ describe.each([[1, 32], [2, 64], [7, 576], [64, 1536], [33, 96]])("matvec rows=%
     randomBlocks(w, nb, 34, 1, true);
     k.matvec_q8_0(w, rows, cols, c.a16, c.ad, c.out);
     k.matvec_q8_0_ref(w, rows, cols, c.aq, c.ad, c.ref);
-    close(f32(c.out, rows), f32(c.ref, rows));
+    same(f32(c.out, rows), f32(c.ref, rows));
   });
   it("F32 and F16 SIMD128 = reference", () => {
     top = Math.ceil(k.heap_base() / 64) * 64;
@@ -94,20 +102,58 @@ describe.each([[1, 32], [2, 64], [7, 576], [64, 1536], [33, 96]])("matvec rows=%
 });
 
 describe("attention with GQA over an f16 cache", () => {
-  it.each([[1], [5], [300]])("SIMD128 = reference, %i cached tokens", (n) => {
+  it.each([[1, 64], [5, 64], [300, 64], [70, 48], [40, 128]])("SIMD128 = reference, %i cached tokens, head dim %i", (n, hd) => {
     top = Math.ceil(k.heap_base() / 64) * 64;
-    const nHeads = 9, nKV = 3, hd = 64, kvDim = nKV * hd;
+    const nHeads = 9, nKV = 3, kvDim = nKV * hd;
     const q = alloc(nHeads * hd * 4), kf = alloc(n * kvDim * 4), vf = alloc(n * kvDim * 4);
     const kc = alloc(n * kvDim * 2), vc = alloc(n * kvDim * 2), scores = alloc(n * 4), out = alloc(nHeads * hd * 4), ref = alloc(nHeads * hd * 4);
     f32(q, nHeads * hd).forEach((_, i, a) => (a[i] = rand(-2, 2)));
     f32(kf, n * kvDim).forEach((_, i, a) => (a[i] = rand(-2, 2)));
     f32(vf, n * kvDim).forEach((_, i, a) => (a[i] = rand(-2, 2)));
+    k.round_f16_row(q, nHeads * hd);
     k.f32_to_f16_row(kf, kc, n * kvDim);
     k.f32_to_f16_row(vf, vc, n * kvDim);
     k.attention(q, kc, vc, n, nHeads, nKV, hd, 0.125, scores, out);
     k.attention_ref(q, kc, vc, n, nHeads, nKV, hd, 0.125, scores, ref);
-    // Scores summed in another order can round a probability to the neighbouring f16 value
-    // (both round them, as llama.cpp): allow a few such flips, not wrong attention.
-    close(f32(out, nHeads * hd), f32(ref, nHeads * hd), 1e-3);
+    same(f32(out, nHeads * hd), f32(ref, nHeads * hd));
+    // and it is attention: within f16 rounding of softmax(q·k·scale)·V computed in f64
+    const Q = f32(q, nHeads * hd), K = f32(kf, n * kvDim), V = f32(vf, n * kvDim), O = f32(out, nHeads * hd);
+    for (let h = 0; h < nHeads; h++) {
+      const kv = Math.floor(h / (nHeads / nKV)) * hd;
+      const s = Array.from({ length: n }, (_, t) => { let d = 0; for (let i = 0; i < hd; i++) d += Q[h * hd + i] * K[t * kvDim + kv + i]; return d * 0.125; });
+      const mx = Math.max(...s), e = s.map((x) => Math.exp(x - mx)), z = e.reduce((a, b) => a + b, 0);
+      for (let i = 0; i < hd; i++) {
+        let o = 0;
+        for (let t = 0; t < n; t++) o += (e[t] / z) * V[t * kvDim + kv + i];
+        expect(Math.abs(O[h * hd + i] - o)).toBeLessThan(2e-2);
+      }
+    }
+  });
+});
+
+describe("llama.cpp's scalar math", () => {
+  it("rope rotates pairs by pos·base^(-2i/d)", () => {
+    top = Math.ceil(k.heap_base() / 64) * 64;
+    const hd = 64, x = alloc(2 * hd * 4), X = f32(x, 2 * hd);
+    const src = Array.from({ length: 2 * hd }, () => rand(-2, 2));
+    X.set(src);
+    k.rope(x, 2, hd, 37, 100000);
+    for (let h = 0; h < 2; h++) for (let i = 0; i < hd; i += 2) {
+      const th = 37 * Math.pow(100000, -i / hd), a = src[h * hd + i], b = src[h * hd + i + 1];
+      expect(Math.abs(X[h * hd + i] - (a * Math.cos(th) - b * Math.sin(th)))).toBeLessThan(1e-4);
+      expect(Math.abs(X[h * hd + i + 1] - (a * Math.sin(th) + b * Math.cos(th)))).toBeLessThan(1e-4);
+    }
+  });
+  it("silu_mul is silu(g)·u within ggml's exp error", () => {
+    top = Math.ceil(k.heap_base() / 64) * 64;
+    const n = 256, g = alloc(n * 4), u = alloc(n * 4);
+    const gs = Array.from({ length: n }, (_, i) => (i === 0 ? -200 : i === 1 ? 200 : rand(-20, 20))), us = Array.from({ length: n }, () => rand(-3, 3));
+    f32(g, n).set(gs); f32(u, n).set(us);
+    k.silu_mul(g, u, n);
+    const G = f32(g, n);
+    for (let i = 0; i < n; i++) {
+      const want = (gs[i] / (1 + Math.exp(-gs[i]))) * us[i];
+      expect(Math.abs(G[i] - want)).toBeLessThanOrEqual(1e-6 * (1 + Math.abs(want)));
+    }
   });
 });
