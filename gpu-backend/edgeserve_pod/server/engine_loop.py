@@ -398,14 +398,18 @@ class EngineLoop:
             self._rates.popleft()
         # What the pod does per second of work, not per second of wall time: an idle stretch does
         # not make a pod look slow to the router (workers/src/routing/cost.ts uses these as capacity).
-        busy_decode = sum(r[3] for r in self._rates if r[1])
+        # Decode capacity from decode-only steps when there are some (a step carrying prefill
+        # chunks says more about the prefill than about decoding); else from every decode step.
+        pure = [r for r in self._rates if r[1] and not r[2]]
+        decode_rows = pure if pure else [r for r in self._rates if r[1]]
+        busy_decode = sum(r[3] for r in decode_rows)
         busy_prefill = sum(r[3] for r in self._rates if r[2])
         self.load = LoadSnapshot(
             running=s.running, waiting=s.waiting, free_blocks=s.free_blocks, total_blocks=s.total_blocks,
             kv_usage=s.kv_usage, waiting_prefill_tokens=getattr(s, "waiting_prefill_tokens", 0),
             prefix_hit_tokens=getattr(s, "prefix_hit_tokens", 0), prefix_query_tokens=getattr(s, "prefix_query_tokens", 0),
             num_preemptions=getattr(s, "num_preemptions", 0),
-            decode_tok_s=sum(r[1] for r in self._rates) / busy_decode if busy_decode > 0 else 0.0,
+            decode_tok_s=sum(r[1] for r in decode_rows) / busy_decode if busy_decode > 0 else 0.0,
             prefill_tok_s=sum(r[2] for r in self._rates) / busy_prefill if busy_prefill > 0 else 0.0,
         )
         self.metrics.update_load(self.load)

@@ -17,7 +17,7 @@ export interface PodEstimate {
   queueMs: number;
   /** queueMs + this request's uncached prefill. */
   ttftMs: number;
-  /** Decode time per token with this request added to the batch. */
+  /** Decode time per token with this request added to the running batch. */
   tpotMs: number;
   /** Enough free KV blocks for the uncached prompt and max_tokens. */
   kvFits: boolean;
@@ -46,7 +46,9 @@ export function estimate(
   const pending = inflight?.pending(pod, nowMs) ?? { requests: 0, tokens: 0 };
   const waitingTokens = (load.waiting_prefill_tokens ?? load.waiting * opts.avgPromptTokens) + pending.tokens;
   const queueMs = (1000 * waitingTokens) / prefillTokS;
-  const batch = load.running + load.waiting + pending.requests + 1;
+  // The decode batch this request joins: what runs now, what was routed since the last report,
+  // and itself. Queued prompts are not decoding yet; their cost is in queueMs.
+  const batch = load.running + pending.requests + 1;
   const freeTokens = load.free_blocks * pod.blockSize;
   return {
     pod,
