@@ -184,6 +184,10 @@ describe("cost model rates", () => {
     const slow = estimate(req, pod("slow", { prefill_tok_s: 500, decode_tok_s: 50 }), new Map(), opts, undefined, 0);
     expect(slow.ttftMs).toBeCloseTo((1000 * 165) / 500);
     expect(slow.tpotMs).toBeCloseTo(1000 / 50);
+    // the decode batch is what runs (3) plus this request; the 10 queued prompts are in queueMs instead
+    const queued = estimate(req, pod("q", { running: 3, waiting: 10, waiting_prefill_tokens: 5000, decode_tok_s: 100 }), new Map(), opts, undefined, 0);
+    expect(queued.tpotMs).toBeCloseTo((1000 * 4) / 100);
+    expect(queued.queueMs).toBeCloseTo((1000 * 5000) / 1000);
     const fresh = estimate(req, pod("fresh", { prefill_tok_s: 0, decode_tok_s: 0 }), new Map(), opts, undefined, 0);
     expect(fresh.ttftMs).toBeCloseTo((1000 * 165) / 2000);
     // prefix-slo sends an interactive request to the pod that can meet its TTFT, not to the slow one
