@@ -12,7 +12,8 @@ are checked against it in tests/kernels); on cuda, the Triton kernels.
 One chunk holds the whole prompt, so it gets the sparse prefill (block-sparse for streaming
 heads); see the comment in main() for when the prefix cache is used.
 
-Configs: "name:key=value,..." with keys budget (Quest tokens; 0 = Quest off), ratio (streaming
+Configs: "name:key=value,..." with keys budget (Quest tokens; 0 = Quest off), dense (first layers decoded densely), every
+(Quest re-selection period), ratio (streaming
 kv heads, re-marked from the map's outside_mass; -1 = as in the map), sink, window, source
 (map: the head map's rule, i.e. max(outside_mass, passkey_mass) when the map has
 passkey_mass; outside_mass: natural-text outside-window mass only, the first maps' rule).
@@ -46,7 +47,7 @@ DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 def parse_config(spec: str) -> tuple[str, dict]:
     name, _, body = spec.partition(":")
-    c = {"budget": 512, "ratio": -1.0, "sink": None, "window": None, "source": "map"}
+    c = {"budget": 512, "ratio": -1.0, "sink": None, "window": None, "source": "map", "dense": 0, "every": 1}
     for kv in filter(None, body.split(",")):
         k, _, v = kv.partition("=")
         if k not in c:
@@ -79,6 +80,7 @@ def write_map(base: dict, c: dict, L: int, path: str) -> dict:
             mass = torch.maximum(mass, torch.tensor(base["passkey_mass"]))
         m["streaming"] = mark_streaming(mass, c["ratio"])
     m["token_budget"] = c["budget"] if c["budget"] > 0 else L + 64  # 0: every page
+    m["dense_layers"], m["reselect_every"] = c["dense"], c["every"]
     if c["sink"] is not None:
         m["sink_tokens"] = c["sink"]
     if c["window"] is not None:
@@ -158,7 +160,8 @@ def main(argv=None) -> None:
         budget = c["budget"] if c["budget"] > 0 else "off"
         say(f"  L={L} {name}: {sum(hits)}/{n} vs dense {sum(dense_hits)}/{n}")
         metrics.append({
-            "name": f"passkey_accuracy_pct[smollm2-135m,L={L},{name},quest={budget},streaming_kv_heads={n_str}/{n_kv},n={n}]",
+            "name": f"passkey_accuracy_pct[smollm2-135m,L={L},{name},quest={budget},dense_layers={m['dense_layers']},"
+                    f"reselect_every={m['reselect_every']},streaming_kv_heads={n_str}/{n_kv},n={n}]",
             "value": round(100 * sum(hits) / n, 2), "unit": "%", "better": "higher",
             "peer": {"name": f"same model, dense attention backend ({dense_backend})",
                      "value": round(100 * sum(dense_hits) / n, 2)},
@@ -197,7 +200,8 @@ def main(argv=None) -> None:
         for name, c in configs:
             path = os.path.join(a.out, f"head-map-{name}-L{L}.json")
             m = write_map(base, c, L, path)
-            gkey = json.dumps([m["streaming"], m.get("sink_tokens"), m.get("window_tokens")]) if share else name
+            gkey = json.dumps([m["streaming"], m.get("sink_tokens"), m.get("window_tokens"), m["dense_layers"],
+                               m["reselect_every"]]) if share else name
             groups.setdefault(gkey, []).append((name, c, m, path))
         for members in groups.values():
             t0 = time.time()

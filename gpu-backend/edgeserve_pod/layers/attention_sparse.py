@@ -59,6 +59,9 @@ class SparseAttentionConfig:
     # Quest re-scores every k-th decode step of a sequence and reuses its page list in between
     # (LServe); a new last page always triggers a fresh selection. 1 = every step.
     reselect_every: int = 1
+    # decode of layers < dense_layers reads every page for retrieval heads (Quest leaves its
+    # first two layers dense: their attention is spread out, so the bound picks poorly there)
+    dense_layers: int = 0
     # streaming[layer][kv_head] = True for a streaming head (tools/calibrate_heads.py writes it);
     # None = every head is a retrieval head.
     streaming: list[list[bool]] | None = None
@@ -66,7 +69,7 @@ class SparseAttentionConfig:
     prefill_block_n: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("token_budget", "sink_tokens", "window_tokens", "prefill_block_m", "prefill_block_n"):
+        for name in ("token_budget", "sink_tokens", "window_tokens", "prefill_block_m", "prefill_block_n", "dense_layers"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
@@ -88,7 +91,7 @@ class SparseAttentionConfig:
             raise ValueError(f"{path} is not a head map: no 'streaming' field")
         kw = {"streaming": m["streaming"], "sink_tokens": m.get("sink_tokens", 128),
               "window_tokens": m.get("window_tokens", 4096)}
-        kw.update({k: m[k] for k in ("token_budget", "reselect_every") if k in m})
+        kw.update({k: m[k] for k in ("token_budget", "reselect_every", "dense_layers") if k in m})
         kw.update(overrides)
         return cls(**kw)
 
@@ -235,7 +238,18 @@ class SparseAttention(AttentionBackend):
         else:
             # retrieval heads: Quest (a non-sparse request asks for every page)
             K = max(2, min(max_budget // BS, tables.shape[1]))  # select_pages' width
-            if every is not None and ctx.shape[0] <= RESELECT_ROWS and K == layer_state["sel_idx"].shape[2]:
+            if layer < self.cfg.dense_layers:  # Quest leaves the first layers dense (their attention is not sparse)
+                if not n_stream:
+                    if tri:
+                        paged_decode(q, k_cache, v_cache, tables, ctx, self.scale, ks, vs, out=out)
+                    else:
+                        out.copy_(self._dense._decode(q, k_cache, v_cache, ks, vs, tables, ctx))
+                    return
+                W = tables.shape[1]
+                page_idx = torch.arange(W, dtype=torch.int32, device=q.device)[None, None, :].expand(
+                    ctx.shape[0], self.num_kv_heads, W)
+                num_sel = ((ctx + BS - 1) // BS).to(torch.int32)[:, None].expand(-1, self.num_kv_heads)
+            elif every is not None and ctx.shape[0] <= RESELECT_ROWS and K == layer_state["sel_idx"].shape[2]:
                 page_idx, num_sel = self._quest_reusing(q, tables, ctx, BS, layer_state, budget, max_budget,
                                                         every, last_blk, tri)
             else:  # select every step (also when the kept lists' width does not fit this step's)

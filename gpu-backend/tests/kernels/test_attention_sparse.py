@@ -192,3 +192,15 @@ def test_torch_prefill_after_cached_prefix_equals_one_shot():
     torch.testing.assert_close(o, out_p[40:], atol=2e-5, rtol=2e-5)
     dense = reference_paged_attention(q[40:69], kc, vc, table, 69, D ** -0.5)
     assert (o - dense).abs().max() > 1e-3  # the streaming head really is restricted
+
+
+def test_dense_layers_read_every_page_for_retrieval_heads(impl):
+    """dense_layers = 1: layer 0's retrieval head attends every page, its streaming head still
+    sink + window; layer 1 is back to Quest."""
+    be, state = backend(impl, dense_layers=1, streaming=[[False, True], [False, True]])
+    q, k, v, kc, vc, table, _, out_d = prefill_then_decode(be, state)
+    pages = torch.tensor([list(range(9)), [0, 0, 0, 0, 0, 0, 6, 7, 8]])
+    ref = reference_paged_attention(q[69:], kc, vc, table, 70, D ** -0.5, pages=pages)
+    torch.testing.assert_close(out_d, ref, atol=2e-4, rtol=2e-4)
+    quest = reference_paged_attention(q[69:], kc, vc, table, 70, D ** -0.5, pages=torch.tensor([[0, 3, 5, 8], [0, 6, 7, 8]]))
+    assert (out_d - quest).abs().max() > 1e-3
