@@ -65,6 +65,7 @@ VARIANTS = [
     ("smoothquant+ w4 g128 + clip", CLIP),
     ("smoothquant+ w4 g128 + clip + block objective", dict(CLIP, objective="block", block_rows=2)),
     ("smoothquant+ w4 g128 + clip + calib x4", dict(CLIP, calib_rows=4)),
+    ("smoothquant+ w4 g128 + clip + gptq rounding", dict(CLIP, rounding="gptq")),
     ("smoothquant+ w4 g128 + clip + calib x4 + gptq rounding", dict(CLIP, calib_rows=4, rounding="gptq")),
     ("gptq w4 g128 (no smoothing, no clip) + calib x4", dict(method="rtn", calib_rows=4, rounding="gptq")),
 ]
