@@ -5,13 +5,18 @@ bench wrote under /tmp, or writes it). Profiles (a) the smallest decode CUDA gra
 (b) eager decode steps, with torch.profiler, and prints the top kernels by GPU time per step.
 
     python3 bench/pod_decode_profile.py
+    python3 bench/pod_decode_profile.py --shape llama-3.1-8b --backends triton,sparse --context 32768
+        (c) decode steps of the engine (eng.step(): graph replays plus whatever runs outside them)
+            after a --context-token prompt, per attention backend
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
 import os
 import sys
+import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -37,7 +42,41 @@ def top(prof, steps: int, label: str, k: int = 14) -> None:
         print(f"PROFILE   {t / steps:8.1f} us  x{cnt[name] / steps:5.1f}  {name}")
 
 
+def engine_steps(shape: str, backends: list[str], context: int, n: int = 16) -> None:
+    path = f"/tmp/{shape}"
+    if not os.path.exists(os.path.join(path, "config.json")):
+        path = write_random_checkpoint(shape, path, seed=0, device="cuda")
+    prompt = torch.randint(0, 128000, (context,), generator=torch.Generator().manual_seed(1)).tolist()
+    for backend in backends:
+        eng = LLMEngine(EngineConfig(model=path, device="cuda", max_num_batched_tokens=8192, max_num_seqs=8,
+                                     max_model_len=context + 512, gpu_memory_utilization=0.85, cuda_graph_max_batch=8,
+                                     attention_backend=backend))
+        eng.add_request("p", prompt, SamplingParams(max_tokens=n + 8, ignore_eos=True))
+        got = 0
+        while got < 4:  # prefill chunks, then a few decode steps (graph capture, plans)
+            got += sum(len(o.new_token_ids) for o in eng.step())
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(n):
+                eng.step()
+            torch.cuda.synchronize()
+        wall = (time.perf_counter() - t0) / n * 1e6
+        print(f"PROFILE {shape} {backend} context {context}: {wall:.0f} us wall per engine step (profiled)")
+        top(prof, n, f"{backend} engine decode steps", k=24)
+        del eng
+        torch.cuda.empty_cache()
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", default=None)
+    ap.add_argument("--backends", default="triton")
+    ap.add_argument("--context", type=int, default=32768)
+    a = ap.parse_args()
+    if a.shape:
+        engine_steps(a.shape, a.backends.split(","), a.context)
+        return
     path = "/tmp/llama-3.2-1b"
     if not os.path.exists(os.path.join(path, "config.json")):
         path = write_random_checkpoint("llama-3.2-1b", path, seed=0, device="cuda")
