@@ -102,14 +102,20 @@ export function attention(q: usize, kc: usize, vc: usize, n: i32, nHeads: i32, n
     const kvOff = <usize>((h / group) * headDim) << 1;
     for (let t = 0; t < n; t++) store<f32>(scores + (<usize>t << 2), dot_kq(qh, kc + <usize>t * stride + kvOff, headDim) * scale);
     softmax(scores, n);
-    memory.fill(PV, 0, 64 * row);
+    // slots a cell never reaches stay 0; each slot's first cell is 0 + p·v
+    if (slots < 64) memory.fill(PV + <usize>slots * row, 0, <usize>(64 - slots) * row);
+    const zero = f32x4.splat(0);
     for (let t = 0; t < n; t++) {
       const p = f32x4.splat(load<f32>(scores + (<usize>t << 2)));
       const v = vc + <usize>t * stride + kvOff;
       const acc = PV + <usize>(t & 63) * row;
-      for (let d = 0; d < headDim; d += 4) {
-        const o = acc + (<usize>d << 2);
-        v128.store(o, f32x4.add(v128.load(o), f32x4.mul(p, load_f16x4(v + (<usize>d << 1)))));
+      if (t < 64) {
+        for (let d = 0; d < headDim; d += 4) v128.store(acc + (<usize>d << 2), f32x4.add(zero, f32x4.mul(p, load_f16x4(v + (<usize>d << 1)))));
+      } else {
+        for (let d = 0; d < headDim; d += 4) {
+          const o = acc + (<usize>d << 2);
+          v128.store(o, f32x4.add(v128.load(o), f32x4.mul(p, load_f16x4(v + (<usize>d << 1)))));
+        }
       }
     }
     const oh = out + (<usize>(h * headDim) << 2);

@@ -135,21 +135,36 @@ export function matvec_q4_0(w: usize, rows: i32, cols: i32, a16p: usize, ad: usi
 }
 
 /** Q8_0 · int8 activations. a16: natural-order i16 activations (quantize.ts). llama.cpp's float
- *  order (matvec_q8_0_ref): eight FMA lanes, emulated in f64. */
+ *  order (matvec_q8_0_ref): eight FMA lanes, emulated in f64 in the SIMD128 build; the relaxed
+ *  build (same source) uses f32x4.relaxed_madd, whose fusion its start-up self-check verifies. */
 export function matvec_q8_0(w: usize, rows: i32, cols: i32, a16: usize, ad: usize, out: usize): void {
   const nb = cols >> 5;
   let blk = w;
   for (let r = 0; r < rows; r++) {
-    let p0 = f64x2.splat(0), p1 = p0, p2 = p0, p3 = p0;
-    for (let b = 0; b < nb; b++) {
-      const a = a16 + (<usize>b << 6);
-      const sl = q8_pairs(v128.load(blk, 2), v128.load(a), v128.load(a, 16));
-      const sh = q8_pairs(v128.load(blk, 18), v128.load(a, 32), v128.load(a, 48));
-      const dd = f64x2.splat(<f64>(f16_to_f32(load<u16>(blk)) * load<f32>(ad + (<usize>b << 2))));
-      p0 = fma_lo(p0, sl, dd); p1 = fma_hi(p1, sl, dd); p2 = fma_lo(p2, sh, dd); p3 = fma_hi(p3, sh, dd);
-      blk += 34;
+    if (ASC_FEATURE_RELAXED_SIMD) {
+      let lo = f32x4.splat(0), hi = lo;
+      for (let b = 0; b < nb; b++) {
+        const a = a16 + (<usize>b << 6);
+        const sl = q8_pairs(v128.load(blk, 2), v128.load(a), v128.load(a, 16));
+        const sh = q8_pairs(v128.load(blk, 18), v128.load(a, 32), v128.load(a, 48));
+        const dd = f32x4.splat(f16_to_f32(load<u16>(blk)) * load<f32>(ad + (<usize>b << 2)));
+        lo = f32x4.relaxed_madd(dd, f32x4.convert_i32x4_s(sl), lo);
+        hi = f32x4.relaxed_madd(dd, f32x4.convert_i32x4_s(sh), hi);
+        blk += 34;
+      }
+      store<f32>(out + (<usize>r << 2), hsum_x86(f32x4.add(lo, hi)));
+    } else {
+      let p0 = f64x2.splat(0), p1 = p0, p2 = p0, p3 = p0;
+      for (let b = 0; b < nb; b++) {
+        const a = a16 + (<usize>b << 6);
+        const sl = q8_pairs(v128.load(blk, 2), v128.load(a), v128.load(a, 16));
+        const sh = q8_pairs(v128.load(blk, 18), v128.load(a, 32), v128.load(a, 48));
+        const dd = f64x2.splat(<f64>(f16_to_f32(load<u16>(blk)) * load<f32>(ad + (<usize>b << 2))));
+        p0 = fma_lo(p0, sl, dd); p1 = fma_hi(p1, sl, dd); p2 = fma_lo(p2, sh, dd); p3 = fma_hi(p3, sh, dd);
+        blk += 34;
+      }
+      store<f32>(out + (<usize>r << 2), hsum8(p0, p1, p2, p3));
     }
-    store<f32>(out + (<usize>r << 2), hsum8(p0, p1, p2, p3));
   }
 }
 

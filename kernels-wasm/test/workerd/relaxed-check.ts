@@ -16,7 +16,7 @@ export default {
     const selfCheck = relaxedSelfCheck(k, base);
     const cases: { kernel: string; rows: number; cols: number; maxRelErr: number }[] = [];
     for (const [rows, cols] of [[1, 32], [2, 64], [7, 576], [64, 1536], [33, 96]]) {
-      for (const [kernel, blockBytes, scales] of [["q4_1", 20, 2], ["q4_0", 18, 1]] as const) {
+      for (const [kernel, blockBytes, scales] of [["q4_1", 20, 2], ["q4_0", 18, 1], ["q8_0", 34, 1]] as const) {
         let top = base;
         const alloc = (b: number) => { const p = top; top = Math.ceil((top + b) / 64) * 64; return p; };
         const nb = (rows * cols) / 32;
@@ -32,11 +32,12 @@ export default {
           dv.setUint16(w + b * blockBytes + 2 * s, ((s > 0 && Math.random() < 0.5 ? 1 : 0) << 15) | ((5 + Math.floor(Math.random() * 7)) << 10) | Math.floor(Math.random() * 1024), true);
         }
         if (kernel === "q4_1") { k.matvec_q4_1_fast(w, rows, cols, aq, ad, as, out); k.matvec_q4_1_ref(w, rows, cols, aq, ad, as, ref); }
-        else { k.matvec_q4_0_fast(w, rows, cols, aq, ad, as, out); k.matvec_q4_0_ref(w, rows, cols, aq, ad, as, ref); }
+        else if (kernel === "q4_0") { k.matvec_q4_0_fast(w, rows, cols, aq, ad, as, out); k.matvec_q4_0_ref(w, rows, cols, aq, ad, as, ref); }
+        else { k.matvec_q8_0(w, rows, cols, a16, ad, out); k.matvec_q8_0_ref(w, rows, cols, aq, ad, ref); }
         const a = new Float32Array(k.memory.buffer, out, rows), r = new Float32Array(k.memory.buffer, ref, rows);
         let scale = 1e-6, err = 0;
         for (const v of r) scale = Math.max(scale, Math.abs(v));
-        for (let i = 0; i < rows; i++) err = Math.max(err, kernel === "q4_1" && !Object.is(a[i], r[i]) ? Infinity : Math.abs(a[i] - r[i]) / scale);
+        for (let i = 0; i < rows; i++) err = Math.max(err, kernel !== "q4_0" && !Object.is(a[i], r[i]) ? Infinity : Math.abs(a[i] - r[i]) / scale);
         cases.push({ kernel, rows, cols, maxRelErr: err });
       }
     }
