@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from ..kernels.block_sparse_prefill import BlockSparsePlan, block_sparse_prefill, plan_block_sparse, plan_mask
 from ..kernels.paged_attention import FP8, paged_decode, paged_prefill
 from ..kernels.quest import quest_scores, select_pages, torch_quest_scores, update_page_minmax
+from ..kernels.sparse_kv_write import write_kv_minmax_decode
 from .attention_base import AttentionBackend, AttentionMetadata
 from .attention_torch import TorchAttention
 from .kv_write import dequantize, write_kv
@@ -166,11 +167,16 @@ class SparseAttention(AttentionBackend):
     def forward(self, layer, q, k, v, k_cache, v_cache, layer_state, meta: AttentionMetadata) -> torch.Tensor:
         # q (T, Hq, D); k, v (T, Hkv, D); caches (num_blocks, BS, Hkv, D)
         ks, vs = layer_state.get("k_scale"), layer_state.get("v_scale")
-        write_kv(k, v, k_cache, v_cache, meta.slot_mapping, ks, vs)
-        update_page_minmax(k, meta.slot_mapping, layer_state["kmin"], layer_state["kmax"], k_cache.shape[1])
-        if "blk_gen" in layer_state:  # a (re)started block invalidates Quest selections kept for it
-            BS = k_cache.shape[1]
-            layer_state["blk_gen"].index_add_(0, meta.slot_mapping // BS, (meta.slot_mapping % BS == 0).to(torch.int32))
+        if meta.num_prefill_tokens == 0 and self._triton(q) and ks is None:
+            # decode: one token per block, so one kernel does the write, the min/max and the generation
+            write_kv_minmax_decode(k, v, k_cache, v_cache, meta.slot_mapping, layer_state["kmin"], layer_state["kmax"],
+                                   layer_state.get("blk_gen"))
+        else:
+            write_kv(k, v, k_cache, v_cache, meta.slot_mapping, ks, vs)
+            update_page_minmax(k, meta.slot_mapping, layer_state["kmin"], layer_state["kmax"], k_cache.shape[1])
+            if "blk_gen" in layer_state:  # a (re)started block invalidates Quest selections kept for it
+                BS = k_cache.shape[1]
+                layer_state["blk_gen"].index_add_(0, meta.slot_mapping // BS, (meta.slot_mapping % BS == 0).to(torch.int32))
         out = torch.empty_like(q)
         n_p = meta.num_prefill_tokens
         n_seq_p = 0 if meta.cu_seqlens_q is None else meta.cu_seqlens_q.numel() - 1
