@@ -13,7 +13,8 @@ One chunk holds the whole prompt, so it gets the sparse prefill (block-sparse fo
 heads); see the comment in main() for when the prefix cache is used.
 
 Configs: "name:key=value,..." with keys budget (Quest tokens; 0 = Quest off), dense (first layers decoded densely), every
-(Quest re-selection period), ratio (streaming
+(Quest re-selection period), exempt (the N kv heads with the most calibrated needle mass
+skip Quest and read every page), ratio (streaming
 kv heads, re-marked from the map's outside_mass; -1 = as in the map), sink, window, source
 (map: the head map's rule, i.e. max(outside_mass, passkey_mass) when the map has
 passkey_mass; outside_mass: natural-text outside-window mass only, the first maps' rule).
@@ -47,7 +48,8 @@ DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 def parse_config(spec: str) -> tuple[str, dict]:
     name, _, body = spec.partition(":")
-    c = {"budget": 512, "ratio": -1.0, "sink": None, "window": None, "source": "map", "dense": 0, "every": 1}
+    c = {"budget": 512, "ratio": -1.0, "sink": None, "window": None, "source": "map", "dense": 0, "every": 1,
+         "exempt": 0}
     for kv in filter(None, body.split(",")):
         k, _, v = kv.partition("=")
         if k not in c:
@@ -81,6 +83,11 @@ def write_map(base: dict, c: dict, L: int, path: str) -> dict:
         m["streaming"] = mark_streaming(mass, c["ratio"])
     m["token_budget"] = c["budget"] if c["budget"] > 0 else L + 64  # 0: every page
     m["dense_layers"], m["reselect_every"] = c["dense"], c["every"]
+    if c["exempt"]:  # the kv heads with the most needle mass (not streaming) read every page: no Quest
+        pk = torch.tensor(base["passkey_mass"]).masked_fill(torch.tensor(m["streaming"]), -1.0)
+        flat = torch.zeros(pk.numel(), dtype=torch.bool)
+        flat[pk.flatten().argsort(descending=True)[:c["exempt"]]] = True
+        m["dense_heads"] = flat.view(pk.shape).tolist()
     if c["sink"] is not None:
         m["sink_tokens"] = c["sink"]
     if c["window"] is not None:
@@ -161,6 +168,7 @@ def main(argv=None) -> None:
         say(f"  L={L} {name}: {sum(hits)}/{n} vs dense {sum(dense_hits)}/{n}")
         metrics.append({
             "name": f"passkey_accuracy_pct[smollm2-135m,L={L},{name},quest={budget},dense_layers={m['dense_layers']},"
+                    f"quest_exempt_heads={sum(map(sum, m.get('dense_heads') or []))},"
                     f"reselect_every={m['reselect_every']},streaming_kv_heads={n_str}/{n_kv},n={n}]",
             "value": round(100 * sum(hits) / n, 2), "unit": "%", "better": "higher",
             "peer": {"name": f"same model, dense attention backend ({dense_backend})",
@@ -178,51 +186,54 @@ def main(argv=None) -> None:
         save()
 
     dense_backend = "torch" if a.device == "cpu" else "triton"
+    top = max(lengths)  # one engine per head map serves every length
+    by_len = {L: [(i, t) for i, t in enumerate(trials) if t[0] == L] for L in lengths}
+    t0 = time.time()
+    eng = engine(top, attention_backend=dense_backend)
+    dense_hits: dict[int, list[bool]] = {}
     for L in lengths:
-        todo = [(i, t) for i, t in enumerate(trials) if t[0] == L]
-        t0 = time.time()
-        dense_eng = engine(L, attention_backend=dense_backend)
-        dense_hits = []
-        for i, (_, depth, key) in todo:
+        dense_hits[L] = []
+        for i, (_, depth, key) in by_len[L]:
             prompt, answer = build_prompt(tok, L, depth, key)
-            ok, got = ask(dense_eng, f"d{i}", prompt, answer)
-            dense_hits.append(ok)
+            ok, got = ask(eng, f"d{i}", prompt, answer)
+            dense_hits[L].append(ok)
             say(f"    L={L} depth={depth} key={key} dense: {'ok' if ok else 'miss'} (got {got}, want {answer})")
-        del dense_eng
-        say(f"  L={L} dense {sum(dense_hits)}/{len(todo)} ({time.time() - t0:.0f} s)")
-        # cpu: configs sharing one head map (same streaming heads, sink, window) share one engine,
-        # budgets as per-request overrides; the prompt is prefilled once and later requests hit the
-        # prefix cache (the torch path prefills the uncached tail with the one-shot masks). cuda:
-        # one engine per config, prefix caching off, budget from its head map (decode CUDA graphs
-        # are captured without overrides, and the Triton prefill after a cached prefix is dense).
-        share = a.device == "cpu"
-        groups: dict[str, list] = {}
-        for name, c in configs:
-            path = os.path.join(a.out, f"head-map-{name}-L{L}.json")
-            m = write_map(base, c, L, path)
-            gkey = json.dumps([m["streaming"], m.get("sink_tokens"), m.get("window_tokens"), m["dense_layers"],
-                               m["reselect_every"]]) if share else name
-            groups.setdefault(gkey, []).append((name, c, m, path))
-        for members in groups.values():
-            t0 = time.time()
-            m0, path0 = members[0][2], members[0][3]
-            eng = engine(L, prefix_caching=share, attention_backend="sparse", sparse_head_map=path0)
-            say(f"L={L} sparse engine, head map {os.path.basename(path0)}: "
-                f"{sum(map(sum, m0['streaming']))} streaming kv heads, configs {[x[0] for x in members]}")
+        say(f"  L={L} dense {sum(dense_hits[L])}/{len(by_len[L])} ({time.time() - t0:.0f} s)")
+    del eng
+    # cpu: configs sharing one head map (same streaming heads, sink, window) share one engine,
+    # budgets as per-request overrides; the prompt is prefilled once and later requests hit the
+    # prefix cache (the torch path prefills the uncached tail with the one-shot masks). cuda:
+    # one engine per config, prefix caching off, budget from its head map (decode CUDA graphs
+    # are captured without overrides, and the Triton prefill after a cached prefix is dense).
+    share = a.device == "cpu"
+    groups: dict[str, list] = {}
+    for name, c in configs:
+        path = os.path.join(a.out, f"head-map-{name}.json")
+        m = write_map(base, c, top, path)
+        gkey = json.dumps([m["streaming"], m.get("sink_tokens"), m.get("window_tokens"), m["dense_layers"],
+                           m["reselect_every"], m.get("dense_heads")]) if share else name
+        groups.setdefault(gkey, []).append((name, c, m, path))
+    for members in groups.values():
+        t0 = time.time()
+        m0, path0 = members[0][2], members[0][3]
+        eng = engine(top, prefix_caching=share, attention_backend="sparse", sparse_head_map=path0)
+        say(f"sparse engine, head map {os.path.basename(path0)}: "
+            f"{sum(map(sum, m0['streaming']))} streaming kv heads, configs {[x[0] for x in members]}")
+        for L in lengths:
             hits = {name: [] for name, *_ in members}
-            for i, (_, depth, key) in todo:
+            for i, (_, depth, key) in by_len[L]:
                 prompt, answer = build_prompt(tok, L, depth, key)
                 for name, c, m, _ in members:
                     ok, got = ask(eng, f"{name}-{i}", prompt, answer,
                                   attention={"token_budget": m["token_budget"]} if share else None)
                     hits[name].append(ok)
                     say(f"    L={L} depth={depth} key={key} {name}: {'ok' if ok else 'miss'} (got {got})")
-            del eng
-            st = eng.stats()
             for name, c, m, _ in members:
-                record(L, name, c, m, hits[name], dense_hits)
-            say(f"  ({time.time() - t0:.0f} s; prefix cache served {st.prefix_hit_tokens}/{st.prefix_query_tokens} "
-                "prompt tokens)")
+                record(L, name, c, m, hits[name], dense_hits[L])
+        st = eng.stats()
+        del eng
+        say(f"  ({time.time() - t0:.0f} s; prefix cache served {st.prefix_hit_tokens}/{st.prefix_query_tokens} "
+            "prompt tokens)")
     save()
     print("done", flush=True)
 

@@ -63,6 +63,9 @@ class SparseAttentionConfig:
     # decode of layers < dense_layers reads every page for retrieval heads (Quest leaves its
     # first two layers dense: their attention is spread out, so the bound picks poorly there)
     dense_layers: int = 0
+    # dense_heads[layer][kv_head] = True: a retrieval head that Quest leaves alone (reads every
+    # page), for heads whose attention the page bound ranks poorly (calibrate_heads' needle mass)
+    dense_heads: list[list[bool]] | None = None
     # streaming[layer][kv_head] = True for a streaming head (tools/calibrate_heads.py writes it);
     # None = every head is a retrieval head.
     streaming: list[list[bool]] | None = None
@@ -78,9 +81,10 @@ class SparseAttentionConfig:
             raise ValueError(f"reselect_every must be an integer >= 1, got {self.reselect_every!r}")
         if self.token_budget < 16:
             raise ValueError(f"token_budget must be >= 16, got {self.token_budget}")
-        if self.streaming is not None and not all(isinstance(r, list) and all(isinstance(x, bool) for x in r)
-                                                  for r in self.streaming):
-            raise ValueError("streaming must be a list (per layer) of lists (per kv head) of booleans")
+        for name in ("streaming", "dense_heads"):
+            m = getattr(self, name)
+            if m is not None and not all(isinstance(r, list) and all(isinstance(x, bool) for x in r) for r in m):
+                raise ValueError(f"{name} must be a list (per layer) of lists (per kv head) of booleans")
 
     @classmethod
     def from_head_map(cls, path: str, **overrides) -> "SparseAttentionConfig":
@@ -92,7 +96,7 @@ class SparseAttentionConfig:
             raise ValueError(f"{path} is not a head map: no 'streaming' field")
         kw = {"streaming": m["streaming"], "sink_tokens": m.get("sink_tokens", 128),
               "window_tokens": m.get("window_tokens", 4096)}
-        kw.update({k: m[k] for k in ("token_budget", "reselect_every", "dense_layers") if k in m})
+        kw.update({k: m[k] for k in ("token_budget", "reselect_every", "dense_layers", "dense_heads") if k in m})
         kw.update(overrides)
         return cls(**kw)
 
@@ -127,13 +131,15 @@ class SparseAttention(AttentionBackend):
         self.impl = impl
         self.kv_dtype = kv_dtype
         self.cfg = config or SparseAttentionConfig()
-        if self.cfg.streaming is not None and any(len(r) != num_kv_heads for r in self.cfg.streaming):
-            raise ValueError(f"head map rows must have {num_kv_heads} kv heads each")
+        for rows in (self.cfg.streaming, self.cfg.dense_heads):
+            if rows is not None and any(len(r) != num_kv_heads for r in rows):
+                raise ValueError(f"head map rows must have {num_kv_heads} kv heads each")
         # min/max of keys are element selections: exact in the keys' own float dtype (bf16 keys
         # need no more than bf16); an fp8 cache still gets its keys before quantisation.
         self.minmax_dtype = minmax_dtype or (kv_dtype if kv_dtype in (torch.float32, torch.float16, torch.bfloat16)
                                              else torch.bfloat16)
         self._dense = TorchAttention(num_heads, num_kv_heads, head_dim, self.scale)  # torch impl's dense parts
+        self._dense_rows: dict[tuple[int, str], torch.Tensor] = {}
         self._masks: dict[tuple[int, int, int], torch.Tensor] = {}
         self._plans: dict[tuple[int, int, int], BlockSparsePlan] = {}
         self._stream: dict[tuple[int, str], torch.Tensor] = {}
@@ -263,6 +269,17 @@ class SparseAttention(AttentionBackend):
                                                                        tables, ctx, BS)
                 page_idx, num_sel = select_pages(scores, ctx, max_budget, BS, method="triton" if tri else "torch",
                                                  budget_per_seq=budget)  # (n, Hkv, Kq)
+            dense_row = self.cfg.dense_heads[layer] if self.cfg.dense_heads is not None else None
+            if dense_row is not None and any(dense_row) and layer >= self.cfg.dense_layers:
+                W = tables.shape[1]
+                width = max(page_idx.shape[2], W)
+                every_page = torch.arange(W, dtype=torch.int32, device=q.device)[None, None, :].expand(
+                    ctx.shape[0], self.num_kv_heads, W)
+                d = self._dense_rows.get((layer, str(q.device)))
+                if d is None:  # built once, before any CUDA-graph capture replays this step
+                    d = self._dense_rows[(layer, str(q.device))] = torch.tensor(dense_row, device=q.device)
+                page_idx = torch.where(d[None, :, None], _pad(every_page, width), _pad(page_idx, width))
+                num_sel = torch.where(d[None, :], ((ctx + BS - 1) // BS).to(torch.int32)[:, None], num_sel)
             if n_stream:
                 width = max(page_idx.shape[2], idx_s.shape[1])
                 stream = stream_row[None, :, None]  # (1, Hkv, 1)

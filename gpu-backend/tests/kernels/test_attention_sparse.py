@@ -204,3 +204,18 @@ def test_dense_layers_read_every_page_for_retrieval_heads(impl):
     torch.testing.assert_close(out_d, ref, atol=2e-4, rtol=2e-4)
     quest = reference_paged_attention(q[69:], kc, vc, table, 70, D ** -0.5, pages=torch.tensor([[0, 3, 5, 8], [0, 6, 7, 8]]))
     assert (out_d - quest).abs().max() > 1e-3
+
+
+def test_dense_heads_skip_quest(impl):
+    """dense_heads marks a retrieval kv head that Quest leaves alone: it reads every page, the
+    other retrieval head keeps its Quest pages, the streaming head its window."""
+    be, state = backend(impl, streaming=[[False, True]], dense_heads=[[True, False]])
+    q, k, v, kc, vc, table, _, out_d = prefill_then_decode(be, state)
+    pages = torch.tensor([list(range(9)), [0, 0, 0, 0, 0, 0, 6, 7, 8]])
+    ref = reference_paged_attention(q[69:], kc, vc, table, 70, D ** -0.5, pages=pages)
+    torch.testing.assert_close(out_d, ref, atol=2e-4, rtol=2e-4)
+    be, state = backend(impl, streaming=[[False, False]], dense_heads=[[False, True]])
+    q, k, v, kc, vc, table, _, out_d = prefill_then_decode(be, state)
+    pages = torch.tensor([[0, 3, 5, 8, 8, 8, 8, 8, 8], list(range(9))])
+    ref = reference_paged_attention(q[69:], kc, vc, table, 70, D ** -0.5, pages=pages)
+    torch.testing.assert_close(out_d, ref, atol=2e-4, rtol=2e-4)
