@@ -55,3 +55,83 @@ export function expf_ggml(x: f32): f32 {
 @inline export function hsum_x86(v: v128): f32 {
   return (f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 2)) + (f32x4.extract_lane(v, 1) + f32x4.extract_lane(v, 3));
 }
+
+// glibc's sinf/cosf (2.28+, the ARM optimized-routines algorithm: double-precision reduction by
+// π/2 and polynomials), which ggml's RoPE cache calls. They are not correctly rounded (≈ 2.5% of
+// RoPE angles differ by one ulp from the nearest f32), so matching llama.cpp means computing them
+// the same way: every double operation below in glibc's order, no FMA (its results equal the
+// plain-double evaluation on every RoPE angle of 4 base/head-dim shapes × 8192 positions, checked
+// against this machine's libm). Coefficients: glibc's sincosf table, as stored in its libm.
+const SC_HPI_INV: f64 = reinterpret<f64>(0x41645f306dc9c883); // 2^24 · 2/π
+const SC_HPI: f64 = reinterpret<f64>(0x3ff921fb54442d18); // π/2
+const SC_PI63: f64 = reinterpret<f64>(0x3c1921fb54442d18); // π · 2^-62
+const SC_C1: f64 = reinterpret<f64>(0xbfdffffffd0c621c);
+const SC_C2: f64 = reinterpret<f64>(0x3fa55553e1068f19);
+const SC_C3: f64 = reinterpret<f64>(0xbf56c087e89a359d);
+const SC_C4: f64 = reinterpret<f64>(0x3ef99343027bf8c3);
+const SC_S1: f64 = reinterpret<f64>(0xbfc555545995a603);
+const SC_S2: f64 = reinterpret<f64>(0x3f81107605230bc4);
+const SC_S3: f64 = reinterpret<f64>(0xbf2994eb3774cf24);
+/** 4/π in overlapping 32-bit windows, 8 new bits per entry. */
+const INV_PIO4: usize = memory.data<u32>([
+  0xa2, 0xa2f9, 0xa2f983, 0xa2f9836e, 0xf9836e4e, 0x836e4e44, 0x6e4e4415, 0x4e441529,
+  0x441529fc, 0x1529fc27, 0x29fc2757, 0xfc2757d1, 0x2757d1f5, 0x57d1f534, 0xd1f534dd, 0xf534ddc0,
+  0x34ddc0db, 0xddc0db62, 0xc0db6295, 0xdb629599, 0x6295993c, 0x95993c43, 0x993c4390, 0x3c439041,
+]);
+
+// @ts-ignore: decorator
+@inline function abstop12(y: f32): u32 {
+  return (reinterpret<u32>(y) >> 20) & 0x7ff;
+}
+
+/** sin (n even) or cos (n odd) polynomial on the reduced argument; negCos: quadrants 2 and 3. */
+function sincos_poly(x: f64, x2: f64, negCos: bool, n: i32): f32 {
+  if ((n & 1) == 0) {
+    const x3 = x * x2;
+    const s1 = SC_S2 + x2 * SC_S3;
+    const x7 = x3 * x2;
+    const s = x + x3 * SC_S1;
+    return <f32>(s + x7 * s1);
+  }
+  const k: f64 = negCos ? -1 : 1;
+  const x4 = x2 * x2;
+  const c2 = k * SC_C3 + x2 * (k * SC_C4);
+  const c1 = k + x2 * (k * SC_C1);
+  const x6 = x4 * x2;
+  const c = c1 + x4 * (k * SC_C2);
+  return <f32>(c + x6 * c2);
+}
+
+/** sinf(y) (cos = false) or cosf(y) (cos = true) as glibc computes them. */
+export function sincosf_glibc(y: f32, cos: bool): f32 {
+  let x = <f64>y;
+  if (abstop12(y) < abstop12(reinterpret<f32>(0x3f490fdb))) { // |y| < π/4
+    if (abstop12(y) < abstop12(reinterpret<f32>(0x39800000))) return cos ? 1 : y; // |y| < 2^-12
+    return sincos_poly(x, x * x, false, cos ? 1 : 0);
+  }
+  let n: i32, q: i32;
+  if (abstop12(y) < abstop12(120)) {
+    n = (<i32>(x * SC_HPI_INV) + 0x800000) >> 24;
+    x = x - <f64>n * SC_HPI;
+    q = n;
+  } else if (abstop12(y) < abstop12(Infinity)) {
+    let xi = reinterpret<u32>(y);
+    const arr = INV_PIO4 + (<usize>((xi >> 26) & 15) << 2);
+    const shift = (xi >> 23) & 7;
+    xi = ((xi & 0xffffff) | 0x800000) << shift;
+    let res0 = <u64>(xi * load<u32>(arr)); // 32-bit product, as in glibc
+    const res1 = <u64>xi * <u64>load<u32>(arr, 16);
+    const res2 = <u64>xi * <u64>load<u32>(arr, 32);
+    res0 = (res2 >> 32) | (res0 << 32);
+    res0 += res1;
+    const nn = (res0 + (<u64>1 << 61)) >> 62;
+    res0 -= nn << 62;
+    x = <f64>(<i64>res0) * SC_PI63;
+    n = <i32>nn;
+    q = n + <i32>(reinterpret<u32>(y) >> 31);
+  } else {
+    return NaN;
+  }
+  const s: f64 = ((q & 3) == 1 || (q & 3) == 2) ? -1 : 1; // sign[q & 3] = {1, -1, -1, 1}
+  return sincos_poly(x * s, x * x, (q & 2) != 0, cos ? n ^ 1 : n);
+}

@@ -1,7 +1,7 @@
 // Element-wise and row ops of the llama forward pass (O(dim) work per token: scalar is enough).
 // Numerics follow ggml's CPU ops so greedy tokens match llama.cpp.
 import { f16_to_f32, f32_to_f16, round_f16 } from "./f16";
-import { fma32, silu_ggml } from "./ggml-math";
+import { fma32, silu_ggml, sincosf_glibc } from "./ggml-math";
 
 /** out = x / sqrt(mean(x²) + eps) · w. Squares in f32 summed in f64, as ggml. x, w, out: f32 (n). */
 export function rmsnorm(x: usize, w: usize, out: usize, n: i32, eps: f32): void {
@@ -19,16 +19,16 @@ export function rmsnorm(x: usize, w: usize, out: usize, n: i32, eps: f32): void 
  * of x (nHeads, headDim), as ggml's rope cache: θ_i = pos · s^i accumulated in f32 with
  * s = powf(base, −2/headDim); cosf/sinf; then fma(x0, c, −x1·s) and fma(x0, s, x1·c), the FMAs
  * GCC contracts ggml's rotate_pairs to (checked bit for bit against llama.cpp's tensors).
- * pow/cos/sin are evaluated in f64 and rounded to f32: correctly rounded, which glibc's powf is
- * here but its sinf/cosf are not always (≈2.5% of these arguments differ by one ulp).
+ * powf is evaluated in f64 and rounded (correctly rounded, as glibc's powf is here); sinf/cosf
+ * as glibc computes them (ggml-math.ts), which are not always correctly rounded.
  */
 export function rope(x: usize, nHeads: i32, headDim: i32, pos: i32, base: f32): void {
   if (headDim > 512) unreachable();
   const thetaScale = <f32>Math.pow(<f64>base, <f64>(<f32>-2 / <f32>headDim));
   let theta = <f32>pos;
   for (let i = 0; i < headDim; i += 2) {
-    store<f32>(ROPE_CACHE + (<usize>i << 2), <f32>Math.cos(<f64>theta));
-    store<f32>(ROPE_CACHE + (<usize>i << 2), <f32>Math.sin(<f64>theta), 4);
+    store<f32>(ROPE_CACHE + (<usize>i << 2), sincosf_glibc(theta, true));
+    store<f32>(ROPE_CACHE + (<usize>i << 2), sincosf_glibc(theta, false), 4);
     theta *= thetaScale;
   }
   for (let h = 0; h < nHeads; h++) {

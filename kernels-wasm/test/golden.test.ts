@@ -7,16 +7,13 @@
  * Free-running greedy decoding; after a first divergence (none today) the run is teacher-forced
  * with llama.cpp's tokens so the logits of the remaining steps are still compared.
  *
- * Tolerances (measured 2026-11-22: 12/12 identical; 8 prompts match every top-16 logit to the
- * golden's 4 decimals, 4 prompts drift up to 0.74 at later steps):
- * - EXACT_TOL 1e-4: the golden stores logits rounded to 4 decimals (±5e-5); our kernels do
- *   llama.cpp's float operations in its order (assembly/ggml-math.ts), so a prompt either
- *   matches to that rounding or has drifted.
- * - Drift: glibc's sinf/cosf (RoPE) are not correctly rounded; ours are. An ulp there can flip
- *   one f16 K-cache rounding, and int8 activation rounding spreads it (a quantized model is
- *   chaotic under last-bit changes: llama.cpp batched vs token-by-token prompt differs by up to
- *   0.53 and diverges on all 12 prompts). LOGIT_TOL 1.0 bounds that drift; at least
- *   MIN_EXACT prompts must show none.
+ * Tolerance (measured 2026-11-22: 12/12 identical, and every top-16 logit of every step of all
+ * 12 prompts within 5.0e-5): LOGIT_TOL 1e-4. The golden stores logits rounded to 4 decimals
+ * (±5e-5); beyond that our logits are llama.cpp's bit for bit, because the kernels do its f32
+ * operations in its order (assembly/ggml-math.ts). Anything looser hides real drift: a quantized
+ * model is chaotic under last-bit changes (llama.cpp batched vs token-by-token prompt differs by
+ * up to 0.53 in logits and diverges on all 12 prompts; one-ulp RoPE sin/cos differences from
+ * glibc's drifted 4 prompts by up to 0.74 before they were matched).
  * Runs the SIMD128 build in Node (the relaxed build is bit-identical to the same references,
  * checked in workerd: test/relaxed-workerd.test.ts).
  */
@@ -27,10 +24,8 @@ import { argmax } from "../src/runtime/sampler";
 import { MODEL_PATH, requireModel } from "./model-file";
 import { fileSource, nodeKernels } from "./node-runtime";
 
-const EXACT_TOL = 1e-4;
-const LOGIT_TOL = 1.0;
+const LOGIT_TOL = 1e-4;
 const MIN_IDENTICAL = 10;
-const MIN_EXACT = 8;
 
 interface Run { user: string; promptIds: number[]; tokens: number[]; top: { ids: number[]; logits: number[] }[] }
 const golden = JSON.parse(readFileSync(new URL("../golden/greedy-smollm2.json", import.meta.url), "utf8")) as { steps: number; runs: Run[] };
@@ -73,11 +68,8 @@ describe("greedy decoding matches llama.cpp", () => {
   });
 
   afterAll(() => {
-    const identical = results.filter((r) => r.identical).length, exact = results.filter((r) => r.worst <= EXACT_TOL).length;
-    console.log(JSON.stringify({ identical, exact, of: results.length }));
-    if (results.length === golden.runs.length) {
-      expect(identical).toBeGreaterThanOrEqual(MIN_IDENTICAL);
-      expect(exact).toBeGreaterThanOrEqual(MIN_EXACT);
-    }
+    const identical = results.filter((r) => r.identical).length;
+    console.log(JSON.stringify({ identical, of: results.length, worst: Math.max(...results.map((r) => r.worst)) }));
+    if (results.length === golden.runs.length) expect(identical).toBeGreaterThanOrEqual(MIN_IDENTICAL);
   });
 });

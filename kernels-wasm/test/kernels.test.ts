@@ -144,6 +144,17 @@ describe("llama.cpp's scalar math", () => {
       expect(Math.abs(X[h * hd + i + 1] - (a * Math.sin(th) + b * Math.cos(th)))).toBeLessThan(1e-4);
     }
   });
+  it("rope's cos/sin are glibc's sinf/cosf bit for bit (not the correctly rounded ones)", () => {
+    // cos θ_i, sin θ_i for pos 1893, base 1e5, head dim 64 (θ_i = 1893·s^i in f32), from glibc
+    // 2.36's cosf/sinf: 7 of these 32 pairs differ by one ulp from the correctly rounded value,
+    // 2 of them in the large-argument (|θ| ≥ 120) reduction.
+    const glibc = [0xbe41d1f1, 0x3f7b5f59, 0x3d3e1658, 0x3f7fb964, 0xbe676e3a, 0xbf79604f, 0xbf3c0e2c, 0x3f2db2d3, 0xbf70c2cb, 0x3eae037c, 0x3f1ea36d, 0xbf48ec2b, 0x3e835ec4, 0xbf776e03, 0xbe35f498, 0x3f7bed15, 0x3f6f5214, 0xbeb5c980, 0x3ee222e2, 0xbf65ad5a, 0xbb02222e, 0x3f7fffdf, 0x3d3c6269, 0xbf7fbaa6, 0x3f7e6e12, 0x3de2788e, 0x3ea9471d, 0xbf719a80, 0x3f767aab, 0xbe8a554d, 0xbf29a0fb, 0x3f3fbbff, 0x3f74cad0, 0xbe95d635, 0xbf028768, 0xbf5c391b, 0xbf7975e7, 0x3e65f8b1, 0xbee4e03d, 0x3f64ff6a, 0x3e1a49af, 0x3f7d13d5, 0x3f0c55d1, 0x3f561b86, 0x3f453b31, 0x3f233477, 0x3f62c98a, 0x3eed8442, 0x3f71a1b7, 0x3ea91de6, 0x3f78f815, 0x3e6e5745, 0x3f7c916d, 0x3e271c40, 0x3f7e53ac, 0x3de9c442, 0x3f7f2f4d, 0x3da34ff0, 0x3f7f9a58, 0x3d640d85, 0x3f7fce7d, 0x3d1f2f39, 0x3f7fe7e3, 0x3cde323f];
+    top = Math.ceil(k.heap_base() / 64) * 64;
+    const hd = 64, x = alloc(hd * 4), X = f32(x, hd);
+    for (let i = 0; i < hd; i += 2) { X[i] = 1; X[i + 1] = 0; } // rotates (1, 0) to (cos θ, sin θ) exactly
+    k.rope(x, 1, hd, 1893, 100000);
+    expect(Array.from(new Uint32Array(k.memory.buffer, x, hd))).toEqual(glibc);
+  });
   it("silu_mul is silu(g)·u within ggml's exp error", () => {
     top = Math.ceil(k.heap_base() / 64) * 64;
     const n = 256, g = alloc(n * 4), u = alloc(n * 4);
