@@ -33,6 +33,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -197,7 +198,7 @@ def main():
         metrics.append(m)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     doc = {"topic": "quant", "device": cpu_name(), "commit": commit,
-           "command": "python bench/quant_accuracy.py " + " ".join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d"),
+           "command": "python bench/quant_accuracy.py " + shlex.join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d"),
            "setup": {"model": "SmolLM2-135M-Instruct, dequantized from the Q4_1 GGUF to bf16 (tools/gguf_to_hf.py)",
                      "text": text.SOURCE + "; held-out = every 4th topic by name", "activations": "float32 (CPU)",
                      "kv_fp8": "engine kv_dtype='fp8' (e4m3, per-head scales from the engine's start-up calibration)",
