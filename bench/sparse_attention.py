@@ -42,7 +42,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from edgeserve_pod.kernels.block_sparse_prefill import block_sparse_prefill, plan_block_sparse  # noqa: E402
 from edgeserve_pod.kernels.paged_attention import FP8, decode_num_splits, paged_decode  # noqa: E402
 from edgeserve_pod.kernels.quest import quest_scores, select_pages  # noqa: E402
-from edgeserve_pod.kernels.quest_topk import topk_pages  # noqa: E402
 
 CPU_ONLY = args.smoke or not torch.cuda.is_available()
 DEV = "cpu" if CPU_ONLY else "cuda"
@@ -239,18 +238,8 @@ def decode():
                 t_sel_torch = bench(lambda: select_pages(quest_scores(q, kmin, kmax, table, ctx, bs), ctx, budget, bs,
                                                          method="torch"))
                 t_graph = graph_time(step)
-                # the two-histogram top-k (kernels/quest_topk.py), and LServe-style reuse of a selection
-                hidx, hn = topk_pages(quest_scores(q, kmin, kmax, table, ctx, bs), ctx, budget, bs)
-                same = all(sorted(hidx[b, h, :hn[b, h]].tolist()) == sorted(idx[b, h, :nsel[b, h]].tolist())
-                           for b in range(B) for h in range(HKV))
-                t_sel_h = graph_time(lambda: topk_pages(quest_scores(q, kmin, kmax, table, ctx, bs), ctx, budget, bs))
-                t_att = graph_time(lambda: dense_call(q, kc, vc, table, ctx, cfg_q, page_idx=hidx, num_sel=hn))
-
-                def step_h():
-                    i, n = topk_pages(quest_scores(q, kmin, kmax, table, ctx, bs), ctx, budget, bs)
-                    return dense_call(q, kc, vc, table, ctx, cfg_q, page_idx=i, num_sel=n)
-
-                t_graph_h = graph_time(step_h)
+                # LServe-style reuse of a selection: the attend part alone, from a graph
+                t_att = graph_time(lambda: dense_call(q, kc, vc, table, ctx, cfg_q, page_idx=idx, num_sel=nsel))
                 keep = torch.zeros(B, HKV, L // bs, dtype=torch.bool, device=DEV)
                 for b in range(B):
                     for h in range(HKV):
@@ -288,19 +277,12 @@ def decode():
                        note=f"CUDA graphs: score+top-k {t_sel_g * 1e3:.1f} us of a {t_graph * 1e3:.1f} us step; "
                             f"eager: {t_sel * 1e3:.1f} of {t_step * 1e3:.1f} us; "
                             f"with torch.topk instead of our radix select: {t_sel_torch * 1e3:.1f} us")
-                metric(f"decode_attention_us[quest_cudagraph,hist_topk,{cond}]", t_graph_h * 1e3, "us", "lower",
-                       peer=("torch SDPA (dense)", sdpa_ms * 1e3), limit=(sel_bytes / BW * 1e6, "selected K+V bytes / copy bandwidth"),
-                       target=tgt, note=f"two-histogram top-k; score+top-k {t_sel_h * 1e3:.1f} us (bit-by-bit: "
-                                        f"{t_sel_g * 1e3:.1f}), attend over the pages {t_att * 1e3:.1f} us; same pages as "
-                                        f"the bit-by-bit kernel: {same}")
-                metric(f"quest_select_share[hist_topk,{cond}]", t_sel_h / t_graph_h, "fraction", "lower",
-                       target=(0.15, "issue 6: scoring + top-k <= 15% of the step"))
                 for every in (4, 8):
-                    amort = t_att + t_sel_h / every
-                    metric(f"decode_attention_us[quest_cudagraph,hist_topk,reselect_every={every},{cond}]", amort * 1e3,
+                    amort = t_att + t_sel_g / every
+                    metric(f"decode_attention_us[quest_cudagraph,reselect_every={every},{cond}]", amort * 1e3,
                            "us", "lower", peer=("torch SDPA (dense)", sdpa_ms * 1e3), target=tgt,
                            note=f"LServe-style reuse: one selection per {every} decode steps; per-step average = attend "
-                                f"+ select/{every}; select share {t_sel_h / every / amort:.3f}")
+                                f"+ select/{every}; select share {t_sel_g / every / amort:.3f}")
             del kc, vc, k, v, kmin, kmax
             torch.cuda.empty_cache() if not args.smoke else None
 

@@ -135,9 +135,12 @@ def _topk_kernel(
     max_pages, K,
     BLOCK_SIZE: tl.constexpr, P_PAD: tl.constexpr, HAS_SKIP: tl.constexpr,
 ):
-    """Radix select on the top 16 bits of an order-preserving key (bf16 precision: 16 counting
-    passes over registers instead of 32), then compaction of the winners in ascending page order
-    with a prefix sum. Scores equal to 16 bits at the threshold are taken lowest page first."""
+    """Radix select on the top 16 bits of an order-preserving key (bf16 precision), by two 256-bin
+    histograms (top byte, then the low byte among keys whose top byte is the threshold's) and
+    their suffix sums: four block reductions where a bit-by-bit search needs sixteen (one program
+    per (sequence, kv head), so at batch 1 these dependent reductions set the time). Then the
+    winners are compacted in ascending page order with a prefix sum; scores equal to 16 bits at the
+    threshold are taken lowest page first."""
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     if HAS_SKIP:
@@ -150,13 +153,16 @@ def _topk_kernel(
     x = tl.load(Scores + (b * tl.num_programs(1) + kvh) * max_pages + offs, mask=ok, other=0.0)
     bits = x.to(tl.int32, bitcast=True)
     key = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(tl.uint32, bitcast=True) ^ 0x80000000  # monotonic in x
-    key = key >> 16
-    thr = tl.zeros([], dtype=tl.uint32)
-    one = tl.full([], 1, dtype=tl.uint32)
-    for i in range(16):
-        cand = thr | (one << (15 - i))
-        cnt = tl.sum((ok & (key >= cand)).to(tl.int32), 0)
-        thr = tl.where(cnt >= k_eff, cand, thr)
+    key = (key >> 16).to(tl.int32)
+    bins = tl.arange(0, 256)
+    # count_ge[v]: keys whose byte is >= v; the threshold byte is the largest v with count_ge >= k_eff
+    hi_b = key >> 8
+    h1 = tl.histogram(hi_b, 256, mask=ok)
+    hi = tl.sum(((tl.sum(h1, 0) - tl.cumsum(h1, 0) + h1) >= k_eff).to(tl.int32), 0) - 1
+    above = tl.sum(tl.where(bins > hi, h1, 0), 0)  # keys whose top byte is above the threshold's
+    h2 = tl.histogram(key & 255, 256, mask=ok & (hi_b == hi))
+    lo = tl.sum((above + tl.sum(h2, 0) - tl.cumsum(h2, 0) + h2 >= k_eff).to(tl.int32), 0) - 1
+    thr = hi * 256 + lo
     gt = ok & (key > thr)
     eq = ok & (key == thr)
     need_eq = k_eff - tl.sum(gt.to(tl.int32), 0)
