@@ -21,7 +21,7 @@ passkey_mass; outside_mass: natural-text outside-window mass only, the first map
 
     python bench/passkey.py --out DIR --lengths 2048 --keys 4 \
         --configs "q512:budget=512,ratio=0" "s50:budget=0,ratio=0.5" "both:budget=512,ratio=0.5"
-    python bench/passkey.py --device cuda --out DIR --lengths 2048,4096,8192 --keys 4   # H100
+    python bench/passkey.py --device cuda --out DIR --lengths 2048,4096,8000 --keys 4   # H100, default configs
 
 Writes BENCH.md JSON to DIR/passkey.json (topic sparse-attention).
 """
@@ -41,8 +41,10 @@ sys.path.insert(0, os.path.join(ROOT, "gpu-backend"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 DEFAULT_CONFIGS = ["quest256:budget=256,ratio=0", "quest512:budget=512,ratio=0", "quest1024:budget=1024,ratio=0",
+                   "quest512-ex9:budget=512,ratio=0,exempt=9", "quest512-ex18:budget=512,ratio=0,exempt=18",
                    "stream25:budget=0,ratio=0.25", "stream50:budget=0,ratio=0.5", "stream75:budget=0,ratio=0.75",
-                   "quest512+stream50:budget=512,ratio=0.5"]
+                   "stream50-oldrank:budget=0,ratio=0.5,source=outside_mass",
+                   "quest512+stream50:budget=512,ratio=0.5", "quest512-ex9+stream50:budget=512,ratio=0.5,exempt=9"]
 DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
