@@ -40,6 +40,7 @@ dev: deps wasm seed
 test: deps test-node test-python
 
 test-node: node_modules/.stamp wasm
+	npm run -w workers typecheck
 	npm test
 
 test-python: $(VENV)/.stamp
