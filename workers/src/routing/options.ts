@@ -19,6 +19,12 @@ export const routerOptionsSchema = z.object({
   maxQueueMsForAffinity: z.number().positive(),
   /** prefix-slo, batch class: weight of queueing time against the batch request's own prefill work. */
   batchQueueWeight: z.number().min(0),
+  /**
+   * prefix-slo: relative error assumed in the cost model's time estimates. The cached pod is left
+   * only when it misses the SLO even with its estimates this much too high, for a pod that meets it
+   * even with its estimates this much too low.
+   */
+  estimateError: z.number().min(0).max(0.9),
 });
 
 export type RouterOptions = z.infer<typeof routerOptionsSchema>;
@@ -31,6 +37,7 @@ export const defaultRouterOptions: RouterOptions = {
   disaggregation: "auto",
   maxQueueMsForAffinity: 5000,
   batchQueueWeight: 0.25,
+  estimateError: 0.25,
 };
 
 export function routerOptions(options: Partial<RouterOptions> = {}): RouterOptions {

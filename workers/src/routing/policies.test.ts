@@ -1,6 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { createPolicy, POLICY_NAMES } from "./index";
+import { slackMs } from "../slo/slack";
+import { estimate } from "./cost";
 import { pod, request } from "./fixtures.test-util";
+import { routerOptions } from "./options";
 
 const clock = () => 1000;
 
@@ -70,70 +73,93 @@ describe("prefix-aware", () => {
 });
 
 describe("prefix-slo", () => {
-  it("trades cache hits against queueing in milliseconds", () => {
-    // a holds 60 of 64 blocks but has 1 s of prefill queued; b is idle with nothing cached.
-    // At 1000 tok/s: a ≈ 1000 + 69 ms, b ≈ 1029 ms: neither meets the 1 s TTFT, b is less late.
-    // With a 0.3 s queue a meets it and starts first.
-    const p = createPolicy("prefix-slo", { prefillTokS: 1000 }, clock);
+  it("stays on the cached prefix when the estimate says late by little, and leaves it only for a sure rescue", () => {
+    // a holds 60 of 64 blocks behind 1 s of queue: ttft ~1.07 s at 1000 tok/s against a 1 s TTFT;
+    // b is idle with nothing cached: ~1.03 s. Within the estimate's error both might make it: a.
     const prefix = new Map([["a", 60]]);
-    expect(p.choose(request(64), [pod("a", { waiting_prefill_tokens: 1000, waiting: 1 }), pod("b")], prefix)!.pod.podId).toBe("b");
-    const q = createPolicy("prefix-slo", { prefillTokS: 1000 }, clock);
-    expect(q.choose(request(64), [pod("a", { waiting_prefill_tokens: 300, waiting: 1 }), pod("b")], prefix)!.pod.podId).toBe("a");
+    const near = createPolicy("prefix-slo", { prefillTokS: 1000 }, clock).choose(
+      request(64),
+      [pod("a", { waiting_prefill_tokens: 1000, waiting: 1 }), pod("b")],
+      prefix,
+    )!;
+    expect(near.pod.podId).toBe("a");
+    expect(near.explain).toContain("affinity-late pick=a");
+    // 2 s of queue on a (ttft ~2.07 s: late even if overestimated by 25%), b prefills at 3000 tok/s
+    // (~0.34 s: in time even if underestimated by 25%): b rescues the request.
+    const far = createPolicy("prefix-slo", { prefillTokS: 1000 }, clock).choose(
+      request(64),
+      [pod("a", { waiting_prefill_tokens: 2000, waiting: 2 }), pod("b", { prefill_tok_s: 3000 })],
+      prefix,
+    )!;
+    expect(far.pod.podId).toBe("b");
+    expect(far.explain).toContain("rescue pick=b");
+    // the same, but b is only just in time (~0.9 s, 1.1 s if underestimated): no sure rescue, a
+    const unsure = createPolicy("prefix-slo", { prefillTokS: 1000 }, clock).choose(
+      request(64),
+      [pod("a", { waiting_prefill_tokens: 2000, waiting: 2 }), pod("b", { prefill_tok_s: 1150 })],
+      prefix,
+    )!;
+    expect(unsure.pod.podId).toBe("a");
+    // with no estimate error allowed, any pod that meets the SLO by the estimate rescues it
+    const exact = createPolicy("prefix-slo", { prefillTokS: 1000, estimateError: 0 }, clock).choose(
+      request(64),
+      [pod("a", { waiting_prefill_tokens: 2000, waiting: 2 }), pod("b", { prefill_tok_s: 1150 })],
+      prefix,
+    )!;
+    expect(exact.pod.podId).toBe("b");
   });
 
-  it("breaks near-ties in slack by cached prefix", () => {
+  it("leaves the cached pod for TPOT only when its decode batch alone is too slow", () => {
+    // 100 tok/s of decode: a TPOT of (running + 1) × 10 ms against a 100 ms target.
+    const slo = { class: "interactive" as const, ttft_ms: 5000, tpot_ms: 100, expected_output_tokens: 2 };
+    const prefix = new Map([["a", 8]]);
+    const choose = (running: number) =>
+      createPolicy("prefix-slo", {}, clock).choose(request(8, slo), [pod("a", { running }), pod("b")], prefix)!;
+    expect(choose(8).explain).toContain("affinity pick=a"); // 90 ms: meets
+    expect(choose(10).pod.podId).toBe("a"); // 110 ms, 82 ms if overestimated: may meet, stays
+    expect(choose(14).explain).toContain("rescue pick=b"); // 150 ms, 112 ms at best: b (10 ms)
+  });
+
+  it("breaks ties in cached prefix by the slack ranking", () => {
     const d = createPolicy("prefix-slo", {}, clock).choose(request(4), [pod("a"), pod("b")], new Map([["b", 2]]));
     expect(d!.pod.podId).toBe("b");
     expect(d!.cachedBlocks).toBe(2);
-    expect(d!.explain).toMatch(/class=interactive meets pick=b cached=2\/4 ttft~\d+ms slack~\d+ms/);
-  });
-
-  it("among pods that meet the SLO, takes the one that adds least work", () => {
-    // a holds 60/64 blocks behind 0.3 s of queue (ttft ~0.37 s); b is idle, nothing cached (ttft ~1.03 s).
-    // With a 5 s TTFT target both meet it: a, which saves computing 960 prompt tokens again.
-    const slo = { class: "interactive" as const, ttft_ms: 5000, tpot_ms: 100, expected_output_tokens: 4 };
-    const pods = [pod("a", { waiting_prefill_tokens: 300, waiting: 1 }), pod("b")];
-    const d = createPolicy("prefix-slo", {}, clock).choose(request(64, slo), pods, new Map([["a", 60]]));
-    expect(d!.pod.podId).toBe("a");
-    expect(d!.explain).toContain("meets pick=a");
-    // a cached pod that misses the 1.5 s target (1.45 s of queue + its tail) loses to an idle one that meets it
-    const tight = { ...slo, ttft_ms: 1500 };
+    expect(d!.explain).toMatch(/class=interactive affinity pick=b cached=2\/4 ttft~\d+ms slack~\d+ms/);
     const e = createPolicy("prefix-slo", {}, clock).choose(
-      request(64, tight),
-      [pod("a", { waiting_prefill_tokens: 1450, waiting: 1 }), pod("b", { prefill_tok_s: 3000 })],
-      new Map([["a", 60]]),
+      request(4),
+      [pod("a", { waiting_prefill_tokens: 500, waiting: 1 }), pod("b"), pod("c")],
+      new Map([["a", 2], ["b", 2]]),
     );
     expect(e!.pod.podId).toBe("b");
   });
 
-  it("prefers a cached prefix over an earlier first token while both meet the target", () => {
-    // TTFT 1.28 s. a: 60/64 cached behind 1.2 s of queue (ttft ~1.27 s, adds 69 ms of prefill);
-    // b: idle, nothing cached (ttft ~1.03 s, adds 1.03 s for whoever comes next). Both meet it: a.
-    const slo = { class: "interactive" as const, ttft_ms: 1280, expected_output_tokens: 1 };
+  it("with nothing cached, takes a pod that meets the SLO, else the least late, else the least work", () => {
+    const slo = { class: "interactive" as const, ttft_ms: 1500, tpot_ms: 100, expected_output_tokens: 4 };
+    // a: 1.45 s of queue + 1.03 s prefill (late); b prefills at 3000 tok/s (~0.34 s): meets
     const d = createPolicy("prefix-slo", {}, clock).choose(
       request(64, slo),
-      [pod("a", { waiting_prefill_tokens: 1200, waiting: 1 }), pod("b")],
-      new Map([["a", 60]]),
+      [pod("a", { waiting_prefill_tokens: 1450, waiting: 1 }), pod("b", { prefill_tok_s: 3000 })],
+      new Map(),
     );
-    expect(d!.explain).toContain("meets pick=a");
-    // with a 1.25 s target a would be late and b is not: b
-    const e = createPolicy("prefix-slo", {}, clock).choose(
-      request(64, { ...slo, ttft_ms: 1250 }),
-      [pod("a", { waiting_prefill_tokens: 1200, waiting: 1 }), pod("b")],
-      new Map([["a", 60]]),
-    );
-    expect(e!.pod.podId).toBe("b");
+    expect(d!.explain).toContain("meets pick=b");
     // late everywhere by a little (1 s target): the least late, b
     const f = createPolicy("prefix-slo", {}, clock).choose(
       request(64, { ...slo, ttft_ms: 1000 }),
       [pod("a", { waiting_prefill_tokens: 1200, waiting: 1 }), pod("b")],
-      new Map([["a", 60]]),
+      new Map(),
     );
     expect(f!.explain).toContain("late pick=b");
+    // 3 s of queue everywhere against a 1 s TTFT: hopeless, least work
+    const busy = { waiting_prefill_tokens: 3000, waiting: 3 };
+    const h = createPolicy("prefix-slo", {}, clock).choose(
+      request(64, { ...slo, ttft_ms: 1000 }),
+      [pod("a", { ...busy, waiting_prefill_tokens: 3500 }), pod("b", busy)],
+      new Map(),
+    );
+    expect(h!.explain).toContain("hopeless pick=b");
   });
 
-  it("routes a request that is late everywhere like batch work: to its cached prefix", () => {
-    // 3 s of queue on every pod against a 1 s TTFT: hopeless; a holds the prefix, so it costs least there.
+  it("keeps a request that is late everywhere on its cached prefix", () => {
     const busy = { waiting_prefill_tokens: 3000, waiting: 3 };
     const d = createPolicy("prefix-slo", {}, clock).choose(
       request(64),
@@ -141,14 +167,56 @@ describe("prefix-slo", () => {
       new Map([["a", 60]]),
     );
     expect(d!.pod.podId).toBe("a");
-    expect(d!.explain).toContain("hopeless pick=a");
+    expect(d!.explain).toContain("affinity-late pick=a");
   });
 
-  it("sends batch work where it costs least even behind a modest queue", () => {
+  it("has at least prefix-aware's cached blocks when that pick meets the SLO, and fewer only for a sure rescue", () => {
+    // Pseudo-random clusters: loads, rates and cached prefixes; one fresh pair of policies each.
+    let seed = 7;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+    let checked = 0;
+    let rescued = 0;
+    for (let t = 0; t < 300; t++) {
+      const pods = ["a", "b", "c"].map((id) =>
+        pod(id, { running: rnd(12), waiting: 1, waiting_prefill_tokens: rnd(3000), prefill_tok_s: 500 + rnd(3000), decode_tok_s: 50 + rnd(200) }),
+      );
+      const prefix = new Map(pods.map((p) => [p.podId, rnd(3) === 0 ? 0 : rnd(40)]));
+      const slo = { class: "interactive" as const, ttft_ms: 500 + rnd(2000), tpot_ms: 50 + rnd(150), expected_output_tokens: 1 + rnd(20) };
+      const req = request(40, slo);
+      const aware = createPolicy("prefix-aware", {}, clock).choose(req, pods, prefix)!;
+      const est = (id: string) => estimate(req, pods.find((p) => p.podId === id)!, prefix, routerOptions(), undefined, 1000);
+      const withSlo = createPolicy("prefix-slo", {}, clock).choose(req, pods, prefix)!;
+      const scaled = (id: string, f: number) => {
+        const e = est(id);
+        return slackMs(slo, { ttftMs: e.ttftMs * f, tpotMs: e.tpotMs * f });
+      };
+      if (scaled(aware.pod.podId, 1) >= 0) {
+        checked++;
+        expect(withSlo.cachedBlocks).toBeGreaterThanOrEqual(aware.cachedBlocks);
+      } else if (withSlo.cachedBlocks < aware.cachedBlocks) {
+        // cache given up: only for a sure rescue (late even at 0.75x the estimate, in time at 1.25x)
+        rescued++;
+        expect(scaled(aware.pod.podId, 0.75)).toBeLessThan(0);
+        expect(scaled(withSlo.pod.podId, 1.25)).toBeGreaterThanOrEqual(0);
+      }
+    }
+    expect(checked).toBeGreaterThan(30);
+    expect(rescued).toBeGreaterThan(5);
+  });
+
+  it("sends batch work to its cached prefix behind a modest queue, elsewhere behind a long one", () => {
     const batch = request(64, { class: "batch", expected_output_tokens: 20 });
     const prefix = new Map([["a", 60]]);
     const d = createPolicy("prefix-slo", {}, clock).choose(batch, [pod("a", { waiting_prefill_tokens: 2000, waiting: 2 }), pod("b")], prefix);
     expect(d!.pod.podId).toBe("a");
+    // 6 s of queue (past the 5 s affinity limit): a costs 69 ms + 0.25 × 6 s, b 1.03 s of prefill
+    const e = createPolicy("prefix-slo", {}, clock).choose(
+      batch,
+      [pod("a", { waiting_prefill_tokens: 6000, waiting: 6 }), pod("b")],
+      prefix,
+    );
+    expect(e!.pod.podId).toBe("b");
+    expect(e!.explain).toContain("least-work pick=b");
   });
 
   it("plans prefill → decode for a long uncached prompt when prefill pods exist", () => {
