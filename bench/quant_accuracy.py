@@ -68,7 +68,7 @@ VARIANTS = [
     ("smoothquant+ w4 g128 + clip + calib x4", dict(CLIP, calib_rows=4)),
     ("smoothquant+ w4 g128 + clip + gptq rounding", dict(CLIP, rounding="gptq")),
     ("smoothquant+ w4 g128 + clip + calib x4 + gptq rounding", dict(CLIP, calib_rows=4, rounding="gptq")),
-    ("gptq w4 g128 (no smoothing, no clip) + calib x4", dict(method="rtn", calib_rows=4, rounding="gptq")),
+    ("gptq w4 g128 (no smoothing or clip) + calib x4", dict(method="rtn", calib_rows=4, rounding="gptq")),
 ]
 # then, on the best SmoothQuant+ row: FP8 KV, and groups of 64 and 32 (extra rows, for the curve)
 
