@@ -476,11 +476,17 @@ def e2e():
     L, n = 32768, 128
     prompt = torch.randint(0, 128000, (L,), generator=torch.Generator().manual_seed(1)).tolist()
     rates = {}
-    variants = {"triton": [("triton", None)], "sparse": [("sparse", None), ("sparse-reselect8", {"reselect_every": 8})]}
-    for backend, runs in variants.items():
+    # no streaming heads (a random model has none to find); the 8-step reuse is a model setting, as
+    # per-request overrides run decode eagerly (graphs are captured with the model's settings)
+    reuse_map = os.path.join(args.out, "head-map-8b-quest-reselect8.json")
+    with open(reuse_map, "w") as f:
+        json.dump({"streaming": [[False] * 8 for _ in range(32)], "token_budget": 4096, "reselect_every": 8}, f)
+    variants = {("triton", None): [("triton", None)], ("sparse", None): [("sparse", None)],
+                ("sparse", reuse_map): [("sparse-reselect8", None)]}
+    for (backend, head_map), runs in variants.items():
         eng = LLMEngine(EngineConfig(model=path, device="cuda", attention_backend=backend, max_model_len=L + 512,
                                      max_num_batched_tokens=8192, max_num_seqs=8, gpu_memory_utilization=0.85,
-                                     cuda_graph_max_batch=8))
+                                     cuda_graph_max_batch=8, sparse_head_map=head_map))
         for label, attn in runs:
             r = []
             for k in range(2):

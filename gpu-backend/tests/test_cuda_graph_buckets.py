@@ -40,3 +40,25 @@ def test_bad_bucket_arguments_raise():
     for args in ((0, 8, 4), (512, 0, 4), (512, 8, 1)):
         with pytest.raises(ValueError):
             make_width_buckets(*args)
+
+
+def test_decode_graphs_refuse_steps_with_overrides_when_the_backend_uses_them():
+    """A sparse step whose request overrides Quest (budget, reselect_every, off) must not replay a
+    graph captured with the model defaults."""
+    import torch
+
+    from edgeserve_pod.engine.cuda_graphs import DecodeGraphs
+    from edgeserve_pod.engine.step_inputs import StepInputs
+
+    def step(overrides):
+        return StepInputs(input_ids=torch.zeros(1, dtype=torch.int64), positions=torch.zeros(1, dtype=torch.int64),
+                          slot_mapping=torch.zeros(1, dtype=torch.int64), num_prefill_tokens=0, num_decode_tokens=1,
+                          cu_seqlens_q=[0], cu_seqlens_k=[0], prefill_block_tables=None,
+                          decode_block_tables=torch.zeros(1, 2, dtype=torch.int32),
+                          decode_context_lens=torch.ones(1, dtype=torch.int32),
+                          logits_indices=torch.zeros(1, dtype=torch.int64), overrides=overrides)
+
+    for ok in (True, False):
+        g = DecodeGraphs(None, None, None, 4, 8, 9, 16, torch.device("cpu"), width_buckets=False, overrides_ok=ok)
+        assert g.supports(step([None]))
+        assert g.supports(step([{"token_budget": 512}])) == ok

@@ -82,8 +82,9 @@ class GraphPool:
 
 class DecodeGraphs:
     def __init__(self, model, kv_caches, states, max_bs: int, max_blocks: int, scratch_block: int, block_size: int,
-                 device: torch.device, width_buckets: bool, pool: GraphPool | None = None):
+                 device: torch.device, width_buckets: bool, pool: GraphPool | None = None, overrides_ok: bool = True):
         self.model, self.kv_caches, self.states = model, kv_caches, states
+        self.overrides_ok = overrides_ok  # False: steps with per-request attention overrides run eager
         self.device = device
         self.max_bs, self.max_blocks = max_bs, max_blocks
         self.bs_buckets = _buckets(max_bs, [1, 2, 4, 8], 8)
@@ -95,7 +96,7 @@ class DecodeGraphs:
         self.scratch_slot = scratch_block * block_size
         # host staging: [ids | positions | slots | ctx_lens | block_table (max_bs * max_blocks)]
         n = max_bs * (4 + max_blocks)
-        self.host = torch.zeros(n, dtype=torch.int64, pin_memory=True)
+        self.host = torch.zeros(n, dtype=torch.int64, pin_memory=device.type == "cuda")
         self.host_np = self.host.numpy()
         self.dev = torch.zeros(n, dtype=torch.int64, device=device)
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
@@ -104,7 +105,8 @@ class DecodeGraphs:
 
     def supports(self, inp: StepInputs) -> bool:
         return (inp.num_prefill_tokens == 0 and 0 < inp.num_decode_tokens <= self.max_bs
-                and inp.decode_block_tables.shape[1] <= self.max_blocks)
+                and inp.decode_block_tables.shape[1] <= self.max_blocks
+                and (self.overrides_ok or not any(inp.overrides)))
 
     def run(self, inp: StepInputs, ids: torch.Tensor | None = None, host: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (n, V) float32 of a decode-only step.

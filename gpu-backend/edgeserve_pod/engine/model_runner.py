@@ -94,7 +94,8 @@ class ModelRunner:
             pool = GraphPool(self.device)
             self.graphs = DecodeGraphs(self.model, self.kv_caches, self.states, min(config.cuda_graph_max_batch, config.max_num_seqs),
                                        self.max_blocks_per_seq, self.num_blocks, self.block_size, self.device,
-                                       width_buckets=config.attention_backend == "torch", pool=pool)
+                                       width_buckets=config.attention_backend == "torch", pool=pool,
+                                       overrides_ok=not self.attn.uses_request_overrides)
             # short prefills: only the Triton backend's prefill takes every size from device tensors
             max_t = min(config.cuda_graph_max_prefill_tokens, config.max_num_batched_tokens)
             if config.attention_backend == "triton" and max_t > 0:

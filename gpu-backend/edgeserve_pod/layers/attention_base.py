@@ -57,6 +57,9 @@ class AttentionBackend(ABC):
     # True: the model may store k/v itself (the rotary kernel writes them at meta.slot_mapping on
     # CUDA) and call forward(..., kv_written=True), which then skips the write.
     accepts_written_kv: bool = False
+    # True: per-request overrides (meta.overrides) change what forward computes, so a step that
+    # carries any must not replay a CUDA graph captured without them
+    uses_request_overrides: bool = False
 
     def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, scale: float | None = None):
         if num_heads % num_kv_heads:

@@ -130,6 +130,7 @@ class SparseAttentionConfig:
 
 class SparseAttention(AttentionBackend):
     name = "sparse"
+    uses_request_overrides = True
 
     def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, scale: float | None = None,
                  kv_dtype: torch.dtype | None = None, config: SparseAttentionConfig | None = None,
