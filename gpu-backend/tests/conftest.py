@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import os
 
-import pytest
 import torch
+
+# Kernels run natively on a GPU and through the Triton interpreter elsewhere (set before triton is
+# imported). On a GPU, float32 tl.dot would default to TF32; the tests compare float32 kernels to
+# float32 references, so they ask for IEEE float32 dots.
+if torch.cuda.is_available():
+    os.environ.setdefault("TRITON_F32_DEFAULT", "ieee")
+else:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
 
 from edgeserve_pod.config import EngineConfig
 from edgeserve_pod.engine.engine import LLMEngine

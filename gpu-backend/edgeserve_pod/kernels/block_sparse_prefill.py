@@ -160,6 +160,9 @@ def block_sparse_prefill(
         raise ValueError("q/k/v must be contiguous in head_dim")
     if head_kind.shape != (Hq,) or head_kind.dtype != torch.int32:
         raise ValueError(f"head_kind must be ({Hq},) int32, got {tuple(head_kind.shape)} {head_kind.dtype}")
+    if q.is_cuda and min(plan.block_m, plan.block_n, D) < 16:
+        raise ValueError(f"tl.dot on the GPU needs tiles of at least 16: block_m {plan.block_m}, block_n "
+                         f"{plan.block_n}, head_dim {D}")
     if max_seqlen > plan.max_len:
         raise ValueError(f"plan covers {plan.max_len} tokens, batch needs {max_seqlen}: plan again")
     if out is None:

@@ -12,7 +12,7 @@ from edgeserve_pod.layers.attention_sparse import SparseAttention, SparseAttenti
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 HQ, HKV, D, BS = 4, 2, 32, 8
 CFG = dict(token_budget=32, sink_tokens=8, window_tokens=16, streaming=[[False, True]],
-           prefill_block_m=16, prefill_block_n=8)
+           prefill_block_m=16, prefill_block_n=16)
 
 
 @pytest.fixture(params=["triton", "torch"])
@@ -66,7 +66,7 @@ def test_decode_selects_planted_and_window_pages(impl):
 def test_prefill_is_block_sparse_per_head_map(impl):
     be, state = backend(impl)
     q, k, v, _, _, _, out_p, _ = prefill_then_decode(be, state)
-    plan = plan_block_sparse(128, 8, 16, 16, 8)
+    plan = plan_block_sparse(128, 8, 16, 16, 16)
     ref = reference_block_sparse(q[:69], k[:69], v[:69], torch.tensor([0, 0, 1, 1], dtype=torch.int32), plan, D ** -0.5)
     torch.testing.assert_close(out_p, ref, atol=2e-4, rtol=2e-4)
 

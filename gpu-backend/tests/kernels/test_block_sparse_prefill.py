@@ -29,7 +29,7 @@ def test_block_sparse_matches_reference(dtype):
     gen = torch.Generator().manual_seed(torch.seed() % 2**31)
     hq, hkv, d = 4, 2, 32
     lens = [70, 33]
-    plan = plan_block_sparse(max(lens), sink_tokens=8, window_tokens=16, block_m=16, block_n=8, device=DEV)
+    plan = plan_block_sparse(max(lens), sink_tokens=8, window_tokens=16, block_m=16, block_n=16, device=DEV)
     head_kind = torch.tensor([0, 1, 1, 0], dtype=torch.int32)
     q = torch.randn(sum(lens), hq, d, generator=gen).to(dtype)
     k = torch.randn(sum(lens), hkv, d, generator=gen).to(dtype)
