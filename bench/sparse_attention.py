@@ -478,6 +478,7 @@ def e2e():
     rates = {}
     # no streaming heads (a random model has none to find); the 8-step reuse is a model setting, as
     # per-request overrides run decode eagerly (graphs are captured with the model's settings)
+    os.makedirs(args.out, exist_ok=True)
     reuse_map = os.path.join(args.out, "head-map-8b-quest-reselect8.json")
     with open(reuse_map, "w") as f:
         json.dump({"streaming": [[False] * 8 for _ in range(32)], "token_budget": 4096, "reselect_every": 8}, f)
