@@ -185,12 +185,13 @@ def test_torch_prefill_after_cached_prefix_equals_one_shot():
     kc2, vc2 = torch.zeros_like(kc), torch.zeros_like(vc)
     slots = (table[torch.arange(69) // BS].long() * BS + torch.arange(69) % BS)
     for lo, hi in ((0, 40), (40, 69)):
-        meta = AttentionMetadata(hi - lo, 0, slots[lo:hi], cu_seqlens_q=torch.tensor([0, hi - lo], dtype=torch.int32),
-                                 cu_seqlens_k=torch.tensor([0, hi], dtype=torch.int32), max_seqlen_q=hi - lo,
-                                 max_seqlen_k=hi, prefill_block_tables=table[None])
-        o = be2.forward(0, q[lo:hi], k[lo:hi], v[lo:hi], kc2, vc2, state2, meta)
+        meta = AttentionMetadata(hi - lo, 0, slots[lo:hi].to(DEV),
+                                 cu_seqlens_q=torch.tensor([0, hi - lo], dtype=torch.int32, device=DEV),
+                                 cu_seqlens_k=torch.tensor([0, hi], dtype=torch.int32, device=DEV), max_seqlen_q=hi - lo,
+                                 max_seqlen_k=hi, prefill_block_tables=table[None].to(DEV))
+        o = be2.forward(0, q[lo:hi].to(DEV), k[lo:hi].to(DEV), v[lo:hi].to(DEV), kc2, vc2, state2, meta).cpu()
     torch.testing.assert_close(o, out_p[40:], atol=2e-5, rtol=2e-5)
-    dense = reference_paged_attention(q[40:69], kc, vc, table, 69, D ** -0.5)
+    dense = reference_paged_attention(q[40:69], kc.cpu(), vc.cpu(), table, 69, D ** -0.5)
     assert (o - dense).abs().max() > 1e-3  # the streaming head really is restricted
 
 
