@@ -182,7 +182,7 @@ def test_torch_prefill_after_cached_prefix_equals_one_shot():
     be, state = backend("torch")
     q, k, v, kc, vc, table, out_p, _ = prefill_then_decode(be, state)  # one shot
     be2, state2 = backend("torch")
-    kc2, vc2 = torch.zeros_like(kc), torch.zeros_like(vc)
+    kc2, vc2 = torch.zeros_like(kc, device=DEV), torch.zeros_like(vc, device=DEV)
     slots = (table[torch.arange(69) // BS].long() * BS + torch.arange(69) % BS)
     for lo, hi in ((0, 40), (40, 69)):
         meta = AttentionMetadata(hi - lo, 0, slots[lo:hi].to(DEV),
@@ -191,7 +191,7 @@ def test_torch_prefill_after_cached_prefix_equals_one_shot():
                                  max_seqlen_k=hi, prefill_block_tables=table[None].to(DEV))
         o = be2.forward(0, q[lo:hi].to(DEV), k[lo:hi].to(DEV), v[lo:hi].to(DEV), kc2, vc2, state2, meta).cpu()
     torch.testing.assert_close(o, out_p[40:], atol=2e-5, rtol=2e-5)
-    dense = reference_paged_attention(q[40:69], kc.cpu(), vc.cpu(), table, 69, D ** -0.5)
+    dense = reference_paged_attention(q[40:69], kc, vc, table, 69, D ** -0.5)
     assert (o - dense).abs().max() > 1e-3  # the streaming head really is restricted
 
 
