@@ -40,8 +40,9 @@ dev: deps wasm seed
 test: deps test-node test-python
 
 test-node: node_modules/.stamp wasm
-	npm run -w workers typecheck
 	npm test
+	# after the tests: their global setup writes the tokenizer JSON that workers/test imports
+	npm run -w workers typecheck
 
 test-python: $(VENV)/.stamp
 	cd gpu-backend && ../$(VPY) -m pytest -q
