@@ -5,7 +5,7 @@ unpadded eager step. (Capture and replay themselves need CUDA: bench/pod_engine.
 import pytest
 import torch
 
-from edgeserve_pod.engine.cuda_graphs import PrefillGraphs, prefill_token_buckets
+from edgeserve_pod.engine.cuda_graphs import PrefillGraphs, make_width_buckets
 from edgeserve_pod.engine.scheduler import ScheduledBatch
 from edgeserve_pod.engine.sequence import SamplingParams, Sequence
 from edgeserve_pod.engine.step_inputs import build_step_inputs
@@ -14,11 +14,11 @@ from conftest import make_engine
 
 
 def test_token_buckets():
-    assert prefill_token_buckets(512) == [16, 32, 64, 128, 256, 512]
-    assert prefill_token_buckets(100) == [16, 32, 64, 100]
-    assert prefill_token_buckets(8) == [8]
+    assert make_width_buckets(512, 16, 2) == [16, 32, 64, 128, 256, 512]
+    assert make_width_buckets(100, 16, 2) == [16, 32, 64, 100]
+    assert make_width_buckets(8, 16, 2) == [8]
     with pytest.raises(ValueError):
-        prefill_token_buckets(0)
+        make_width_buckets(0, 16, 2)
 
 
 def _step(eng, prompts, cached_prefix=0):

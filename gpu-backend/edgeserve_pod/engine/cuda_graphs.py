@@ -178,17 +178,6 @@ class DecodeGraphs:
         return self.pool.capture(lambda: self._body(bs, w))
 
 
-def prefill_token_buckets(max_tokens: int) -> list[int]:
-    """Powers of two from 16 up to max_tokens (and max_tokens itself)."""
-    if max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-    out, t = [], 16
-    while t < max_tokens:
-        out.append(t)
-        t *= 2
-    return out + [max_tokens]
-
-
 class PrefillGraphs:
     """Prefill-only steps of at most `max_tokens` tokens over at most `max_seqs` sequences,
     replayed from one graph per token bucket.
@@ -206,7 +195,7 @@ class PrefillGraphs:
         self.model, self.kv_caches, self.states = model, kv_caches, states
         self.device = device
         self.max_tokens, self.max_seqs, self.max_blocks = max_tokens, max_seqs, max_blocks
-        self.t_buckets = prefill_token_buckets(max_tokens)
+        self.t_buckets = make_width_buckets(max_tokens, 16, 2)  # token buckets 16, 32, ..., max_tokens
         self.scratch_block, self.block_size = scratch_block, block_size
         self.scratch_slot = scratch_block * block_size
         T, P = max_tokens, max_seqs
