@@ -232,6 +232,13 @@ def correctness(R, path, tag, attn, V=128256):
         alone = {}
         for i, p in enumerate(prompts):
             alone[str(i)] = run(eng, {f"a{i}": p}, greedy)[0][f"a{i}"]
+        if eng.runner.graphs is not None:  # greedy rounds of MULTI_STEPS replays of one graph
+            eng.config.num_decode_steps = MULTI_STEPS
+            multi, _, _ = run(eng, {f"m{i}": p for i, p in enumerate(prompts)}, greedy)
+            eng.config.num_decode_steps = 1
+            same_m = sum(multi[f"m{i}"] == batch[str(i)] for i in range(10))
+            R.check(f"multi_step_equals_single_steps[{tag},{dtype},{backend},k={MULTI_STEPS}]", same_m == 10,
+                    identical=same_m, of=10)
         eng.shutdown()
         del eng
         collect()

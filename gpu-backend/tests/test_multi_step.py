@@ -5,6 +5,7 @@ request. On CPU the eager path runs the same rounds; the CUDA-graph path is run 
 bench/pod_engine.py on the GPU."""
 
 import pytest
+import torch
 
 from conftest import make_engine, run_all
 from edgeserve_pod.engine.sequence import SamplingParams
@@ -63,3 +64,17 @@ def test_new_request_ends_the_round_and_prefix_cache_still_hits(tiny_model):
     got, _, eng = _run(tiny_model, 6, reqs, add_late=late)
     assert got == want
     assert eng.stats().prefix_hit_tokens >= 16  # blocks committed during multi-step rounds were reused
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="decode CUDA graphs need a GPU")
+@pytest.mark.parametrize("k", [1, 5, 8])
+def test_greedy_graph_rounds_equal_eager_steps_on_gpu(tiny_model, k):
+    """On a GPU, greedy decode-only rounds replay one graph k times (the argmax and the position /
+    slot advance run inside the graph); tokens must equal eager single steps, across block
+    boundaries (block size 16, 40 tokens) and with a batch padded up to its bucket (3 -> 4)."""
+    reqs = {str(i): (p, SamplingParams(max_tokens=40, ignore_eos=True)) for i, p in enumerate(PROMPTS)}
+    gpu = dict(device="cuda", dtype="float32", attention_backend="triton")
+    want, _, _ = _run(tiny_model, 1, reqs, enforce_eager=True, **gpu)
+    got, _, eng = _run(tiny_model, k, reqs, **gpu)
+    assert eng.runner.graphs is not None and eng.runner.graphs.graphs
+    assert got == want

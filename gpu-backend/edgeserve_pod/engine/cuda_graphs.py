@@ -12,6 +12,12 @@ in one pinned int64 buffer and one host->device copy; the graph itself converts 
 and lengths to int32, runs the model and the lm_head, and writes the logits into one output
 buffer shared by all graphs. Graphs share one memory pool.
 
+Each decode graph ends with the greedy step advance (kernels/argmax.py): the argmax token goes
+into the input ids and a token ring, positions / context lengths / slots move one token on. A
+greedy decode-only batch can therefore replay the same graph k times with no host work in between
+and read k tokens per row from the ring with one sync (`run_greedy`). A single step ignores the
+advance: the next step re-stages every input.
+
 Width buckets: the decode kernels size their launch (split-K count, per-split token range) from
 the block-table width, so a graph captured at max_model_len does attention work sized for the
 full length even at a 32-token context. The torch backend gets fine buckets (powers of two,
@@ -26,7 +32,10 @@ import numpy as np
 import torch
 
 from edgeserve_pod.engine.step_inputs import StepInputs
+from edgeserve_pod.kernels.argmax import argmax_advance
 from edgeserve_pod.layers.attention_base import AttentionMetadata
+
+RING = 64  # tokens per row the greedy ring holds: the most steps one run_greedy takes
 
 
 def _buckets(limit: int, small: list[int], step: int) -> list[int]:
@@ -94,13 +103,15 @@ class DecodeGraphs:
         self.w_buckets = make_width_buckets(max_blocks, 4, 2) if width_buckets else make_width_buckets(max_blocks, 8, 4)
         self.scratch_block = scratch_block
         self.scratch_slot = scratch_block * block_size
-        # host staging: [ids | positions | slots | ctx_lens | block_table (max_bs * max_blocks)]
-        n = max_bs * (4 + max_blocks)
+        self.block_size = block_size
+        # host staging: [ids | positions | slots | ctx_lens | first positions | block_table (max_bs * max_blocks)]
+        n = max_bs * (5 + max_blocks)
         self.host = torch.zeros(n, dtype=torch.int64, pin_memory=device.type == "cuda")
         self.host_np = self.host.numpy()
         self.dev = torch.zeros(n, dtype=torch.int64, device=device)
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.logits: torch.Tensor | None = None  # (max_bs, V) float32, written by every graph
+        self.ring = torch.zeros(max_bs, RING, dtype=torch.int64, device=device)  # greedy tokens per row
         self.pool = pool or GraphPool(device)
 
     def supports(self, inp: StepInputs) -> bool:
@@ -115,6 +126,23 @@ class DecodeGraphs:
         device by the previous step (multi-step decode), instead of inp.input_ids. host: a
         pinned staging buffer of this object's size to use instead of its own, so that several
         steps can be queued before the first one's host->device copy has run."""
+        key = self.stage(inp, ids, host)
+        self.graphs[key].replay()
+        return self.logits[:inp.num_decode_tokens]
+
+    def run_greedy(self, inp: StepInputs, k: int) -> list[list[int]]:
+        """k greedy decode steps replayed back to back from one graph: (k, n) tokens. The caller
+        has grown every sequence's blocks to hold len(seq) + k - 1 tokens."""
+        if not 1 <= k <= RING:
+            raise ValueError(f"run_greedy takes 1..{RING} steps, got {k}")
+        graph = self.graphs[self.stage(inp)]
+        for _ in range(k):
+            graph.replay()
+        return self.ring[:inp.num_decode_tokens, :k].t().tolist()
+
+    def stage(self, inp: StepInputs, ids: torch.Tensor | None = None, host: torch.Tensor | None = None) -> tuple[int, int]:
+        """Pack a supported step into the device buffer (capturing its graph if it is new);
+        returns the graph key."""
         n = inp.num_decode_tokens
         bs = pick(self.bs_buckets, n)
         w = pick(self.w_buckets, inp.decode_block_tables.shape[1])
@@ -129,19 +157,19 @@ class DecodeGraphs:
         h[2 * M + n:2 * M + bs] = self.scratch_slot
         h[3 * M:3 * M + n] = inp.decode_context_lens.numpy()
         h[3 * M + n:3 * M + bs] = 1
-        bt = h[4 * M:].reshape(M, self.max_blocks)
+        h[4 * M:5 * M] = h[M:2 * M]  # first positions: ring column = position - first position
+        bt = h[5 * M:].reshape(M, self.max_blocks)
         bt[:bs, :w] = self.scratch_block
         tw = inp.decode_block_tables.shape[1]
         bt[:n, :tw] = inp.decode_block_tables.numpy()
-        used = 4 * M + bs * self.max_blocks  # rows past bs of the block table are never read
+        used = 5 * M + bs * self.max_blocks  # rows past bs of the block table are never read
         self.dev[:used].copy_(src[:used], non_blocking=True)
         if ids is not None:
             self.dev[0:n].copy_(ids)
         key = (bs, w)
         if key not in self.graphs:
             self.graphs[key] = self._capture(bs, w)
-        self.graphs[key].replay()
-        return self.logits[:n]
+        return key
 
     def new_host_buffer(self) -> torch.Tensor:
         return torch.zeros_like(self.host, pin_memory=self.device.type == "cuda")
@@ -153,7 +181,7 @@ class DecodeGraphs:
         h[:] = 0
         h[2 * M:3 * M] = self.scratch_slot
         h[3 * M:4 * M] = 1
-        h[4 * M:] = self.scratch_block
+        h[5 * M:] = self.scratch_block
         self.dev.copy_(self.host)
         for w in reversed(self.w_buckets):
             for bs in reversed(self.bs_buckets):
@@ -163,7 +191,8 @@ class DecodeGraphs:
 
     def _body(self, bs: int, w: int) -> None:
         M, d = self.max_bs, self.dev
-        bt = d[4 * M:].view(M, self.max_blocks)[:bs, :w].to(torch.int32)  # (bs, w) int32, contiguous
+        bt64 = d[5 * M:].view(M, self.max_blocks)
+        bt = bt64[:bs, :w].to(torch.int32)  # (bs, w) int32, contiguous
         meta = AttentionMetadata(
             num_prefill_tokens=0, num_decode_tokens=bs, slot_mapping=d[2 * M:2 * M + bs],
             decode_block_tables=bt, decode_context_lens=d[3 * M:3 * M + bs].to(torch.int32),
@@ -173,6 +202,10 @@ class DecodeGraphs:
         if self.logits is None:
             self.logits = torch.empty(M, logits.shape[1], dtype=logits.dtype, device=self.device)
         self.logits[:bs].copy_(logits)
+        # the greedy advance, for a next replay of the same graph (rows past the width bucket's
+        # block table are never reached: run_greedy's caller grew the tables first)
+        argmax_advance(self.logits[:bs], d[0:bs], d[M:M + bs], d[2 * M:2 * M + bs], d[3 * M:3 * M + bs],
+                       d[4 * M:4 * M + bs], bt64[:bs, :w], self.ring, self.block_size)
 
     def _capture(self, bs: int, w: int):
         return self.pool.capture(lambda: self._body(bs, w))

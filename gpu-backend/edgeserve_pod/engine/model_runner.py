@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from edgeserve_pod.config import EngineConfig
-from edgeserve_pod.engine.cuda_graphs import DecodeGraphs, GraphPool, PrefillGraphs
+from edgeserve_pod.engine.cuda_graphs import RING, DecodeGraphs, GraphPool, PrefillGraphs
 from edgeserve_pod.engine.sampler import Sampler, SamplingBatch
 from edgeserve_pod.engine.scheduler import ScheduledBatch
 from edgeserve_pod.engine.step_inputs import StepInputs, build_step_inputs
@@ -136,6 +136,8 @@ class ModelRunner:
         inp, rows = build_step_inputs(batch, self.block_size)
         graphs = self.graphs if self.graphs is not None and self.graphs.supports(inp) else None
         sb = self._sampling_batch(batch, rows)
+        if graphs is not None and sb.all_greedy and k <= RING:  # k replays of one graph, no host work between
+            return graphs.run_greedy(inp, k)
         while graphs is not None and len(self._multi_host) < k:  # one pinned staging buffer per queued step
             self._multi_host.append(graphs.new_host_buffer())
         B = self.block_size

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from edgeserve_pod.kernels.argmax import argmax_rows
+
 
 @dataclass
 class SamplingBatch:
@@ -29,7 +31,7 @@ class Sampler:
         self.generator.manual_seed(seed)
 
     def __call__(self, logits: torch.Tensor, b: SamplingBatch) -> torch.Tensor:  # (n, V) f32 -> (n,) int64
-        greedy = logits.argmax(dim=-1)
+        greedy = argmax_rows(logits)  # two-stage Triton argmax on CUDA (torch's is one CTA per row)
         if b.all_greedy:
             return greedy
         temp = torch.where(b.temperature > 0, b.temperature, torch.ones_like(b.temperature))
