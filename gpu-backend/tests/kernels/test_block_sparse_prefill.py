@@ -1,12 +1,27 @@
 """Block-sparse prefill vs the float32 reference (mask built from the same block lists), plus an
-independent check that the plan's masks are the intended sink + window / causal patterns."""
+independent check that the plan's masks are the intended sink + window / causal patterns.
+
+Both kernels run here: the pointer kernel, and the TMA kernel of block_sparse_prefill_tma.py
+(through the Triton interpreter on CPU, natively on sm_90+; skipped on older GPUs)."""
 import pytest
 import torch
 
 from edgeserve_pod.kernels.block_sparse_prefill import (block_sparse_prefill, plan_block_sparse, plan_mask,
                                                         reference_block_sparse)
+from edgeserve_pod.kernels.block_sparse_prefill_tma import block_sparse_prefill_tma
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
+HOPPER = DEV == "cuda" and torch.cuda.get_device_capability()[0] >= 9
+
+
+def run(impl, q, k, v, cu, max_len, head_kind, plan, scale, warps, stages, ws=False):
+    if impl == "tma" and DEV == "cpu":  # the interpreter runs descriptors; supported() wants a GPU
+        return block_sparse_prefill_tma(q, k, v, cu, max_len, head_kind, plan, scale, warps, stages, ws,
+                                        torch.empty_like(q))
+    if impl == "tma" and not HOPPER:
+        pytest.skip("TMA kernel needs sm_90+")
+    return block_sparse_prefill(q, k, v, cu, max_len, head_kind, plan, scale, warps, stages, impl=impl,
+                                warp_specialize=ws)
 
 
 def test_plan_masks_are_causal_and_sink_window():
@@ -24,8 +39,11 @@ def test_plan_masks_are_causal_and_sink_window():
     assert m.sum() < causal.sum()
 
 
+@pytest.mark.parametrize("impl", ["pointer", "tma"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_block_sparse_matches_reference(dtype):
+def test_block_sparse_matches_reference(dtype, impl):
+    if impl == "tma" and DEV == "cuda" and dtype == torch.float32:
+        pytest.skip("the TMA kernel takes bf16/fp16 on the GPU")
     gen = torch.Generator().manual_seed(torch.seed() % 2**31)
     hq, hkv, d = 4, 2, 32
     lens = [70, 33]
@@ -35,9 +53,33 @@ def test_block_sparse_matches_reference(dtype):
     k = torch.randn(sum(lens), hkv, d, generator=gen).to(dtype)
     v = torch.randn(sum(lens), hkv, d, generator=gen).to(dtype)
     cu = torch.tensor([0, 70, 103], dtype=torch.int32)
-    out = block_sparse_prefill(q.to(DEV), k.to(DEV), v.to(DEV), cu.to(DEV), max(lens), head_kind.to(DEV), plan,
-                               d ** -0.5, num_warps=4, num_stages=1).cpu().float()
+    out = run(impl, q.to(DEV), k.to(DEV), v.to(DEV), cu.to(DEV), max(lens), head_kind.to(DEV), plan, d ** -0.5,
+              4, 1).cpu().float()
     tol = 2e-4 if dtype == torch.float32 else 3e-2
     for a, b in [(0, 70), (70, 103)]:
         ref = reference_block_sparse(q[a:b], k[a:b], v[a:b], head_kind, plan, d ** -0.5)
         torch.testing.assert_close(out[a:b], ref, atol=tol, rtol=tol)
+
+
+@pytest.mark.skipif(not HOPPER, reason="the TMA kernel's GPU path needs sm_90+")
+@pytest.mark.parametrize("ws", [False, True])
+@pytest.mark.parametrize("bm,bn,warps,stages", [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 4, 2)])
+def test_tma_kernel_gpu_sizes(bm, bn, warps, stages, ws):
+    """Production tiles (d=128, 128-row q blocks), GQA 8/2, varlen with ragged ends, and q/k/v as
+    strided (T, H, D) views of (H, T, D) tensors, as the benchmark passes them."""
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    hq, hkv, d, lens = 8, 2, 128, [1100, 333]
+    T = sum(lens)
+    plan = plan_block_sparse(max(lens), sink_tokens=64, window_tokens=256, block_m=bm, block_n=bn, device=DEV)
+    head_kind = torch.tensor([0, 1] * 4, dtype=torch.int32)
+    q = torch.randn(hq, T, d, generator=gen).to(torch.bfloat16)
+    k = torch.randn(hkv, T, d, generator=gen).to(torch.bfloat16)
+    v = torch.randn(hkv, T, d, generator=gen).to(torch.bfloat16)
+    cu = torch.tensor([0, lens[0], T], dtype=torch.int32)
+    qd, kd, vd = (t.to(DEV).transpose(0, 1) for t in (q, k, v))  # (T, H, D) views
+    out = block_sparse_prefill(qd, kd, vd, cu.to(DEV), max(lens), head_kind.to(DEV), plan, d ** -0.5, warps, stages,
+                               impl="tma", warp_specialize=ws).cpu().float()
+    q, k, v = (t.transpose(0, 1) for t in (q, k, v))
+    for a, b in [(0, lens[0]), (lens[0], T)]:
+        ref = reference_block_sparse(q[a:b], k[a:b], v[a:b], head_kind, plan, d ** -0.5)
+        torch.testing.assert_close(out[a:b], ref, atol=2e-2, rtol=2e-2)
