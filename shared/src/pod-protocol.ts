@@ -317,6 +317,10 @@ export interface PodLoad {
    * Recent prefill throughput per second of engine work (idle time excluded).
    */
   prefill_tok_s?: number;
+  /**
+   * Mean duration (ms) of the recent engine steps that gave decoding requests a token, prefill chunks riding along included: the time per output token a request joining the batch would see now. 0 when no such step ran lately.
+   */
+  decode_step_ms?: number;
 }
 /**
  * This interface was referenced by `EdgeServePodProtocolV1`'s JSON-Schema

@@ -31,6 +31,7 @@ log = logging.getLogger("edgeserve_pod.engine_loop")
 
 _IDLE_WAKE_S = 0.5  # idle thread still refreshes load/metrics and drains KV events this often
 _RATE_WINDOW_S = 10.0  # decode/prefill tok/s are averaged over this much recent time
+_STEP_WINDOW_S = 3.0  # decode_step_ms: the mean over the steps of this much recent time (load moves fast)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class LoadSnapshot:
     num_preemptions: int = 0
     decode_tok_s: float = 0.0
     prefill_tok_s: float = 0.0
+    decode_step_ms: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def pod_load(self) -> dict:
@@ -90,6 +92,7 @@ class LoadSnapshot:
             "kv_usage": min(1.0, max(0.0, float(self.kv_usage))),
             "waiting_prefill_tokens": self.waiting_prefill_tokens,
             "decode_tok_s": round(self.decode_tok_s, 3), "prefill_tok_s": round(self.prefill_tok_s, 3),
+            "decode_step_ms": round(self.decode_step_ms, 3),
         }
 
 
@@ -404,6 +407,9 @@ class EngineLoop:
         decode_rows = pure if pure else [r for r in self._rates if r[1]]
         busy_decode = sum(r[3] for r in decode_rows)
         busy_prefill = sum(r[3] for r in self._rates if r[2])
+        # Time per output token as a decoding request sees it now: every recent step that produced
+        # tokens, prefill chunks riding along included (the router's TPOT estimate).
+        token_steps = [r[3] for r in self._rates if r[1] and now - r[0] <= _STEP_WINDOW_S]
         self.load = LoadSnapshot(
             running=s.running, waiting=s.waiting, free_blocks=s.free_blocks, total_blocks=s.total_blocks,
             kv_usage=s.kv_usage, waiting_prefill_tokens=getattr(s, "waiting_prefill_tokens", 0),
@@ -411,6 +417,7 @@ class EngineLoop:
             num_preemptions=getattr(s, "num_preemptions", 0),
             decode_tok_s=sum(r[1] for r in decode_rows) / busy_decode if busy_decode > 0 else 0.0,
             prefill_tok_s=sum(r[2] for r in self._rates) / busy_prefill if busy_prefill > 0 else 0.0,
+            decode_step_ms=1000.0 * sum(token_steps) / len(token_steps) if token_steps else 0.0,
         )
         self.metrics.update_load(self.load)
         if self.kv_log is not None:

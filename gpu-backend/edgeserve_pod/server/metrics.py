@@ -44,6 +44,7 @@ class PodMetrics:
         self.preemptions = Gauge(P + "preemptions", "Preemptions since start (recompute)", registry=r)
         self.decode_tok_s = Gauge(P + "decode_tokens_per_second", "Output tokens per second over the last 10 s", registry=r)
         self.prefill_tok_s = Gauge(P + "prefill_tokens_per_second", "Prompt tokens computed per second over the last 10 s", registry=r)
+        self.decode_step_ms = Gauge(P + "decode_step_milliseconds", "Mean duration of the steps that produced tokens, over the last 3 s", registry=r)
 
     def observe_first_token(self, seconds: float) -> None:
         self.ttft.observe(seconds)
@@ -72,6 +73,7 @@ class PodMetrics:
         self.preemptions.set(load.num_preemptions)
         self.decode_tok_s.set(load.decode_tok_s)
         self.prefill_tok_s.set(load.prefill_tok_s)
+        self.decode_step_ms.set(load.decode_step_ms)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

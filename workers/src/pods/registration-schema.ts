@@ -19,6 +19,7 @@ export const PodLoad = z
     waiting_prefill_tokens: nat.optional(),
     decode_tok_s: z.number().min(0).optional(),
     prefill_tok_s: z.number().min(0).optional(),
+    decode_step_ms: z.number().min(0).optional(),
   })
   .strict();
 

@@ -49,6 +49,12 @@ export function estimate(
   // The decode batch this request joins: what runs now, what was routed since the last report,
   // and itself. Queued prompts are not decoding yet; their cost is in queueMs.
   const batch = load.running + pending.requests + 1;
+  // Time per output token: a pod that is decoding reports its measured step time (prefill chunks
+  // riding along included); each request joining adds one decode token's cost. An idle pod, or one
+  // that reports no step time, gets the batch over its decode rate.
+  const tokenMs = 1000 / decodeTokS;
+  const stepMs = load.decode_step_ms ?? 0;
+  const tpotMs = stepMs > 0 && load.running > 0 ? stepMs + (pending.requests + 1) * tokenMs : batch * tokenMs;
   const freeTokens = load.free_blocks * pod.blockSize;
   return {
     pod,
@@ -56,7 +62,7 @@ export function estimate(
     uncachedTokens,
     queueMs,
     ttftMs: queueMs + (1000 * uncachedTokens) / prefillTokS,
-    tpotMs: (1000 * batch) / decodeTokS,
+    tpotMs,
     kvFits: load.total_blocks === 0 || freeTokens >= uncachedTokens + req.maxTokens,
   };
 }

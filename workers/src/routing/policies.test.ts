@@ -266,4 +266,33 @@ describe("cost model rates", () => {
     );
     expect(d?.pod.podId).toBe("b");
   });
+
+  it("takes a decoding pod's measured step time as its time per token, plus one token's cost per request joining", async () => {
+    const { estimate } = await import("./cost");
+    const { routerOptions } = await import("./options");
+    const { InflightTracker } = await import("./inflight");
+    const opts = routerOptions();
+    const req = request(10);
+    // 3 running at 100 tok/s would say 40 ms; the pod measures 240 ms steps (prefill riding along)
+    const p = pod("p", { running: 3, decode_tok_s: 100, decode_step_ms: 240 });
+    expect(estimate(req, p, new Map(), opts, undefined, 0).tpotMs).toBeCloseTo(240 + 10);
+    const inflight = new InflightTracker();
+    inflight.record("p", 100, 0);
+    inflight.record("p", 100, 0);
+    expect(estimate(req, p, new Map(), opts, inflight, 0).tpotMs).toBeCloseTo(240 + 3 * 10);
+    // an idle pod's last step time says nothing about a batch that is not there: the rate decides
+    const idle = pod("i", { running: 0, decode_tok_s: 100, decode_step_ms: 240 });
+    expect(estimate(req, idle, new Map(), opts, undefined, 0).tpotMs).toBeCloseTo(10);
+    // the cached pod's measured steps are far past the TPOT target, another pod's are not: rescue
+    const slo = { class: "interactive" as const, ttft_ms: 5000, tpot_ms: 100, expected_output_tokens: 4 };
+    const d = createPolicy("prefix-slo", {}, clock).choose(
+      request(8, slo),
+      [pod("a", { running: 2, decode_step_ms: 400 }), pod("b", { running: 2, decode_step_ms: 40 })],
+      new Map([["a", 8]]),
+    )!;
+    expect(d.explain).toContain("rescue pick=b");
+    // the same rates without step times: both meet by the rate (30 ms), the cache stays
+    const e = createPolicy("prefix-slo", {}, clock).choose(request(8, slo), [pod("a", { running: 2 }), pod("b", { running: 2 })], new Map([["a", 8]]))!;
+    expect(e.explain).toContain("affinity pick=a");
+  });
 });
