@@ -59,3 +59,44 @@ def test_preempts_latest_arrival_when_blocks_run_out():
     assert [s.request_id for s in batch.preempted] == ["b"]
     assert [(s.request_id, n) for s, n in batch.items] == [("a", 1)]
     assert b.num_computed_tokens == 0 and b in sch.waiting and not b.block_table
+
+
+def _run(batch, bm):
+    """finish_step plus what the engine also does after a step: name the newly full blocks."""
+    finish_step(batch)
+    for s, _ in batch.items:
+        bm.commit(s)
+
+
+def test_shared_prefix_waits_for_the_running_prefill_and_is_computed_once():
+    bm = BlockManager(100, 16, "m")
+    sch = Scheduler(bm, FCFSPolicy(), max_num_batched_tokens=200, max_num_seqs=8)
+    shared = list(range(100, 148))  # 3 full blocks
+    a = Sequence("a", shared + [1] * 12, SamplingParams())
+    b = Sequence("b", shared + [2] * 12, SamplingParams())
+    c = Sequence("c", list(range(500, 540)), SamplingParams())
+    for s in (a, b, c):
+        sch.add(s)
+    first = sch.schedule()
+    # b's first block is a's prefill: b waits a step; c, unrelated, is admitted behind it
+    assert [(s.request_id, n) for s, n in first.items] == [("a", 60), ("c", 40)]
+    assert b in sch.waiting
+    _run(first, bm)
+    second = sch.schedule()
+    assert ("b", 12) in [(s.request_id, n) for s, n in second.items]
+    assert b.num_cached_tokens == 48
+
+
+def test_no_wait_when_the_prefilling_sequence_left_the_batch():
+    bm = BlockManager(100, 16, "m")
+    sch = Scheduler(bm, FCFSPolicy(), max_num_batched_tokens=200, max_num_seqs=8)
+    a = Sequence("a", list(range(100, 160)), SamplingParams())
+    b = Sequence("b", list(range(100, 150)), SamplingParams())
+    sch.add(a)
+    sch.schedule()  # a admitted, its blocks not named yet
+    inflight = bm.inflight_hashes(sch.running)
+    assert bm.waits_for_inflight(b, inflight)
+    sch.remove(a)  # aborted mid-prefill: nothing will name those blocks
+    assert not bm.waits_for_inflight(b, bm.inflight_hashes(sch.running))
+    sch.add(b)
+    assert [(s.request_id, n) for s, n in sch.schedule().items] == [("b", 50)]

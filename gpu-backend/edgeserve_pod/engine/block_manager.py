@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 
 from edgeserve_pod.block_hash import ROOT, chain_hash
@@ -23,6 +24,8 @@ class BlockManager:
         self._free: deque[int] = deque(range(num_blocks))  # unnamed blocks with no reader
         self.prefix_hit_tokens = 0
         self.prefix_query_tokens = 0
+        # Per sequence: chain hashes of its full blocks, extended as it grows (tokens never change).
+        self._chain: weakref.WeakKeyDictionary[Sequence, list[bytes]] = weakref.WeakKeyDictionary()
 
     # ---- public API ----
     @property
@@ -38,8 +41,7 @@ class BlockManager:
         if not self.enable_prefix_caching:
             return 0
         B = self.block_size
-        max_blocks = (len(seq) - 1) // B
-        hashes = self._hashes(seq.token_ids, 0, max_blocks, ROOT)
+        hashes = self._lookup_hashes(seq)
         hits = self.cache.lookup(hashes)
         for b in hits:
             self._acquire(b)
@@ -49,6 +51,26 @@ class BlockManager:
         self.prefix_query_tokens += len(seq)
         self.prefix_hit_tokens += len(hits) * B
         return len(hits) * B
+
+    def inflight_hashes(self, running: list[Sequence]) -> set[bytes]:
+        """Hashes of the full blocks that admitted sequences are computing and have not named yet
+        (their prefill is under way)."""
+        out: set[bytes] = set()
+        if not self.enable_prefix_caching:
+            return out
+        for seq in running:
+            hashes = self._lookup_hashes(seq)
+            out.update(hashes[len(seq.block_hashes):])
+        return out
+
+    def waits_for_inflight(self, seq: Sequence, inflight: set[bytes]) -> bool:
+        """True when the first block of `seq` that the cache lacks is one an admitted sequence is
+        computing now: admitting `seq` later, once that block is named, saves computing it twice."""
+        if not inflight or not self.enable_prefix_caching:
+            return False
+        hashes = self._lookup_hashes(seq)
+        hit = len(self.cache.lookup(hashes))
+        return hit < len(hashes) and hashes[hit] in inflight
 
     def blocks_needed(self, seq: Sequence, num_tokens: int) -> int:
         """More blocks the sequence needs to hold its first `num_tokens` tokens."""
@@ -96,6 +118,17 @@ class BlockManager:
         return self.cache.drain_events()
 
     # ---- helpers ----
+    def _lookup_hashes(self, seq: Sequence) -> list[bytes]:
+        """Chain hashes of the blocks admission may take from the cache: the full blocks before the
+        last token (one token is always left to compute)."""
+        n = (len(seq) - 1) // self.block_size
+        chain = self._chain.get(seq)
+        if chain is None:
+            chain = self._chain[seq] = []
+        if len(chain) < n:
+            chain.extend(self._hashes(seq.token_ids, len(chain), n, chain[-1] if chain else ROOT))
+        return chain[:n]
+
     def _hashes(self, tokens: list[int], start: int, stop: int, parent: bytes) -> list[bytes]:
         B = self.block_size
         out = []

@@ -86,11 +86,15 @@ class Scheduler:
             scheduled.add(id(seq))
             budget -= n
 
-        # 3. Admit waiting sequences while budget, slots and blocks allow.
+        # 3. Admit waiting sequences while budget, slots and blocks allow. One whose next uncached
+        # block another sequence is prefilling now waits for it to be cached (computed once).
         if budget > 0 and not preempted:
+            inflight = self.blocks.inflight_hashes(self.running)
             for seq in self.policy.order_waiting(self.waiting):
                 if budget < 1 or len(self.running) >= self.max_seqs:
                     break
+                if self.blocks.waits_for_inflight(seq, inflight):
+                    continue
                 cached = self.blocks.admit(seq)
                 if seq.num_preemptions == 0:
                     seq.num_cached_tokens = cached
@@ -105,6 +109,7 @@ class Scheduler:
                 prefills.append((seq, n))
                 scheduled.add(id(seq))
                 budget -= n
+                inflight |= self.blocks.inflight_hashes([seq])
 
         # Nothing fits but sequences hold blocks: preempt one so the rest can progress.
         if not prefills and not decodes and self.running:
