@@ -11,8 +11,10 @@ Timing: every variant is captured in a CUDA graph that calls it R times on R dif
 copies (R copies > 2x L2, so no replay reads its weight from L2), replayed after warm-up; the
 figure is the median replay time / R. Same method for ours and the peers.
 
-    python bench/quant_gemm.py [--quick] [--no-sweep] [--out DIR]
-Writes DIR/quant_gemm.json (BENCH.md format) and DIR/sweep.json (every config's time).
+    python bench/quant_gemm.py [--quick] [--out DIR]
+    python bench/quant_gemm.py --compile-only --out DIR   # on a CPU: every candidate compiled for sm_90
+Writes DIR/quant_gemm.json (BENCH.md format) and DIR/sweep.json (every config's time, or why it was
+rejected: a candidate whose output differs from the reference is never timed).
 """
 
 from __future__ import annotations
@@ -83,6 +85,22 @@ def rel_err(y, ref):
     return ((y.float() - ref.float()).norm() / ref.float().norm()).item()
 
 
+MAX_ERR = 5e-3  # bf16 output rounding alone is ~1e-3; a wrong code, zero or scale gives > 1e-1
+
+
+def check_cfg(cfg, x, ref, qw):
+    """Worst relative error of two calls of `cfg` against the float32 reference (nan if any
+    element is left unwritten: the output is poisoned first)."""
+    worst = 0.0
+    for _ in range(2):
+        out = torch.full(ref.shape, float("nan"), device="cuda", dtype=x.dtype)
+        y = W.launch(x, qw.qweight, qw.scales, qw.zeros, GROUP, cfg, out=out)
+        if torch.isnan(y).any():
+            return float("nan")
+        worst = max(worst, rel_err(y, ref))
+    return worst
+
+
 # ------------------------------------------------------------------ parallel compile
 
 def _compile_worker(jobs):
@@ -113,6 +131,78 @@ def precompile(jobs, workers):
         for j, v in enumerate(r):
             out[i + j * workers] = v
     return out
+
+
+# ------------------------------------------------------------------ compile-only check (no GPU)
+
+SMEM_H100 = 227 * 1024  # bytes of shared memory one block may use on sm_90
+
+
+def _aot_worker(cfg):
+    """Compile one candidate for sm_90 without a GPU (Triton's bundled ptxas); resource usage from
+    cuobjdump. Catches what a CPU can: syntax of the inline PTX, spills, shared memory."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    fn = W._w4a16_kernel
+    deq = W.DEQ_CODES[cfg.get("DEQ", "f32")]
+    sig = {"x_ptr": "*bf16", "qw_ptr": "*i32", "s_ptr": "*fp16", "z_ptr": "*u8", "y_ptr": "*bf16",
+           "ws_ptr": "*fp32", "cnt_ptr": "*i32", "M": "i32", "N": "i32", "K": "i32", "stride_xm": "i32",
+           "stride_ym": "i32", "tiles_per_split": "i32"}
+    const = dict(GROUP_TILES=1, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], SPLIT_K=cfg["SPLIT_K"],
+                 USE_DOT=cfg["USE_DOT"], EVEN_K=True, EVEN_N=True, GROUP_M=cfg.get("GROUP_M", 8),
+                 REDUCE=0 if cfg["SPLIT_K"] == 1 else (1 if cfg["REDUCE"] == "atomic" else 2), DEQ=deq, ZOFF=128.0)
+    sig.update({name: "constexpr" for name in const})
+    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(a),): v for a, v in const.items()})
+    t0 = time.time()
+    try:
+        cc = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                            options={"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]})
+    except Exception as e:
+        return {"cfg": cfg, "error": repr(e)[:300]}
+    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with open(f"/tmp/w4a16_aot_{os.getpid()}.cubin", "wb") as f:
+        f.write(cc.asm["cubin"])
+        cubin = f.name
+    use = subprocess.run([path, "--dump-resource-usage", cubin], capture_output=True, text=True).stdout
+    os.unlink(cubin)
+    field = lambda name: int(use.split(name + ":")[1].split()[0]) if name + ":" in use else None  # noqa: E731
+    return {"cfg": cfg, "regs": field("REG"), "stack_bytes": field("STACK"), "smem_bytes": cc.metadata.shared,
+            "compile_s": round(time.time() - t0, 2), "fits": cc.metadata.shared <= SMEM_H100}
+
+
+def compile_only(out_dir, workers):
+    cfgs, seen = [], set()
+    for key in C.CANDIDATES:
+        for cfg in [C.DEFAULT[key]] + C.CANDIDATES[key]:
+            h = json.dumps(cfg, sort_keys=True)
+            if h not in seen:
+                seen.add(h)
+                cfgs.append(cfg)
+    t0 = time.time()
+    rows = []
+    with mp.get_context("spawn").Pool(workers) as pool:
+        for r in pool.imap(_aot_worker, cfgs):
+            rows.append(r)
+            _print_aot(r)
+    bad = [r for r in rows if "error" in r or not r["fits"]]
+    print(f"compiled {len(rows)} configs for sm_90 in {time.time() - t0:.0f} s; {len(bad)} failed or do not fit")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "compile_sm90.json"), "w") as f:
+        json.dump(rows, f, indent=0)
+    return 1 if bad else 0
+
+
+def _print_aot(r):
+    c = r["cfg"]
+    tag = (f"{c.get('DEQ', 'f32'):4s} BM={c['BLOCK_M']:3d} BN={c['BLOCK_N']:3d} SK={c['SPLIT_K']:2d} "
+           f"{c['REDUCE']:6s} w{c['num_warps']} s{c['num_stages']}")
+    if "error" in r:
+        print(f"{tag}: FAILED {r['error']}", flush=True)
+    else:
+        print(f"{tag}: regs {r['regs']:3d} stack {r['stack_bytes']:4d} B smem {r['smem_bytes']:6d} B "
+              f"{'' if r['fits'] else 'TOO MUCH SHARED MEMORY '}({r['compile_s']} s)", flush=True)
 
 
 # ------------------------------------------------------------------ measurements
@@ -181,32 +271,56 @@ def sweep_shape(k, n, bw, flops, results, sweep_log, quick, ms=MS):
                 print("int4pack mm failed:", repr(e)[:160], flush=True)
         key = C.tuning_key(m)
         cands = [C.DEFAULT[key]] + ([] if quick else C.CANDIDATES[key])
+        # every candidate is checked before it is timed: fresh inputs, NaN-poisoned output, two calls
+        # (the second reuses the split-K counters); one that differs from the reference is never timed
+        x_chk = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        ref_chk = W.w4a16_reference(x_chk.float(), qw.qweight, qw.scales, qw.zeros, GROUP)
         best = (float("inf"), None)
         for cfg in cands:
             if (m == 1, json.dumps(cfg, sort_keys=True)) in FAILED:
                 continue
             try:
+                e = check_cfg(cfg, x_chk, ref_chk, qw)
+                if not e < MAX_ERR:
+                    print(f"  rejected (err {e:.2e}, M={m} K={k} N={n}):", cfg, flush=True)
+                    sweep_log.append({"K": k, "N": n, "M": m, "cfg": cfg, "rejected_err": e})
+                    continue
                 t = graph_time_us([lambda i=i, c=cfg: W.launch(xs[i % 4], *ours[i], GROUP, c) for i in range(r4)], replays=7)
             except Exception as e:
                 sweep_log.append({"K": k, "N": n, "M": m, "cfg": cfg, "error": repr(e)[:160]})
                 continue
-            sweep_log.append({"K": k, "N": n, "M": m, "cfg": cfg, "us": t})
+            sweep_log.append({"K": k, "N": n, "M": m, "cfg": cfg, "us": t, "err": e})
             if t < best[0]:
                 best = (t, cfg)
-        # the fastest config that is also right on fresh inputs (a racy reduction would show here)
-        timed = sorted((r["us"], i, r["cfg"]) for i, r in enumerate(sweep_log)
-                       if r.get("K") == k and r.get("N") == n and r.get("M") == m and "us" in r)
-        for t, _, cfg in timed:
-            x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-            y = W.launch(x, qw.qweight, qw.scales, qw.zeros, GROUP, cfg)
-            for _ in range(3):  # repeated calls reuse the split-K counters
-                y2 = W.launch(x, qw.qweight, qw.scales, qw.zeros, GROUP, cfg)
-            ref = W.w4a16_reference(x.float(), qw.qweight, qw.scales, qw.zeros, GROUP)
-            e = max(rel_err(y, ref), rel_err(y2, ref))
-            if e == e and e < 1e-2:
+        # the winner again on other fresh inputs; a lop3 winner also bit for bit against its integer
+        # twin (same 16-bit operands, same dots). A winner that fails is dropped for the next one.
+        x2 = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        ref2 = W.w4a16_reference(x2.float(), qw.qweight, qw.scales, qw.zeros, GROUP)
+        ranked = sorted((r["us"], i, r["cfg"]) for i, r in enumerate(sweep_log)
+                        if r.get("K") == k and r.get("N") == n and r.get("M") == m and "us" in r)
+        best, e2, twin_equal = (float("inf"), None), float("nan"), None
+        for t, _, cfg in ranked:
+            e2 = check_cfg(cfg, x2, ref2, qw)
+            twin_equal = None
+            if cfg.get("DEQ") == "lop3" and (cfg["SPLIT_K"] == 1 or cfg["REDUCE"] == "last"):
+                ya = W.launch(x2, qw.qweight, qw.scales, qw.zeros, GROUP, cfg)
+                yb = W.launch(x2, qw.qweight, qw.scales, qw.zeros, GROUP, {**cfg, "DEQ": "int"})
+                twin_equal = bool(torch.equal(ya, yb))
+            if e2 < MAX_ERR and twin_equal is not False:
                 best = (t, cfg)
                 break
-            print(f"  rejected (err {e:.2e}):", cfg, flush=True)
+            print(f"  winner rejected (err {e2:.2e}, lop3 == int twin: {twin_equal}):", cfg, flush=True)
+            sweep_log.append({"K": k, "N": n, "M": m, "cfg": cfg, "rejected_err": e2, "twin_equal": twin_equal})
+        if best[1] is None:
+            raise RuntimeError(f"no candidate passed the correctness checks at K={k} N={n} M={m}")
+        dropped = {json.dumps(r["cfg"], sort_keys=True) for r in sweep_log
+                   if r.get("K") == k and r.get("N") == n and r.get("M") == m and "rejected_err" in r}
+        by_variant = {}  # fastest per (dequant, CUDA cores / tensor cores): the dequant change in one run
+        for r in sweep_log:
+            if (r.get("K") == k and r.get("N") == n and r.get("M") == m and "us" in r
+                    and json.dumps(r["cfg"], sort_keys=True) not in dropped):
+                v = f"{r['cfg'].get('DEQ', 'f32')}/{'tc' if r['cfg']['USE_DOT'] else 'cuda-core'}"
+                by_variant[v] = min(by_variant.get(v, float("inf")), r["us"])
         t_default = graph_time_us([lambda i=i: W.w4a16_matmul(xs[i % 4], *ours[i], GROUP) for i in range(r4)])
         # the winner becomes the run-time choice for this (path, N, K): the table committed from this run
         errs = {}
@@ -227,12 +341,14 @@ def sweep_shape(k, n, bw, flops, results, sweep_log, quick, ms=MS):
         line = (f"K={k:5d} N={n:5d} M={m:3d}: bf16 {t_bf:7.1f} | int4pack {t_tiny or float('nan'):7.1f} | "
                 f"ours best {t_best:7.1f} ({t_bf / t_best:4.2f}x) tuned {t_rt:7.1f} default {t_default:7.1f} | limit {lim:5.1f} us | "
                 f"err {errs['best']:.1e}/{errs['runtime']:.1e}/{errs['tuned']:.1e} | {C.path_for(m)} "
-                f"{ {a: best[1][a] for a in ('BLOCK_M', 'BLOCK_N', 'SPLIT_K', 'USE_DOT', 'REDUCE', 'num_warps', 'num_stages')} }")
+                f"{ {a: best[1][a] for a in ('BLOCK_M', 'BLOCK_N', 'SPLIT_K', 'USE_DOT', 'REDUCE', 'num_warps', 'num_stages', 'DEQ')} }"
+                f" | best per variant { {v: round(t, 1) for v, t in sorted(by_variant.items())} }")
         print(line, flush=True)
         results.append({"K": k, "N": n, "M": m, "bf16_us": t_bf, "int4pack_us": t_tiny, "ours_best_us": t_best,
                         "ours_runtime_us": t_rt, "ours_default_us": t_default, "limit_us": lim, "err_best": errs["best"],
                         "err_runtime": errs["runtime"], "err_tuned": errs["tuned"],
-                        "best_cfg": best[1], "path": C.path_for(m), "tuning_key": key, "copies": [r4, r16]})
+                        "best_cfg": best[1], "path": C.path_for(m), "tuning_key": key, "copies": [r4, r16],
+                        "best_by_variant_us": by_variant, "winner_second_check_err": e2, "lop3_equals_int_twin": twin_equal})
     del bf, ours, tinys
     torch.cuda.empty_cache()
 
@@ -284,7 +400,11 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", "bench/results/quant"))
     ap.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)))
     ap.add_argument("--no-decode", action="store_true")
+    ap.add_argument("--compile-only", action="store_true",
+                    help="no GPU needed: compile every candidate for sm_90, report registers/spills/shared memory")
     args = ap.parse_args()
+    if args.compile_only:
+        sys.exit(compile_only(args.out, args.workers))
     t0 = time.time()
     torch.manual_seed(0)
     dev = torch.cuda.get_device_name()
@@ -349,7 +469,8 @@ def main():
             "extra": {"int4pack_mm_us": r["int4pack_us"], "ours_best_config_us": r["ours_best_us"],
                       "ours_default_config_us": r["ours_default_us"],
                       "best_config": r["best_cfg"], "path": r["path"], "rel_err_vs_f32_ref": [r["err_best"], r["err_runtime"], r["err_tuned"]],
-                      "speedup_vs_bf16": r["bf16_us"] / r["ours_runtime_us"]},
+                      "speedup_vs_bf16": r["bf16_us"] / r["ours_runtime_us"],
+                      "best_us_by_dequant_and_units": r["best_by_variant_us"]},
         })
         if r["int4pack_us"]:
             metrics.append({"name": f"gemm_us[{cond},torch_int4pack_mm]", "value": r["int4pack_us"], "unit": "us",

@@ -11,13 +11,24 @@ k = 128 * block + 16 * j + r. One coalesced (16, BLOCK_N) load of words thus yie
 no reshape, no gather, no replicated loads.
 
 Dequantization without int->float conversions (a quarter-rate instruction): the code q is
-OR-ed into the mantissa of 128.0, giving 128 + q exactly; the kernel accumulates
-x . (128 + q) and subtracts (128 + z) * sum(x) once per 128-block, then scales in fp32 once
-per block (the scale is constant inside a group).
+OR-ed into the mantissa of a power of two C, giving C + q exactly; the kernel accumulates
+x . (C + q) and subtracts (C + z) * sum(x) once per 128-block, then scales in fp32 once
+per block (the scale is constant inside a group). Three ways to make the codes (DEQ in cfg):
+    "f32"   per code: shift, and, shift, or -> float32 128 + q, then a cvt to x's dtype for the dot
+            (plain Triton: the path the interpreter runs in CI)
+    "lop3"  PTX inline asm, 16-bit values straight away: `lop3.b32 d, w >> 4i, 0x000F000F, MAGIC2, 0xEA`
+            ((a & b) | c) turns the nibbles at bits 0-3 and 16-19 into two values packed in one
+            b32: codes i and i + 4. 4 lop3 + 3 shifts make all 8 codes of a word (one asm call
+            per pair, so only two tiles are live at a time: fewer registers). MAGIC is
+            0x4300 (bf16 128.0: 7 mantissa bits, C = 128) or 0x6400 (fp16 1024.0: ulp 1, C = 1024)
+    "int"   the same bits as "lop3" from plain Triton integer ops (shift, and, or, truncate,
+            bitcast); what the interpreter can run to test the lop3 path's layout and constants
+The GPU test checks "lop3" against the reference and bit for bit against "int".
 
 Three paths, chosen by M at run time (`w4a16_matmul`, table in `w4a16_configs.py`):
-    M <= 16      GEMV-style: M == 1 on CUDA cores (BLOCK_M = 1), else one 16-row tensor-core
-                 tile; narrow N tiles; split-K
+    M <= 16      GEMV-style: one 16-row tensor-core tile (rows >= M masked to 0; at M == 1 the
+                 compute is free, the dequant is what costs), or at M == 1 on CUDA cores
+                 (BLOCK_M = 1); narrow N tiles; split-K
     16 < M < 64  split-K tensor-core GEMM
     M >= 64      tensor-core GEMM, larger tiles
 Split-K partial sums go either through fp32 atomics on a zeroed workspace plus a cast
@@ -27,6 +38,8 @@ Split-K partial sums go either through fp32 atomics on a zeroed workspace plus a
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -119,6 +132,29 @@ if triton is not None:
         # (RB, BN) int32 words -> 128 + code j as float32, exact: OR the 4 bits into 128.0's mantissa
         return ((((qw >> (4 * J)) & 0xF) << 16) | 0x43000000).to(tl.float32, bitcast=True)
 
+    # one lop3 per two codes: (w >> 4i) & 0x000F000F | MAGIC2 holds codes i (low half) and i + 4
+    # (high half) as 16-bit C + q; mov splits the b32 into the two 16-bit registers
+    _LOP3_BF16 = tl.constexpr("{ .reg .b32 t; lop3.b32 t, $2, 0x000F000F, 0x43004300, 0xEA; mov.b32 {$0, $1}, t; }")
+    _LOP3_FP16 = tl.constexpr("{ .reg .b32 t; lop3.b32 t, $2, 0x000F000F, 0x64006400, 0xEA; mov.b32 {$0, $1}, t; }")
+
+    @triton.jit
+    def _codes_lop3(qw, I: tl.constexpr, BF16: tl.constexpr):
+        # (RB, BN) int32 words -> C + codes i and i + 4, two (RB, BN) tiles in bf16 (C = 128) or fp16 (C = 1024)
+        if BF16:
+            return tl.inline_asm_elementwise(_LOP3_BF16, "=h,=h,r", [qw >> (4 * I)], dtype=(tl.bfloat16, tl.bfloat16),
+                                             is_pure=True, pack=1)
+        else:
+            return tl.inline_asm_elementwise(_LOP3_FP16, "=h,=h,r", [qw >> (4 * I)], dtype=(tl.float16, tl.float16),
+                                             is_pure=True, pack=1)
+
+    @triton.jit
+    def _codes_int(qw, J: tl.constexpr, BF16: tl.constexpr):
+        # the bits _codes_lop3 makes for code j, from integer ops (runs in the interpreter)
+        if BF16:
+            return ((((qw >> (4 * J)) & 0xF) | 0x4300).to(tl.int16)).to(tl.bfloat16, bitcast=True)
+        else:
+            return ((((qw >> (4 * J)) & 0xF) | 0x6400).to(tl.int16)).to(tl.float16, bitcast=True)
+
     @triton.jit(do_not_specialize=["tiles_per_split"])
     def _w4a16_kernel(
         x_ptr, qw_ptr, s_ptr, z_ptr, y_ptr,  # x (M, K); qw (Kp/8, N) i32; s, z (ng, N); y (M, N)
@@ -127,7 +163,9 @@ if triton is not None:
         GROUP_TILES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         SPLIT_K: tl.constexpr, USE_DOT: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr,
         GROUP_M: tl.constexpr, REDUCE: tl.constexpr,  # 0: direct store, 1: fp32 atomics, 2: last program sums
+        DEQ: tl.constexpr, ZOFF: tl.constexpr,  # 0 f32, 1 lop3 asm, 2 int twin of lop3; C: 128.0 or 1024.0
     ):
+        BF16: tl.constexpr = x_ptr.dtype.element_ty == tl.bfloat16
         RB_: tl.constexpr = 16
         pid = tl.program_id(0)
         pid_k = tl.program_id(1)
@@ -161,32 +199,50 @@ if triton is not None:
                 qw = tl.load(w_ptrs, mask=mask_n[None, :], other=0)
             g = tile // GROUP_TILES
             s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)  # (BN,)
-            zc = 128.0 + tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0).to(tl.float32)  # (BN,) 128 + z
+            zc = ZOFF + tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0).to(tl.float32)  # (BN,) C + z
+            # codes in the order (0, 4), (1, 5), (2, 6), (3, 7): the pairs one lop3 makes, for every DEQ
             if USE_DOT:
                 part = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
                 xsum = tl.zeros((BLOCK_M,), dtype=tl.float32)
-                for j in tl.static_range(8):
-                    offs_k = k0 + j * RB_ + offs_r
-                    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
-                    if EVEN_K:
-                        xj = tl.load(x_ptrs, mask=mask_m[:, None], other=0.0)  # (BM, 16)
-                    else:
-                        xj = tl.load(x_ptrs, mask=mask_m[:, None] & (offs_k < K)[None, :], other=0.0)
-                    wj = _codes_plus_128(qw, j).to(xj.dtype)  # (16, BN), exact in bf16/fp16
-                    part = tl.dot(xj, wj, part)
-                    xsum += tl.sum(xj.to(tl.float32), axis=1)
+                for i in tl.static_range(4):
+                    if DEQ == 1:
+                        w_lo, w_hi = _codes_lop3(qw, i, BF16)
+                    for h in tl.static_range(2):
+                        offs_k = k0 + (i + 4 * h) * RB_ + offs_r
+                        x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
+                        if EVEN_K:
+                            xj = tl.load(x_ptrs, mask=mask_m[:, None], other=0.0)  # (BM, 16)
+                        else:
+                            xj = tl.load(x_ptrs, mask=mask_m[:, None] & (offs_k < K)[None, :], other=0.0)
+                        if DEQ == 0:
+                            wj = _codes_plus_128(qw, i + 4 * h).to(xj.dtype)  # (16, BN), exact in bf16/fp16
+                        elif DEQ == 1:
+                            wj = w_lo if h == 0 else w_hi
+                        else:
+                            wj = _codes_int(qw, i + 4 * h, BF16)
+                        part = tl.dot(xj, wj, part)
+                        xsum += tl.sum(xj.to(tl.float32), axis=1)
                 acc += (part - xsum[:, None] * zc[None, :]) * s[None, :]
             else:
                 part = tl.zeros((RB_, BLOCK_N), dtype=tl.float32)
                 xsum = tl.zeros((RB_,), dtype=tl.float32)
-                for j in tl.static_range(8):
-                    offs_k = k0 + j * RB_ + offs_r
-                    if EVEN_K:
-                        xj = tl.load(x_ptr + offs_k).to(tl.float32)  # (16,) the one row
-                    else:
-                        xj = tl.load(x_ptr + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
-                    part += xj[:, None] * _codes_plus_128(qw, j)
-                    xsum += xj
+                for i in tl.static_range(4):
+                    if DEQ == 1:
+                        w_lo, w_hi = _codes_lop3(qw, i, BF16)
+                    for h in tl.static_range(2):
+                        offs_k = k0 + (i + 4 * h) * RB_ + offs_r
+                        if EVEN_K:
+                            xj = tl.load(x_ptr + offs_k).to(tl.float32)  # (16,) the one row
+                        else:
+                            xj = tl.load(x_ptr + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
+                        if DEQ == 0:
+                            wj = _codes_plus_128(qw, i + 4 * h)
+                        elif DEQ == 1:
+                            wj = (w_lo if h == 0 else w_hi).to(tl.float32)  # bf16 -> f32 is a shift
+                        else:
+                            wj = _codes_int(qw, i + 4 * h, BF16).to(tl.float32)
+                        part += xj[:, None] * wj
+                        xsum += xj
                 acc += (part - xsum[:, None] * zc[None, :]) * s[None, :]
 
         if USE_DOT:
@@ -214,6 +270,13 @@ if triton is not None:
                 tl.atomic_xchg(cnt_ptr + pid, 0, sem="relaxed", scope="gpu")  # ready for the next call
 
 
+DEQ_CODES = {"f32": 0, "lop3": 1, "int": 2}
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
 _COUNTERS: dict = {}  # device -> int32 zeros, one counter per output tile, reset by the kernel itself
 MAX_TILES = 1 << 16
 
@@ -230,9 +293,17 @@ def launch(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros:
     """Run the kernel with one explicit config. x2: (M, K) rows with unit stride -> (M, N) in x2.dtype.
 
     cfg keys: BLOCK_M, BLOCK_N, SPLIT_K, USE_DOT, REDUCE ("atomic" | "last"), num_warps, num_stages,
-    GROUP_M (optional). BLOCK_K is always 128 (one interleave block per K tile).
+    GROUP_M (optional), DEQ ("f32" | "lop3" | "int", default "f32"). BLOCK_K is always 128 (one
+    interleave block per K tile). "lop3" is PTX: it cannot run under TRITON_INTERPRET=1 (ValueError).
     """
     m, k = x2.shape
+    deq = DEQ_CODES.get(cfg.get("DEQ", "f32"))
+    if deq is None:
+        raise ValueError(f"cfg DEQ must be one of {sorted(DEQ_CODES)}, got {cfg.get('DEQ')!r}")
+    if deq == 1 and interpreting():
+        raise ValueError('DEQ="lop3" is inline PTX, which TRITON_INTERPRET=1 cannot run; use "f32" or "int"')
+    if x2.dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"the W4A16 kernel takes fp16/bf16 activations, got {x2.dtype}")
     n = qweight.shape[1]
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     use_dot = cfg["USE_DOT"]
@@ -260,6 +331,7 @@ def launch(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros:
         x2, qweight, scales, zeros, y, ws, cnt, m, n, k, x2.stride(0), y.stride(0), tiles_per_split,
         GROUP_TILES=group_size // IB, BLOCK_M=bm, BLOCK_N=bn, SPLIT_K=split, USE_DOT=use_dot,
         EVEN_K=even_k, EVEN_N=(n % bn == 0), GROUP_M=cfg.get("GROUP_M", 8), REDUCE=reduce,
+        DEQ=deq, ZOFF=128.0 if deq == 0 or x2.dtype == torch.bfloat16 else 1024.0,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     if reduce == 1:
@@ -281,5 +353,8 @@ def w4a16_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, z
     x2 = x.reshape(-1, k)
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
-    y = launch(x2, qweight, scales, zeros, group_size, pick_config(x2.shape[0], n, k))
+    cfg = pick_config(x2.shape[0], n, k)
+    if cfg.get("DEQ") == "lop3" and interpreting():
+        cfg["DEQ"] = "int"  # the same bits from plain Triton ops
+    y = launch(x2, qweight, scales, zeros, group_size, cfg)
     return y.view(*lead, n)

@@ -8,9 +8,9 @@ correctness check (H100, CUDA-graph replay). A shape not in the table gets the k
 from __future__ import annotations
 
 
-def _cfg(bm, bn, split, dot, warps, stages, reduce="last", group_m=8):
+def _cfg(bm, bn, split, dot, warps, stages, reduce="last", group_m=8, deq="f32"):
     return {"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_K": split, "USE_DOT": dot, "REDUCE": reduce,
-            "num_warps": warps, "num_stages": stages, "GROUP_M": group_m}
+            "num_warps": warps, "num_stages": stages, "GROUP_M": group_m, "DEQ": deq}
 
 
 def path_for(m: int) -> str:
@@ -23,19 +23,29 @@ def path_for(m: int) -> str:
 
 
 _RED = ("last", "atomic")
+L3 = "lop3"
 
+# Old "f32" dequant configs: only those within ~5% of the winner of some (shape, M) in
+# bench/results/quant/2026-11-22-h100-sweep.json; the rest never won and were dropped.
+# New "lop3" configs (16-bit codes from one lop3 per two codes) beside them, timed in the same run.
 CANDIDATES: dict[str, list[dict]] = {  # "gemm64" sweeps the "gemm" list
-    # M == 1: the CUDA-core path (BLOCK_M = 1) and the 16-row tensor-core tile
-    "gemv1": [_cfg(1, bn, sk, False, w, st, r) for bn in (32, 64, 128) for sk in (4, 8, 16)
-              for w, st in ((4, 3), (4, 5), (8, 4)) for r in _RED]
-             + [_cfg(1, bn, 1, False, w, st) for bn in (16, 32) for w, st in ((4, 4), (2, 6))]
-             + [_cfg(16, bn, sk, True, 4, st, "last") for bn in (32, 64, 128) for sk in (4, 8, 16) for st in (3, 5)],
-    "gemv": [_cfg(16, bn, sk, True, w, st, r) for bn in (32, 64, 128) for sk in (2, 4, 8, 16)
-             for w, st in ((4, 3), (4, 5)) for r in _RED],
-    "splitk": [_cfg(32, bn, sk, True, w, st, r) for bn in (64, 128) for sk in (2, 4, 8)
-               for w, st in ((4, 3), (8, 4)) for r in _RED] + [_cfg(32, 64, 1, True, 4, 4)],
-    "gemm": [_cfg(bm, bn, sk, True, w, st) for bm in (64, 128) for bn in (64, 128, 256)
-             for sk in (1, 2, 4) for w, st in ((4, 3), (8, 3), (8, 4))],
+    # M == 1: the CUDA-core path (BLOCK_M = 1) and the 16-row tensor-core tile (15 rows masked)
+    "gemv1": [_cfg(1, 32, 8, False, 4, 3), _cfg(1, 32, 8, False, 4, 5), _cfg(1, 32, 4, False, 4, 3),
+              _cfg(1, 128, 8, False, 4, 3), _cfg(1, 128, 16, False, 4, 5), _cfg(1, 64, 16, False, 4, 3)]
+             + [_cfg(1, bn, sk, False, 4, 3, deq=L3) for bn in (32, 128) for sk in (4, 8, 16)]
+             + [_cfg(16, bn, sk, True, w, st, "last", deq=L3) for bn in (64, 128, 256) for sk in (4, 8, 16)
+                for w, st in ((4, 3), (4, 5))]
+             + [_cfg(16, bn, sk, True, 4, 3, "atomic", deq=L3) for bn in (64, 128) for sk in (8, 16)],
+    "gemv": [_cfg(16, 128, sk, True, 4, 3, r) for sk in (4, 8, 16) for r in _RED]
+            + [_cfg(16, bn, sk, True, 4, 3, r, deq=L3) for bn in (64, 128, 256) for sk in (4, 8, 16) for r in _RED]
+            + [_cfg(16, 128, sk, True, 4, 5, "last", deq=L3) for sk in (8, 16)],
+    "splitk": [_cfg(32, 128, sk, True, 4, 3, r) for sk in (2, 8) for r in _RED]
+              + [_cfg(32, bn, sk, True, 4, 3, r, deq=L3) for bn in (64, 128) for sk in (2, 4, 8) for r in _RED],
+    "gemm": [_cfg(64, 64, 4, True, 4, 3), _cfg(64, 128, 1, True, 4, 3), _cfg(64, 128, 2, True, 4, 3),
+             _cfg(64, 128, 4, True, 4, 3), _cfg(128, 64, 4, True, 4, 3)]
+            + [_cfg(64, bn, sk, True, w, 3, deq=L3) for bn in (64, 128, 256) for sk in (1, 2, 4) for w in (4, 8)]
+            + [_cfg(128, bn, sk, True, 8, st, deq=L3) for bn in (128, 256) for sk in (1, 2) for st in (3, 4)]
+            + [_cfg(128, 64, sk, True, 4, 3, deq=L3) for sk in (2, 4)],
 }
 CANDIDATES["gemm64"] = CANDIDATES["gemm"]
 

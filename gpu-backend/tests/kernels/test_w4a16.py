@@ -63,14 +63,21 @@ def test_config_choice_by_m():
     assert not pick_config(1, 4096, 4096)["USE_DOT"] or pick_config(1, 4096, 4096)["BLOCK_M"] == 16
     for key in ("gemv", "splitk", "gemm64", "gemm"):  # tensor-core paths need 16-row tiles at least
         assert all(c["BLOCK_M"] >= 16 and c["USE_DOT"] for c in CANDIDATES[key])
+    for key, cands in CANDIDATES.items():  # the sweep times the lop3 dequant on tensor cores at every M
+        assert all(c["DEQ"] in W.DEQ_CODES for c in cands)
+        assert any(c["DEQ"] == "lop3" and c["USE_DOT"] for c in cands), key
 
 
-# (M, N, K, config): every path and both split-K reductions, ragged K and N, at tiny sizes
+# (M, N, K, config): every path, both split-K reductions and the dequant variants the interpreter
+# runs ("f32", and "int": the lop3 path's bits from integer ops), ragged K and N, at tiny sizes
 KERNEL_CASES = [
     (1, 64, 512, dict(BLOCK_M=1, BLOCK_N=32, SPLIT_K=2, USE_DOT=False, REDUCE="last")),
     (1, 48, 320, dict(BLOCK_M=1, BLOCK_N=32, SPLIT_K=1, USE_DOT=False)),
     (5, 64, 384, dict(BLOCK_M=16, BLOCK_N=32, SPLIT_K=3, USE_DOT=True, REDUCE="atomic")),
     (20, 40, 576, dict(BLOCK_M=32, BLOCK_N=32, SPLIT_K=1, USE_DOT=True)),
+    (1, 64, 512, dict(BLOCK_M=1, BLOCK_N=32, SPLIT_K=2, USE_DOT=False, REDUCE="last", DEQ="int")),
+    (1, 40, 320, dict(BLOCK_M=16, BLOCK_N=32, SPLIT_K=1, USE_DOT=True, DEQ="int")),
+    (3, 64, 512, dict(BLOCK_M=16, BLOCK_N=32, SPLIT_K=4, USE_DOT=True, REDUCE="last", DEQ="int")),
 ]
 
 
@@ -94,3 +101,52 @@ def test_triton_kernel_matches_reference(m, n, k, cfg):
         y2 = W.launch(x.to(DEV), *ops, 128, cfg)
         assert ((y2.float().cpu() - ref).norm() / ref.norm()).item() < 5e-3
         assert int(W._counters(torch.device(DEV)).abs().sum()) == 0
+
+
+def test_lop3_is_refused_by_the_interpreter():
+    if not W.interpreting():
+        pytest.skip("only meaningful under TRITON_INTERPRET=1")
+    _, qw, s, z = random_weight(32, 128)
+    cfg = dict(BLOCK_M=16, BLOCK_N=32, SPLIT_K=1, USE_DOT=True, DEQ="lop3", num_warps=4, num_stages=2)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET"):
+        W.launch(torch.randn(1, 128).half(), qw, s, z, 128, cfg)
+    with pytest.raises(ValueError, match="DEQ"):
+        W.launch(torch.randn(1, 128).half(), qw, s, z, 128, {**cfg, "DEQ": "fast"})
+
+
+# the inline-PTX path on a GPU: every path, both activation dtypes (bf16 uses 128.0 as the magic,
+# fp16 1024.0), against the reference and bit for bit against its integer twin. (Every candidate of
+# the sweep is checked against the reference by bench/quant_gemm.py before it is timed.)
+LOP3_CASES = [
+    (1, 4096, 4096, dict(BLOCK_M=16, BLOCK_N=128, SPLIT_K=8, USE_DOT=True, REDUCE="last")),
+    (1, 1000, 1088, dict(BLOCK_M=16, BLOCK_N=64, SPLIT_K=2, USE_DOT=True, REDUCE="atomic")),
+    (1, 512, 2048, dict(BLOCK_M=1, BLOCK_N=32, SPLIT_K=4, USE_DOT=False, REDUCE="last")),
+    (13, 768, 1024, dict(BLOCK_M=16, BLOCK_N=128, SPLIT_K=4, USE_DOT=True, REDUCE="last")),
+    (40, 520, 640, dict(BLOCK_M=32, BLOCK_N=64, SPLIT_K=1, USE_DOT=True)),
+    (200, 1024, 2048, dict(BLOCK_M=64, BLOCK_N=128, SPLIT_K=2, USE_DOT=True, REDUCE="last")),
+    (256, 512, 1024, dict(BLOCK_M=128, BLOCK_N=128, SPLIT_K=1, USE_DOT=True, num_warps=8)),
+]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or W.interpreting(), reason="inline PTX needs a CUDA GPU")
+@pytest.mark.parametrize("dt", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("m,n,k,cfg", LOP3_CASES)
+def test_lop3_dequant_on_gpu(m, n, k, cfg, dt):
+    torch.manual_seed(m + n + k)
+    w = torch.randn(n, k, device="cuda") * 0.05
+    qw = quantize_rtn(w, 128)
+    ops = (qw.qweight, qw.scales, qw.zeros)
+    x = torch.randn(m, k, device="cuda").to(dt)
+    ref = W.w4a16_reference(x.float(), *ops, 128)
+    outs = {}
+    for deq in ("lop3", "int"):
+        c = {"num_warps": 4, "num_stages": 3, **cfg, "DEQ": deq}
+        for call in range(2):  # the second call reuses the split-K counters the first one reset
+            out = torch.full((m, n), float("nan"), dtype=dt, device="cuda")
+            y = W.launch(x, *ops, 128, c, out=out)
+            assert not torch.isnan(y).any(), (deq, call)
+            err = ((y.float() - ref).norm() / ref.norm()).item()
+            assert err < 5e-3, (deq, call, err)
+        outs[deq] = y
+    if cfg.get("SPLIT_K", 1) == 1 or cfg.get("REDUCE") == "last":  # fp32 atomics sum in any order
+        assert torch.equal(outs["lop3"], outs["int"])  # same 16-bit operands, same dots
