@@ -56,12 +56,12 @@ CONFIGS: dict[tuple[int, int], dict] = {}
 
 def default_config(n: int, k: int, num_sms: int = 132) -> dict:
     """No sweep result for (N, K): the widest BLOCK_N (<= 16) that still gives >= 4 programs per
-    SM, BLOCK_K 512 (8 KB of W in flight per program at BLOCK_N 8)."""
+    SM, BLOCK_K 512, three cp.async stages (3 x 8 KB of W in flight per program at BLOCK_N 8)."""
     bn = 16
     while bn > 2 and -(-n // bn) < 4 * num_sms:
         bn //= 2
     bk = 512 if k >= 512 else max(16, triton.next_power_of_2(k) if triton else 512)
-    return _cfg(bn, bk, 4, 2, defer=bn * bk <= 64 * 32 * 4)
+    return _cfg(bn, bk, 4, 3, defer=bn * bk <= 64 * 32 * 4)
 
 
 def gemv_supported(m: int, k: int, n: int) -> bool:
@@ -149,7 +149,7 @@ if triton is not None:
         M, N, K, stride_xm, stride_wn, stride_rm, stride_ym, eps,
         PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-        EVEN_K: tl.constexpr, DEFER: tl.constexpr, RNE_BY_HAND: tl.constexpr,
+        EVEN_K: tl.constexpr, DEFER: tl.constexpr, STAGES: tl.constexpr, RNE_BY_HAND: tl.constexpr,
     ):
         pid = tl.program_id(0)
         offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -174,7 +174,9 @@ if triton is not None:
 
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         acc_d = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
+        # STAGES > 1: Triton pipelines the loads through shared memory (cp.async), STAGES tiles
+        # in flight per program; STAGES == 1: plain vector loads straight into registers
+        for k0 in tl.range(0, K, BLOCK_K, num_stages=STAGES):
             offs_k = k0 + offs_k0
             if EVEN_K:
                 w = tl.load(w_ptr + k0, eviction_policy="evict_first")
@@ -262,7 +264,7 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
         m, n, k, x.stride(0), weight.stride(0), residual.stride(0) if residual is not None else 0, out.stride(0), eps,
         PROLOGUE=PROLOGUES.index(prologue), HAS_BIAS=bias is not None, HAS_RES=residual is not None,
         BLOCK_M=block_m, BLOCK_N=cfg["BLOCK_N"], BLOCK_K=bk, EVEN_K=k % bk == 0,
-        DEFER=bool(cfg.get("DEFER")) and block_m == 1, RNE_BY_HAND=not x.is_cuda,
+        DEFER=bool(cfg.get("DEFER")) and block_m == 1, STAGES=cfg["num_stages"], RNE_BY_HAND=not x.is_cuda,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return out
