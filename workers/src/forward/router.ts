@@ -39,6 +39,8 @@ export interface RouterDeps {
 export interface RoutePlan {
   backends: InferenceBackend[];
   explain: string;
+  /** Call when the first token arrives from the policy's pick (not a fallback): the policy learns its TTFT error. */
+  observeFirstToken?: () => void;
 }
 
 // Policies keep per-isolate state (work in flight since the last heartbeat): one per isolate.
@@ -56,10 +58,12 @@ export async function planRoute(input: RouteInput, deps: RouterDeps, livePods: P
   const { spec } = input;
   const backends: InferenceBackend[] = [];
   const notes: string[] = [];
+  let observeFirstToken: (() => void) | undefined;
   if (spec.backends.includes("pod") && livePods.length > 0) {
     const blockSize = livePods[0].blockSize || DEFAULT_BLOCK_SIZE;
     const hashes = await blockHashes(spec.id, input.promptTokenIds, blockSize);
-    const decision = policyFor(deps.env.ROUTING_POLICY).choose(
+    const routing = policyFor(deps.env.ROUTING_POLICY);
+    const decision = routing.choose(
       {
         requestId: input.requestId,
         model: spec.id,
@@ -73,6 +77,8 @@ export async function planRoute(input: RouteInput, deps: RouterDeps, livePods: P
     );
     if (decision) {
       notes.push(decision.explain);
+      const chosenAt = Date.now();
+      if (routing.observeTtft) observeFirstToken = () => routing.observeTtft!(decision, Date.now() - chosenAt);
       // Approximate mode of the index: note the placement now, the pod's KV events confirm it later.
       const placed = notePlacement(deps.env.PREFIX_INDEX, spec.id, decision.pod.podId, hashes, indexShards(deps.env));
       if (deps.waitUntil) deps.waitUntil(placed);
@@ -119,5 +125,5 @@ export async function planRoute(input: RouteInput, deps: RouterDeps, livePods: P
       notes.push("wasm");
     }
   }
-  return { backends, explain: notes.join("; ") || "no backend" };
+  return { backends, explain: notes.join("; ") || "no backend", observeFirstToken };
 }

@@ -96,7 +96,10 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
     stopTokenIds: job.tokenizer.eosTokenIds,
     stop: job.stop,
     promptTokens: job.promptTokenIds.length,
-    onFirstToken: () => (firstTokenMs ??= log.elapsedMs()),
+    onFirstToken: () => {
+      firstTokenMs ??= log.elapsedMs();
+      if (attempts.length === 1 && attempts[0].backend === plan.backends[0]) plan.observeFirstToken?.();
+    },
   });
   const done = (ev: Extract<TextEvent, { type: "final" | "error" }> | undefined) => {
     clientSignal?.removeEventListener("abort", onClientGone);

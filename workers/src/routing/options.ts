@@ -22,9 +22,13 @@ export const routerOptionsSchema = z.object({
   /**
    * prefix-slo: relative error assumed in the cost model's time estimates. The cached pod is left
    * only when it misses the SLO even with its estimates this much too high, for a pod that meets it
-   * even with its estimates this much too low.
+   * even with its estimates this much too low. The floor: once `estimateErrorMinSamples` first
+   * tokens were observed, the `estimateErrorQuantile` of their measured TTFT errors is used when
+   * larger (capped at 0.9).
    */
   estimateError: z.number().min(0).max(0.9),
+  estimateErrorQuantile: z.number().gt(0).max(1),
+  estimateErrorMinSamples: z.number().int().min(1),
 });
 
 export type RouterOptions = z.infer<typeof routerOptionsSchema>;
@@ -38,6 +42,8 @@ export const defaultRouterOptions: RouterOptions = {
   maxQueueMsForAffinity: 5000,
   batchQueueWeight: 0.25,
   estimateError: 0.25,
+  estimateErrorQuantile: 0.75,
+  estimateErrorMinSamples: 16,
 };
 
 export function routerOptions(options: Partial<RouterOptions> = {}): RouterOptions {

@@ -73,6 +73,36 @@ describe("prefix-aware", () => {
 });
 
 describe("prefix-slo", () => {
+  it("gives a cache up only for a rescue that holds within the TTFT error it measured", async () => {
+    const { EstimateErrorWindow } = await import("./estimate-error");
+    const w = new EstimateErrorWindow(4);
+    expect(w.quantile(0.75, 1)).toBeUndefined();
+    for (const [est, act] of [[100, 110], [100, 50], [100, 300], [100, 100], [100, 120]]) w.observe(est, act);
+    // the ring keeps the last 4: errors 0.5, 2, 0, 0.2
+    expect(w.count).toBe(4);
+    expect(w.quantile(0.75, 4)).toBeCloseTo(0.5);
+    expect(w.quantile(1, 4)).toBeCloseTo(2);
+    expect(w.quantile(0.75, 5)).toBeUndefined();
+
+    const far = [pod("a", { waiting_prefill_tokens: 2000, waiting: 2 }), pod("b", { prefill_tok_s: 3000 })];
+    const prefix = new Map([["a", 60]]);
+    const learned = (actualOverEstimate: number) => {
+      const p = createPolicy("prefix-slo", { prefillTokS: 1000 }, clock);
+      for (let i = 0; i < 16; i++) {
+        const d = p.choose(request(4), [pod("c")], new Map())!;
+        p.observeTtft!(d, d.ttftMs! * actualOverEstimate);
+      }
+      return p.choose(request(64), far, prefix)!;
+    };
+    // first tokens as estimated: the 25% floor, and b rescues as in the test below
+    expect(learned(1).explain).toContain("rescue pick=b");
+    expect(learned(1).explain).toMatch(/err~0\.25$/);
+    // first tokens took 2.5x the estimates: a ~2.07 s estimate could be 0.2 s, b's 0.34 s could be 3 s
+    const d = learned(2.5);
+    expect(d.explain).toContain("affinity-late pick=a");
+    expect(d.explain).toMatch(/err~0\.90$/);
+  });
+
   it("stays on the cached prefix when the estimate says late by little, and leaves it only for a sure rescue", () => {
     // a holds 60 of 64 blocks behind 1 s of queue: ttft ~1.07 s at 1000 tok/s against a 1 s TTFT;
     // b is idle with nothing cached: ~1.03 s. Within the estimate's error both might make it: a.

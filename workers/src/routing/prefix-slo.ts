@@ -6,6 +6,8 @@
  *     (as prefix-aware). The request stays there unless that pod misses the SLO even if the cost
  *     model overestimates it by `estimateError`, and another pod meets it even if the model
  *     underestimates it by as much (a rescue); the rescuer is the meeting pod that adds least work.
+ *     That error is the option's floor or, once first tokens came back (`observeTtft`), the
+ *     measured spread of the model's TTFT estimates when larger (estimate-error.ts).
  *     Late on the affinity pod with no sure rescue, it stays: leaving would lose the cache (capacity
  *     for everyone) and buy nothing the estimate can vouch for. The TPOT term takes part in this
  *     test only as a decode-only step (cost.ts): a pod's SLO scheduler (policy_slo.py) caps the
@@ -26,6 +28,7 @@
 import { slackMs } from "../slo/slack";
 import { colocatedPods, estimateAll, rank, type PodEstimate } from "./cost";
 import { planDisaggregated } from "./disaggregate";
+import { EstimateErrorWindow } from "./estimate-error";
 import { explainLine } from "./explain";
 import { InflightTracker } from "./inflight";
 import { routerOptions, type RouterOptions } from "./options";
@@ -47,9 +50,20 @@ export class PrefixSloPolicy implements RoutingPolicy {
   readonly name = "prefix-slo";
   private readonly opts: RouterOptions;
   private readonly inflight = new InflightTracker();
+  private readonly ttftErrors = new EstimateErrorWindow();
 
   constructor(options: Partial<RouterOptions> = {}, private readonly now: () => number = Date.now) {
     this.opts = routerOptions(options);
+  }
+
+  observeTtft(decision: RouteDecision, actualMs: number): void {
+    if (decision.ttftMs !== undefined) this.ttftErrors.observe(decision.ttftMs, actualMs);
+  }
+
+  /** The relative error a rescue must survive: the option, or the measured one when larger. */
+  estimateError(): number {
+    const measured = this.ttftErrors.quantile(this.opts.estimateErrorQuantile, this.opts.estimateErrorMinSamples) ?? 0;
+    return Math.min(0.9, Math.max(this.opts.estimateError, measured));
   }
 
   choose(req: RouteRequest, pods: readonly PodInfo[], prefix: PrefixMatches): RouteDecision | null {
@@ -65,6 +79,7 @@ export class PrefixSloPolicy implements RoutingPolicy {
         fallbacks: plan.ranked.slice(1).map((e) => e.pod),
         cachedBlocks: plan.decode.cachedBlocks,
         prefillPod: plan.prefill.pod,
+        ttftMs: plan.prefill.ttftMs,
         explain: `${head} disagg prefill=${plan.prefill.pod.podId} cached=${plan.prefill.cachedBlocks}/${blocks} ttft~${Math.round(plan.prefill.ttftMs)}ms decode=${plan.decode.pod.podId} tpot~${Math.round(plan.decode.tpotMs)}ms`,
       };
     }
@@ -81,7 +96,8 @@ export class PrefixSloPolicy implements RoutingPolicy {
       pod: pick.pod,
       fallbacks: order.slice(1).map((e) => e.pod),
       cachedBlocks: pick.cachedBlocks,
-      explain: explainLine(`${head} ${why ?? mode}`, order, blocks, slackOf),
+      ttftMs: pick.ttftMs,
+      explain: `${explainLine(`${head} ${why ?? mode}`, order, blocks, slackOf)} err~${this.estimateError().toFixed(2)}`,
     };
   }
 
@@ -98,7 +114,7 @@ export class PrefixSloPolicy implements RoutingPolicy {
     if (!affinity || most === 0) return { pick: ranked[0] };
     if (req.slo.class === "batch" && affinity.queueMs > this.opts.maxQueueMsForAffinity) return { pick: ranked[0] };
     if (slackOf(affinity) >= 0) return { pick: affinity, why: "affinity" };
-    const err = this.opts.estimateError;
+    const err = this.estimateError();
     const scaled = (e: PodEstimate, f: number) => slackMs(req.slo, { ttftMs: e.ttftMs * f, tpotMs: e.tpotMs * f });
     if (scaled(affinity, 1 - err) < 0) {
       // `ranked` puts pods that meet the SLO first, the one adding least work first.

@@ -42,10 +42,14 @@ export interface RouteDecision {
   prefillPod?: PodInfo;
   /** One line, for the x-edgeserve-route debug header and the request log. */
   explain: string;
+  /** The cost model's time to first token on `pod` (ms), for `observeTtft`. */
+  ttftMs?: number;
 }
 
 export interface RoutingPolicy {
   readonly name: string;
   /** null when no pod can serve the model. `pods` are already filtered to live ones. */
   choose(req: RouteRequest, pods: readonly PodInfo[], prefix: PrefixMatches): RouteDecision | null;
+  /** The first token of a request routed by `decision` came `actualMs` after the choice. */
+  observeTtft?(decision: RouteDecision, actualMs: number): void;
 }
