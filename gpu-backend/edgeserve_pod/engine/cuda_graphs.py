@@ -197,8 +197,7 @@ class DecodeGraphs:
             num_prefill_tokens=0, num_decode_tokens=bs, slot_mapping=d[2 * M:2 * M + bs],
             decode_block_tables=bt, decode_context_lens=d[3 * M:3 * M + bs].to(torch.int32),
             overrides=[None] * bs)
-        hidden = self.model(d[0:bs], d[M:M + bs], self.kv_caches, self.states, meta)
-        logits = self.model.compute_logits(hidden)  # (bs, V) float32
+        logits = self.model.logits(d[0:bs], d[M:M + bs], self.kv_caches, self.states, meta)  # (bs, V) float32
         if self.logits is None:
             self.logits = torch.empty(M, logits.shape[1], dtype=logits.dtype, device=self.device)
         self.logits[:bs].copy_(logits)

@@ -166,8 +166,10 @@ class ModelRunner:
         if self.prefill_graphs is not None and self.prefill_graphs.supports(inp):
             return self.prefill_graphs.run(inp)
         meta = inp.to_metadata(self.device)
-        hidden = self.model(inp.input_ids.to(self.device, non_blocking=True),
-                            inp.positions.to(self.device, non_blocking=True), self.kv_caches, self.states, meta)
+        ids, pos = inp.input_ids.to(self.device, non_blocking=True), inp.positions.to(self.device, non_blocking=True)
+        if inp.num_prefill_tokens == 0:  # decode only: every row is sampled
+            return self.model.logits(ids, pos, self.kv_caches, self.states, meta)
+        hidden = self.model(ids, pos, self.kv_caches, self.states, meta)
         return self.model.compute_logits(hidden[inp.logits_indices.to(self.device, non_blocking=True)])
 
     @torch.inference_mode()

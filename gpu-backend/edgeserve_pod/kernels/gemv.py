@@ -16,8 +16,10 @@ over the grid. No split-K: N / BLOCK_N programs with a small BLOCK_N (2..32) alr
 programs per SM for every Llama shape, and split-K would need a second kernel or a workspace.
 Each program builds the activation tile itself (the prologue): rmsnorm needs a first pass over
 the row for the sum of squares, so r is read twice per program; r (<= 16 KB per row) stays in L2.
-The activation is the same for all programs, W is touched once: loads say so (evict_last /
-evict_first). With M == 1 the partial products may be kept as a (BLOCK_N, BLOCK_K) fp32 tile
+Bytes in flight: with num_stages > 1 Triton pipelines the K loop's loads through shared memory
+(cp.async, num_stages tiles ahead); with num_stages == 1 they are plain 16-byte register loads
+with L2 hints (W evict_first: touched once; the activation evict_last: every program reads it).
+The sweep picks per shape. With M == 1 the partial products may be kept as a (BLOCK_N, BLOCK_K) fp32 tile
 and summed along K once at the end (DEFER), which saves the per-iteration cross-lane reduction.
 
 Numerics are those of the unfused torch chain (layers/rmsnorm.py RMSNorm.reference,
@@ -49,9 +51,20 @@ def _cfg(bn, bk, warps, stages, defer=False):
     return {"BLOCK_N": bn, "BLOCK_K": bk, "DEFER": defer, "num_warps": warps, "num_stages": stages}
 
 
-# (N, K) -> the fastest config of bench/gemv_sweep.py that passed its correctness check.
-# Empty until the first H100 sweep: the lead pastes the sweep's `best_configs` here.
-CONFIGS: dict[tuple[int, int], dict] = {}
+# (N, K) -> the fastest config of bench/gemv_sweep.py that passed its correctness check
+# (H100, M = 1, cold L2; bench/results/pod-engine/2026-11-22-nvidia-h100-gemv-sweep.json).
+CONFIGS: dict[tuple[int, int], dict] = {
+    (3072, 2048): _cfg(4, 1024, 8, 1, defer=False),  # 7.70 us
+    (2048, 2048): _cfg(4, 1024, 4, 1, defer=True),  # 5.25 us
+    (16384, 2048): _cfg(8, 512, 4, 1, defer=False),  # 25.57 us
+    (2048, 8192): _cfg(4, 1024, 8, 1, defer=True),  # 14.83 us
+    (128256, 2048): _cfg(2, 1024, 4, 1, defer=False),  # 169.79 us
+    (6144, 4096): _cfg(2, 1024, 4, 1, defer=False),  # 20.88 us
+    (4096, 4096): _cfg(2, 1024, 4, 1, defer=False),  # 13.59 us
+    (28672, 4096): _cfg(8, 1024, 8, 1, defer=False),  # 79.42 us
+    (4096, 14336): _cfg(16, 512, 4, 3, defer=True),  # 43.46 us
+    (128256, 4096): _cfg(2, 1024, 4, 1, defer=True),  # 338.08 us
+}
 
 
 def default_config(n: int, k: int, num_sms: int = 132) -> dict:

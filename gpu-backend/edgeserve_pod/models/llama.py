@@ -21,7 +21,9 @@ from edgeserve_pod.layers.rotary import Rotary
 from edgeserve_pod.models.arch import ModelArch
 from edgeserve_pod.parallel import TPGroup
 
-GEMV_MAX_M = 4  # kernels/gemv.py MAX_M (not imported here: the CPU path needs no Triton)
+# Decode batches of this many rows run the fused GEMVs (kernels/gemv.py takes up to 4, but at
+# M = 4 it is 2x slower than cuBLAS on the H100: bench/results/pod-engine/*-gemv-sweep.json)
+GEMV_MAX_M = 1
 
 
 class DecoderLayer(nn.Module):
@@ -101,13 +103,28 @@ class LlamaModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list, states: list[dict],
                 meta: AttentionMetadata) -> torch.Tensor:
-        # input_ids, positions: (T,) int64 -> hidden (T, D)
+        # input_ids, positions: (T,) int64 -> hidden (T, D), after the final norm
+        x, residual = self._layers(input_ids, positions, kv_caches, states, meta)
+        return self.norm.add_forward(residual, None)[0] if x is None else self.norm.add_forward(x, residual)[0]
+
+    def logits(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list, states: list[dict],
+               meta: AttentionMetadata) -> torch.Tensor:
+        """forward + compute_logits for every token row: (T, V) float32. On the fused path the
+        final norm rides in the lm_head GEMV's prologue."""
+        x, residual = self._layers(input_ids, positions, kv_caches, states, meta)
+        if x is None:
+            from edgeserve_pod.kernels.gemv import gemv
+
+            return gemv(residual, self.lm_head, prologue="rmsnorm", norm_weight=self.norm.weight, eps=self.norm.eps).float()
+        return self.compute_logits(self.norm.add_forward(x, residual)[0])
+
+    def _layers(self, input_ids, positions, kv_caches, states, meta) -> tuple[torch.Tensor | None, torch.Tensor]:
         x = F.embedding(input_ids, self.embed_tokens)
         residual = None
         fused = self.fused_gemv and self.layers[0].fused_ok(x)
         for i, layer in enumerate(self.layers):
             x, residual = layer(x, residual, positions, self.rotary, kv_caches[i], states[i], meta, fused)
-        return self.norm.add_forward(residual, None)[0] if x is None else self.norm.add_forward(x, residual)[0]
+        return x, residual
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:  # (n, D) -> (n, V) float32
         return F.linear(hidden, self.lm_head).float()
