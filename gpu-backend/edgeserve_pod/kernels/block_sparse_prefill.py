@@ -81,6 +81,9 @@ def plan_block_sparse(max_len: int, sink_tokens: int, window_tokens: int, block_
     block_idx = torch.stack([dense, stream]).to(torch.int32).contiguous()
     n_full = torch.stack([n_full_d, n_full_s]).to(torch.int32).contiguous()
     n_tot = torch.stack([n_tot_d, n_tot_s]).to(torch.int32).contiguous()
+    # every list ends with the q block's diagonal, block_m // block_n masked blocks: the TMA kernel
+    # runs them as straight-line code and reads only n_full
+    assert bool((n_tot - n_full == block_m // block_n).all()), "plan: masked tail is not block_m // block_n long"
     return BlockSparsePlan(block_idx.to(device), n_full.to(device), n_tot.to(device), block_m, block_n, max_len)
 
 

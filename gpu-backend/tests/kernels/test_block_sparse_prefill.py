@@ -39,9 +39,9 @@ def test_plan_masks_are_causal_and_sink_window():
     assert m.sum() < causal.sum()
 
 
-@pytest.mark.parametrize("impl", ["pointer", "tma"])
+@pytest.mark.parametrize("impl,ws", [("pointer", False), ("tma", False), ("tma", True)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_block_sparse_matches_reference(dtype, impl):
+def test_block_sparse_matches_reference(dtype, impl, ws):
     if impl == "tma" and DEV == "cuda" and dtype == torch.float32:
         pytest.skip("the TMA kernel takes bf16/fp16 on the GPU")
     gen = torch.Generator().manual_seed(torch.seed() % 2**31)
@@ -54,7 +54,7 @@ def test_block_sparse_matches_reference(dtype, impl):
     v = torch.randn(sum(lens), hkv, d, generator=gen).to(dtype)
     cu = torch.tensor([0, 70, 103], dtype=torch.int32)
     out = run(impl, q.to(DEV), k.to(DEV), v.to(DEV), cu.to(DEV), max(lens), head_kind.to(DEV), plan, d ** -0.5,
-              4, 1).cpu().float()
+              4, 1, ws).cpu().float()
     tol = 2e-4 if dtype == torch.float32 else 3e-2
     for a, b in [(0, 70), (70, 103)]:
         ref = reference_block_sparse(q[a:b], k[a:b], v[a:b], head_kind, plan, d ** -0.5)
@@ -62,20 +62,20 @@ def test_block_sparse_matches_reference(dtype, impl):
 
 
 @pytest.mark.skipif(not HOPPER, reason="the TMA kernel's GPU path needs sm_90+")
-@pytest.mark.parametrize("ws", [False, True])
-@pytest.mark.parametrize("bm,bn,warps,stages", [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 4, 2)])
+@pytest.mark.parametrize("bm,bn,warps,stages,ws", [(128, 128, 8, 3, False), (128, 64, 8, 3, False),
+                                                   (128, 64, 4, 2, True), (128, 128, 4, 2, True)])
 def test_tma_kernel_gpu_sizes(bm, bn, warps, stages, ws):
-    """Production tiles (d=128, 128-row q blocks), GQA 8/2, varlen with ragged ends, and q/k/v as
-    strided (T, H, D) views of (H, T, D) tensors, as the benchmark passes them."""
+    """Production tiles (d=128, 128-row q blocks), GQA 8/2, varlen with ragged ends and an empty
+    sequence, and q/k/v as strided (T, H, D) views of (H, T, D) tensors, as the benchmark passes them."""
     gen = torch.Generator().manual_seed(torch.seed() % 2**31)
-    hq, hkv, d, lens = 8, 2, 128, [1100, 333]
+    hq, hkv, d, lens = 8, 2, 128, [1100, 0, 333]
     T = sum(lens)
     plan = plan_block_sparse(max(lens), sink_tokens=64, window_tokens=256, block_m=bm, block_n=bn, device=DEV)
     head_kind = torch.tensor([0, 1] * 4, dtype=torch.int32)
     q = torch.randn(hq, T, d, generator=gen).to(torch.bfloat16)
     k = torch.randn(hkv, T, d, generator=gen).to(torch.bfloat16)
     v = torch.randn(hkv, T, d, generator=gen).to(torch.bfloat16)
-    cu = torch.tensor([0, lens[0], T], dtype=torch.int32)
+    cu = torch.tensor([0, lens[0], lens[0], T], dtype=torch.int32)
     qd, kd, vd = (t.to(DEV).transpose(0, 1) for t in (q, k, v))  # (T, H, D) views
     out = block_sparse_prefill(qd, kd, vd, cu.to(DEV), max(lens), head_kind.to(DEV), plan, d ** -0.5, warps, stages,
                                impl="tma", warp_specialize=ws).cpu().float()
@@ -83,3 +83,26 @@ def test_tma_kernel_gpu_sizes(bm, bn, warps, stages, ws):
     for a, b in [(0, lens[0]), (lens[0], T)]:
         ref = reference_block_sparse(q[a:b], k[a:b], v[a:b], head_kind, plan, d ** -0.5)
         torch.testing.assert_close(out[a:b], ref, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("ws", [False, True])
+def test_tma_kernel_empty_and_short_sequences(ws):
+    """An empty sequence between two others, and sequences shorter than one q block: nothing of a
+    neighbour is overwritten (the output starts as NaN and must be finite and right everywhere)."""
+    if DEV == "cuda" and not HOPPER:
+        pytest.skip("TMA kernel needs sm_90+")
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    hq, hkv, d, lens = 2, 1, 16 if DEV == "cpu" else 64, [5, 0, 19, 0]
+    bm = bn = 16
+    T = sum(lens)
+    dtype = torch.float32 if DEV == "cpu" else torch.bfloat16
+    plan = plan_block_sparse(max(lens), sink_tokens=4, window_tokens=8, block_m=bm, block_n=bn, device=DEV)
+    head_kind = torch.tensor([0, 1], dtype=torch.int32)
+    q, k, v = (torch.randn(T, h, d, generator=gen).to(dtype) for h in (hq, hkv, hkv))
+    cu = torch.tensor([0, 5, 5, 24, 24], dtype=torch.int32)
+    out = torch.full_like(q, float("nan")).to(DEV)
+    args = (q.to(DEV), k.to(DEV), v.to(DEV), cu.to(DEV), max(lens), head_kind.to(DEV), plan, d ** -0.5, 4, 1, ws, out)
+    block_sparse_prefill_tma(*args)
+    for a, b in [(0, 5), (5, 24)]:
+        ref = reference_block_sparse(q[a:b], k[a:b], v[a:b], head_kind, plan, d ** -0.5)
+        torch.testing.assert_close(out[a:b].cpu().float(), ref, atol=2e-2, rtol=2e-2)
