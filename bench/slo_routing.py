@@ -281,7 +281,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=1,
                     help="run the policy list this many times, interleaved; the results add per-policy medians")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--note", default="", help="free text for the results file (host state, what changed)")
     args = ap.parse_args()
+    uptime_start = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
     slo = Slo(ttft_ms=args.ttft_ms, tpot_ms=args.tpot_ms, deadline_base_ms=3000, deadline_per_token_ms=150,
               batch_deadline_ms=60_000)
@@ -302,6 +304,7 @@ def main() -> int:
         # The host is shared: its load during each run goes with the run (uptime's 1/5/15-min averages).
         runs[label] = {"pod_scheduler": sched, **summarize(results, slo, span),
                        "routes_sample": [r.route for r in results[:3]],
+                       "route_modes": route_modes(name, results),
                        "load_avg_before": [round(x, 2) for x in load_before],
                        "load_avg_after": [round(x, 2) for x in os.getloadavg()]}
         # Per-request rows for diagnosis (why a class misses), next to the logs, not in the results file.
@@ -310,8 +313,22 @@ def main() -> int:
         s = runs[label]
         print(f"  attainment {s['slo_attainment']:.3f} goodput {s['goodput_tok_s']:.1f} tok/s "
               f"cache-hit {s['cache_hit_tokens']} / {s['prompt_tokens']} span {span:.1f}s errors {len(s['errors'])}", flush=True)
+    args.note = {"text": args.note, "uptime_start": uptime_start,
+                 "uptime_end": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
     write_results(args, slo, reqs, runs, workdir)
     return 0
+
+
+def route_modes(policy: str, results: list[Result]) -> dict:
+    """How often each routing case (the word after the policy in x-edgeserve-route) came up."""
+    out: dict[str, int] = {}
+    for r in results:
+        words = r.route.split(" ")
+        key = "error" if not r.route else (words[2] if policy == "prefix-slo" and len(words) > 2 else words[1] if len(words) > 1 else "")
+        if key.startswith("pick="):
+            key = "pick"
+        out[key] = out.get(key, 0) + 1
+    return out
 
 
 def policy_medians(runs: dict) -> dict:
@@ -400,7 +417,7 @@ def write_results(args, slo: Slo, reqs, runs: dict, workdir: str) -> None:
                        "pod_model": SHAPE, "pod_threads": 1, "host_cpus": os.cpu_count(),
                        "classes": {c: sum(r.cls == c for r in reqs) for c in ("interactive", "deadline", "batch")},
                        "slo": slo.__dict__, "goodput": "prompt+completion tokens of requests that met their SLO, per second of span"},
-        "runs": runs, "medians": medians, "metrics": metrics,
+        "note": args.note, "runs": runs, "medians": medians, "metrics": metrics,
     }
     slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")
     path = args.out or os.path.join(ROOT, "bench/results/slo-routing", f"{date}-{slug}.json")
