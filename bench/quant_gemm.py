@@ -418,6 +418,8 @@ def main():
             for m in MS:
                 for cfg in C.CANDIDATES[C.tuning_key(m)]:
                     jobs.append((k, n, m, cfg))
+                    if cfg.get("DEQ") == "lop3":  # its integer twin: the winner's bit-for-bit check
+                        jobs.append((k, n, m, {**cfg, "DEQ": "int"}))
         # compile once per distinct specialisation: M == 1 differs, K/N are all multiples of 256
         seen, uniq = set(), []
         for j in jobs:
@@ -437,6 +439,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     for (k, n) in SHAPES + DECODE_SHAPES:
         sweep_shape(k, n, bw, flops, results, sweep_log, args.quick, MS if (k, n) in SHAPES else [1, 16])
+        print(f"K={k} N={n} swept at {time.time() - t0:.0f} s", flush=True)
         with open(os.path.join(args.out, "sweep.json"), "w") as f:  # partial results survive a time-out
             json.dump({"results": results, "sweep": sweep_log}, f)
     print(f"gemm sweep done at {time.time() - t0:.0f} s", flush=True)

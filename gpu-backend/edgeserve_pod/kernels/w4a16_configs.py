@@ -35,17 +35,23 @@ CANDIDATES: dict[str, list[dict]] = {  # "gemm64" sweeps the "gemm" list
              + [_cfg(1, bn, sk, False, 4, 3, deq=L3) for bn in (32, 128) for sk in (4, 8, 16)]
              + [_cfg(16, bn, sk, True, w, st, "last", deq=L3) for bn in (64, 128, 256) for sk in (4, 8, 16)
                 for w, st in ((4, 3), (4, 5))]
-             + [_cfg(16, bn, sk, True, 4, 3, "atomic", deq=L3) for bn in (64, 128) for sk in (8, 16)],
+             + [_cfg(16, bn, sk, True, 4, 3, "atomic", deq=L3) for bn in (64, 128) for sk in (8, 16)]
+             + [_cfg(16, bn, sk, True, 2, 4, "last", deq=L3) for bn in (32, 64) for sk in (8, 16)],
     "gemv": [_cfg(16, 128, sk, True, 4, 3, r) for sk in (4, 8, 16) for r in _RED]
             + [_cfg(16, bn, sk, True, 4, 3, r, deq=L3) for bn in (64, 128, 256) for sk in (4, 8, 16) for r in _RED]
-            + [_cfg(16, 128, sk, True, 4, 5, "last", deq=L3) for sk in (8, 16)],
+            + [_cfg(16, 128, sk, True, 4, 5, "last", deq=L3) for sk in (8, 16)]
+            + [_cfg(16, 64, sk, True, 2, 4, "last", deq=L3) for sk in (8, 16)],
     "splitk": [_cfg(32, 128, sk, True, 4, 3, r) for sk in (2, 8) for r in _RED]
               + [_cfg(32, bn, sk, True, 4, 3, r, deq=L3) for bn in (64, 128) for sk in (2, 4, 8) for r in _RED],
     "gemm": [_cfg(64, 64, 4, True, 4, 3), _cfg(64, 128, 1, True, 4, 3), _cfg(64, 128, 2, True, 4, 3),
              _cfg(64, 128, 4, True, 4, 3), _cfg(128, 64, 4, True, 4, 3)]
-            + [_cfg(64, bn, sk, True, w, 3, deq=L3) for bn in (64, 128, 256) for sk in (1, 2, 4) for w in (4, 8)]
-            + [_cfg(128, bn, sk, True, 8, st, deq=L3) for bn in (128, 256) for sk in (1, 2) for st in (3, 4)]
-            + [_cfg(128, 64, sk, True, 4, 3, deq=L3) for sk in (2, 4)],
+            # two (BM, BN) fp32 tiles live (the block's partial and the accumulator): 4 warps spill
+            # at 64 x 128 and up (bench/quant_gemm.py --compile-only), so the larger tiles get 8
+            + [_cfg(64, bn, sk, True, w, 3, deq=L3) for bn in (64, 128) for sk in (1, 2, 4) for w in (4, 8)]
+            + [_cfg(64, 256, sk, True, 8, 3, deq=L3) for sk in (1, 2)]
+            + [_cfg(128, 128, sk, True, 8, st, deq=L3) for sk in (1, 2) for st in (3, 4)]
+            + [_cfg(128, 256, 1, True, 8, 3, deq=L3)]
+            + [_cfg(128, 64, sk, True, 8, 3, deq=L3) for sk in (2, 4)],
 }
 CANDIDATES["gemm64"] = CANDIDATES["gemm"]
 
