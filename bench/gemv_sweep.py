@@ -373,7 +373,7 @@ def main():
             })
     best = [{"N": r["N"], "K": r["K"], "config": r["best_cfg"], "us_m1": r["ours_us_m1"]} for r in rows if "best_cfg" in r]
     doc = {"topic": "pod-engine", "device": name, "commit": commit,
-           "command": "python bench/gemv_sweep.py " + " ".join(a for a in sys.argv[1:] if not a.startswith("/")),
+           "command": " ".join(["python bench/gemv_sweep.py"] + ["DIR" if a == args.out else a for a in sys.argv[1:]]),
            "date": time.strftime("%Y-%m-%d"), "ceilings": {"copy_TBps": bw / 1e12},
            "timing": "CUDA-graph replay of R calls over R weight copies (> 2x L2), median of replays / R",
            "metrics": metrics, "best_configs": best}

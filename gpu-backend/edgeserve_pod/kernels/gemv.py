@@ -157,6 +157,13 @@ if triton is not None:
         return a.to(tl.float32)
 
     @triton.jit
+    def _w_tile(w_ptr, k0, K, offs_k0, ok, EVEN_K: tl.constexpr):
+        """The (BLOCK_N, BLOCK_K) tile of W at k0 (zeros past K, or everywhere where not ok)."""
+        if EVEN_K:
+            return tl.load(w_ptr + k0, mask=ok, other=0.0, eviction_policy="evict_first")
+        return tl.load(w_ptr + k0, mask=((k0 + offs_k0) < K)[None, :] & ok, other=0.0, eviction_policy="evict_first")
+
+    @triton.jit
     def _gemv_kernel(
         X, W, B, RES, NW, Y,  # X (M, K or 2K), W (N, K), B (N,), RES (M, N), NW (K,), Y (M, N)
         M, N, K, stride_xm, stride_wn, stride_rm, stride_ym, eps,
@@ -171,6 +178,9 @@ if triton is not None:
         mask_n = offs_n < N
         # clamp the tail rows instead of masking them: the W loads keep one mask pattern along K
         w_ptr = W + tl.minimum(offs_n, N - 1).to(tl.int64)[:, None] * stride_wn + offs_k0[None, :]
+
+        if STAGES == 1:  # register double buffer: the first W tile is in flight during the rmsnorm pass
+            w_next = _w_tile(w_ptr, 0, K, offs_k0, True, EVEN_K)
 
         # rmsnorm: per-row 1 / rms, a first pass over the row (it sits in L2 after the first program)
         rstd = tl.zeros((BLOCK_M,), dtype=tl.float32)
@@ -188,13 +198,15 @@ if triton is not None:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         acc_d = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
         # STAGES > 1: Triton pipelines the loads through shared memory (cp.async), STAGES tiles
-        # in flight per program; STAGES == 1: plain vector loads straight into registers
+        # in flight per program; STAGES == 1: vector loads straight into registers, the next tile
+        # issued before this one is used (two tiles in flight)
         for k0 in tl.range(0, K, BLOCK_K, num_stages=STAGES):
             offs_k = k0 + offs_k0
-            if EVEN_K:
-                w = tl.load(w_ptr + k0, eviction_policy="evict_first")
+            if STAGES == 1:
+                w = w_next
+                w_next = _w_tile(w_ptr, k0 + BLOCK_K, K, offs_k0, k0 + BLOCK_K < K, EVEN_K)
             else:
-                w = tl.load(w_ptr + k0, mask=(offs_k < K)[None, :], other=0.0, eviction_policy="evict_first")
+                w = _w_tile(w_ptr, k0, K, offs_k0, True, EVEN_K)
             w = w.to(tl.float32)
             for i in tl.static_range(BLOCK_M):
                 mk = (offs_k < K) & (i < M)
