@@ -29,6 +29,8 @@ export const routerOptionsSchema = z.object({
   estimateError: z.number().min(0).max(0.9),
   estimateErrorQuantile: z.number().gt(0).max(1),
   estimateErrorMinSamples: z.number().int().min(1),
+  /** Shorter TTFT estimates are not learned from: fixed overheads (HTTP, streaming), not the model, decide them. */
+  estimateErrorMinMs: z.number().min(0),
 });
 
 export type RouterOptions = z.infer<typeof routerOptionsSchema>;
@@ -44,6 +46,7 @@ export const defaultRouterOptions: RouterOptions = {
   estimateError: 0.25,
   estimateErrorQuantile: 0.75,
   estimateErrorMinSamples: 16,
+  estimateErrorMinMs: 200,
 };
 
 export function routerOptions(options: Partial<RouterOptions> = {}): RouterOptions {

@@ -89,8 +89,14 @@ describe("prefix-slo", () => {
     const learned = (actualOverEstimate: number) => {
       const p = createPolicy("prefix-slo", { prefillTokS: 1000 }, clock);
       for (let i = 0; i < 16; i++) {
-        const d = p.choose(request(4), [pod("c")], new Map())!;
+        // ~0.5 s of queue: an estimate the model, not fixed overheads, decides
+        // (a fresh pod each time, so the work routed before does not add up)
+        const d = p.choose(request(4), [pod(`c${i}`, { waiting_prefill_tokens: 500, waiting: 1 })], new Map())!;
         p.observeTtft!(d, d.ttftMs! * actualOverEstimate);
+        // estimates under estimateErrorMinMs (200 ms) teach nothing
+        const idle = p.choose(request(4), [pod(`i${i}`)], new Map())!;
+        expect(idle.ttftMs!).toBeLessThan(200);
+        p.observeTtft!(idle, idle.ttftMs! * 10);
       }
       return p.choose(request(64), far, prefix)!;
     };

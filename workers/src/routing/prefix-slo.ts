@@ -57,7 +57,7 @@ export class PrefixSloPolicy implements RoutingPolicy {
   }
 
   observeTtft(decision: RouteDecision, actualMs: number): void {
-    if (decision.ttftMs !== undefined) this.ttftErrors.observe(decision.ttftMs, actualMs);
+    if (decision.ttftMs !== undefined && decision.ttftMs >= this.opts.estimateErrorMinMs) this.ttftErrors.observe(decision.ttftMs, actualMs);
   }
 
   /** The relative error a rescue must survive: the option, or the measured one when larger. */
