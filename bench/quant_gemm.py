@@ -292,8 +292,8 @@ def sweep_shape(k, n, bw, flops, results, sweep_log, quick, ms=MS):
             sweep_log.append({"K": k, "N": n, "M": m, "cfg": cfg, "us": t, "err": e})
             if t < best[0]:
                 best = (t, cfg)
-        # the winner again on other fresh inputs; a lop3 winner also bit for bit against its integer
-        # twin (same 16-bit operands, same dots). A winner that fails is dropped for the next one.
+        # the winner again on other fresh inputs; an inline-PTX winner also bit for bit against its
+        # plain-Triton twin (same 16-bit operands, same dots). A winner that fails is dropped for the next.
         x2 = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         ref2 = W.w4a16_reference(x2.float(), qw.qweight, qw.scales, qw.zeros, GROUP)
         ranked = sorted((r["us"], i, r["cfg"]) for i, r in enumerate(sweep_log)
@@ -302,9 +302,9 @@ def sweep_shape(k, n, bw, flops, results, sweep_log, quick, ms=MS):
         for t, _, cfg in ranked:
             e2 = check_cfg(cfg, x2, ref2, qw)
             twin_equal = None
-            if cfg.get("DEQ") == "lop3" and (cfg["SPLIT_K"] == 1 or cfg["REDUCE"] == "last"):
+            if cfg.get("DEQ") in W.TWIN and (cfg["SPLIT_K"] == 1 or cfg["REDUCE"] == "last"):
                 ya = W.launch(x2, qw.qweight, qw.scales, qw.zeros, GROUP, cfg)
-                yb = W.launch(x2, qw.qweight, qw.scales, qw.zeros, GROUP, {**cfg, "DEQ": "int"})
+                yb = W.launch(x2, qw.qweight, qw.scales, qw.zeros, GROUP, {**cfg, "DEQ": W.TWIN[cfg["DEQ"]]})
                 twin_equal = bool(torch.equal(ya, yb))
             if e2 < MAX_ERR and twin_equal is not False:
                 best = (t, cfg)
@@ -418,8 +418,8 @@ def main():
             for m in MS:
                 for cfg in C.CANDIDATES[C.tuning_key(m)]:
                     jobs.append((k, n, m, cfg))
-                    if cfg.get("DEQ") == "lop3":  # its integer twin: the winner's bit-for-bit check
-                        jobs.append((k, n, m, {**cfg, "DEQ": "int"}))
+                    if cfg.get("DEQ") in W.TWIN:  # its plain-Triton twin: the winner's bit-for-bit check
+                        jobs.append((k, n, m, {**cfg, "DEQ": W.TWIN[cfg["DEQ"]]}))
         # compile once per distinct specialisation: M == 1 differs, K/N are all multiples of 256
         seen, uniq = set(), []
         for j in jobs:

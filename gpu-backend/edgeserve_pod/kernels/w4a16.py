@@ -23,7 +23,12 @@ per block (the scale is constant inside a group). Three ways to make the codes (
             0x4300 (bf16 128.0: 7 mantissa bits, C = 128) or 0x6400 (fp16 1024.0: ulp 1, C = 1024)
     "int"   the same bits as "lop3" from plain Triton integer ops (shift, and, or, truncate,
             bitcast); what the interpreter can run to test the lop3 path's layout and constants
-The GPU test checks "lop3" against the reference and bit for bit against "int".
+    "lop3s" tensor cores only: lop3, then sub.rn.bf16x2 (C + z) and mul.rn.bf16x2 s in the same asm,
+            so the operand is (q - z) * s rounded once to 16 bits (what a bf16 dequantized weight
+            is) and tl.dot accumulates straight into one fp32 tile: no sum(x) correction, no second
+            (BM, BN) tile (which makes 4-warp tiles of 64 x 128 and up spill). 4 more x2 ops per word.
+    "ints"  the same bits as "lop3s" from plain Triton ops (the interpreter's twin)
+The GPU test checks "lop3"/"lop3s" against the reference and bit for bit against "int"/"ints".
 
 Three paths, chosen by M at run time (`w4a16_matmul`, table in `w4a16_configs.py`):
     M <= 16      GEMV-style: one 16-row tensor-core tile (rows >= M masked to 0; at M == 1 the
@@ -147,6 +152,23 @@ if triton is not None:
             return tl.inline_asm_elementwise(_LOP3_FP16, "=h,=h,r", [qw >> (4 * I)], dtype=(tl.float16, tl.float16),
                                              is_pure=True, pack=1)
 
+    # ... then (C + q) - (C + z) = q - z exactly, times the group's scale: one rounding, as a bf16
+    # dequantized weight has. $3 = C + z twice, $4 = s twice (16-bit halves of a b32)
+    _LOP3S_BF16 = tl.constexpr("{ .reg .b32 t; lop3.b32 t, $2, 0x000F000F, 0x43004300, 0xEA; "
+                               "sub.rn.bf16x2 t, t, $3; mul.rn.bf16x2 t, t, $4; mov.b32 {$0, $1}, t; }")
+    _LOP3S_FP16 = tl.constexpr("{ .reg .b32 t; lop3.b32 t, $2, 0x000F000F, 0x64006400, 0xEA; "
+                               "sub.rn.f16x2 t, t, $3; mul.rn.f16x2 t, t, $4; mov.b32 {$0, $1}, t; }")
+
+    @triton.jit
+    def _codes_lop3_scaled(qw, I: tl.constexpr, z2, s2, BF16: tl.constexpr):
+        # (RB, BN) int32 words -> (q - z) * s for codes i and i + 4, in bf16 or fp16
+        if BF16:
+            return tl.inline_asm_elementwise(_LOP3S_BF16, "=h,=h,r,r,r", [qw >> (4 * I), z2, s2],
+                                             dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=1)
+        else:
+            return tl.inline_asm_elementwise(_LOP3S_FP16, "=h,=h,r,r,r", [qw >> (4 * I), z2, s2],
+                                             dtype=(tl.float16, tl.float16), is_pure=True, pack=1)
+
     @triton.jit
     def _codes_int(qw, J: tl.constexpr, BF16: tl.constexpr):
         # the bits _codes_lop3 makes for code j, from integer ops (runs in the interpreter)
@@ -163,7 +185,7 @@ if triton is not None:
         GROUP_TILES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         SPLIT_K: tl.constexpr, USE_DOT: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr,
         GROUP_M: tl.constexpr, REDUCE: tl.constexpr,  # 0: direct store, 1: fp32 atomics, 2: last program sums
-        DEQ: tl.constexpr, ZOFF: tl.constexpr,  # 0 f32, 1 lop3 asm, 2 int twin of lop3; C: 128.0 or 1024.0
+        DEQ: tl.constexpr, ZOFF: tl.constexpr,  # DEQ_CODES; C: 128.0 or 1024.0
     ):
         BF16: tl.constexpr = x_ptr.dtype.element_ty == tl.bfloat16
         RB_: tl.constexpr = 16
@@ -201,7 +223,30 @@ if triton is not None:
             s = tl.load(s_ptr + g * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)  # (BN,)
             zc = ZOFF + tl.load(z_ptr + g * N + offs_n, mask=mask_n, other=0).to(tl.float32)  # (BN,) C + z
             # codes in the order (0, 4), (1, 5), (2, 6), (3, 7): the pairs one lop3 makes, for every DEQ
-            if USE_DOT:
+            if DEQ >= 3:  # weights (q - z) * s made in x's dtype: one accumulator, no sum(x) correction
+                s_x = s.to(x_ptr.dtype.element_ty)  # (BN,) rounded once to 16 bits
+                zc_x = zc.to(x_ptr.dtype.element_ty)  # (BN,) C + z, exact
+                if DEQ == 3:  # both packed twice into a b32 for the x2 instructions
+                    s_b = s_x.to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+                    z_b = zc_x.to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+                    s2 = tl.broadcast_to((s_b | (s_b << 16))[None, :], (RB_, BLOCK_N))
+                    z2 = tl.broadcast_to((z_b | (z_b << 16))[None, :], (RB_, BLOCK_N))
+                for i in tl.static_range(4):
+                    if DEQ == 3:
+                        w_lo, w_hi = _codes_lop3_scaled(qw, i, z2, s2, BF16)
+                    for h in tl.static_range(2):
+                        offs_k = k0 + (i + 4 * h) * RB_ + offs_r
+                        x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
+                        if EVEN_K:
+                            xj = tl.load(x_ptrs, mask=mask_m[:, None], other=0.0)  # (BM, 16)
+                        else:
+                            xj = tl.load(x_ptrs, mask=mask_m[:, None] & (offs_k < K)[None, :], other=0.0)
+                        if DEQ == 3:
+                            wj = w_lo if h == 0 else w_hi
+                        else:
+                            wj = (_codes_int(qw, i + 4 * h, BF16) - zc_x[None, :]) * s_x[None, :]
+                        acc = tl.dot(xj, wj, acc)
+            elif USE_DOT:
                 part = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
                 xsum = tl.zeros((BLOCK_M,), dtype=tl.float32)
                 for i in tl.static_range(4):
@@ -270,7 +315,8 @@ if triton is not None:
                 tl.atomic_xchg(cnt_ptr + pid, 0, sem="relaxed", scope="gpu")  # ready for the next call
 
 
-DEQ_CODES = {"f32": 0, "lop3": 1, "int": 2}
+DEQ_CODES = {"f32": 0, "lop3": 1, "int": 2, "lop3s": 3, "ints": 4}
+TWIN = {"lop3": "int", "lop3s": "ints"}  # inline-PTX variant -> plain-Triton variant with the same bits
 
 
 def interpreting() -> bool:
@@ -300,8 +346,11 @@ def launch(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros:
     deq = DEQ_CODES.get(cfg.get("DEQ", "f32"))
     if deq is None:
         raise ValueError(f"cfg DEQ must be one of {sorted(DEQ_CODES)}, got {cfg.get('DEQ')!r}")
-    if deq == 1 and interpreting():
-        raise ValueError('DEQ="lop3" is inline PTX, which TRITON_INTERPRET=1 cannot run; use "f32" or "int"')
+    if deq in (1, 3) and interpreting():
+        raise ValueError(f'DEQ="{cfg["DEQ"]}" is inline PTX, which TRITON_INTERPRET=1 cannot run; '
+                         'use "f32", "int" or "ints"')
+    if deq >= 3 and not cfg["USE_DOT"]:
+        raise ValueError(f'DEQ="{cfg["DEQ"]}" is for the tensor-core path (USE_DOT=True)')
     if x2.dtype not in (torch.float16, torch.bfloat16):
         raise ValueError(f"the W4A16 kernel takes fp16/bf16 activations, got {x2.dtype}")
     n = qweight.shape[1]
@@ -354,7 +403,7 @@ def w4a16_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, z
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
     cfg = pick_config(x2.shape[0], n, k)
-    if cfg.get("DEQ") == "lop3" and interpreting():
-        cfg["DEQ"] = "int"  # the same bits from plain Triton ops
+    if cfg.get("DEQ") in TWIN and interpreting():
+        cfg["DEQ"] = TWIN[cfg["DEQ"]]  # the same bits from plain Triton ops
     y = launch(x2, qweight, scales, zeros, group_size, cfg)
     return y.view(*lead, n)

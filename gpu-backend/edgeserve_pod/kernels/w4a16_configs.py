@@ -23,11 +23,12 @@ def path_for(m: int) -> str:
 
 
 _RED = ("last", "atomic")
-L3 = "lop3"
+L3, L3S = "lop3", "lop3s"
 
 # Old "f32" dequant configs: only those within ~5% of the winner of some (shape, M) in
 # bench/results/quant/2026-11-22-h100-sweep.json; the rest never won and were dropped.
-# New "lop3" configs (16-bit codes from one lop3 per two codes) beside them, timed in the same run.
+# New "lop3" configs (16-bit codes from one lop3 per two codes) and "lop3s" ((q - z) * s made in
+# 16 bits, one accumulator) beside them, timed in the same run.
 CANDIDATES: dict[str, list[dict]] = {  # "gemm64" sweeps the "gemm" list
     # M == 1: the CUDA-core path (BLOCK_M = 1) and the 16-row tensor-core tile (15 rows masked)
     "gemv1": [_cfg(1, 32, 8, False, 4, 3), _cfg(1, 32, 8, False, 4, 5), _cfg(1, 32, 4, False, 4, 3),
@@ -36,13 +37,16 @@ CANDIDATES: dict[str, list[dict]] = {  # "gemm64" sweeps the "gemm" list
              + [_cfg(16, bn, sk, True, w, st, "last", deq=L3) for bn in (64, 128, 256) for sk in (4, 8, 16)
                 for w, st in ((4, 3), (4, 5))]
              + [_cfg(16, bn, sk, True, 4, 3, "atomic", deq=L3) for bn in (64, 128) for sk in (8, 16)]
-             + [_cfg(16, bn, sk, True, 2, 4, "last", deq=L3) for bn in (32, 64) for sk in (8, 16)],
+             + [_cfg(16, bn, sk, True, 2, 4, "last", deq=L3) for bn in (32, 64) for sk in (8, 16)]
+             + [_cfg(16, bn, sk, True, 4, 3, "last", deq=L3S) for bn in (64, 128) for sk in (8, 16)],
     "gemv": [_cfg(16, 128, sk, True, 4, 3, r) for sk in (4, 8, 16) for r in _RED]
             + [_cfg(16, bn, sk, True, 4, 3, r, deq=L3) for bn in (64, 128, 256) for sk in (4, 8, 16) for r in _RED]
             + [_cfg(16, 128, sk, True, 4, 5, "last", deq=L3) for sk in (8, 16)]
-            + [_cfg(16, 64, sk, True, 2, 4, "last", deq=L3) for sk in (8, 16)],
+            + [_cfg(16, 64, sk, True, 2, 4, "last", deq=L3) for sk in (8, 16)]
+            + [_cfg(16, bn, sk, True, 4, 3, "last", deq=L3S) for bn in (64, 128) for sk in (4, 8, 16)],
     "splitk": [_cfg(32, 128, sk, True, 4, 3, r) for sk in (2, 8) for r in _RED]
-              + [_cfg(32, bn, sk, True, 4, 3, r, deq=L3) for bn in (64, 128) for sk in (2, 4, 8) for r in _RED],
+              + [_cfg(32, bn, sk, True, 4, 3, r, deq=L3) for bn in (64, 128) for sk in (2, 4, 8) for r in _RED]
+              + [_cfg(32, bn, sk, True, 4, 3, "last", deq=L3S) for bn in (64, 128) for sk in (2, 4, 8)],
     "gemm": [_cfg(64, 64, 4, True, 4, 3), _cfg(64, 128, 1, True, 4, 3), _cfg(64, 128, 2, True, 4, 3),
              _cfg(64, 128, 4, True, 4, 3), _cfg(128, 64, 4, True, 4, 3)]
             # two (BM, BN) fp32 tiles live (the block's partial and the accumulator): 4 warps spill
@@ -51,7 +55,11 @@ CANDIDATES: dict[str, list[dict]] = {  # "gemm64" sweeps the "gemm" list
             + [_cfg(64, 256, sk, True, 8, 3, deq=L3) for sk in (1, 2)]
             + [_cfg(128, 128, sk, True, 8, st, deq=L3) for sk in (1, 2) for st in (3, 4)]
             + [_cfg(128, 256, 1, True, 8, 3, deq=L3)]
-            + [_cfg(128, 64, sk, True, 8, 3, deq=L3) for sk in (2, 4)],
+            + [_cfg(128, 64, sk, True, 8, 3, deq=L3) for sk in (2, 4)]
+            # one fp32 tile: 64 x 128 on 4 warps fits at SPLIT_K = 1
+            + [_cfg(64, bn, sk, True, w, 3, deq=L3S) for bn in (64, 128) for sk in (1, 2, 4) for w in (4, 8)]
+            + [_cfg(64, 256, sk, True, 8, 3, deq=L3S) for sk in (1, 2)]
+            + [_cfg(128, 128, sk, True, 8, 3, deq=L3S) for sk in (1, 2)] + [_cfg(128, 256, 1, True, 8, 3, deq=L3S)],
 }
 CANDIDATES["gemm64"] = CANDIDATES["gemm"]
 

@@ -66,6 +66,7 @@ def test_config_choice_by_m():
     for key, cands in CANDIDATES.items():  # the sweep times the lop3 dequant on tensor cores at every M
         assert all(c["DEQ"] in W.DEQ_CODES for c in cands)
         assert any(c["DEQ"] == "lop3" and c["USE_DOT"] for c in cands), key
+        assert all(c["USE_DOT"] for c in cands if c["DEQ"] == "lop3s")
 
 
 # (M, N, K, config): every path, both split-K reductions and the dequant variants the interpreter
@@ -78,6 +79,8 @@ KERNEL_CASES = [
     (1, 64, 512, dict(BLOCK_M=1, BLOCK_N=32, SPLIT_K=2, USE_DOT=False, REDUCE="last", DEQ="int")),
     (1, 40, 320, dict(BLOCK_M=16, BLOCK_N=32, SPLIT_K=1, USE_DOT=True, DEQ="int")),
     (3, 64, 512, dict(BLOCK_M=16, BLOCK_N=32, SPLIT_K=4, USE_DOT=True, REDUCE="last", DEQ="int")),
+    (1, 40, 320, dict(BLOCK_M=16, BLOCK_N=32, SPLIT_K=1, USE_DOT=True, DEQ="ints")),
+    (20, 64, 512, dict(BLOCK_M=32, BLOCK_N=32, SPLIT_K=2, USE_DOT=True, REDUCE="last", DEQ="ints")),
 ]
 
 
@@ -110,8 +113,12 @@ def test_lop3_is_refused_by_the_interpreter():
     cfg = dict(BLOCK_M=16, BLOCK_N=32, SPLIT_K=1, USE_DOT=True, DEQ="lop3", num_warps=4, num_stages=2)
     with pytest.raises(ValueError, match="TRITON_INTERPRET"):
         W.launch(torch.randn(1, 128).half(), qw, s, z, 128, cfg)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET"):
+        W.launch(torch.randn(1, 128).half(), qw, s, z, 128, {**cfg, "DEQ": "lop3s"})
     with pytest.raises(ValueError, match="DEQ"):
         W.launch(torch.randn(1, 128).half(), qw, s, z, 128, {**cfg, "DEQ": "fast"})
+    with pytest.raises(ValueError, match="tensor-core"):
+        W.launch(torch.randn(1, 128).half(), qw, s, z, 128, {**cfg, "DEQ": "ints", "USE_DOT": False, "BLOCK_M": 1})
 
 
 # the inline-PTX path on a GPU: every path, both activation dtypes (bf16 uses 128.0 as the magic,
@@ -139,7 +146,9 @@ def test_lop3_dequant_on_gpu(m, n, k, cfg, dt):
     x = torch.randn(m, k, device="cuda").to(dt)
     ref = W.w4a16_reference(x.float(), *ops, 128)
     outs = {}
-    for deq in ("lop3", "int"):
+    for deq in ("lop3", "int", "lop3s", "ints"):
+        if deq.endswith("s") and not cfg["USE_DOT"]:
+            continue
         c = {"num_warps": 4, "num_stages": 3, **cfg, "DEQ": deq}
         for call in range(2):  # the second call reuses the split-K counters the first one reset
             out = torch.full((m, n), float("nan"), dtype=dt, device="cuda")
@@ -150,3 +159,5 @@ def test_lop3_dequant_on_gpu(m, n, k, cfg, dt):
         outs[deq] = y
     if cfg.get("SPLIT_K", 1) == 1 or cfg.get("REDUCE") == "last":  # fp32 atomics sum in any order
         assert torch.equal(outs["lop3"], outs["int"])  # same 16-bit operands, same dots
+        if cfg["USE_DOT"]:
+            assert torch.equal(outs["lop3s"], outs["ints"])
