@@ -88,7 +88,8 @@ S = dict(max_len=8192, budget=8192, decode=256, conc=64, p_lo=64, p_hi=1024, o_l
 
 def engine(model, **kw):
     args = dict(model=model, device="cuda" if torch.cuda.is_available() else "cpu", max_num_batched_tokens=S["budget"],
-                max_num_seqs=64, max_model_len=S["max_len"], gpu_memory_utilization=0.45)
+                max_num_seqs=64, max_model_len=S["max_len"], gpu_memory_utilization=0.45,
+                num_decode_steps=1)  # one step per round unless a figure says otherwise (decode_rate)
     args.update(kw)
     return LLMEngine(EngineConfig(**args))
 

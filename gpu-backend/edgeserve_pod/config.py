@@ -37,7 +37,8 @@ class EngineConfig:
     # decode steps run back to back when only decodes run and nothing waits (multi-step
     # scheduling: tokens fed back on the GPU, one host sync per round, host work hidden); a new
     # request waits up to this many steps. 1 = off. CUDA graphs and tensor_parallel_size 1 only.
-    num_decode_steps: int = 1
+    # None = 8 on cuda with CUDA graphs (greedy rounds replay one graph k times), 1 otherwise.
+    num_decode_steps: int | None = None
     enable_prefix_caching: bool = True
     scheduling_policy: str = "fcfs"  # name registered in engine/policy.py
     seed: int = 0  # default sampling RNG seed (requests with their own seed use their own generator)
@@ -59,6 +60,8 @@ class EngineConfig:
             raise ValueError(f"kv_dtype must be one of {_KV_DTYPES}, got {self.kv_dtype!r}")
         if self.quantization not in _QUANT:
             raise ValueError(f"quantization must be one of {_QUANT}, got {self.quantization!r}")
+        if self.num_decode_steps is None:
+            self.num_decode_steps = 8 if self.device == "cuda" and not self.enforce_eager else 1
         for name in ("block_size", "max_num_batched_tokens", "max_num_seqs", "tensor_parallel_size", "cuda_graph_max_batch",
                      "num_decode_steps"):
             v = getattr(self, name)
