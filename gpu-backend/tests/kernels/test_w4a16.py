@@ -124,20 +124,21 @@ def test_lop3_is_refused_by_the_interpreter():
 # the inline-PTX path on a GPU: every path, both activation dtypes (bf16 uses 128.0 as the magic,
 # fp16 1024.0), against the reference and bit for bit against its integer twin. (Every candidate of
 # the sweep is checked against the reference by bench/quant_gemm.py before it is timed.)
-LOP3_CASES = [
-    (1, 4096, 4096, dict(BLOCK_M=16, BLOCK_N=128, SPLIT_K=8, USE_DOT=True, REDUCE="last")),
-    (1, 1000, 1088, dict(BLOCK_M=16, BLOCK_N=64, SPLIT_K=2, USE_DOT=True, REDUCE="atomic")),
-    (1, 512, 2048, dict(BLOCK_M=1, BLOCK_N=32, SPLIT_K=4, USE_DOT=False, REDUCE="last")),
-    (13, 768, 1024, dict(BLOCK_M=16, BLOCK_N=128, SPLIT_K=4, USE_DOT=True, REDUCE="last")),
-    (40, 520, 640, dict(BLOCK_M=32, BLOCK_N=64, SPLIT_K=1, USE_DOT=True)),
-    (200, 1024, 2048, dict(BLOCK_M=64, BLOCK_N=128, SPLIT_K=2, USE_DOT=True, REDUCE="last")),
-    (256, 512, 1024, dict(BLOCK_M=128, BLOCK_N=128, SPLIT_K=1, USE_DOT=True, num_warps=8)),
+_B, _H = torch.bfloat16, torch.float16
+LOP3_CASES = [  # (M, N, K, config, activation dtype); each case compiles up to 4 kernels
+    (1, 4096, 4096, dict(BLOCK_M=16, BLOCK_N=128, SPLIT_K=8, USE_DOT=True, REDUCE="last"), _B),
+    (1, 4096, 4096, dict(BLOCK_M=16, BLOCK_N=128, SPLIT_K=8, USE_DOT=True, REDUCE="last"), _H),
+    (1, 1000, 1088, dict(BLOCK_M=16, BLOCK_N=64, SPLIT_K=2, USE_DOT=True, REDUCE="atomic"), _B),
+    (1, 512, 2048, dict(BLOCK_M=1, BLOCK_N=32, SPLIT_K=4, USE_DOT=False, REDUCE="last"), _B),
+    (13, 768, 1024, dict(BLOCK_M=16, BLOCK_N=128, SPLIT_K=4, USE_DOT=True, REDUCE="last"), _B),
+    (200, 1024, 2048, dict(BLOCK_M=64, BLOCK_N=128, SPLIT_K=2, USE_DOT=True, REDUCE="last"), _B),
+    (200, 1024, 2048, dict(BLOCK_M=64, BLOCK_N=128, SPLIT_K=2, USE_DOT=True, REDUCE="last"), _H),
+    (256, 520, 1024, dict(BLOCK_M=128, BLOCK_N=128, SPLIT_K=1, USE_DOT=True, num_warps=8), _B),
 ]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or W.interpreting(), reason="inline PTX needs a CUDA GPU")
-@pytest.mark.parametrize("dt", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("m,n,k,cfg", LOP3_CASES)
+@pytest.mark.parametrize("m,n,k,cfg,dt", LOP3_CASES)
 def test_lop3_dequant_on_gpu(m, n, k, cfg, dt):
     torch.manual_seed(m + n + k)
     w = torch.randn(n, k, device="cuda") * 0.05
