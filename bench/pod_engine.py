@@ -415,10 +415,12 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--commit", default="unknown")
     ap.add_argument("--smollm2", default=None, help="HF folder of the dequantized SmolLM2 (CPU comparison)")
+    ap.add_argument("--smollm2-gguf", default=None,
+                    help="SmolLM2 GGUF: section 'smollm2' dequantizes it and runs the correctness checks on the GPU")
     ap.add_argument("--skip-8b", action="store_true")
     ap.add_argument("--quick", action="store_true", help="no HF static-batch throughput peer (saves minutes)")
     ap.add_argument("--only", default="correctness,speed1b,speed8b",
-                    help="sections: correctness, speed1b, speed8b, w4a16 (8B W4A16 engine decode vs bf16)")
+                    help="sections: correctness, smollm2 (with --smollm2-gguf), speed1b, speed8b, w4a16 (8B W4A16 engine decode vs bf16)")
     ap.add_argument("--dry-cpu", action="store_true", help="smoke-test this script on CPU with a tiny model")
     a = ap.parse_args()
     cmd = "python bench/pod_engine.py " + " ".join(sys.argv[1:])
@@ -457,6 +459,13 @@ def main():
     only = set(a.only.split(","))
     if "correctness" in only:
         guarded(R, "correctness 1B", correctness, R, p1, "llama-3.2-1b-random", ATTN)
+    if "smollm2" in only and a.smollm2_gguf:  # real weights: the dequantized SmolLM2-135M
+        from edgeserve_pod.tools.gguf_to_hf import convert
+
+        convert(a.smollm2_gguf, "/tmp/smollm2-135m-instruct-hf")
+        with open("/tmp/smollm2-135m-instruct-hf/config.json") as f:
+            vocab = json.load(f)["vocab_size"]
+        guarded(R, "correctness SmolLM2", correctness, R, "/tmp/smollm2-135m-instruct-hf", "smollm2-135m-instruct", ATTN, V=vocab)
     if "speed1b" in only:
         guarded(R, "speed 1B", speed, R, p1, "llama-3.2-1b-random", bw, gemm,
                 (850, "issue 3: 1B batch 1 >= 850 tok/s on H100"), throughput_peer=not a.quick)

@@ -170,6 +170,10 @@ export interface AttentionOverrides {
   token_budget?: number;
   sink_tokens?: number;
   window_tokens?: number;
+  /**
+   * Quest pages are re-selected every k decode steps (LServe); 1 = every step.
+   */
+  reselect_every?: number;
 }
 /**
  * This interface was referenced by `EdgeServePodProtocolV1`'s JSON-Schema
