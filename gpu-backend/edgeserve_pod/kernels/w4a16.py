@@ -339,8 +339,9 @@ def launch(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros:
     """Run the kernel with one explicit config. x2: (M, K) rows with unit stride -> (M, N) in x2.dtype.
 
     cfg keys: BLOCK_M, BLOCK_N, SPLIT_K, USE_DOT, REDUCE ("atomic" | "last"), num_warps, num_stages,
-    GROUP_M (optional), DEQ ("f32" | "lop3" | "int", default "f32"). BLOCK_K is always 128 (one
-    interleave block per K tile). "lop3" is PTX: it cannot run under TRITON_INTERPRET=1 (ValueError).
+    GROUP_M (optional), DEQ (a key of DEQ_CODES, default "f32"; "lop3s"/"ints" need USE_DOT).
+    BLOCK_K is always 128 (one interleave block per K tile). "lop3"/"lop3s" are inline PTX: they
+    cannot run under TRITON_INTERPRET=1 (ValueError; TWIN names their plain-Triton twins).
     """
     m, k = x2.shape
     deq = DEQ_CODES.get(cfg.get("DEQ", "f32"))
