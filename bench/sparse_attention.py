@@ -107,14 +107,14 @@ def section(fn):
 
 
 # ------------------------------------------------------------------------------ ceilings
-if CPU_ONLY:
+if CPU_ONLY or args.only == "prefill_check":  # a check child needs no ceiling
     BW = 1e11
 else:
     a = torch.empty(1 << 29, dtype=torch.bfloat16, device=DEV).normal_()
     b_ = torch.empty_like(a)
     BW = 2 * a.numel() * 2 / (bench(lambda: b_.copy_(a), rep=100) * 1e-3)  # bytes/s
     del a, b_
-if not CPU_ONLY:
+if not CPU_ONLY and args.only != "prefill_check":
     print(f"{DEVICE_NAME}: copy bandwidth {BW / 1e12:.2f} TB/s", flush=True)
     metric("copy_bandwidth_TBps", BW / 1e12, "TB/s", "higher", note="ceiling: 1 GiB bf16 copy, read + write bytes")
 
@@ -411,8 +411,9 @@ def fresh_check_isolated(variants, sink, window):
         return fresh_check(variants, sink, window)
     import subprocess
     import tempfile
-    errs = {}
-    for var in variants:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(var):
         spec = ":".join(str(int(x)) if not isinstance(x, str) else x for x in var)
         with tempfile.TemporaryDirectory() as tmp:
             try:
@@ -420,13 +421,17 @@ def fresh_check_isolated(variants, sink, window):
                                     "--prefill-variants", spec, "--out", tmp], capture_output=True, text=True,
                                    timeout=240)
                 lines = [ln for ln in r.stdout.splitlines() if ln.startswith("PREFILL_CHECK ")]
-                rc, tail = r.returncode, (r.stdout + r.stderr)[-600:]
+                return lines, r.returncode, (r.stdout + r.stderr)[-600:]
             except subprocess.TimeoutExpired:
-                lines, rc, tail = [], "timeout", ""
-        if rc != 0 or not lines:
-            print(f"    {variant_name(var)}: check process failed (rc {rc}): {tail}", flush=True)
-            errs[var] = (float("inf"), False)
-        else:
+                return [], "timeout", ""
+
+    errs = {}
+    with ThreadPoolExecutor(6) as pool:  # compiles are CPU work; the checks are tiny on the GPU
+        for var, (lines, rc, tail) in zip(variants, pool.map(check, variants)):
+            if rc != 0 or not lines:
+                print(f"    {variant_name(var)}: check process failed (rc {rc}): {tail}", flush=True)
+                errs[var] = (float("inf"), False)
+                continue
             e, ok = json.loads(lines[-1][len("PREFILL_CHECK "):])
             errs[var] = (float(e), bool(ok))
             if not ok:
