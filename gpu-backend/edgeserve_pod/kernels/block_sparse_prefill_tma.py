@@ -94,7 +94,6 @@ def _block_sparse_tma_kernel(
     sq = tl.program_id(2)
     start = tl.load(CuSeq + sq)
     seq_len = tl.load(CuSeq + sq + 1) - start
-    kvh = h // GROUP
     row = tl.load(HeadKind + h) * n_qb + qb
     # a q block past a short sequence's end computes on zero rows and stores nothing; no early
     # return, which Triton 3.6's Hopper warp specialization cannot take
@@ -102,12 +101,14 @@ def _block_sparse_tma_kernel(
     n_full = tl.where(live, tl.load(NFull + row), 0)
     n_tot = n_full + BLOCK_M // BLOCK_N
     start64 = start.to(tl.int64)
+    h64 = h.to(tl.int64)  # head strides of (H, T, D) views times H can pass 2^31
+    kvh64 = (h // GROUP).to(tl.int64)
     rows = tl.maximum(seq_len, 1)  # descriptor extent (rows past seq_len read as 0)
-    desc_q = tl.make_tensor_descriptor(Q + start64 * stride_qt + h * stride_qh, shape=[rows, HEAD_DIM],
+    desc_q = tl.make_tensor_descriptor(Q + start64 * stride_qt + h64 * stride_qh, shape=[rows, HEAD_DIM],
                                        strides=[stride_qt, 1], block_shape=[BLOCK_M, HEAD_DIM])
-    desc_k = tl.make_tensor_descriptor(K + start64 * stride_kt + kvh * stride_kh, shape=[rows, HEAD_DIM],
+    desc_k = tl.make_tensor_descriptor(K + start64 * stride_kt + kvh64 * stride_kh, shape=[rows, HEAD_DIM],
                                        strides=[stride_kt, 1], block_shape=[BLOCK_N, HEAD_DIM])
-    desc_v = tl.make_tensor_descriptor(V + start64 * stride_vt + kvh * stride_vh, shape=[rows, HEAD_DIM],
+    desc_v = tl.make_tensor_descriptor(V + start64 * stride_vt + kvh64 * stride_vh, shape=[rows, HEAD_DIM],
                                        strides=[stride_vt, 1], block_shape=[BLOCK_N, HEAD_DIM])
     q = desc_q.load([qb * BLOCK_M, 0]).to(DOT_T)  # (BLOCK_M, D); rows past seq_len read as 0
     q_lim = tl.minimum(qb * BLOCK_M + tl.arange(0, BLOCK_M), seq_len - 1)
@@ -137,7 +138,7 @@ def _block_sparse_tma_kernel(
     # sequence's end; a q block past the end stores at the extent itself, i.e. nothing (a 0-row
     # descriptor for an empty sequence would be invalid)
     o_rows = tl.maximum(start + seq_len, 1)
-    desc_o = tl.make_tensor_descriptor(Out + h * stride_oh, shape=[o_rows, HEAD_DIM], strides=[stride_ot, 1],
+    desc_o = tl.make_tensor_descriptor(Out + h64 * stride_oh, shape=[o_rows, HEAD_DIM], strides=[stride_ot, 1],
                                        block_shape=[BLOCK_M, HEAD_DIM])
     desc_o.store([tl.where(live, start + qb * BLOCK_M, o_rows), 0], acc.to(Out.dtype.element_ty))
 
