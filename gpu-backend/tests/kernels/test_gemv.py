@@ -60,7 +60,7 @@ def test_reference_prologues_are_the_layers():
     assert torch.equal(G.apply_prologue(gu, "silu_mul"), silu_and_mul_reference(gu))
 
 
-SMALL = G._cfg(8, 32, 4, 1)  # one stage: the register double buffer
+SMALL = G._cfg(8, 32, 4, 1, prefetch=True)  # the register double buffer
 
 
 @pytest.mark.parametrize("prologue", ["rmsnorm", "silu_mul"])
@@ -93,9 +93,10 @@ def test_combinations(prologue, residual, m):
 
 
 @pytest.mark.parametrize("n,k,cfg", [
-    (1, 16, G._cfg(2, 16, 1, 1)),
-    (5, 33, G._cfg(4, 16, 2, 1, defer=True)),  # odd K: every tile masked, next-tile prefetch masked
+    (1, 16, G._cfg(2, 16, 1, 1, prefetch=True)),
+    (5, 33, G._cfg(4, 16, 2, 1, defer=True, prefetch=True)),  # odd K: every tile masked, prefetch too
     (19, 64, G._cfg(16, 64, 4, 2, defer=True)),  # even K, N tail
+    (7, 96, G._cfg(8, 32, 4, 1)),  # one stage, no prefetch (what CONFIGS mostly holds)
     (64, 200, G._cfg(32, 128, 4, 3)),
 ])
 @pytest.mark.parametrize("prologue", ["rmsnorm", "silu_mul"])
