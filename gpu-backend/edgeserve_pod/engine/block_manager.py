@@ -52,25 +52,32 @@ class BlockManager:
         self.prefix_hit_tokens += len(hits) * B
         return len(hits) * B
 
-    def inflight_hashes(self, running: list[Sequence]) -> set[bytes]:
+    def inflight_hashes(self, running: list[Sequence]) -> dict[bytes, set[bytes]]:
         """Hashes of the full blocks that admitted sequences are computing and have not named yet
-        (their prefill is under way)."""
-        out: set[bytes] = set()
-        if not self.enable_prefix_caching:
-            return out
+        (their prefill is under way), by the hash of their chain's first block."""
+        out: dict[bytes, set[bytes]] = {}
         for seq in running:
-            hashes = self._lookup_hashes(seq)
-            out.update(hashes[len(seq.block_hashes):])
+            self.note_inflight(out, seq)
         return out
 
-    def waits_for_inflight(self, seq: Sequence, inflight: set[bytes]) -> bool:
+    def note_inflight(self, inflight: dict[bytes, set[bytes]], seq: Sequence) -> None:
+        """Add what `seq` (just admitted, or running) is computing to `inflight`."""
+        if not self.enable_prefix_caching or seq.num_computed_tokens >= len(seq) - 1:
+            return  # decoding: nothing of its prompt left to name
+        chain = self._lookup_hashes(seq)
+        if len(chain) > len(seq.block_hashes):
+            inflight.setdefault(chain[0], set()).update(chain[len(seq.block_hashes):])
+
+    def waits_for_inflight(self, seq: Sequence, inflight: dict[bytes, set[bytes]]) -> bool:
         """True when the first block of `seq` that the cache lacks is one an admitted sequence is
         computing now: admitting `seq` later, once that block is named, saves computing it twice."""
         if not inflight or not self.enable_prefix_caching:
             return False
-        hashes = self._lookup_hashes(seq)
-        hit = len(self.cache.lookup(hashes))
-        return hit < len(hashes) and hashes[hit] in inflight
+        chain = self._lookup_hashes(seq)
+        if not chain or chain[0] not in inflight:
+            return False  # only a sequence with the same first block can share its blocks
+        hit = len(self.cache.lookup(chain))
+        return hit < len(chain) and chain[hit] in inflight[chain[0]]
 
     def blocks_needed(self, seq: Sequence, num_tokens: int) -> int:
         """More blocks the sequence needs to hold its first `num_tokens` tokens."""
@@ -120,14 +127,14 @@ class BlockManager:
     # ---- helpers ----
     def _lookup_hashes(self, seq: Sequence) -> list[bytes]:
         """Chain hashes of the blocks admission may take from the cache: the full blocks before the
-        last token (one token is always left to compute)."""
+        last token (one token is always left to compute). The cached list itself: read, don't change."""
         n = (len(seq) - 1) // self.block_size
         chain = self._chain.get(seq)
         if chain is None:
             chain = self._chain[seq] = []
         if len(chain) < n:
             chain.extend(self._hashes(seq.token_ids, len(chain), n, chain[-1] if chain else ROOT))
-        return chain[:n]
+        return chain if len(chain) == n else chain[:n]
 
     def _hashes(self, tokens: list[int], start: int, stop: int, parent: bytes) -> list[bytes]:
         B = self.block_size

@@ -109,7 +109,7 @@ class Scheduler:
                 prefills.append((seq, n))
                 scheduled.add(id(seq))
                 budget -= n
-                inflight |= self.blocks.inflight_hashes([seq])
+                self.blocks.note_inflight(inflight, seq)
 
         # Nothing fits but sequences hold blocks: preempt one so the rest can progress.
         if not prefills and not decodes and self.running:
