@@ -106,3 +106,21 @@ def test_tma_kernel_empty_and_short_sequences(ws):
     for a, b in [(0, 5), (5, 24)]:
         ref = reference_block_sparse(q[a:b], k[a:b], v[a:b], head_kind, plan, d ** -0.5)
         torch.testing.assert_close(out[a:b].cpu().float(), ref, atol=2e-2, rtol=2e-2)
+
+
+def test_plan_lists_end_with_the_diagonal():
+    """The TMA kernel reads only n_full and runs block_m // block_n masked blocks after them: every
+    list must end with exactly the q block's diagonal blocks, for any sink / window / tile shape."""
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    for _ in range(40):
+        bn = int(torch.tensor([16, 32, 64]).gather(0, torch.randint(0, 3, (1,), generator=gen)))
+        bm = bn * int(torch.randint(1, 5, (1,), generator=gen))
+        L = int(torch.randint(1, 1500, (1,), generator=gen))
+        sink, win = (int(x) for x in torch.randint(0, 400, (2,), generator=gen))
+        plan = plan_block_sparse(L, sink, win, bm, bn)
+        for kind in (0, 1):
+            for qb in range(plan.n_full.shape[1]):
+                nf, nt = int(plan.n_full[kind, qb]), int(plan.n_tot[kind, qb])
+                tail = plan.block_idx[kind, qb, nf:nt].tolist()
+                assert tail == list(range(qb * bm // bn, (qb + 1) * bm // bn)), (bm, bn, L, sink, win, kind, qb)
+                assert all(j < qb * bm // bn for j in plan.block_idx[kind, qb, :nf].tolist())
