@@ -59,21 +59,27 @@ BF = torch.bfloat16
 
 
 def candidates():
-    """~200 configs: BLOCK_N 2..32, BLOCK_K 256..1024, 2-8 warps, 1-5 stages, with and without DEFER."""
+    """~150 configs around the first H100 sweep's winners (BLOCK_K 512-1024, one stage mostly):
+    BLOCK_N 2..32, BLOCK_K 256..1024, 2-8 warps, 1 or 3 stages, DEFER, and PREFETCH (the register
+    double buffer, one stage only); plus the committed CONFIGS, so they are re-timed in this run."""
     out = []
     for bn in (2, 4, 8, 16, 32):
         for bk in (256, 512, 1024):
             for warps in (2, 4, 8):
-                if bn * bk < 32 * warps * 8 or (warps == 2 and bn * bk > 2048):  # < 16 B of W a thread; too few warps
-                    continue
-                for stages in (1, 3, 5):  # 1: no pipelining; else cp.async stages (shared memory)
+                per_thread = bn * bk // (32 * warps)  # W elements a thread holds per tile
+                if per_thread < 8 or (warps == 2 and bn * bk > 2048) or (bk == 256 and bn > 4):
+                    continue  # < 16 B of W a thread; too few warps; short tiles only for narrow N tiles
+                for stages in (1, 3):  # 1: register loads; 3: cp.async through shared memory
                     if stages > 1 and stages * bn * bk * 2 > 160 * 1024:
                         continue
-                    if stages == 1 and bn * bk > 128 * 32 * warps:  # two register tiles would spill
-                        continue
-                    out.append(G._cfg(bn, bk, warps, stages))
-                    if bn * bk <= 64 * 32 * warps:  # the deferred fp32 tile fits in 64 registers a thread
-                        out.append(G._cfg(bn, bk, warps, stages, defer=True))
+                    for defer in (False, True):
+                        if defer and per_thread > 64:  # the deferred fp32 tile: <= 64 registers a thread
+                            continue
+                        out.append(G._cfg(bn, bk, warps, stages, defer))
+                        if stages == 1 and per_thread <= 64:  # two register tiles must fit
+                            out.append(G._cfg(bn, bk, warps, stages, defer, prefetch=True))
+    seen = {key(c) for c in out}
+    out += [c for c in G.CONFIGS.values() if key(c) not in seen and not seen.add(key(c))]
     return out
 
 
@@ -247,19 +253,21 @@ def sweep_shape(shape, cands, dev, failed, sweep_log, replays):
     return best
 
 
-def measure_shape(shape, cfg, dcfg, bw, dev):
+def measure_shape(shape, cfg, dcfg, ccfg, bw, dev):
     """The winner and the default at M = 1 and 4 beside cuBLAS, the unfused chain and the limit."""
     model, role, n, k, prologue, residual = shape
     ws, gen = make_weights(shape, dev)
     r = len(ws)
     row = {"model": model, "role": role, "N": n, "K": k, "prologue": prologue, "residual": residual, "copies": r,
-           "best_cfg": cfg, "default_cfg": dcfg}
+           "best_cfg": cfg, "default_cfg": dcfg, "committed_cfg": ccfg}
     for m in (1, 4):
         x, nw, res = operands(m, n, k, prologue, residual, dev, gen)
         fus = dict(prologue=prologue, norm_weight=nw, eps=EPS, residual=res)
         a = G.apply_prologue(x, prologue, nw, EPS)
         row[f"ours_us_m{m}"] = graph_time_us([lambda i=i: G.gemv(x, ws[i], **fus, config=cfg) for i in range(r)])
         row[f"default_us_m{m}"] = graph_time_us([lambda i=i: G.gemv(x, ws[i], **fus, config=dcfg) for i in range(r)])
+        row[f"committed_us_m{m}"] = graph_time_us([lambda i=i: G.gemv(x, ws[i], **fus, config=ccfg)
+                                                   for i in range(r)]) if ccfg is not None else None
         row[f"plain_us_m{m}"] = graph_time_us([lambda i=i: G.gemv(a, ws[i], config=cfg) for i in range(r)])
         row[f"cublas_us_m{m}"] = graph_time_us([lambda i=i: F.linear(a, ws[i]) for i in range(r)])
         row[f"chain_us_m{m}"] = graph_time_us([lambda i=i: chain(x, ws[i], prologue, nw, res) for i in range(r)])
@@ -298,7 +306,7 @@ def main():
     print(f"copy bandwidth {bw / 1e12:.3f} TB/s", flush=True)
 
     if args.cpu_smoke:
-        cands = [G._cfg(8, 32, 4, 1), G._cfg(16, 64, 4, 1, defer=True)]
+        cands = [G._cfg(8, 32, 4, 1), G._cfg(16, 64, 4, 1, defer=True), G._cfg(8, 32, 4, 1, prefetch=True)]
     else:
         cands = candidates()
     failed = set()
@@ -330,7 +338,7 @@ def main():
     if dev == "cuda":  # compile what the measurement adds: M = 4, the plain variant, the defaults
         jobs = set()
         for s in shapes:
-            for cfg in (winners[s[:4]], defaults[s[:4]]):
+            for cfg in (winners[s[:4]], defaults[s[:4]], G.CONFIGS.get(s[2:4])):
                 if cfg is None:
                     continue
                 jobs |= {(s[4], s[5], 1, key(cfg)), (s[4], s[5], 4, key(cfg)), (None, False, 1, key(cfg)),
@@ -346,7 +354,7 @@ def main():
             print(f"{shape}: no config passed", flush=True)
             continue
         try:
-            row = measure_shape(shape, winners[shape[:4]], defaults[shape[:4]], bw, dev)
+            row = measure_shape(shape, winners[shape[:4]], defaults[shape[:4]], G.CONFIGS.get(shape[2:4]), bw, dev)
         except Exception as ex:  # e.g. the winner does not compile at M = 4: say so, go on
             rows.append({"model": shape[0], "role": shape[1], "N": shape[2], "K": shape[3], "error": repr(ex)[:300]})
             print(f"{shape}: measurement failed: {ex!r}"[:400], flush=True)
@@ -354,6 +362,7 @@ def main():
         rows.append(row)
         print(f"{row['model']} {row['role']:8s} N={row['N']:6d} K={row['K']:5d} {fusion_name(row['prologue'], row['residual']):18s}"
               f" M=1: ours {row['ours_us_m1']:7.2f} us ({row['tbps_m1']:.2f} TB/s) default {row['default_us_m1']:7.2f}"
+              f" committed {row['committed_us_m1'] or float('nan'):7.2f}"
               f" plain {row['plain_us_m1']:7.2f} | cuBLAS {row['cublas_us_m1']:7.2f} chain {row['chain_us_m1']:7.2f}"
               f" | limit {row['limit_us_m1']:7.2f} | M=4: ours {row['ours_us_m4']:7.2f} cuBLAS {row['cublas_us_m4']:7.2f}"
               f" chain {row['chain_us_m4']:7.2f} | err {row['err_m1']:.1e}/{row['err_m4']:.1e}", flush=True)
@@ -376,7 +385,8 @@ def main():
                 "extra": {"unfused_chain_us": r[f"chain_us_m{m}"], "default_config_us": r[f"default_us_m{m}"],
                           "plain_gemv_us": r[f"plain_us_m{m}"], "TBps": r[f"tbps_m{m}"],
                           "config": r["best_cfg"], "config_swept_at": "M=1", "rel_err_vs_f32_chain": r[f"err_m{m}"],
-                          "default_config": r["default_cfg"], "default_rel_err": r[f"err_default_m{m}"]},
+                          "default_config": r["default_cfg"], "default_rel_err": r[f"err_default_m{m}"],
+                          "committed_config": r["committed_cfg"], "committed_config_us": r[f"committed_us_m{m}"]},
             })
     best = [{"N": r["N"], "K": r["K"], "config": r["best_cfg"], "us_m1": r["ours_us_m1"]} for r in rows if "best_cfg" in r]
     doc = {"topic": "pod-engine", "device": name, "commit": commit,
@@ -393,8 +403,9 @@ def main():
     print("\n# CONFIGS for edgeserve_pod/kernels/gemv.py (M=1 sweep; us at M=1)")
     for b in best:
         c = b["config"]
+        pf = ", prefetch=True" if c.get("PREFETCH") else ""
         print(f"    ({b['N']}, {b['K']}): _cfg({c['BLOCK_N']}, {c['BLOCK_K']}, {c['num_warps']}, {c['num_stages']}, "
-              f"defer={c['DEFER']}),  # {b['us_m1']:.2f} us")
+              f"defer={c['DEFER']}{pf}),  # {b['us_m1']:.2f} us")
 
 
 if __name__ == "__main__":
