@@ -143,4 +143,6 @@ def test_real_shapes_gpu(n, k, prologue, residual):
     for m in (1, 4):
         ops = operands(m, n, k, prologue, bias=False, residual=residual, seed=m + n, device="cuda")
         check(G.gemv(**ops, prologue=prologue, eps=1e-5), ops, prologue)
-        check(G.gemv(**ops, prologue=prologue, eps=1e-5, config=G.default_config(n, k)), ops, prologue)
+        for cfg in (G.default_config(n, k), G._cfg(4, 1024, 4, 1, defer=True, prefetch=True),
+                    G._cfg(8, 512, 8, 1, prefetch=True)):
+            check(G.gemv(**ops, prologue=prologue, eps=1e-5, config=cfg), ops, prologue)
