@@ -71,28 +71,29 @@ DEFAULT: dict[str, dict] = {
     "gemm": _cfg(64, 128, 2, True, 4, 3),
 }
 
-# (tuning key, N, K) -> the fastest config that passed the correctness check, from
-# bench/results/quant/2026-11-22-h100-sweep.json (H100, CUDA-graph replay; time at that M).
+# (tuning key, N, K) -> the fastest config that passed the correctness check (and, for lop3,
+# equalled its integer twin bit for bit), from bench/results/quant/2026-11-22-h100-lop3.json
+# (H100, CUDA-graph replay).
 TUNED: dict[tuple[str, int, int], dict] = {
-    ('gemv1', 4096, 4096): _cfg(1, 32, 8, False, 4, 3, 'last'),  # M=1: 9.1 us
-    ('gemv', 4096, 4096): _cfg(16, 128, 16, True, 4, 3, 'atomic'),  # M=16: 15.4 us
-    ('splitk', 4096, 4096): _cfg(32, 128, 8, True, 4, 3, 'atomic'),  # M=32: 20.6 us
-    ('gemm64', 4096, 4096): _cfg(64, 64, 4, True, 4, 3, 'last'),  # M=64: 24.6 us
-    ('gemm', 4096, 4096): _cfg(64, 128, 2, True, 4, 3, 'last'),  # M=256: 53.9 us
-    ('gemv1', 14336, 4096): _cfg(1, 32, 8, False, 4, 3, 'last'),  # M=1: 22.2 us
-    ('gemv', 14336, 4096): _cfg(16, 128, 8, True, 4, 3, 'atomic'),  # M=16: 35.3 us
-    ('splitk', 14336, 4096): _cfg(32, 128, 2, True, 4, 3, 'last'),  # M=32: 59.3 us
-    ('gemm64', 14336, 4096): _cfg(64, 128, 2, True, 4, 3, 'last'),  # M=64: 56.9 us
-    ('gemm', 14336, 4096): _cfg(64, 128, 1, True, 4, 3, 'last'),  # M=256: 188.6 us
-    ('gemv1', 4096, 14336): _cfg(1, 128, 16, False, 4, 5, 'last'),  # M=1: 21.3 us
-    ('gemv', 4096, 14336): _cfg(16, 128, 16, True, 4, 3, 'atomic'),  # M=16: 33.9 us
-    ('splitk', 4096, 14336): _cfg(32, 128, 8, True, 4, 3, 'atomic'),  # M=32: 54.9 us
-    ('gemm64', 4096, 14336): _cfg(64, 64, 4, True, 4, 3, 'last'),  # M=64: 67.8 us
-    ('gemm', 4096, 14336): _cfg(64, 128, 2, True, 4, 3, 'last'),  # M=256: 166.7 us
-    ('gemv1', 6144, 4096): _cfg(1, 32, 8, False, 4, 5, 'last'),  # M=1: 12.5 us
-    ('gemv', 6144, 4096): _cfg(16, 128, 8, True, 4, 3, 'atomic'),  # M=16: 19.2 us
-    ('gemv1', 28672, 4096): _cfg(1, 128, 8, False, 4, 3, 'last'),  # M=1: 39.3 us
-    ('gemv', 28672, 4096): _cfg(16, 128, 4, True, 4, 3, 'last'),  # M=16: 63.6 us
+    ('gemv1', 4096, 4096): _cfg(1, 128, 16, False, 4, 3, 'last', 8, 'lop3'),
+    ('gemv', 4096, 4096): _cfg(16, 64, 4, True, 4, 3, 'last', 8, 'lop3s'),
+    ('splitk', 4096, 4096): _cfg(32, 64, 4, True, 4, 3, 'last', 8, 'lop3s'),
+    ('gemm64', 4096, 4096): _cfg(64, 64, 4, True, 4, 3, 'last', 8, 'lop3s'),
+    ('gemm', 4096, 4096): _cfg(128, 128, 2, True, 8, 3, 'last', 8, 'lop3s'),
+    ('gemv1', 14336, 4096): _cfg(1, 128, 4, False, 4, 3, 'last', 8, 'lop3'),
+    ('gemv', 14336, 4096): _cfg(16, 128, 4, True, 4, 3, 'last', 8, 'lop3s'),
+    ('splitk', 14336, 4096): _cfg(32, 128, 4, True, 4, 3, 'last', 8, 'lop3s'),
+    ('gemm64', 14336, 4096): _cfg(64, 128, 2, True, 4, 3, 'last', 8, 'lop3s'),
+    ('gemm', 14336, 4096): _cfg(128, 256, 1, True, 8, 3, 'last', 8, 'lop3s'),
+    ('gemv1', 4096, 14336): _cfg(1, 128, 16, False, 4, 3, 'last', 8, 'lop3'),
+    ('gemv', 4096, 14336): _cfg(16, 64, 8, True, 4, 3, 'last', 8, 'lop3s'),
+    ('splitk', 4096, 14336): _cfg(32, 64, 4, True, 4, 3, 'last', 8, 'lop3s'),
+    ('gemm64', 4096, 14336): _cfg(64, 64, 4, True, 4, 3, 'last', 8, 'lop3s'),
+    ('gemm', 4096, 14336): _cfg(128, 128, 2, True, 8, 3, 'last', 8, 'lop3s'),
+    ('gemv1', 6144, 4096): _cfg(1, 32, 8, False, 4, 3, 'last', 8, 'lop3'),
+    ('gemv', 6144, 4096): _cfg(16, 64, 4, True, 4, 3, 'last', 8, 'lop3s'),
+    ('gemv1', 28672, 4096): _cfg(1, 128, 4, False, 4, 3, 'last', 8, 'lop3'),
+    ('gemv', 28672, 4096): _cfg(16, 64, 4, True, 4, 3, 'last', 8, 'lop3s'),
 }
 
 
