@@ -78,3 +78,33 @@ def test_greedy_graph_rounds_equal_eager_steps_on_gpu(tiny_model, k):
     got, _, eng = _run(tiny_model, k, reqs, **gpu)
     assert eng.runner.graphs is not None and eng.runner.graphs.graphs
     assert got == want
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="decode CUDA graphs need a GPU")
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_decode_graph_logits_equal_eager_on_first_use(tiny_model, backend):
+    """A decode graph replayed on the step that captured it (the torch backend captures its
+    width buckets on first use) gives the eager step's logits: the capture's warm-up runs end
+    with the greedy advance, and the step's inputs must be staged again before the replay.
+    Logits, not tokens: a random model's greedy tokens hide a wrong position."""
+    from edgeserve_pod.engine.scheduler import ScheduledBatch
+    from edgeserve_pod.engine.sequence import Sequence
+    from edgeserve_pod.engine.step_inputs import build_step_inputs
+
+    eng = make_engine(tiny_model, device="cuda", dtype="float32", attention_backend=backend, num_decode_steps=1)
+    B, runner = eng.block_size, eng.runner
+    seq = Sequence("s", PROMPTS[2], SamplingParams(max_tokens=4))
+    assert eng.blocks.grow(seq, len(seq) + 1)
+    with torch.inference_mode():
+        inp, _ = build_step_inputs(ScheduledBatch(items=[(seq, len(seq))], num_prefill_seqs=1), B)
+        runner.forward(inp)  # prefill: the prompt's KV
+        seq.num_computed_tokens = len(seq)
+        seq.token_ids.append(7)
+        inp, _ = build_step_inputs(ScheduledBatch(items=[(seq, 1)], num_prefill_seqs=0), B)
+        meta = inp.to_metadata(runner.device)
+        eager = runner.model.logits(inp.input_ids.cuda(), inp.positions.cuda(), runner.kv_caches, runner.states, meta).clone()
+        n_graphs = len(runner.graphs.graphs)
+        graph = runner.graphs.run(inp).clone()
+    if backend == "torch":
+        assert len(runner.graphs.graphs) == n_graphs + 1  # this step captured its graph
+    torch.testing.assert_close(graph, eager, atol=1e-4, rtol=1e-4)

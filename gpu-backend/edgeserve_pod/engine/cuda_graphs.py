@@ -163,11 +163,16 @@ class DecodeGraphs:
         tw = inp.decode_block_tables.shape[1]
         bt[:n, :tw] = inp.decode_block_tables.numpy()
         used = 5 * M + bs * self.max_blocks  # rows past bs of the block table are never read
-        self.dev[:used].copy_(src[:used], non_blocking=True)
-        if ids is not None:
-            self.dev[0:n].copy_(ids)
         key = (bs, w)
-        if key not in self.graphs:
+        for again in (False, True):
+            self.dev[:used].copy_(src[:used], non_blocking=True)
+            if ids is not None:
+                self.dev[0:n].copy_(ids)
+            if again or key in self.graphs:
+                return key
+            # captured on first use: the capture's warm-up runs this step eagerly twice, and each
+            # run ends with the greedy advance, so the inputs are staged again afterwards (the
+            # second warm-up writes KV one position on, into the row's own next slot or scratch)
             self.graphs[key] = self._capture(bs, w)
         return key
 
@@ -204,7 +209,7 @@ class DecodeGraphs:
         # the greedy advance, for a next replay of the same graph (rows past the width bucket's
         # block table are never reached: run_greedy's caller grew the tables first)
         argmax_advance(self.logits[:bs], d[0:bs], d[M:M + bs], d[2 * M:2 * M + bs], d[3 * M:3 * M + bs],
-                       d[4 * M:4 * M + bs], bt64[:bs, :w], self.ring, self.block_size)
+                       d[4 * M:4 * M + bs], bt64[:bs, :w], self.ring, self.block_size, self.scratch_slot)
 
     def _capture(self, bs: int, w: int):
         return self.pool.capture(lambda: self._body(bs, w))

@@ -52,7 +52,7 @@ if triton is not None:
 
     @triton.jit
     def _final_advance(PMax, PIdx, Ids, Pos, Slot, Ctx, Pos0, BT, Ring, n_chunks, stride_bt, bt_w, ring_w,
-                       block_size, BLOCK_C: tl.constexpr):
+                       block_size, scratch_slot, BLOCK_C: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         tok = _pick(PMax, PIdx, row, n_chunks, BLOCK_C)
         p = tl.load(Pos + row)
@@ -60,10 +60,11 @@ if triton is not None:
         tl.store(Ids + row, tok)
         tl.store(Pos + row, p + 1)
         tl.store(Ctx + row, tl.load(Ctx + row) + 1)
-        # a row at the end of its table (the graph advances every row, also on a single step) reads
-        # its last entry instead of past the table; such a slot is never used
-        blk = tl.load(BT + row * stride_bt + tl.minimum((p + 1) // block_size, bt_w - 1))
-        tl.store(Slot + row, blk * block_size + (p + 1) % block_size)
+        # a new position past the row's table (the graph advances every row, also on a single step
+        # or in a capture warm-up) gets the scratch slot: nothing of a sequence is overwritten
+        col = (p + 1) // block_size
+        blk = tl.load(BT + row * stride_bt + tl.minimum(col, bt_w - 1))
+        tl.store(Slot + row, tl.where(col < bt_w, blk * block_size + (p + 1) % block_size, scratch_slot))
 
 
 def _first_stage(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -89,10 +90,10 @@ def argmax_rows(logits: torch.Tensor) -> torch.Tensor:
 
 def argmax_advance(logits: torch.Tensor, ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
                    ctx_lens: torch.Tensor, pos0: torch.Tensor, block_table: torch.Tensor, ring: torch.Tensor,
-                   block_size: int, use_triton: bool | None = None) -> None:
+                   block_size: int, scratch_slot: int, use_triton: bool | None = None) -> None:
     """Greedy step advance for rows 0..n-1 of a decode batch (all int64 device buffers):
     logits (n, V); ids, positions, slots, ctx_lens, pos0 (>= n,); block_table (>= n, W) (a new
-    position past the table takes its last entry); ring (>= n, R). Updates the buffers in place."""
+    position past the table gets `scratch_slot`); ring (>= n, R). Updates the buffers in place."""
     n = logits.shape[0]
     if n == 0:
         return
@@ -106,8 +107,10 @@ def argmax_advance(logits: torch.Tensor, ids: torch.Tensor, positions: torch.Ten
         positions[:n] += 1
         ctx_lens[:n] += 1
         p = positions[:n]
-        col = (p // block_size).clamp(max=block_table.shape[1] - 1)
-        slots[:n] = block_table[:n].gather(1, col[:, None])[:, 0] * block_size + p % block_size
+        col = p // block_size
+        W = block_table.shape[1]
+        slot = block_table[:n].gather(1, col.clamp(max=W - 1)[:, None])[:, 0] * block_size + p % block_size
+        slots[:n] = torch.where(col < W, slot, torch.full_like(slot, scratch_slot))
         return
     for t in (ids, positions, slots, ctx_lens, pos0, block_table, ring):
         if t.dtype != torch.int64:
@@ -116,5 +119,5 @@ def argmax_advance(logits: torch.Tensor, ids: torch.Tensor, positions: torch.Ten
         raise ValueError("block_table and ring must be contiguous along their last dimension")
     pmax, pidx, n_chunks = _first_stage(logits)
     _final_advance[(n,)](pmax, pidx, ids, positions, slots, ctx_lens, pos0, block_table, ring, n_chunks,
-                         block_table.stride(0), block_table.shape[1], ring.stride(0), block_size,
+                         block_table.stride(0), block_table.shape[1], ring.stride(0), block_size, scratch_slot,
                          BLOCK_C=triton.next_power_of_2(n_chunks))

@@ -7,6 +7,7 @@ import torch
 from edgeserve_pod.kernels import argmax as am
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
+SCRATCH = 12345
 
 
 @pytest.mark.parametrize("n,V", [(1, 128256), (3, 4096), (2, 5000), (4, 49152)])
@@ -46,8 +47,8 @@ def test_argmax_advance_matches_torch_path(n):
     logits = torch.randn(n, V, generator=g)
     ref = _buffers(n, W, B, torch.Generator().manual_seed(11))
     got = {k: v.clone().to(DEV) for k, v in ref.items()}
-    am.argmax_advance(logits, block_size=B, use_triton=False, **ref)
-    am.argmax_advance(logits.to(DEV), block_size=B, use_triton=True, **got)
+    am.argmax_advance(logits, block_size=B, scratch_slot=SCRATCH, use_triton=False, **ref)
+    am.argmax_advance(logits.to(DEV), block_size=B, scratch_slot=SCRATCH, use_triton=True, **got)
     for k in ref:
         assert torch.equal(got[k].cpu(), ref[k]), k
     tok = logits.argmax(-1)
@@ -55,4 +56,19 @@ def test_argmax_advance_matches_torch_path(n):
     # rows past n are untouched; the ring got the token at column (old pos - pos0) % 4 = 1
     assert torch.equal(ref["ring"][:n, 1], tok) and (ref["ring"][n:] == -1).all()
     p = ref["positions"][:n]
-    assert torch.equal(ref["slots"][:n], ref["block_table"][torch.arange(n), p // B] * B + p % B)
+    inside = p // B < W
+    want = torch.where(inside, ref["block_table"][torch.arange(n), (p // B).clamp(max=W - 1)] * B + p % B, SCRATCH)
+    assert torch.equal(ref["slots"][:n], want)
+
+
+def test_advance_past_the_table_takes_the_scratch_slot():
+    B, W = 16, 2
+    bufs = dict(ids=torch.zeros(2, dtype=torch.int64), positions=torch.tensor([W * B - 1, 3]),
+                slots=torch.zeros(2, dtype=torch.int64), ctx_lens=torch.tensor([W * B, 4]), pos0=torch.tensor([W * B - 1, 3]),
+                block_table=torch.tensor([[7, 9], [4, 5]]), ring=torch.zeros(2, 4, dtype=torch.int64))
+    got = {k: v.clone().to(DEV) for k, v in bufs.items()}
+    logits = torch.randn(2, 300)
+    am.argmax_advance(logits.to(DEV), block_size=B, scratch_slot=SCRATCH, use_triton=True, **got)
+    # row 0 moves to position 32 = past its two blocks: scratch, never block 9's first slot
+    assert got["slots"].cpu().tolist() == [SCRATCH, 4 * B + 4]
+    assert got["positions"].cpu().tolist() == [W * B, 4]
