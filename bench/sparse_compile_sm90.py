@@ -2,7 +2,7 @@
 compiler made of them: shared memory, registers and spills (ptxas -v), wgmma count, whether
 Triton's Hopper warp specialization applied, and how many K/V buffers the pipeliner allocated.
 
-    python bench/sparse_compile_sm90.py            # prefill TMA variants + fp8/bf16 decode configs
+    python bench/sparse_compile_sm90.py            # fp8/bf16 decode configs
 
 A variant that fails to compile prints FAILED (Triton 3.6's Hopper warp-specialization pass rejects
 some kernel shapes). No timing: that needs the GPU (bench/sparse_attention.py).
@@ -22,7 +22,6 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from edgeserve_pod.kernels import block_sparse_prefill_tma as bsp_tma  # noqa: E402
 from edgeserve_pod.kernels import paged_attention as pa  # noqa: E402
 
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
@@ -51,19 +50,6 @@ def build(kernel, ptr_types: dict, constexprs: dict, num_warps: int, num_stages:
 
 
 def main():
-    prefill_ptrs = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "Out": "*bf16", "CuSeq": "*i32", "HeadKind": "*i32",
-                    "BlockIdx": "*i32", "NFull": "*i32", "sm_scale": "fp32"}
-    print("# block_sparse_prefill_tma, d=128, bf16 (block_m, block_n, warps, stages, warp_specialize)")
-    for bm, bn, w, s, ws in [(128, 128, 8, 2, False), (128, 128, 8, 3, False), (128, 64, 8, 3, False),
-                             (128, 64, 8, 5, False), (64, 64, 4, 3, False), (128, 64, 4, 2, True),
-                             (128, 64, 4, 3, True), (128, 64, 4, 4, True), (128, 64, 4, 5, True),
-                             (128, 128, 4, 2, True), (64, 64, 4, 3, True)]:
-        const = {"GROUP": 4, "HEAD_DIM": 128, "BLOCK_M": bm, "BLOCK_N": bn, "DOT_T": tl.bfloat16, "WARP_SPECIALIZE": ws}
-        try:
-            print(f"  {(bm, bn, w, s, ws)}: {build(bsp_tma._block_sparse_tma_kernel, prefill_ptrs, const, w, s)}",
-                  flush=True)
-        except Exception as e:
-            print(f"  {(bm, bn, w, s, ws)}: FAILED {repr(e)[:120]}", flush=True)
     print("# paged_decode split kernel, GQA 32/8, page 16 (kv dtype, block_n, warps, stages)")
     for fp8, bn, w, s in [(False, 128, 4, 2), (True, 128, 4, 3), (True, 128, 4, 5), (True, 128, 8, 5),
                           (True, 64, 8, 6), (True, 64, 4, 6), (True, 256, 8, 5)]:

@@ -16,12 +16,10 @@ The lists depend only on the q block number, so one plan serves every sequence o
 varlen batch (cu_seqlens), each starting at position 0 (no cached prefix; the sparse backend
 uses the dense paged prefill when a prefix is cached).
 
-Two kernels run a plan: the pointer kernel below (any GPU, and the Triton interpreter in CI) and,
-on Hopper, `block_sparse_prefill_tma.py` (tensor-descriptor tiles, optional warp specialization).
-The default is the pointer kernel: on the H100 the TMA kernel was slower (32 heads, 32K, dense:
-20.38 ms vs 19.49; 50% streaming 12.32 vs 11.66; bench/results/sparse-attention/
-2026-11-22-h100-prefill-tma.json) and its warp-specialized variants failed the float32 check on
-the GPU. `impl="auto"` takes the TMA kernel where `supported()` allows it.
+A Hopper variant (TMA tensor descriptors, optional warp specialization) was built and measured
+on the H100: slower than this kernel (32 heads, 32K, dense 20.38 ms vs 19.49; 50% streaming
+12.32 vs 11.66; bench/results/sparse-attention/2026-11-22-h100-prefill-tma.json), and its
+warp-specialized and 16-row-tile forms failed the float32 check on the GPU. It was removed.
 
 Reference: `reference_block_sparse` (float32 torch, element mask from the same block lists);
 tests in tests/kernels/test_block_sparse_prefill.py.
@@ -29,18 +27,14 @@ tests in tests/kernels/test_block_sparse_prefill.py.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-from . import block_sparse_prefill_tma as _tma
 from .paged_attention import dot_dtype, online_softmax_step
 
-log = logging.getLogger(__name__)
-_TMA_BROKEN: set = set()  # (block_m, block_n, warps, stages, ws, D, dtype) that failed to compile here
 
 
 @dataclass
@@ -84,8 +78,7 @@ def plan_block_sparse(max_len: int, sink_tokens: int, window_tokens: int, block_
     block_idx = torch.stack([dense, stream]).to(torch.int32).contiguous()
     n_full = torch.stack([n_full_d, n_full_s]).to(torch.int32).contiguous()
     n_tot = torch.stack([n_tot_d, n_tot_s]).to(torch.int32).contiguous()
-    # every list ends with the q block's diagonal, block_m // block_n masked blocks: the TMA kernel
-    # runs them as straight-line code and reads only n_full
+    # invariant: every list ends with the q block's block_m // block_n diagonal (masked) blocks
     assert bool((n_tot - n_full == block_m // block_n).all()), "plan: masked tail is not block_m // block_n long"
     return BlockSparsePlan(block_idx.to(device), n_full.to(device), n_tot.to(device), block_m, block_n, max_len)
 
@@ -167,8 +160,6 @@ def block_sparse_prefill(
     num_warps: int = 8,
     num_stages: int = 3,
     out: torch.Tensor | None = None,
-    impl: str = "pointer",  # "pointer" | "tma" (Hopper descriptors; raises where unsupported) | "auto"
-    warp_specialize: bool = False,  # tma only
 ) -> torch.Tensor:  # (T, Hq, D)
     T, Hq, D = q.shape
     if k.shape != v.shape or k.shape[0] != T or k.shape[2] != D or Hq % k.shape[1]:
@@ -182,29 +173,11 @@ def block_sparse_prefill(
                          f"{plan.block_n}, head_dim {D}")
     if max_seqlen > plan.max_len:
         raise ValueError(f"plan covers {plan.max_len} tokens, batch needs {max_seqlen}: plan again")
-    if impl not in ("auto", "tma", "pointer"):
-        raise ValueError(f"impl must be 'auto', 'tma' or 'pointer', got {impl!r}")
     if out is None:
         out = torch.empty_like(q)
     n_seq = cu_seqlens.numel() - 1
     if T == 0 or n_seq == 0:
         return out
-    if impl != "pointer":
-        key = (plan.block_m, plan.block_n, num_warps, num_stages, warp_specialize, D, q.dtype)
-        ok = _tma.supported(q, k, v, out)
-        if impl == "tma":
-            if not ok:
-                raise ValueError("impl='tma' needs a CUDA sm_90+ device, bf16/fp16 q/k/v/out with 16-byte aligned "
-                                 f"rows and head strides; got {q.device} {q.dtype}, strides {q.stride()}")
-            return _tma.block_sparse_prefill_tma(q, k, v, cu_seqlens, max_seqlen, head_kind, plan, scale, num_warps,
-                                                 num_stages, warp_specialize, out)
-        if ok and key not in _TMA_BROKEN:
-            try:
-                return _tma.block_sparse_prefill_tma(q, k, v, cu_seqlens, max_seqlen, head_kind, plan, scale,
-                                                     num_warps, num_stages, warp_specialize, out)
-            except Exception as e:  # a compile failure (Triton version, resources): keep serving
-                _TMA_BROKEN.add(key)
-                log.warning("block_sparse_prefill: TMA kernel failed for %s (%r); using the pointer kernel", key, e)
     n_qb = plan.block_idx.shape[1]
     grid = (triton.cdiv(max_seqlen, plan.block_m), Hq, n_seq)
     _block_sparse_kernel[grid](
