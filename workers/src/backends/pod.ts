@@ -14,8 +14,8 @@ export interface PodBackendOptions {
   url: string;
   connectTimeoutMs: number;
   idleTimeoutMs: number;
-  /** Fields the router adds to the request (SLO targets, cached-prefix hint). */
-  extra?: Pick<GenerateRequest, "slo" | "cached_prefix" | "kv_transfer">;
+  /** Fields the router adds to the request (SLO targets, cached-prefix hint, the class's attention settings). */
+  extra?: Pick<GenerateRequest, "slo" | "cached_prefix" | "kv_transfer" | "attention">;
   fetch?: typeof fetch;
   /** Keeps the cancel call alive after the response ended (ExecutionContext.waitUntil). */
   waitUntil?: (p: Promise<unknown>) => void;

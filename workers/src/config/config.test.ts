@@ -8,6 +8,16 @@ describe("loadConfig", () => {
     const c = loadConfig({ API_KEYS: JSON.stringify([key("a")]), POD_SECRET: "s".repeat(8), POD_IDLE_TIMEOUT_MS: "500" });
     expect(c).toMatchObject({ ...configDefaults, podIdleTimeoutMs: 500, podSecret: "ssssssss" });
     expect(c.apiKeys.map((k) => k.name)).toEqual(["a"]);
+    expect(c.attentionByClass).toEqual({});
+  });
+
+  it("reads sparse-attention settings per SLO class", () => {
+    const c = loadConfig({
+      API_KEYS: JSON.stringify([key("a")]),
+      POD_SECRET: "s".repeat(8),
+      ATTENTION_BY_CLASS: JSON.stringify({ batch: { sparse: true, token_budget: 2048, reselect_every: 8 } }),
+    });
+    expect(c.attentionByClass).toEqual({ batch: { sparse: true, token_budget: 2048, reselect_every: 8 } });
   });
 
   it.each([
@@ -18,6 +28,10 @@ describe("loadConfig", () => {
     [{ API_KEYS: JSON.stringify([key("a")]), POD_SECRET: "short" }, /podSecret/],
     [{ API_KEYS: JSON.stringify([{ ...key("a"), rpm: 0 }]), POD_SECRET: "x".repeat(8) }, /apiKeys\.0\.rpm/],
     [{ API_KEYS: JSON.stringify([key("a")]), POD_SECRET: "x".repeat(8), HEARTBEAT_MS: "soon" }, /heartbeatMs/],
+    [{ API_KEYS: JSON.stringify([key("a")]), POD_SECRET: "x".repeat(8), ATTENTION_BY_CLASS: "{" }, /ATTENTION_BY_CLASS is not valid JSON/],
+    [{ API_KEYS: JSON.stringify([key("a")]), POD_SECRET: "x".repeat(8), ATTENTION_BY_CLASS: '{"fast": {}}' }, /attentionByClass/],
+    [{ API_KEYS: JSON.stringify([key("a")]), POD_SECRET: "x".repeat(8), ATTENTION_BY_CLASS: '{"batch": {"token_budget": 8}}' }, /attentionByClass\.batch\.token_budget/],
+    [{ API_KEYS: JSON.stringify([key("a")]), POD_SECRET: "x".repeat(8), ATTENTION_BY_CLASS: '{"batch": {"budget": 2048}}' }, /attentionByClass\.batch/],
   ])("refuses bad configuration %#", (vars, message) => {
     expect(() => loadConfig(vars)).toThrow(message);
   });

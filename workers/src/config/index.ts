@@ -19,6 +19,18 @@ const ApiKeyEntry = z
   .strict();
 export type ApiKeyEntry = z.infer<typeof ApiKeyEntry>;
 
+/** Pod-protocol AttentionOverrides (shared schema): sparse attention settings a request carries. */
+const attentionOverrides = z
+  .object({
+    sparse: z.boolean().optional(),
+    token_budget: z.number().int().min(16).optional(),
+    sink_tokens: z.number().int().min(0).optional(),
+    window_tokens: z.number().int().min(0).optional(),
+    reselect_every: z.number().int().min(1).max(64).optional(),
+  })
+  .strict();
+const sloClass = z.enum(["interactive", "deadline", "batch", "compound"]);
+
 const EdgeConfigSchema = z.object({
   apiKeys: z
     .array(ApiKeyEntry)
@@ -35,6 +47,8 @@ const EdgeConfigSchema = z.object({
   podIdleTimeoutMs: z.number().int().positive(),
   /** Request bodies above this are refused with 413 before parsing. */
   maxBodyBytes: z.number().int().positive(),
+  /** Sparse-attention settings sent to the pod per SLO class (a class not listed: the pod's own). */
+  attentionByClass: z.record(sloClass, attentionOverrides).default({}),
 });
 export type EdgeConfig = z.infer<typeof EdgeConfigSchema>;
 
@@ -52,6 +66,8 @@ export interface ConfigVars {
   HEARTBEAT_MS?: string;
   POD_CONNECT_TIMEOUT_MS?: string;
   POD_IDLE_TIMEOUT_MS?: string;
+  /** JSON {class: AttentionOverrides}, e.g. {"batch": {"sparse": true, "token_budget": 2048}}. */
+  ATTENTION_BY_CLASS?: string;
 }
 
 function parseJson(name: string, text: string | undefined): unknown {
@@ -74,6 +90,7 @@ export function loadConfig(vars: ConfigVars): EdgeConfig {
     ...configDefaults,
     apiKeys: parseJson("API_KEYS", vars.API_KEYS),
     podSecret: vars.POD_SECRET,
+    ...(vars.ATTENTION_BY_CLASS && { attentionByClass: parseJson("ATTENTION_BY_CLASS", vars.ATTENTION_BY_CLASS) }),
     ...(num(vars.HEARTBEAT_MS) !== undefined && { heartbeatMs: num(vars.HEARTBEAT_MS) }),
     ...(num(vars.POD_CONNECT_TIMEOUT_MS) !== undefined && { podConnectTimeoutMs: num(vars.POD_CONNECT_TIMEOUT_MS) }),
     ...(num(vars.POD_IDLE_TIMEOUT_MS) !== undefined && { podIdleTimeoutMs: num(vars.POD_IDLE_TIMEOUT_MS) }),

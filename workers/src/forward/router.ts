@@ -83,13 +83,15 @@ export async function planRoute(input: RouteInput, deps: RouterDeps, livePods: P
       const placed = notePlacement(deps.env.PREFIX_INDEX, spec.id, decision.pod.podId, hashes, indexShards(deps.env));
       if (deps.waitUntil) deps.waitUntil(placed);
       else await placed;
-      const podBackend = (pod: PodInfo, extra: ConstructorParameters<typeof PodBackend>[0]["extra"]) =>
+      // Sparse attention per SLO class (config ATTENTION_BY_CLASS), e.g. Quest for batch work.
+      const attention = deps.config.attentionByClass[input.slo.class];
+      const podBackend = (pod: PodInfo, extra: NonNullable<ConstructorParameters<typeof PodBackend>[0]["extra"]>) =>
         new PodBackend({
           podId: pod.podId,
           url: pod.url,
           connectTimeoutMs: deps.config.podConnectTimeoutMs,
           idleTimeoutMs: deps.config.podIdleTimeoutMs,
-          extra,
+          extra: attention ? { ...extra, attention } : extra,
           fetch: deps.fetch,
           waitUntil: deps.waitUntil,
         });
