@@ -41,6 +41,8 @@ import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gpu-backend"))
 
+from bench_common import graph_time_us as gpu_graph_time_us  # noqa: E402
+
 from edgeserve_pod.kernels import gemv as G  # noqa: E402
 
 # (model, role, N, K, prologue, residual)
@@ -103,30 +105,7 @@ def graph_time_us(fns, replays=15):
                 f()
             ts.append((time.perf_counter() - t0) * 1e6 / len(fns))
         return median(ts)
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for f in fns[:3]:
-            f()
-    torch.cuda.current_stream().wait_stream(s)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for f in fns:
-            f()
-    for _ in range(3):
-        g.replay()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(replays):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b) * 1e3 / len(fns))
-    del g
-    return median(ts)
+    return gpu_graph_time_us(fns, replays)
 
 
 def copy_bandwidth(dev):

@@ -31,6 +31,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gpu-backend"))
 
+from bench_common import graph_time_us  # noqa: E402
+
 from edgeserve_pod.kernels import w4a16 as W  # noqa: E402
 from edgeserve_pod.kernels import w4a16_configs as C  # noqa: E402
 from edgeserve_pod.quant.rtn import quantize_rtn  # noqa: E402
@@ -47,34 +49,6 @@ FAILED: set = set()  # (M == 1, config) pairs whose compile failed
 def median(xs):
     xs = sorted(xs)
     return xs[len(xs) // 2]
-
-
-def graph_time_us(fns, replays=15):
-    """fns: list of R zero-arg callables (one per weight copy). Median replay time / R, in us."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for f in fns[:3]:
-            f()
-    torch.cuda.current_stream().wait_stream(s)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for f in fns:
-            f()
-    for _ in range(3):
-        g.replay()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(replays):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b) * 1e3 / len(fns))
-    del g
-    return median(ts)
 
 
 def copies_for(nbytes, lo=4, hi=48):

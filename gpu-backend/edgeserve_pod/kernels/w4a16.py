@@ -177,6 +177,14 @@ if triton is not None:
         else:
             return ((((qw >> (4 * J)) & 0xF) | 0x6400).to(tl.int16)).to(tl.float16, bitcast=True)
 
+    @triton.jit
+    def _x_tile(x_ptr, offs_m, offs_k, stride_xm, mask_m, K, EVEN_K: tl.constexpr):
+        """(BM, 16) activations: rows offs_m (masked past M), columns offs_k (masked past K)."""
+        x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
+        if EVEN_K:
+            return tl.load(x_ptrs, mask=mask_m[:, None], other=0.0)
+        return tl.load(x_ptrs, mask=mask_m[:, None] & (offs_k < K)[None, :], other=0.0)
+
     @triton.jit(do_not_specialize=["tiles_per_split"])
     def _w4a16_kernel(
         x_ptr, qw_ptr, s_ptr, z_ptr, y_ptr,  # x (M, K); qw (Kp/8, N) i32; s, z (ng, N); y (M, N)
@@ -236,11 +244,7 @@ if triton is not None:
                         w_lo, w_hi = _codes_lop3_scaled(qw, i, z2, s2, BF16)
                     for h in tl.static_range(2):
                         offs_k = k0 + (i + 4 * h) * RB_ + offs_r
-                        x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
-                        if EVEN_K:
-                            xj = tl.load(x_ptrs, mask=mask_m[:, None], other=0.0)  # (BM, 16)
-                        else:
-                            xj = tl.load(x_ptrs, mask=mask_m[:, None] & (offs_k < K)[None, :], other=0.0)
+                        xj = _x_tile(x_ptr, offs_m, offs_k, stride_xm, mask_m, K, EVEN_K)  # (BM, 16)
                         if DEQ == 3:
                             wj = w_lo if h == 0 else w_hi
                         else:
@@ -254,11 +258,7 @@ if triton is not None:
                         w_lo, w_hi = _codes_lop3(qw, i, BF16)
                     for h in tl.static_range(2):
                         offs_k = k0 + (i + 4 * h) * RB_ + offs_r
-                        x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
-                        if EVEN_K:
-                            xj = tl.load(x_ptrs, mask=mask_m[:, None], other=0.0)  # (BM, 16)
-                        else:
-                            xj = tl.load(x_ptrs, mask=mask_m[:, None] & (offs_k < K)[None, :], other=0.0)
+                        xj = _x_tile(x_ptr, offs_m, offs_k, stride_xm, mask_m, K, EVEN_K)  # (BM, 16)
                         if DEQ == 0:
                             wj = _codes_plus_128(qw, i + 4 * h).to(xj.dtype)  # (16, BN), exact in bf16/fp16
                         elif DEQ == 1:
