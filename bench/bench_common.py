@@ -49,3 +49,21 @@ def graph_time_us(fns, replays: int = 15) -> float:
         ts.append(a.elapsed_time(b) * 1e3 / len(fns))
     del g
     return statistics.median(ts)
+
+
+def map_in_processes(worker, jobs: list, processes: int) -> list:
+    """Run `worker(chunk) -> list` over `jobs` split round-robin into `processes` chunks in spawned
+    processes (e.g. to fill Triton's on-disk cache in parallel); results in the order of `jobs`."""
+    import multiprocessing as mp
+
+    if not jobs:
+        return []
+    processes = max(1, min(processes, len(jobs)))
+    chunks = [jobs[i::processes] for i in range(processes)]
+    with mp.get_context("spawn").Pool(processes) as pool:
+        res = pool.map(worker, chunks)
+    out = [None] * len(jobs)
+    for i, r in enumerate(res):
+        for j, v in enumerate(r):
+            out[i + j * processes] = v
+    return out

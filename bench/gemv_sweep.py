@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import statistics
 import subprocess
@@ -41,7 +40,7 @@ import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gpu-backend"))
 
-from bench_common import graph_time_us as gpu_graph_time_us  # noqa: E402
+from bench_common import graph_time_us as gpu_graph_time_us, map_in_processes  # noqa: E402
 
 from edgeserve_pod.kernels import gemv as G  # noqa: E402
 
@@ -147,17 +146,7 @@ def _compile_worker(jobs):
 def precompile(jobs, workers):
     """Fill Triton's on-disk cache from several processes; per job True or the error.
     jobs: (prologue, residual, M, config); K, N, M > 1 share one binary per job."""
-    if not jobs:
-        return []
-    workers = max(1, min(workers, len(jobs)))
-    chunks = [jobs[i::workers] for i in range(workers)]
-    with mp.get_context("spawn").Pool(workers) as pool:
-        res = pool.map(_compile_worker, chunks)
-    out = [None] * len(jobs)
-    for i, r in enumerate(res):
-        for j, v in enumerate(r):
-            out[i + j * workers] = v
-    return out
+    return map_in_processes(_compile_worker, jobs, workers)
 
 
 # ---------------------------------------------------------------- one shape

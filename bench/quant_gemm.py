@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gpu-backend"))
 
-from bench_common import graph_time_us  # noqa: E402
+from bench_common import graph_time_us, map_in_processes  # noqa: E402
 
 from edgeserve_pod.kernels import w4a16 as W  # noqa: E402
 from edgeserve_pod.kernels import w4a16_configs as C  # noqa: E402
@@ -96,15 +96,7 @@ def _compile_worker(jobs):
 
 def precompile(jobs, workers):
     """Fill Triton's on-disk cache from several processes; returns per-job ok/error."""
-    chunks = [jobs[i::workers] for i in range(workers)]
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers) as pool:
-        res = pool.map(_compile_worker, chunks)
-    out = [None] * len(jobs)
-    for i, r in enumerate(res):
-        for j, v in enumerate(r):
-            out[i + j * workers] = v
-    return out
+    return map_in_processes(_compile_worker, jobs, workers)
 
 
 # ------------------------------------------------------------------ compile-only check (no GPU)
