@@ -11,7 +11,11 @@ partial (m, l, acc); `_decode_reduce` merges them (log-sum-exp). The same kernel
 given `page_idx` (B, Hkv, n_sel) it visits only those logical pages.
 
 Prefill: one program per (q tile, sequence, q head) over the paged context (cached prefix + the
-new tokens, already written to the cache), causal with the query offset ctx_len - q_len.
+new tokens, already written to the cache), causal with the query offset ctx_len - q_len. Given
+`head_kind`, streaming heads see only the one-shot block-sparse prefill's sink + window pattern
+(`StreamingMask`) at their absolute positions: their programs visit only the key tiles that meet
+the sink or the tile's window, unmasked inside, masked at the edges (the sparse backend's prefill
+after a cached prefix, or of a later chunk). Retrieval heads run the dense loop unchanged.
 
 Reference: `reference_paged_attention` (float32 torch) below; tests in
 tests/kernels/test_paged_attention.py.
@@ -20,6 +24,7 @@ tests/kernels/test_paged_attention.py.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -251,6 +256,70 @@ def paged_decode(
 # ---------------------------------------------------------------------------------- prefill
 
 
+@dataclass(frozen=True)
+class StreamingMask:
+    """What a streaming head attends in paged prefill: the one-shot block-sparse prefill's pattern
+    (block_sparse_prefill.plan_block_sparse with the same four numbers), at the query's absolute
+    position p, so that a prompt prefilled in chunks or after a cached prefix gets the same
+    attention as in one piece. Key t is allowed iff t <= p and (t < sink_end or t >= lo(p)):
+        sink_end = ceil(sink_tokens / block_n) * block_n
+        lo(p)    = max(floor(max(floor(p / block_m) * block_m - window_tokens, 0) / block_n) * block_n, sink_end)
+    block_m / block_n are the plan's granularity (SparseAttentionConfig.prefill_block_m / _n), not
+    the prefill kernel's tiles."""
+
+    sink_tokens: int
+    window_tokens: int
+    block_m: int = 128
+    block_n: int = 64
+
+    def __post_init__(self) -> None:
+        if min(self.sink_tokens, self.window_tokens) < 0 or min(self.block_m, self.block_n) < 1 \
+                or self.block_m % self.block_n:
+            raise ValueError(f"StreamingMask needs sink/window >= 0 and block_m a multiple of block_n >= 1, got {self}")
+
+    @property
+    def sink_end(self) -> int:
+        return -(-self.sink_tokens // self.block_n) * self.block_n
+
+
+@triton.jit
+def _stream_lo(p, sink_end, window, MASK_BM, MASK_BN):
+    """StreamingMask.lo(p): the first window key of a query at absolute position p (p >= 0)."""
+    lo = tl.maximum((p // MASK_BM) * MASK_BM - window, 0) // MASK_BN * MASK_BN
+    return tl.maximum(lo, sink_end)
+
+
+@triton.jit
+def _prefill_stream_keys(acc, l_i, m_i, q, K, V, bt, k_head, v_head, stride_kb, stride_ks, stride_vb, stride_vs,
+                         n_lo, n_hi, hi, q_pos, lo_row, sink_end, qk_scale, offs_d,
+                         MASK: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, DOT_T: tl.constexpr):
+    """Streaming head: the key tiles starting in [n_lo, n_hi) (multiples of BLOCK_N). MASK: the
+    element mask (causal, sink / window edge, keys < hi); without it every key of the tile is
+    allowed for every row (the caller guarantees it)."""
+    for n0 in range(n_lo, n_hi, BLOCK_N):
+        t = n0 + tl.arange(0, BLOCK_N)
+        if MASK:
+            t_ok = t < hi
+            phys = tl.load(bt + t // BLOCK_SIZE, mask=t_ok, other=0).to(tl.int64)
+        else:
+            phys = tl.load(bt + t // BLOCK_SIZE).to(tl.int64)
+        row = t % BLOCK_SIZE
+        k_ptr = K + phys[:, None] * stride_kb + row[:, None] * stride_ks + k_head + offs_d[None, :]
+        v_ptr = V + phys[:, None] * stride_vb + row[:, None] * stride_vs + v_head + offs_d[None, :]
+        if MASK:
+            k = tl.load(k_ptr, mask=t_ok[:, None], other=0.0)
+            v = tl.load(v_ptr, mask=t_ok[:, None], other=0.0)
+        else:
+            k = tl.load(k_ptr)
+            v = tl.load(v_ptr)
+        s = tl.dot(q, tl.trans(k.to(DOT_T))) * qk_scale  # (BLOCK_M, BLOCK_N)
+        if MASK:
+            ok = (t[None, :] <= q_pos[:, None]) & ((t[None, :] < sink_end) | (t[None, :] >= lo_row[:, None]))
+            s = tl.where(ok & t_ok[None, :], s, float("-inf"))
+        acc, l_i, m_i = online_softmax_step(s, v, acc, l_i, m_i, DOT_T)
+    return acc, l_i, m_i
+
+
 @triton.jit
 def _prefill_kernel(
     Q,  # (T, Hq, D) packed new tokens
@@ -258,8 +327,10 @@ def _prefill_kernel(
     BlockTables,  # (n_p, max_blocks) int32
     CuQ, CuK,  # (n_p + 1,) int32
     KScale, VScale,
+    HeadKind,  # (Hq,) int32 0 retrieval / 1 streaming, or dummy when not STREAM
     Out,  # (T, Hq, D)
     sm_scale,
+    sink_end, window, mask_bm, mask_bn,  # StreamingMask (STREAM only)
     stride_qt, stride_qh,
     stride_kb, stride_ks, stride_kh,
     stride_vb, stride_vs, stride_vh,
@@ -267,6 +338,7 @@ def _prefill_kernel(
     stride_ot, stride_oh,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IS_FP8: tl.constexpr, DOT_T: tl.constexpr,
+    STREAM: tl.constexpr,
 ):
     mt = tl.program_id(0)
     sq = tl.program_id(1)
@@ -291,18 +363,49 @@ def _prefill_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     hi = tl.minimum(ctx, ctx - q_len + (mt + 1) * BLOCK_M)  # causal: last key any row here sees
-    for n0 in range(0, hi, BLOCK_N):
-        t = n0 + tl.arange(0, BLOCK_N)
-        t_ok = t < hi
-        phys = tl.load(BlockTables + sq * stride_bt + t // BLOCK_SIZE, mask=t_ok, other=0).to(tl.int64)
-        row = t % BLOCK_SIZE
-        k = tl.load(K + phys[:, None] * stride_kb + row[:, None] * stride_ks + kvh * stride_kh + offs_d[None, :],
-                    mask=t_ok[:, None], other=0.0)
-        v = tl.load(V + phys[:, None] * stride_vb + row[:, None] * stride_vs + kvh * stride_vh + offs_d[None, :],
-                    mask=t_ok[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k.to(DOT_T))) * qk_scale  # (BLOCK_M, BLOCK_N)
-        s = tl.where((t[None, :] <= q_pos[:, None]) & t_ok[None, :], s, float("-inf"))
-        acc, l_i, m_i = online_softmax_step(s, v, acc, l_i, m_i, DOT_T)
+    if STREAM:
+        streaming = tl.load(HeadKind + h) != 0
+    else:
+        streaming = False
+    if streaming:
+        # Streaming head: only the key tiles meeting [0, sink_end) or this tile's window
+        # [lo(p0), hi); element masks only on the tiles at the edges of those ranges.
+        p0 = ctx - q_len + mt * BLOCK_M  # first row's position (rows are ascending)
+        lo_row = _stream_lo(q_pos, sink_end, window, mask_bm, mask_bn)
+        lo0 = _stream_lo(p0, sink_end, window, mask_bm, mask_bn)
+        lo1 = _stream_lo(hi - 1, sink_end, window, mask_bm, mask_bn)  # last valid row's
+        a_end = tl.cdiv(tl.minimum(sink_end, hi), BLOCK_N) * BLOCK_N  # sink tiles: [0, a_end)
+        b_lo = tl.maximum(lo0 // BLOCK_N * BLOCK_N, a_end)  # window tiles: [b_lo, hi)
+        full_lo = tl.maximum(tl.cdiv(lo1, BLOCK_N) * BLOCK_N, b_lo)  # every row sees keys >= lo1 ...
+        full_hi = tl.maximum((p0 + 1) // BLOCK_N * BLOCK_N, full_lo)  # ... and <= p0
+        bt = BlockTables + sq * stride_bt
+        k_head = kvh * stride_kh
+        v_head = kvh * stride_vh
+        acc, l_i, m_i = _prefill_stream_keys(acc, l_i, m_i, q, K, V, bt, k_head, v_head, stride_kb, stride_ks,
+                                             stride_vb, stride_vs, 0, a_end, hi, q_pos, lo_row, sink_end, qk_scale,
+                                             offs_d, True, BLOCK_SIZE, BLOCK_N, DOT_T)
+        acc, l_i, m_i = _prefill_stream_keys(acc, l_i, m_i, q, K, V, bt, k_head, v_head, stride_kb, stride_ks,
+                                             stride_vb, stride_vs, b_lo, full_lo, hi, q_pos, lo_row, sink_end,
+                                             qk_scale, offs_d, True, BLOCK_SIZE, BLOCK_N, DOT_T)
+        acc, l_i, m_i = _prefill_stream_keys(acc, l_i, m_i, q, K, V, bt, k_head, v_head, stride_kb, stride_ks,
+                                             stride_vb, stride_vs, full_lo, full_hi, hi, q_pos, lo_row, sink_end,
+                                             qk_scale, offs_d, False, BLOCK_SIZE, BLOCK_N, DOT_T)
+        acc, l_i, m_i = _prefill_stream_keys(acc, l_i, m_i, q, K, V, bt, k_head, v_head, stride_kb, stride_ks,
+                                             stride_vb, stride_vs, full_hi, hi, hi, q_pos, lo_row, sink_end,
+                                             qk_scale, offs_d, True, BLOCK_SIZE, BLOCK_N, DOT_T)
+    else:
+        for n0 in range(0, hi, BLOCK_N):
+            t = n0 + tl.arange(0, BLOCK_N)
+            t_ok = t < hi
+            phys = tl.load(BlockTables + sq * stride_bt + t // BLOCK_SIZE, mask=t_ok, other=0).to(tl.int64)
+            row = t % BLOCK_SIZE
+            k = tl.load(K + phys[:, None] * stride_kb + row[:, None] * stride_ks + kvh * stride_kh + offs_d[None, :],
+                        mask=t_ok[:, None], other=0.0)
+            v = tl.load(V + phys[:, None] * stride_vb + row[:, None] * stride_vs + kvh * stride_vh + offs_d[None, :],
+                        mask=t_ok[:, None], other=0.0)
+            s = tl.dot(q, tl.trans(k.to(DOT_T))) * qk_scale  # (BLOCK_M, BLOCK_N)
+            s = tl.where((t[None, :] <= q_pos[:, None]) & t_ok[None, :], s, float("-inf"))
+            acc, l_i, m_i = online_softmax_step(s, v, acc, l_i, m_i, DOT_T)
     if IS_FP8:
         acc = acc * tl.load(VScale + kvh)
     acc = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
@@ -326,6 +429,8 @@ def paged_prefill(
     num_warps: int = 4,
     num_stages: int = 2,
     out: torch.Tensor | None = None,
+    head_kind: torch.Tensor | None = None,  # (Hq,) int32: 0 retrieval (dense causal), 1 streaming
+    streaming: StreamingMask | None = None,  # what streaming heads see; needed with head_kind
 ) -> torch.Tensor:  # (T, Hq, D)
     is_fp8 = _check_cache(k_cache, v_cache, k_scale, v_scale)
     T, Hq, D = q.shape
@@ -336,21 +441,30 @@ def paged_prefill(
     if cu_seqlens_k.numel() != n_p + 1 or block_tables.shape[0] != n_p:
         raise ValueError(f"cu_seqlens_q/cu_seqlens_k/block_tables disagree on the number of sequences: "
                          f"{n_p} / {cu_seqlens_k.numel() - 1} / {block_tables.shape[0]}")
+    stream = head_kind is not None
+    if stream:
+        if head_kind.shape != (Hq,) or head_kind.dtype != torch.int32 or head_kind.device != q.device:
+            raise ValueError(f"head_kind must be ({Hq},) int32 on {q.device}, got {tuple(head_kind.shape)} "
+                             f"{head_kind.dtype} on {head_kind.device}")
+        if not isinstance(streaming, StreamingMask):
+            raise ValueError(f"head_kind needs streaming=StreamingMask(...), got {streaming!r}")
     if out is None:
         out = torch.empty_like(q)
     if T == 0 or n_p == 0:
         return out
     dummy = cu_seqlens_q
+    m = streaming if stream else StreamingMask(0, 0, 1, 1)
     grid = (triton.cdiv(max(1, max_seqlen_q), block_m), n_p, Hq)
     _prefill_kernel[grid](
         q, k_cache, v_cache, block_tables, cu_seqlens_q, cu_seqlens_k,
-        k_scale if is_fp8 else dummy, v_scale if is_fp8 else dummy, out, scale,
+        k_scale if is_fp8 else dummy, v_scale if is_fp8 else dummy, head_kind if stream else dummy, out, scale,
+        m.sink_end, m.window_tokens, m.block_m, m.block_n,
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         block_tables.stride(0), out.stride(0), out.stride(1),
         GROUP=Hq // Hkv, HEAD_DIM=D, BLOCK_SIZE=BS, BLOCK_M=block_m, BLOCK_N=block_n, IS_FP8=is_fp8,
-        DOT_T=dot_dtype(FP8_DOT if is_fp8 else k_cache.dtype),
+        DOT_T=dot_dtype(FP8_DOT if is_fp8 else k_cache.dtype), STREAM=stream,
         num_warps=num_warps, num_stages=num_stages,
     )
     return out
@@ -367,6 +481,7 @@ def reference_paged_attention(
     scale: float,
     k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
     pages: torch.Tensor | None = None,  # (Hkv, n) logical pages to attend (decode, Quest); None = all
+    key_mask: torch.Tensor | None = None,  # (Hq, n_q, ctx) bool, further restricts (streaming heads)
 ) -> torch.Tensor:  # (n_q, Hq, D) float32
     """Naive float32 causal attention over the paged context of one sequence."""
     BS, Hkv = k_cache.shape[1], k_cache.shape[2]
@@ -391,5 +506,7 @@ def reference_paged_attention(
             for p in pages[h].tolist():
                 keep[h, p * BS:(p + 1) * BS] = True
         allowed &= keep.repeat_interleave(g, 0)[:, None, :]
+    if key_mask is not None:
+        allowed &= key_mask
     s = s.masked_fill(~allowed, float("-inf"))
     return torch.einsum("hqk,hkd->qhd", s.softmax(-1), v)

@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from edgeserve_pod.kernels.paged_attention import FP8, paged_decode, paged_prefill, reference_paged_attention
+from edgeserve_pod.kernels.block_sparse_prefill import plan_block_sparse, plan_mask
+from edgeserve_pod.kernels.paged_attention import (FP8, StreamingMask, paged_decode, paged_prefill,
+                                                   reference_paged_attention)
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -90,6 +92,44 @@ def test_prefill_matches_reference_with_cached_prefix(dtype):
         torch.testing.assert_close(out[cu_q[i]:cu_q[i + 1]].float(), ref, atol=TOL[dtype], rtol=TOL[dtype])
 
 
+# (sink, window, mask block_m, mask block_n, kernel block_m, kernel block_n): the mask's grid
+# finer than, equal to and coarser than the kernel's tiles; no sink; a sink longer than a prompt
+STREAM_CASES = [(8, 24, 16, 8, 16, 16), (16, 32, 32, 16, 16, 32), (0, 16, 16, 16, 32, 16), (60, 8, 32, 16, 16, 16)]
+
+
+@pytest.mark.parametrize("case, dtype", [(c, torch.float32) for c in STREAM_CASES]
+                         + [(STREAM_CASES[0], torch.bfloat16), (STREAM_CASES[0], FP8)])
+def test_prefill_streaming_heads_match_reference(case, dtype):
+    """Streaming heads after a cached prefix see the one-shot block-sparse plan's rows at their
+    absolute positions (plan_mask is the reference of that pattern); retrieval heads are the dense
+    path bit for bit. Prefixes 83 and 27 are not multiples of the page size; one sequence has none."""
+    sink, window, mbm, mbn, bm, bn = case
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    hq, hkv, d, bs = 4, 2, 32, 16
+    ctx_lens, new_lens = [120, 61, 40], [37, 61, 13]
+    k_cache, v_cache, ks, vs = make_cache(24, bs, hkv, d, dtype, gen)
+    table = random_tables(ctx_lens, bs, 24, gen)
+    q = torch.randn(sum(new_lens), hq, d, generator=gen).to(torch.bfloat16 if dtype == FP8 else dtype)
+    kind = torch.randint(0, 2, (hq,), generator=gen, dtype=torch.int32)
+    kind[:2] = torch.tensor([0, 1], dtype=torch.int32)  # both kinds, whatever the draw
+    cu_q = torch.tensor([0, 37, 98, 111], dtype=torch.int32)
+    cu_k = torch.tensor([0, 120, 181, 221], dtype=torch.int32)
+    dev = [None if t is None else t.to(DEV) for t in (q, k_cache, v_cache, table, cu_q, cu_k, ks, vs)]
+    args = (*dev[:6], 61, d ** -0.5, *dev[6:])
+    mask = StreamingMask(sink, window, mbm, mbn)
+    out = paged_prefill(*args, block_m=bm, block_n=bn, head_kind=kind.to(DEV), streaming=mask).cpu()
+    dense = paged_prefill(*args, block_m=bm, block_n=bn).cpu()
+    plan = plan_block_sparse(max(ctx_lens), sink, window, mbm, mbn)
+    stream = kind.bool()
+    for i, (c, n) in enumerate(zip(ctx_lens, new_lens)):
+        rows = slice(int(cu_q[i]), int(cu_q[i + 1]))
+        key_mask = torch.where(stream[:, None, None], plan_mask(plan, 1, c)[c - n:][None], True)  # (Hq, n, c)
+        ref = reference_paged_attention(q[rows], k_cache, v_cache, table[i], c, d ** -0.5, ks, vs, key_mask=key_mask)
+        torch.testing.assert_close(out[rows].float(), ref, atol=TOL[dtype], rtol=TOL[dtype])
+    assert torch.equal(out[:, ~stream], dense[:, ~stream])  # retrieval heads: the dense path itself
+    assert (out[:, stream].float() - dense[:, stream].float()).abs().max() > 0.1  # the mask is in effect
+
+
 def test_bad_input_is_a_clear_error():
     k = torch.zeros(4, 8, 2, 16, dtype=FP8)
     with pytest.raises(ValueError, match="k_scale"):
@@ -99,3 +139,13 @@ def test_bad_input_is_a_clear_error():
         kc = torch.zeros(4, 8, 2, 16)
         paged_decode(torch.zeros(1, 3, 16), kc, kc, torch.zeros(1, 1, dtype=torch.int32),
                      torch.ones(1, dtype=torch.int32), 1.0)
+    kc = torch.zeros(4, 8, 2, 16)
+    cu = torch.tensor([0, 1], dtype=torch.int32)
+    with pytest.raises(ValueError, match="StreamingMask"):
+        paged_prefill(torch.zeros(1, 4, 16), kc, kc, torch.zeros(1, 1, dtype=torch.int32), cu, cu, 1, 1.0,
+                      head_kind=torch.zeros(4, dtype=torch.int32))
+    with pytest.raises(ValueError, match="head_kind"):
+        paged_prefill(torch.zeros(1, 4, 16), kc, kc, torch.zeros(1, 1, dtype=torch.int32), cu, cu, 1, 1.0,
+                      head_kind=torch.zeros(2, dtype=torch.int32), streaming=StreamingMask(4, 8))
+    with pytest.raises(ValueError, match="multiple"):
+        StreamingMask(4, 8, block_m=48, block_n=32)
