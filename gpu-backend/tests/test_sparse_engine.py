@@ -50,3 +50,51 @@ def test_reselect_every_from_map_and_request(tiny_model, tmp_path):
     assert every4 == by_req
     assert all(len(t) == 24 for t in every4.values())
     assert every4 != every1  # kept selections change what later steps attend
+
+
+def final_chunk_logits(model, path, prompt, chunk, impl, cached=None):
+    """Last-position logits of `prompt` through the sparse engine with `chunk` tokens per step
+    (earlier chunks are run, the final one is forwarded here); `cached`: a prompt served first, so
+    that `prompt` starts from its blocks in the prefix cache."""
+    import dataclasses
+
+    import torch
+
+    from edgeserve_pod.engine.step_inputs import build_step_inputs
+
+    eng = make_engine(model, block_size=16, attention_backend="sparse", sparse_head_map=path,
+                      max_num_batched_tokens=chunk)
+    attn = eng.runner.attn
+    attn.impl = impl  # "triton" on CPU: the kernels through the Triton interpreter (conftest)
+    attn.cfg = dataclasses.replace(attn.cfg, prefill_block_m=32, prefill_block_n=16)  # window < prompt
+    if cached is not None:
+        eng.add_request("cached", cached, greedy(1))
+        run_all(eng)
+    eng.add_request("z", prompt, greedy(1))
+    run_all(eng, max_steps=-(-(len(prompt) - (len(cached) // 16 * 16 if cached else 0)) // chunk) - 1)
+    inp, rows = build_step_inputs(eng.scheduler.schedule(), 16)
+    assert rows == [0] and inp.cu_seqlens_k == [0, len(prompt)]  # the final chunk samples
+    with torch.inference_mode():
+        return eng.runner.forward(inp)[0], len(prompt) - inp.cu_seqlens_q[1]  # logits, tokens before the chunk
+
+
+def test_chunked_and_cached_prefill_equal_one_shot_on_triton(tiny_model, tmp_path):
+    """Streaming heads in a prefill that follows cached tokens (later chunks of a chunked prefill,
+    and a prefix-cache hit) on the Triton path get the one-shot block-sparse prefill's attention:
+    the same last logits as the whole prompt in one step, and as the torch path."""
+    import torch
+
+    path = head_map(tmp_path)
+    p = PROMPTS["a"]  # 150 tokens: sink 16 + window 32 leave most of the prompt out of a streaming row
+    one_shot, before = final_chunk_logits(tiny_model, path, p, 256, "triton")
+    assert before == 0
+    chunked, before = final_chunk_logits(tiny_model, path, p, 48, "triton")
+    assert before == 144
+    hit, before = final_chunk_logits(tiny_model, path, p, 256, "triton", cached=p[:100] + [5, 6, 7])
+    assert before == 96  # six full blocks from the prefix cache
+    torch_chunked, _ = final_chunk_logits(tiny_model, path, p, 48, "torch")
+    for got in (chunked, hit, torch_chunked):
+        torch.testing.assert_close(got, one_shot, atol=1e-4, rtol=1e-4)
+    dense, _ = final_chunk_logits(tiny_model, head_map(tmp_path, streaming=[[False, False], [False, False]]), p, 256,
+                                  "triton")
+    assert (one_shot - dense).abs().max() > 1e-3  # the streaming head changes the logits

@@ -12,9 +12,11 @@ sequence reuses its page list for k decode steps and selects again on the k-th, 
 it starts a new last page (see _quest_reusing). k = 1 selects every step.
 Prefill without a cached prefix: block_sparse_prefill (retrieval heads dense causal, streaming
 heads sink + local blocks). With a cached prefix (prefix-cache hit, or a later chunk of a
-chunked prefill): Triton runs the dense paged prefill (streaming heads then see the whole prefix
-during that prefill: a known gap, paged_prefill takes no block lists); the torch path applies
-the full prompt's block-sparse mask rows to the streaming heads, so it equals a one-shot prefill.
+chunked prefill), both paths give the streaming heads the rows of the full prompt's block-sparse
+mask at their absolute positions, so the result equals a one-shot prefill: Triton runs the paged
+prefill with head kinds and a StreamingMask (streaming heads visit only the sink and window key
+tiles of the paged cache), the torch path masks a dense pass. Still dense for every head: a batch
+whose prefilling sequences carry different (sparse, sink, window) overrides, or sparse off.
 
 Two implementations of the same selection: "triton" (the kernels; GPU, or CPU under
 TRITON_INTERPRET=1 in the kernel tests) and "torch" (masks over the same page lists and block
@@ -49,7 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels.block_sparse_prefill import BlockSparsePlan, block_sparse_prefill, plan_block_sparse, plan_mask
-from ..kernels.paged_attention import FP8, paged_decode, paged_prefill
+from ..kernels.paged_attention import FP8, StreamingMask, paged_decode, paged_prefill
 from ..kernels.quest import quest_scores, select_pages, torch_quest_scores, update_page_minmax
 from ..kernels.sparse_kv_write import write_kv_minmax_decode
 from .attention_base import AttentionBackend, AttentionMetadata
@@ -155,6 +157,7 @@ class SparseAttention(AttentionBackend):
         self._masks: dict[tuple[int, int, int], torch.Tensor] = {}
         self._plans: dict[tuple[int, int, int], BlockSparsePlan] = {}
         self._stream: dict[tuple[int, str], torch.Tensor] = {}
+        self._q_kind: dict[tuple[int, str], torch.Tensor] = {}
 
     def allocate_layer_state(self, num_blocks: int, block_size: int, device: torch.device) -> dict[str, torch.Tensor]:
         state = {"kmin": torch.zeros(num_blocks, self.num_kv_heads, self.head_dim, dtype=self.minmax_dtype, device=device),
@@ -220,11 +223,17 @@ class SparseAttention(AttentionBackend):
         no_prefix = torch.equal(cu_q, cu_k)  # host sync: prefill is not graph-captured
         settings = {r[:4] for r in reqs} if reqs else {self.cfg.for_request(None)[:4]}
         on, _, sink, window = next(iter(settings))
-        if not no_prefix and len(settings) == 1 and on and not self._triton(q):
-            self._torch_prefix_prefill(layer, q, k_cache, v_cache, ks, vs, meta, sink, window, out)
+        if not no_prefix and len(settings) == 1 and on:
+            if not self._triton(q):
+                self._torch_prefix_prefill(layer, q, k_cache, v_cache, ks, vs, meta, sink, window, out)
+                return
+            kind = self._q_head_kind(layer, q.device)  # None: no streaming head in this layer
+            mask = StreamingMask(sink, window, self.cfg.prefill_block_m, self.cfg.prefill_block_n)
+            paged_prefill(q, k_cache, v_cache, meta.prefill_block_tables, cu_q, cu_k, meta.max_seqlen_q,
+                          self.scale, ks, vs, out=out, head_kind=kind, streaming=mask if kind is not None else None)
             return
         if not no_prefix or len(settings) != 1 or not on:
-            # cached prefixes, mixed per-request settings in one batch, or sparse off: dense paged
+            # mixed per-request settings in one batch, or sparse off: dense paged
             if self._triton(q):
                 paged_prefill(q, k_cache, v_cache, meta.prefill_block_tables, cu_q, cu_k, meta.max_seqlen_q,
                               self.scale, ks, vs, out=out)
@@ -238,6 +247,15 @@ class SparseAttention(AttentionBackend):
             return
         head_kind = self.streaming_kv_heads(layer, q.device).repeat_interleave(self.num_heads // self.num_kv_heads)
         block_sparse_prefill(q, k, v, cu_q, meta.max_seqlen_q, head_kind.to(torch.int32), plan, self.scale, out=out)
+
+    def _q_head_kind(self, layer: int, device) -> torch.Tensor | None:  # (Hq,) int32 1 = streaming, or None
+        if self.cfg.streaming is None or not any(self.cfg.streaming[layer]):
+            return None  # no streaming head in this layer: the dense paged prefill
+        key = (layer, str(device))
+        if key not in self._q_kind:
+            g = self.num_heads // self.num_kv_heads
+            self._q_kind[key] = self.streaming_kv_heads(layer, device).repeat_interleave(g).to(torch.int32)
+        return self._q_kind[key]
 
     # ----------------------------------------------------------------------------- decode
     def _decode(self, layer, q, k_cache, v_cache, ks, vs, layer_state, meta, reqs, out):

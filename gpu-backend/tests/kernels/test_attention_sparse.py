@@ -176,23 +176,26 @@ def test_reselect_does_not_reuse_a_recycled_block(impl):
         torch.testing.assert_close(out, ref, atol=2e-4, rtol=2e-4)
 
 
-def test_torch_prefill_after_cached_prefix_equals_one_shot():
-    """Torch path: a prompt prefilled as 40 tokens, then 29 more over the cached 40, gives the
-    streaming heads the same block-sparse attention as one 69-token prefill."""
-    be, state = backend("torch")
+def test_prefill_after_cached_prefix_equals_one_shot(impl):
+    """A prompt prefilled in three chunks (21, 29 and 19 tokens; the later two over the cached
+    ones, off the page grid) gives the streaming heads the same block-sparse attention as one
+    69-token prefill: Triton's paged prefill with head kinds, the torch path's masked pass."""
+    be, state = backend(impl)
     q, k, v, kc, vc, table, out_p, _ = prefill_then_decode(be, state)  # one shot
-    be2, state2 = backend("torch")
+    be2, state2 = backend(impl)
     kc2, vc2 = torch.zeros_like(kc, device=DEV), torch.zeros_like(vc, device=DEV)
     slots = (table[torch.arange(69) // BS].long() * BS + torch.arange(69) % BS)
-    for lo, hi in ((0, 40), (40, 69)):
+    outs = []
+    for lo, hi in ((0, 21), (21, 50), (50, 69)):
         meta = AttentionMetadata(hi - lo, 0, slots[lo:hi].to(DEV),
                                  cu_seqlens_q=torch.tensor([0, hi - lo], dtype=torch.int32, device=DEV),
                                  cu_seqlens_k=torch.tensor([0, hi], dtype=torch.int32, device=DEV), max_seqlen_q=hi - lo,
                                  max_seqlen_k=hi, prefill_block_tables=table[None].to(DEV))
-        o = be2.forward(0, q[lo:hi].to(DEV), k[lo:hi].to(DEV), v[lo:hi].to(DEV), kc2, vc2, state2, meta).cpu()
-    torch.testing.assert_close(o, out_p[40:], atol=2e-5, rtol=2e-5)
-    dense = reference_paged_attention(q[40:69], kc, vc, table, 69, D ** -0.5)
-    assert (o - dense).abs().max() > 1e-3  # the streaming head really is restricted
+        outs.append(be2.forward(0, q[lo:hi].to(DEV), k[lo:hi].to(DEV), v[lo:hi].to(DEV), kc2, vc2, state2, meta).cpu())
+    o = torch.cat(outs)
+    torch.testing.assert_close(o, out_p, atol=2e-5, rtol=2e-5)
+    dense = reference_paged_attention(q[50:69], kc, vc, table, 69, D ** -0.5)
+    assert (o[50:] - dense).abs().max() > 1e-3  # the streaming head really is restricted
 
 
 def test_dense_layers_read_every_page_for_retrieval_heads(impl):
