@@ -13,6 +13,8 @@ figure is the median replay time / R. Same method for ours and the peers.
 
     python bench/quant_gemm.py [--quick] [--out DIR]
     python bench/quant_gemm.py --compile-only --out DIR   # on a CPU: every candidate compiled for sm_90
+    python bench/quant_gemm.py --mma --out DIR            # the CUDA mma kernel (kernels/w4a16_mma.py):
+        its (MT, WK) variants vs the Triton kernel's tuned configs, cuBLAS bf16 and int4pack, same run
 Writes DIR/quant_gemm.json (BENCH.md format) and DIR/sweep.json (every config's time, or why it was
 rejected: a candidate whose output differs from the reference is never timed).
 """
@@ -34,6 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from bench_common import graph_time_us, map_in_processes  # noqa: E402
 
 from edgeserve_pod.kernels import w4a16 as W  # noqa: E402
+from edgeserve_pod.kernels import w4a16_mma as MMA  # noqa: E402
 from edgeserve_pod.kernels import w4a16_configs as C  # noqa: E402
 from edgeserve_pod.quant.rtn import quantize_rtn  # noqa: E402
 
@@ -360,6 +363,107 @@ def decode_linear_tok_s(bw, batch, quant, layers=32):
     return batch / (t * 1e-6), t, nbytes / bw * 1e6
 
 
+MMA_VARIANTS = [(depth, wk) for depth in (3, 4, 6) for wk in (2, 4, 8)]
+
+
+def mma_shape(k, n, bw, flops, results, ms=(1, 16)):
+    """The CUDA mma kernel (M <= 16) on one shape: every (D, WK) variant is checked against the
+    float32 reference (fresh inputs, NaN-poisoned output) and timed; the schedule's pick, the
+    Triton kernel's tuned config, cuBLAS bf16 and int4pack are timed in the same run."""
+    wbytes = n * k // 2 + (k // GROUP) * n * 8  # int4 codes + fp32 scales + 32-bit zeros
+    r4 = copies_for(wbytes)
+    r16 = copies_for(2 * n * k)
+    qw, wd, ours, tiny, sz = make_weights(k, n, r4)
+    mw = [MMA.MmaWeights.from_triton(*o, GROUP, k, torch.bfloat16) for o in ours]
+    bf = [wd.clone() for _ in range(r16)]
+    tinys = [(tiny.clone(), sz.clone()) for _ in range(r4)] if tiny is not None else None
+    for m in ms:
+        xs = [torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for _ in range(4)]
+        t_bf = graph_time_us([lambda i=i: xs[i % 4] @ bf[i].t() for i in range(r16)])
+        t_tiny = None
+        if tinys is not None:
+            t_tiny = graph_time_us([lambda i=i: torch.ops.aten._weight_int4pack_mm(xs[i % 4], tinys[i][0], GROUP, tinys[i][1])
+                                    for i in range(r4)])
+        t_tri = graph_time_us([lambda i=i: W.w4a16_matmul(xs[i % 4], *ours[i], GROUP) for i in range(r4)])
+        x_chk = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        ref = W.w4a16_reference(x_chk.float(), qw.qweight, qw.scales, qw.zeros, GROUP)
+        variants = {}
+        for mt, wk in MMA_VARIANTS:
+            if not MMA.fits(m, mt, wk):
+                continue
+            errs = []
+            for _ in range(2):
+                out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
+                y = MMA.mma_matmul(x_chk, mw[0], mt, wk, out=out)
+                errs.append(float("nan") if torch.isnan(y).any() else rel_err(y, ref))
+            e = max(errs)
+            if not e < MAX_ERR:
+                print(f"  mma D={mt} WK={wk} rejected at K={k} N={n} M={m}: err {e:.2e}", flush=True)
+                variants[f"{mt}x{wk}"] = {"rejected_err": e}
+                continue
+            t = graph_time_us([lambda i=i, a=mt, b=wk: MMA.mma_matmul(xs[i % 4], mw[i], a, b) for i in range(r4)], replays=7)
+            variants[f"{mt}x{wk}"] = {"us": t, "err": e}
+        timed = {v: d["us"] for v, d in variants.items() if "us" in d}
+        if not timed:
+            raise RuntimeError(f"no mma variant passed the check at K={k} N={n} M={m}")
+        best_v = min(timed, key=timed.get)
+        mt, wk = MMA.schedule_for(m)
+        t_sched = graph_time_us([lambda i=i: MMA.mma_matmul(xs[i % 4], mw[i]) for i in range(r4)])
+        y = MMA.mma_matmul(x_chk, mw[0])
+        e_sched = rel_err(y, ref)
+        y_tri = W.w4a16_matmul(x_chk, qw.qweight, qw.scales, qw.zeros, GROUP)
+        e_tri = rel_err(y_tri, ref)
+        e_bf = rel_err(x_chk @ wd.t(), ref)  # cuBLAS on the bf16-dequantized weight, same reference
+        lim = max(wbytes / bw, 2 * m * n * k / flops) * 1e6
+        print(f"K={k:5d} N={n:5d} M={m:3d}: bf16 {t_bf:7.1f} | int4pack {t_tiny or float('nan'):7.1f} | triton {t_tri:7.1f} | "
+              f"mma sched {mt}x{wk} {t_sched:7.1f} ({t_bf / t_sched:4.2f}x) best {best_v} {timed[best_v]:7.1f} "
+              f"({t_bf / timed[best_v]:4.2f}x) | limit {lim:5.1f} | err mma {e_sched:.1e} triton {e_tri:.1e} bf16 {e_bf:.1e} | "
+              f"{ {v: round(t, 1) for v, t in timed.items()} }", flush=True)
+        results.append({"K": k, "N": n, "M": m, "bf16_us": t_bf, "int4pack_us": t_tiny, "triton_us": t_tri,
+                        "mma_sched_us": t_sched, "mma_sched": [mt, wk], "mma_best_us": timed[best_v], "mma_best": best_v,
+                        "variants": variants, "limit_us": lim, "err_mma": e_sched, "err_triton": e_tri, "err_bf16": e_bf})
+    del bf, ours, mw, tinys
+    torch.cuda.empty_cache()
+
+
+def mma_main(args):
+    dev = torch.cuda.get_device_name()
+    if not MMA.available():
+        raise SystemExit(f"mma kernel unavailable: {MMA.unavailable_reason()}")
+    bw, flops = ceilings()
+    print(f"{dev}: copy {bw / 1e12:.2f} TB/s, bf16 mm {flops / 1e12:.0f} TFLOP/s", flush=True)
+    results = []
+    for (k, n) in SHAPES + DECODE_SHAPES:
+        mma_shape(k, n, bw, flops, results)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or args.commit
+    metrics = []
+    for r in results:
+        cond = f"K={r['K']},N={r['N']},M={r['M']},w4a16,g={GROUP},cuda-mma"
+        tgt = TARGETS.get(r["M"]) if (r["K"], r["N"]) in SHAPES else None
+        metrics.append({
+            "name": f"gemm_us[{cond}]", "value": r["mma_sched_us"], "unit": "us", "better": "lower",
+            "peer": {"name": "cuBLAS bf16 (torch matmul)", "value": r["bf16_us"]},
+            "limit": {"value": r["limit_us"], "how": "max(int4 codes + fp32 scale + 32-bit zero bytes / measured copy BW, FLOPs / measured bf16 mm rate)"},
+            **({"target": {"value": r["bf16_us"] / tgt, "source": f"issue 7: >= {tgt}x cuBLAS bf16"}} if tgt else {}),
+            "extra": {"speedup_vs_bf16": r["bf16_us"] / r["mma_sched_us"], "schedule_D_WK": r["mma_sched"],
+                      "best_variant": r["mma_best"], "best_variant_us": r["mma_best_us"],
+                      "triton_tuned_us": r["triton_us"], "int4pack_mm_us": r["int4pack_us"],
+                      "rel_err_vs_f32_ref": {"mma": r["err_mma"], "triton": r["err_triton"], "cublas_on_bf16_dequant": r["err_bf16"]},
+                      "variants": r["variants"]}})
+    doc = {"topic": "quant", "device": dev, "commit": commit, "command": "python bench/quant_gemm.py --mma",
+           "date": time.strftime("%Y-%m-%d"), "ceilings": {"copy_TBps": bw / 1e12, "bf16_mm_TFLOPs": flops / 1e12},
+           "timing": "CUDA-graph replay of R calls over R weight copies (> 2x L2), median of replays / R",
+           "metrics": metrics}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "quant_gemm_mma.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+    print("\n# summary: speed-up over cuBLAS bf16 (mma schedule / mma best variant / triton tuned / int4pack)")
+    for r in results:
+        print(f"K={r['K']:5d} N={r['N']:5d} M={r['M']:3d}  {r['bf16_us'] / r['mma_sched_us']:5.2f}x "
+              f"{r['bf16_us'] / r['mma_best_us']:5.2f}x {r['bf16_us'] / r['triton_us']:5.2f}x "
+              f"{(r['bf16_us'] / r['int4pack_us']) if r['int4pack_us'] else float('nan'):5.2f}x")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="only the default configs (no sweep)")
@@ -368,7 +472,11 @@ def main():
     ap.add_argument("--no-decode", action="store_true")
     ap.add_argument("--compile-only", action="store_true",
                     help="no GPU needed: compile every candidate for sm_90, report registers/spills/shared memory")
+    ap.add_argument("--mma", action="store_true", help="the CUDA mma kernel against the peers (no Triton sweep)")
+    ap.add_argument("--commit", default="unknown")
     args = ap.parse_args()
+    if args.mma:
+        return mma_main(args)
     if args.compile_only:
         sys.exit(compile_only(args.out, args.workers))
     t0 = time.time()

@@ -1,0 +1,312 @@
+// W4A16 GEMM on tensor cores with register-level dequantization (the Marlin idea, plain CUDA).
+//
+// y (M, N) = x (M, K) @ dequant(W)^T, W 4-bit, group-quantized along K (group = a multiple of 128).
+// Operand layout (made once at load time by edgeserve_pod/kernels/w4a16_mma.py: repack_mma):
+//   qw  int32 (N/32, Kp/32, 32 lanes, 4 words): per (32-column block, 32-k step pair) one
+//       coalesced 512-byte warp load; lane l's 4 words hold exactly the mma.m16n8k16 B fragments
+//       it needs for 2 k-steps x 4 n-tiles of 8 columns (column 8t + l/4, rows 2(l%4) + {0,1,8,9}),
+//       so the codes never go through shared memory.
+//   zc  (G, N) 32-bit: (MAGIC + zero) twice, in the activation dtype (bf16 128 + z or fp16 1024 + z: exact)
+//   sc  (G, N) float32 scales
+// Per word, 4 lop3 (+3 shifts) turn 8 codes into 4 bf16x2/f16x2 values MAGIC + q, one sub.x2 each
+// gives q - z exactly; mma accumulates x . (q - z) of one 128-k block in fp32, and the block's
+// partial is scaled in fp32 into the accumulator: the product is exact up to fp32 summation order,
+// tighter than a bf16 dequantized weight.
+// For the decode shapes, M <= 16 (one 16-row mma tile; rows >= M are zeros, and for M <= 8 the
+// second row group is not even loaded: M = 1 wastes 15/16 of the mma, which is free here, the
+// step being bound by the weight bytes). Larger M goes to the Triton kernel.
+// A CTA owns 32 output columns; its WK warps split the K blocks and reduce through shared memory.
+// Each warp streams its blocks through an S-stage cp.async pipeline in shared memory (codes,
+// A fragments, zeros, scales), so S - 1 blocks of loads are in flight per warp without holding
+// registers; each lane copies and reads back only its own words (no CTA barrier in the loop).
+// Built by nvcc at run time into a shared library and called through ctypes (no torch headers).
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+namespace {
+
+template <bool BF16>
+struct Traits;
+template <>
+struct Traits<true> {
+  static constexpr uint32_t MAGIC2 = 0x43004300u;  // bf16x2 (128, 128)
+};
+template <>
+struct Traits<false> {
+  static constexpr uint32_t MAGIC2 = 0x64006400u;  // f16x2 (1024, 1024)
+};
+
+// (w & 0x000F000F) | MAGIC2: nibbles 0 and 4 of w become MAGIC + q in the low / high 16 bits
+template <uint32_t MAGIC2>
+__device__ __forceinline__ uint32_t lop3_codes(uint32_t w) {
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(w), "n"(0x000F000F), "n"(MAGIC2));
+  return d;
+}
+
+template <bool BF16>
+__device__ __forceinline__ uint32_t sub2(uint32_t a, uint32_t b) {
+  uint32_t d;
+  if constexpr (BF16) {
+    __nv_bfloat162 r = __hsub2(*reinterpret_cast<__nv_bfloat162*>(&a), *reinterpret_cast<__nv_bfloat162*>(&b));
+    d = *reinterpret_cast<uint32_t*>(&r);
+  } else {
+    __half2 r = __hsub2(*reinterpret_cast<__half2*>(&a), *reinterpret_cast<__half2*>(&b));
+    d = *reinterpret_cast<uint32_t*>(&r);
+  }
+  return d;
+}
+
+template <bool BF16>
+__device__ __forceinline__ void mma16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  if constexpr (BF16) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+// cp.async: global -> shared without registers. Each lane copies exactly the bytes it will read
+// back itself, so a warp needs only cp.async.wait_group (no barrier) before using a stage.
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void cp16_stream(void* dst, const void* src) {  // weights: L2 only
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src));
+}
+template <int BYTES>
+__device__ __forceinline__ void cp_small(void* dst, const void* src, bool valid) {  // zero-filled if !valid
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" ::"r"(smem_addr(dst)), "l"(src), "n"(BYTES),
+               "r"(valid ? BYTES : 0));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+// One 128-k block's operands for one warp, in shared memory, indexed [..][lane] (conflict-free:
+// every lane reads back its own words). AW = A-fragment words per k-step: 2 for M <= 8 (rows r),
+// 4 for M <= 16 (rows r and r + 8).
+template <int AW>
+struct Stage {
+  int4 w[4][32];          // codes: 4 k-step pairs
+  uint32_t a[8][AW][32];  // A fragments of the block's 8 k-steps
+  uint32_t zz[4][32];     // (MAGIC + z) x2 of the lane's B column in tiles 0..3
+  float2 ss[4][32];       // scales of the lane's two C columns in tiles 0..3
+};
+
+template <bool BF16, bool ROWS2, int WK, int S>
+__global__ void __launch_bounds__(32 * WK) w4a16_mma_kernel(const uint16_t* __restrict__ x,
+                                                             const int4* __restrict__ qw,
+                                                             const float* __restrict__ sc,
+                                                             const uint32_t* __restrict__ zc,
+                                                             uint16_t* __restrict__ y, int M, int N, int K, int Kp,
+                                                             int ldx, int ldy, int group_blocks) {
+  constexpr uint32_t MAGIC2 = Traits<BF16>::MAGIC2;
+  constexpr int ROWS = ROWS2 ? 16 : 8;
+  constexpr int AW = ROWS2 ? 4 : 2;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ float red[ROWS * 32];
+
+  const int nb = blockIdx.x;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int r = lane >> 2, c = lane & 3;
+  const int nblk = Kp >> 7;  // 128-k blocks
+  const int b_begin = warp * nblk / WK, b_end = (warp + 1) * nblk / WK;
+  Stage<AW>* ring = reinterpret_cast<Stage<AW>*>(smem) + warp * S;
+
+  for (int i = threadIdx.x; i < ROWS * 32; i += 32 * WK) red[i] = 0.f;
+
+  const bool ok0 = r < M, ok1 = ROWS2 && r + 8 < M;
+  const uint32_t* x0 = reinterpret_cast<const uint32_t*>(x + (size_t)(ok0 ? r : 0) * ldx);
+  const uint32_t* x1 = reinterpret_cast<const uint32_t*>(x + (size_t)(ok1 ? r + 8 : 0) * ldx);
+  const int4* wp = qw + (size_t)nb * (Kp >> 5) * 32 + lane;
+  const int col_b = nb * 32 + r;      // B-fragment column of tile t: col_b + 8 t
+  const int col_c = nb * 32 + 2 * c;  // C-fragment columns of tile t: col_c + 8 t + {0, 1}
+
+  // issue block b's copies into ring slot `slot` (one commit group per call, even when b is past
+  // the end, so that wait_group counts stay aligned)
+  auto issue = [&](int slot, int b) {
+    if (b < b_end) {
+      Stage<AW>& st = ring[slot];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) cp16_stream(&st.w[i][lane], wp + (size_t)(b * 4 + i) * 32);
+#pragma unroll
+      for (int s = 0; s < 8; ++s) {
+        const int ka = b * 128 + s * 16 + 2 * c, kb = ka + 8;  // pairs (ka, ka+1), (kb, kb+1)
+        cp_small<4>(&st.a[s][0][lane], x0 + (ka >> 1), ok0 && ka < K);
+        if constexpr (ROWS2) {
+          cp_small<4>(&st.a[s][1][lane], x1 + (ka >> 1), ok1 && ka < K);
+          cp_small<4>(&st.a[s][2][lane], x0 + (kb >> 1), ok0 && kb < K);
+          cp_small<4>(&st.a[s][3][lane], x1 + (kb >> 1), ok1 && kb < K);
+        } else {
+          cp_small<4>(&st.a[s][1][lane], x0 + (kb >> 1), ok0 && kb < K);
+        }
+      }
+      const int g = b / group_blocks;
+#pragma unroll
+      for (int t = 0; t < 4; ++t) {
+        cp_small<4>(&st.zz[t][lane], zc + (size_t)g * N + col_b + 8 * t, true);
+        cp_small<8>(&st.ss[t][lane], sc + (size_t)g * N + col_c + 8 * t, true);
+      }
+    }
+    cp_commit();
+  };
+
+  float acc[4][4];
+#pragma unroll
+  for (int t = 0; t < 4; ++t)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[t][i] = 0.f;
+
+#pragma unroll
+  for (int j = 0; j < S - 1; ++j) issue(j, b_begin + j);
+
+  int slot = 0;
+  for (int b = b_begin; b < b_end; ++b) {
+    cp_wait<S - 2>();  // block b's group has landed (this lane's copies)
+    __syncwarp();
+    // refill the slot read in the previous iteration with block b + S - 1 before computing b
+    issue(slot == 0 ? S - 1 : slot - 1, b + S - 1);
+    const Stage<AW>& st = ring[slot];
+    uint32_t zz[4];
+    float2 ss[4];
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      zz[t] = st.zz[t][lane];
+      ss[t] = st.ss[t][lane];
+    }
+    float part[4][4];
+#pragma unroll
+    for (int t = 0; t < 4; ++t)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) part[t][i] = 0.f;
+#pragma unroll
+    for (int s = 0; s < 8; ++s) {  // k-steps of 16 in this block
+      uint32_t a[4];
+      if constexpr (ROWS2) {
+        a[0] = st.a[s][0][lane]; a[1] = st.a[s][1][lane]; a[2] = st.a[s][2][lane]; a[3] = st.a[s][3][lane];
+      } else {
+        a[0] = st.a[s][0][lane]; a[1] = 0u; a[2] = st.a[s][1][lane]; a[3] = 0u;
+      }
+      const int4 w4 = st.w[s >> 1][lane];
+      const uint32_t wlo = (s & 1) ? (uint32_t)w4.z : (uint32_t)w4.x;  // tiles 0, 1
+      const uint32_t whi = (s & 1) ? (uint32_t)w4.w : (uint32_t)w4.y;  // tiles 2, 3
+      uint32_t bf[4][2];
+      bf[0][0] = sub2<BF16>(lop3_codes<MAGIC2>(wlo), zz[0]);
+      bf[0][1] = sub2<BF16>(lop3_codes<MAGIC2>(wlo >> 4), zz[0]);
+      bf[1][0] = sub2<BF16>(lop3_codes<MAGIC2>(wlo >> 8), zz[1]);
+      bf[1][1] = sub2<BF16>(lop3_codes<MAGIC2>(wlo >> 12), zz[1]);
+      bf[2][0] = sub2<BF16>(lop3_codes<MAGIC2>(whi), zz[2]);
+      bf[2][1] = sub2<BF16>(lop3_codes<MAGIC2>(whi >> 4), zz[2]);
+      bf[3][0] = sub2<BF16>(lop3_codes<MAGIC2>(whi >> 8), zz[3]);
+      bf[3][1] = sub2<BF16>(lop3_codes<MAGIC2>(whi >> 12), zz[3]);
+#pragma unroll
+      for (int t = 0; t < 4; ++t) mma16816<BF16>(part[t], a, bf[t][0], bf[t][1]);
+    }
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      acc[t][0] += ss[t].x * part[t][0];
+      acc[t][1] += ss[t].y * part[t][1];
+      acc[t][2] += ss[t].x * part[t][2];
+      acc[t][3] += ss[t].y * part[t][3];
+    }
+    slot = slot == S - 1 ? 0 : slot + 1;
+  }
+  cp_wait<0>();
+
+  __syncthreads();  // red zeroed
+  if (ok0 || ok1) {
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      const int col = 8 * t + 2 * c;
+      if (ok0) {
+        atomicAdd(&red[r * 32 + col], acc[t][0]);
+        atomicAdd(&red[r * 32 + col + 1], acc[t][1]);
+      }
+      if (ROWS2 && ok1) {
+        atomicAdd(&red[(r + 8) * 32 + col], acc[t][2]);
+        atomicAdd(&red[(r + 8) * 32 + col + 1], acc[t][3]);
+      }
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < ROWS * 32; i += 32 * WK) {
+    const int row = i >> 5, col = nb * 32 + (i & 31);
+    if (row < M) {
+      const float v = red[i];
+      y[(size_t)row * ldy + col] =
+          BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v)) : __half_as_ushort(__float2half_rn(v));
+    }
+  }
+}
+
+#define ES_ARGS x, qw, sc, zc, y, M, N, K, Kp, ldx, ldy, gb
+template <bool BF16, bool ROWS2, int WK, int S>
+cudaError_t launch_one(dim3 grid, cudaStream_t st, const uint16_t* x, const int4* qw, const float* sc,
+                       const uint32_t* zc, uint16_t* y, int M, int N, int K, int Kp, int ldx, int ldy, int gb) {
+  constexpr int bytes = WK * S * (int)sizeof(Stage<ROWS2 ? 4 : 2>);
+  static bool configured = false;  // the opt-in above 48 KiB, once per instantiation
+  if (!configured) {
+    cudaError_t e = cudaFuncSetAttribute(w4a16_mma_kernel<BF16, ROWS2, WK, S>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (e != cudaSuccess) return e;
+    configured = true;
+  }
+  w4a16_mma_kernel<BF16, ROWS2, WK, S><<<grid, 32 * WK, bytes, st>>>(ES_ARGS);
+  return cudaGetLastError();
+}
+
+template <bool BF16, bool ROWS2, int S>
+cudaError_t launch_wk(int wk, dim3 grid, cudaStream_t st, const uint16_t* x, const int4* qw, const float* sc,
+                      const uint32_t* zc, uint16_t* y, int M, int N, int K, int Kp, int ldx, int ldy, int gb) {
+  switch (wk) {
+    case 2: return launch_one<BF16, ROWS2, 2, S>(grid, st, ES_ARGS);
+    case 4: return launch_one<BF16, ROWS2, 4, S>(grid, st, ES_ARGS);
+    case 8: return launch_one<BF16, ROWS2, 8, S>(grid, st, ES_ARGS);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+template <bool BF16>
+cudaError_t launch(int depth, int wk, cudaStream_t st, const uint16_t* x, const int4* qw, const float* sc,
+                   const uint32_t* zc, uint16_t* y, int M, int N, int K, int Kp, int ldx, int ldy, int gb) {
+  dim3 grid(N / 32, 1);
+  if (M > 16) return cudaErrorInvalidValue;
+  const bool rows2 = M > 8;
+  if (depth == 3) return rows2 ? launch_wk<BF16, true, 3>(wk, grid, st, ES_ARGS) : launch_wk<BF16, false, 3>(wk, grid, st, ES_ARGS);
+  if (depth == 4) return rows2 ? launch_wk<BF16, true, 4>(wk, grid, st, ES_ARGS) : launch_wk<BF16, false, 4>(wk, grid, st, ES_ARGS);
+  if (depth == 6) return rows2 ? launch_wk<BF16, true, 6>(wk, grid, st, ES_ARGS) : launch_wk<BF16, false, 6>(wk, grid, st, ES_ARGS);
+  return cudaErrorInvalidValue;
+}
+#undef ES_ARGS
+
+}  // namespace
+
+// Returns a cudaError_t (0 = launched). The caller checks shapes (w4a16_mma.py): 1 <= M <= 16,
+// N % 32 == 0, Kp % 128 == 0, K even, x rows 4-byte aligned, group_blocks = group_size / 128 >= 1.
+// depth: pipeline stages, 128-k blocks per warp in shared memory (3, 4, 6); wk: warps per CTA
+// splitting K (4, 8).
+extern "C" int edgeserve_w4a16_mma(const void* x, const void* qw, const void* sc, const void* zc, void* y, int M,
+                                   int N, int K, int Kp, int ldx, int ldy, int group_blocks, int bf16, int depth,
+                                   int wk, void* stream) {
+  cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
+  auto* xp = static_cast<const uint16_t*>(x);
+  auto* qp = static_cast<const int4*>(qw);
+  auto* sp = static_cast<const float*>(sc);
+  auto* zp = static_cast<const uint32_t*>(zc);
+  auto* yp = static_cast<uint16_t*>(y);
+  if (M <= 0) return 0;
+  return bf16 ? (int)launch<true>(depth, wk, st, xp, qp, sp, zp, yp, M, N, K, Kp, ldx, ldy, group_blocks)
+              : (int)launch<false>(depth, wk, st, xp, qp, sp, zp, yp, M, N, K, Kp, ldx, ldy, group_blocks);
+}

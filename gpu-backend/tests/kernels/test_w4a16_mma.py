@@ -1,0 +1,116 @@
+"""The CUDA mma W4A16 kernel (kernels/w4a16_mma.py, csrc/w4a16_mma.cu).
+
+On CPU (CI): the repacked layout against the Triton layout, and the fragment contract the kernel
+relies on, derived independently here from the PTX mma.m16n8k16 B-fragment definition (lane l holds
+column l / 4, rows 2 (l % 4) + {0, 1} in b0 and + {8, 9} in b1) and the kernel's word use (words
+0/1: k-step 2 kp, tiles 0-1 / 2-3; words 2/3: k-step 2 kp + 1; lop3 of word >> 4 i pairs nibbles i
+and i + 4). On a GPU with nvcc: the kernel against the float32 dequantized reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgeserve_pod.kernels import w4a16 as W
+from edgeserve_pod.kernels import w4a16_mma as MMA
+
+
+def weights(n, k, group=128, seed=0, dtype=torch.bfloat16):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randint(0, 16, (n, k), generator=g)
+    ng = -(-k // group)
+    s = (torch.rand(ng, n, generator=g) * 0.02 + 1e-3).half()
+    z = torch.randint(0, 16, (ng, n), generator=g, dtype=torch.uint8)
+    qw = W.pack_int4(q)
+    return q, qw, s, z, MMA.MmaWeights.from_triton(qw, s, z, group, k, dtype)
+
+
+@pytest.mark.parametrize("n,k", [(32, 128), (64, 384), (96, 200)])
+def test_repack_roundtrip(n, k):
+    q, qw, _, _, mw = weights(n, k)
+    kp = W.padded_k(k)
+    assert mw.qw.shape == (n // 32, kp // 32, 32, 4) and mw.qw.dtype == torch.int32
+    codes = MMA.unpack_mma(mw.qw)
+    assert torch.equal(codes[:, :k], q) and not codes[:, k:].any()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("group", [128, 256])
+def test_dequantize_matches_triton_layout(dtype, group):
+    q, qw, s, z, mw = weights(64, 520, group, seed=1, dtype=dtype)
+    assert torch.equal(mw.dequantize(), W.dequantize(qw, s, z, group, 520))
+    assert mw.zc.dtype == torch.int32 and torch.equal(mw.zeros_f32(), z.float())
+    lo, hi = mw.zc & 0xFFFF, (mw.zc >> 16) & 0xFFFF
+    assert torch.equal(lo, hi)  # the same value in both halves: one sub.x2 operand
+
+
+def test_fragment_contract():
+    n, k = 64, 256
+    q, _, _, _, mw = weights(n, k, seed=2)
+    w = mw.qw.to(torch.int64)  # (nb, kp, lane, word)
+    checked = 0
+    for nb in range(n // 32):
+        for kp in range(k // 32):
+            for lane in range(32):
+                for word in range(4):
+                    step, pair = 2 * kp + word // 2, word % 2
+                    for i in range(4):
+                        lo = int((w[nb, kp, lane, word] >> (4 * i)) & 0xF)
+                        hi = int((w[nb, kp, lane, word] >> (4 * i + 16)) & 0xF)
+                        tile, frag = 2 * pair + i // 2, i % 2
+                        col = 32 * nb + 8 * tile + lane // 4
+                        row = 16 * step + 2 * (lane % 4) + 8 * frag
+                        assert (lo, hi) == (int(q[col, row]), int(q[col, row + 1]))
+                        checked += 1
+    assert checked == (n // 32) * (k // 32) * 32 * 4 * 4
+
+
+def test_reference_and_bounds():
+    _, qw, s, z, mw = weights(32, 256)
+    x = torch.randn(3, 256)
+    ref = W.w4a16_reference(x, qw, s, z, 128)
+    assert torch.allclose(MMA.mma_reference(x, mw), ref, rtol=1e-5, atol=1e-5)
+    assert MMA.supported(256, 32, 128) and not MMA.supported(256, 48, 128) and not MMA.supported(255, 32, 128)
+    with pytest.raises(ValueError):
+        MMA.repack_mma(torch.zeros(48, 128, dtype=torch.int64))
+    assert MMA.schedule_for(1)[0] in (3, 4, 6) and MMA.schedule_for(16)[0] in (3, 4, 6)
+    with pytest.raises(ValueError):
+        MMA.schedule_for(17)
+
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available() or not MMA.available(),
+                         reason="needs a CUDA GPU and nvcc (the mma kernel is built at run time)")
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("n,k,group", [(96, 200, 128), (4096, 4096, 128), (256, 1024, 256), (64, 14336, 128)])
+def test_kernel_matches_reference(dtype, n, k, group):
+    _, qw, s, z, mw = weights(n, k, group, seed=3, dtype=dtype)
+    mw = MMA.MmaWeights(mw.qw.cuda(), mw.zc.cuda(), mw.sc.cuda(), dtype, group, k)
+    wf = mw.dequantize()
+    for m in (1, 5, 8, 9, 16):
+        x = torch.randn(m, k, device="cuda", dtype=dtype)
+        ref = x.float() @ wf.t()
+        for depth in (3, 4, 6):
+            for wk in (4, 8):
+                if not MMA.fits(m, depth, wk):
+                    continue
+                out = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
+                y = MMA.mma_matmul(x, mw, depth, wk, out=out)
+                err = ((y.float() - ref).norm() / ref.norm()).item()
+                assert err < 4e-3, (m, depth, wk, err)  # output rounding to 16 bits: ~1e-3 (bf16), less for fp16
+    with pytest.raises(ValueError):
+        MMA.mma_matmul(torch.randn(17, k, device="cuda", dtype=dtype), mw)
+
+
+@gpu
+def test_kernel_strided_rows_and_batch_dims():
+    _, _, _, _, mw = weights(64, 256, seed=4)
+    mw = MMA.MmaWeights(mw.qw.cuda(), mw.zc.cuda(), mw.sc.cuda(), torch.bfloat16, 128, 256)
+    big = torch.randn(2, 3, 512, device="cuda", dtype=torch.bfloat16)
+    x = big[..., :256]  # rows with stride 512
+    y = MMA.mma_matmul(x, mw)
+    ref = (x.float() @ mw.dequantize().t())
+    assert y.shape == (2, 3, 64)
+    assert ((y.float() - ref).norm() / ref.norm()).item() < 4e-3
