@@ -13,8 +13,9 @@ Plan once, run many (flashinfer style): `plan_block_sparse(max_len, ...)` builds
     block_idx (2, n_qb, max_nb) int32   KV block numbers per (pattern, q block), ascending
     n_full, n_tot (2, n_qb) int32       entries needing no mask / all entries
 The lists depend only on the q block number, so one plan serves every sequence of a packed
-varlen batch (cu_seqlens), each starting at position 0 (no cached prefix; the sparse backend
-uses the dense paged prefill when a prefix is cached).
+varlen batch (cu_seqlens), each starting at position 0 (no cached prefix; after a cached prefix
+the sparse backend runs paged_attention.paged_prefill with head kinds and a StreamingMask, the
+same pattern at absolute positions).
 
 A Hopper variant (TMA tensor descriptors, optional warp specialization) was built and measured
 on the H100: slower than this kernel (32 heads, 32K, dense 20.38 ms vs 19.49; 50% streaming

@@ -15,7 +15,10 @@ new tokens, already written to the cache), causal with the query offset ctx_len 
 `head_kind`, streaming heads see only the one-shot block-sparse prefill's sink + window pattern
 (`StreamingMask`) at their absolute positions: their programs visit only the key tiles that meet
 the sink or the tile's window, unmasked inside, masked at the edges (the sparse backend's prefill
-after a cached prefix, or of a later chunk). Retrieval heads run the dense loop unchanged.
+after a cached prefix, or of a later chunk). Retrieval heads in such a launch take the same walk
+with no sink and an unbounded window: dense causal, the same tiles in the same order as the dense
+loop (one walk keeps shared memory at the dense kernel's: 80 KiB at 64x64 bf16 for sm_90, checked
+by compiling). Without `head_kind` the kernel is the dense loop alone, as before.
 
 Reference: `reference_paged_attention` (float32 torch) below; tests in
 tests/kernels/test_paged_attention.py.
@@ -364,35 +367,39 @@ def _prefill_kernel(
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     hi = tl.minimum(ctx, ctx - q_len + (mt + 1) * BLOCK_M)  # causal: last key any row here sees
     if STREAM:
-        streaming = tl.load(HeadKind + h) != 0
-    else:
-        streaming = False
-    if streaming:
-        # Streaming head: only the key tiles meeting [0, sink_end) or this tile's window
-        # [lo(p0), hi); element masks only on the tiles at the edges of those ranges.
+        # Key tiles meeting [0, sink_end) or this q tile's window [lo(p0), hi); element masks only
+        # on the edge tiles (sink, the window's leading edge, the diagonal), the interior unmasked.
+        # A retrieval head is the same walk with no sink and lo = 0: dense causal, one code path
+        # (two would keep two sets of pipeline buffers in shared memory).
+        if tl.load(HeadKind + h) == 0:
+            sink_end = 0
+            window = 1 << 30
         p0 = ctx - q_len + mt * BLOCK_M  # first row's position (rows are ascending)
         lo_row = _stream_lo(q_pos, sink_end, window, mask_bm, mask_bn)
         lo0 = _stream_lo(p0, sink_end, window, mask_bm, mask_bn)
         lo1 = _stream_lo(hi - 1, sink_end, window, mask_bm, mask_bn)  # last valid row's
         a_end = tl.cdiv(tl.minimum(sink_end, hi), BLOCK_N) * BLOCK_N  # sink tiles: [0, a_end)
         b_lo = tl.maximum(lo0 // BLOCK_N * BLOCK_N, a_end)  # window tiles: [b_lo, hi)
-        full_lo = tl.maximum(tl.cdiv(lo1, BLOCK_N) * BLOCK_N, b_lo)  # every row sees keys >= lo1 ...
+        full_lo = tl.maximum(tl.minimum(tl.cdiv(lo1, BLOCK_N) * BLOCK_N, hi), b_lo)  # all rows see keys >= lo1 ...
         full_hi = tl.maximum((p0 + 1) // BLOCK_N * BLOCK_N, full_lo)  # ... and <= p0
         bt = BlockTables + sq * stride_bt
-        k_head = kvh * stride_kh
-        v_head = kvh * stride_vh
-        acc, l_i, m_i = _prefill_stream_keys(acc, l_i, m_i, q, K, V, bt, k_head, v_head, stride_kb, stride_ks,
-                                             stride_vb, stride_vs, 0, a_end, hi, q_pos, lo_row, sink_end, qk_scale,
-                                             offs_d, True, BLOCK_SIZE, BLOCK_N, DOT_T)
-        acc, l_i, m_i = _prefill_stream_keys(acc, l_i, m_i, q, K, V, bt, k_head, v_head, stride_kb, stride_ks,
-                                             stride_vb, stride_vs, b_lo, full_lo, hi, q_pos, lo_row, sink_end,
-                                             qk_scale, offs_d, True, BLOCK_SIZE, BLOCK_N, DOT_T)
-        acc, l_i, m_i = _prefill_stream_keys(acc, l_i, m_i, q, K, V, bt, k_head, v_head, stride_kb, stride_ks,
-                                             stride_vb, stride_vs, full_lo, full_hi, hi, q_pos, lo_row, sink_end,
-                                             qk_scale, offs_d, False, BLOCK_SIZE, BLOCK_N, DOT_T)
-        acc, l_i, m_i = _prefill_stream_keys(acc, l_i, m_i, q, K, V, bt, k_head, v_head, stride_kb, stride_ks,
-                                             stride_vb, stride_vs, full_hi, hi, hi, q_pos, lo_row, sink_end,
-                                             qk_scale, offs_d, True, BLOCK_SIZE, BLOCK_N, DOT_T)
+        # ascending, as the dense loop: masked sink and leading-edge tiles, the unmasked interior
+        # [full_lo, full_hi), the masked diagonal tiles [full_hi, hi). The masked loops step one
+        # tile per outer iteration (not software-pipelined: their buffers would add shared memory).
+        n1 = a_end // BLOCK_N
+        n2 = n1 + tl.cdiv(full_lo - b_lo, BLOCK_N)
+        for i in range(0, n2):
+            n0 = tl.where(i < n1, i * BLOCK_N, b_lo + (i - n1) * BLOCK_N)
+            acc, l_i, m_i = _prefill_stream_keys(acc, l_i, m_i, q, K, V, bt, kvh * stride_kh, kvh * stride_vh,
+                                                 stride_kb, stride_ks, stride_vb, stride_vs, n0, n0 + 1, hi, q_pos,
+                                                 lo_row, sink_end, qk_scale, offs_d, True, BLOCK_SIZE, BLOCK_N, DOT_T)
+        acc, l_i, m_i = _prefill_stream_keys(acc, l_i, m_i, q, K, V, bt, kvh * stride_kh, kvh * stride_vh,
+                                             stride_kb, stride_ks, stride_vb, stride_vs, full_lo, full_hi, hi, q_pos,
+                                             lo_row, sink_end, qk_scale, offs_d, False, BLOCK_SIZE, BLOCK_N, DOT_T)
+        for n0 in range(full_hi, hi, BLOCK_N):
+            acc, l_i, m_i = _prefill_stream_keys(acc, l_i, m_i, q, K, V, bt, kvh * stride_kh, kvh * stride_vh,
+                                                 stride_kb, stride_ks, stride_vb, stride_vs, n0, n0 + 1, hi, q_pos,
+                                                 lo_row, sink_end, qk_scale, offs_d, True, BLOCK_SIZE, BLOCK_N, DOT_T)
     else:
         for n0 in range(0, hi, BLOCK_N):
             t = n0 + tl.arange(0, BLOCK_N)
