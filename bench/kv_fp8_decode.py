@@ -1,0 +1,160 @@
+"""FP8 KV decode attention with the L2 cold, as in a real decode step (issue 7: fp8 >= 1.8x bf16 KV
+at L >= 8K).
+
+bench/sparse_attention.py --only fp8 times one paged_decode call replayed on the same cache. At
+L = 8K the whole cache (33.5 MB bf16, 16.8 MB fp8) stays in the H100's 50 MB L2 between replays,
+so neither dtype reads HBM and both take the same ~28 us. In the engine, a decode step runs 32
+layers, each over its own cache, so a layer's KV is never in L2 when its attention starts. Here
+each timed graph calls the kernel R times over R different caches (R caches > 2x L2), like
+consecutive layers, and the figure is replay time / R (bench_common.graph_time_us).
+
+Both dtypes get the same config search (block_n, warps, stages, split multiplier); SDPA (bf16,
+contiguous KV, GQA) runs cold the same way as the peer of the bf16 figure. Every variant's output
+is checked against a float32 reference on the (dequantized) cache first.
+
+    python bench/kv_fp8_decode.py --out DIR [--commit SHA]
+Writes DIR/kv_fp8_decode.json (BENCH.md format, topic quant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gpu-backend"))
+from bench_common import graph_time_us  # noqa: E402
+
+from edgeserve_pod.kernels.paged_attention import FP8, decode_num_splits, paged_decode  # noqa: E402
+
+H, HKV, D, BS = 32, 8, 128, 16
+SCALE = D ** -0.5
+L2 = 50 * 2**20
+CASES = [(1, 8192), (1, 32768), (1, 131072), (8, 32768)]
+# (block_n, warps, stages, split multiplier): the decode configs of sparse_attention.py plus more
+# splits (short contexts have few tiles per kv head) and the double-buffered stage counts
+CFGS = [(64, 4, 2, 1), (128, 4, 2, 1), (64, 4, 3, 2), (128, 8, 3, 1), (32, 4, 2, 2), (64, 4, 5, 1),
+        (64, 4, 5, 2), (32, 4, 3, 4), (64, 4, 2, 4), (128, 4, 5, 1), (128, 4, 4, 1), (128, 8, 5, 1),
+        (128, 4, 6, 1), (256, 8, 3, 1), (128, 4, 5, 2)]
+
+
+def copies(nbytes: int) -> int:
+    return max(2, min(32, -(-2 * L2 // nbytes) + 1))
+
+
+def ref(q, k, v):  # q (B, H, D); k, v (B, Hkv, L, D) float32
+    kf, vf = k.repeat_interleave(H // HKV, 1), v.repeat_interleave(H // HKV, 1)
+    s = (q.float()[:, :, None] @ kf.transpose(-1, -2)) * SCALE
+    return (s.softmax(-1) @ vf)[:, :, 0]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--commit", default="unknown")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    dev = torch.cuda.get_device_name()
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    a = torch.empty(1 << 29, dtype=torch.bfloat16, device="cuda").normal_()
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    ts = []
+    for _ in range(10):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        b.copy_(a)
+        e1.record()
+        e1.synchronize()
+        ts.append(e0.elapsed_time(e1))
+    bw = 2 * a.numel() * 2 / (sorted(ts)[5] * 1e-3)  # read + write bytes of a 1 GiB copy
+    del a, b
+    print(f"{dev}: copy {bw / 1e12:.2f} TB/s", flush=True)
+    metrics = []
+    for B, L in CASES:
+        nb = B * L // BS
+        kv16 = 2 * B * L * HKV * D * 2
+        r16, r8 = copies(kv16), copies(kv16 // 2)
+        q = torch.randn(B, H, D, device="cuda", dtype=torch.bfloat16)
+        ctx = torch.full((B,), L, dtype=torch.int32, device="cuda")
+        table = torch.randperm(nb, device="cuda").view(B, L // BS).to(torch.int32)
+        caches16, caches8 = [], []
+        for i in range(max(r16, r8)):
+            k = torch.randn(nb, BS, HKV, D, device="cuda", dtype=torch.bfloat16)
+            v = torch.randn_like(k)
+            if i < r16:
+                caches16.append((k, v))
+            if i < r8:
+                ks = k.float().abs().amax((0, 1, 3)) / 448
+                vs = v.float().abs().amax((0, 1, 3)) / 448
+                caches8.append(((k.float() / ks[None, None, :, None]).to(FP8), (v.float() / vs[None, None, :, None]).to(FP8), ks, vs))
+            if i >= r16:
+                del k, v
+
+        def call(cache, cfg, fp8):
+            bn, warps, stages, mult = cfg
+            ns = decode_num_splits(B, HKV, L, bn, sms) * mult
+            if fp8:
+                kq, vq, ks, vs = cache
+                return paged_decode(q, kq, vq, table, ctx, SCALE, ks, vs, num_splits=ns, block_n=bn, num_warps=warps, num_stages=stages)
+            return paged_decode(q, cache[0], cache[1], table, ctx, SCALE, num_splits=ns, block_n=bn, num_warps=warps, num_stages=stages)
+
+        def contiguous(c):  # (nb, BS, Hkv, D) -> (B, Hkv, L, D) float32
+            return c[table.long()].reshape(B, L, HKV, D).transpose(1, 2).float()
+
+        ref16 = ref(q, contiguous(caches16[0][0]), contiguous(caches16[0][1]))
+        kq, vq, ks, vs = caches8[0]
+        ref8 = ref(q, contiguous(kq) * ks[None, :, None, None], contiguous(vq) * vs[None, :, None, None])
+        best = {}
+        for fp8, caches, rf in ((False, caches16, ref16), (True, caches8, ref8)):
+            for cfg in CFGS:
+                try:
+                    err = (call(caches[0], cfg, fp8).float() - rf).abs().max().item()
+                    if not err < 2e-2:
+                        print(f"  B={B} L={L} {'fp8' if fp8 else 'bf16'} {cfg}: rejected, max err {err:.2e}", flush=True)
+                        continue
+                    t = graph_time_us([lambda c=c: call(c, cfg, fp8) for c in caches])
+                except Exception as e:  # a config that does not compile (resources) is skipped, and said so
+                    print(f"  B={B} L={L} {cfg} failed: {repr(e)[:120]}", flush=True)
+                    continue
+                print(f"  B={B} L={L} {'fp8 ' if fp8 else 'bf16'} {cfg}: {t:7.1f} us (err {err:.1e})", flush=True)
+                if fp8 not in best or t < best[fp8][0]:
+                    best[fp8] = (t, cfg, err)
+        # SDPA, bf16, contiguous KV, GQA, the same cold-L2 replay
+        cont = [(contiguous(k).to(torch.bfloat16), contiguous(v).to(torch.bfloat16)) for k, v in caches16]
+        qs = q[:, :, None]
+        t_sdpa = graph_time_us([lambda kv=kv: F.scaled_dot_product_attention(qs, kv[0], kv[1], scale=SCALE, enable_gqa=True)
+                                for kv in cont])
+        del cont
+        t16, cfg16, e16 = best[False]
+        t8, cfg8, e8 = best[True]
+        lim8, lim16 = kv16 / 2 / bw * 1e6, kv16 / bw * 1e6
+        print(f"B={B} L={L}: fp8 {t8:.1f} us ({cfg8}) | bf16 {t16:.1f} us ({cfg16}) | speed-up {t16 / t8:.2f}x | "
+              f"SDPA {t_sdpa:.1f} | limits {lim8:.1f} / {lim16:.1f} us | copies {r8}/{r16}", flush=True)
+        cond = f"B={B},L={L},page={BS},cold L2"
+        metrics.append({"name": f"decode_attention_us[dense,kv=fp8,{cond}]", "value": round(t8, 2), "unit": "us",
+                        "better": "lower", "peer": {"name": "ours dense, bf16 KV, same replay", "value": round(t16, 2)},
+                        "limit": {"value": round(lim8, 2), "how": "fp8 K+V bytes / measured copy bandwidth"},
+                        "target": {"value": round(t16 / 1.8, 2), "source": "issue 7: fp8 >= 1.8x bf16 KV at L >= 8K"},
+                        "extra": {"cfg_fp8": cfg8, "cfg_bf16": cfg16, "max_abs_err_vs_f32": [e8, e16],
+                                  "sdpa_bf16_us": round(t_sdpa, 2), "bf16_limit_us": round(lim16, 2), "copies": [r8, r16]}})
+        metrics.append({"name": f"fp8_kv_speedup[dense,{cond}]", "value": round(t16 / t8, 3), "unit": "x", "better": "higher",
+                        "target": {"value": 1.8, "source": "issue 7"}})
+        del caches16, caches8
+        torch.cuda.empty_cache()
+    doc = {"topic": "quant", "device": dev, "commit": args.commit, "command": "python bench/kv_fp8_decode.py",
+           "date": datetime.date.today().isoformat(), "ceilings": {"copy_TBps": bw / 1e12},
+           "timing": "CUDA graph of R calls over R caches (> 2x L2), median replay / R", "metrics": metrics}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "kv_fp8_decode.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
