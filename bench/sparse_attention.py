@@ -6,6 +6,8 @@
   FP8 KV (e4m3, per-head scales read in-kernel) vs bf16 KV, ours dense, L = 8K / 32K / 128K
   prefill, 32 heads, L = 32K: ours block-sparse with 50% streaming heads | ours dense causal |
     SDPA causal | flex_attention on the same mask (and on the token-exact sink+window mask)
+  prefix_prefill (`--only prefix_prefill`): 4K new tokens over 28K cached, paged, GQA 32/8: ours
+    with streaming-head masks (50% streaming kv heads) | ours dense paged prefill | SDPA lower-right causal
   correctness of every variant vs a float32 torch reference on fresh random inputs.
 
 Writes BENCH.md JSON to $OUT (or --out) as sparse-attention.json; copy it into
@@ -594,6 +596,125 @@ def prefill():
     metric(f"prefill_attention_ms[flex_causal,H={HP},L={L}]", t, "ms", "lower")
 
 
+# ------------------------------------------------------------------------------ prefix prefill
+def prefix_prefill():
+    """New tokens over a cached prefix in the paged cache (the sparse backend's later chunks and
+    prefix-cache hits), GQA 32/8, d = 128, bf16: ours with streaming-head masks (50% streaming kv
+    heads, sink + window at the backend defaults, plan grid 128 x 64) | ours dense paged prefill |
+    SDPA on the same q-over-full-k work (lower-right causal, contiguous KV expanded to 32 heads).
+    Every config is checked against a float32 reference (all heads, all rows) before it is timed."""
+    from torch.nn.attention.bias import causal_lower_right
+
+    from edgeserve_pod.kernels.paged_attention import StreamingMask, paged_prefill
+    cached, new = (200, 56) if args.smoke else (28672, 4096)
+    sink, window, pbm, pbn = (16, 64, 32, 16) if args.smoke else (128, 4096, 128, 64)
+    bs, L, G = 16, cached + new, H // HKV
+    cfgs = [(16, 16, 4, 2), (32, 16, 4, 2)] if args.smoke else \
+        [(64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 2), (128, 64, 8, 3), (64, 128, 4, 2), (128, 128, 8, 2)]
+    print(f"\n# prefill over a cached prefix, GQA {H}/{HKV}, d={D}, bf16, page {bs}: {cached} cached + {new} new; "
+          f"streaming kv heads 1, 3, ...: sink {sink} + window {window} (plan grid {pbm}x{pbn})", flush=True)
+    if CPU_ONLY:
+        mm_rate = float("nan")
+    else:
+        a = torch.randn(8192, 8192, device=DEV, dtype=torch.bfloat16)
+        mm_rate = 2 * 8192 ** 3 / (bench(lambda: a @ a, rep=100) * 1e-3)
+        del a
+        metric("gemm_tflops[bf16,8192^3]", mm_rate / 1e12, "TFLOP/s", "higher", note="ceiling: torch.mm (cuBLAS)")
+    kc, vc, table = make_paged(1, L, bs)
+    k, v = contiguous_kv(kc, table)[0], contiguous_kv(vc, table)[0]  # (Hkv, L, D)
+    q = torch.randn(new, H, D, device=DEV, dtype=torch.bfloat16)
+    kind = ((torch.arange(H, device=DEV) // G) % 2).to(torch.int32)  # q heads of odd kv heads stream
+    cu_q = torch.tensor([0, new], dtype=torch.int32, device=DEV)
+    cu_k = torch.tensor([0, L], dtype=torch.int32, device=DEV)
+    mask = StreamingMask(sink, window, pbm, pbn)
+    pos = torch.arange(cached, L, device=DEV)  # (new,) absolute query positions
+
+    # float32 reference; the streaming rows come from the one-shot plan's block lists
+    plan = plan_block_sparse(L, sink, window, pbm, pbn, device=DEV)
+    lists, n_tot = plan.block_idx[1][pos // pbm].long(), plan.n_tot[1][pos // pbm]  # (new, max_nb), (new,)
+    n_kvb = -(-L // pbn)
+    blocks = torch.zeros(new, n_kvb + 1, dtype=torch.bool, device=DEV)
+    blocks.scatter_(1, torch.where(torch.arange(lists.shape[1], device=DEV)[None] < n_tot[:, None], lists, n_kvb), True)
+    causal = torch.arange(L, device=DEV)[None] <= pos[:, None]  # (new, L)
+    stream_ok = blocks[:, :-1].repeat_interleave(pbn, 1)[:, :L] & causal
+    ref = {}
+    for name in ("dense", "stream50"):
+        r = torch.empty(new, H, D, device=DEV)
+        for h in range(H):
+            allowed = stream_ok if name == "stream50" and kind[h] else causal
+            s = (q[:, h].float() @ k[h // G].float().T) * SCALE
+            r[:, h] = s.masked_fill_(~allowed, float("-inf")).softmax(-1) @ v[h // G].float()
+            del s
+        ref[name] = r
+
+    def tiles(bm, bn, streaming: bool) -> int:  # key tiles the kernel visits for one q head (its walk)
+        p0 = cached + torch.arange(-(-new // bm)) * bm
+        hi = torch.clamp(p0 + bm, max=L)
+        if not streaming:
+            return int((-(-hi // bn)).sum())
+        lo0 = torch.clamp(torch.clamp(p0 // pbm * pbm - window, min=0) // pbn * pbn, min=mask.sink_end)
+        a_end = -(-torch.clamp(hi, max=mask.sink_end) // bn) * bn
+        b_lo = torch.maximum(lo0 // bn * bn, a_end)
+        return int((a_end // bn + torch.clamp(-(-(hi - b_lo) // bn), min=0)).sum())
+
+    n_stream = int(kind.sum())
+    flops_dense = 4 * D * H * (new * cached + new * (new + 1) // 2)  # q @ k^T and p @ v, causal part only
+    out = torch.empty_like(q)
+    results = {}
+    for name, kw in (("dense", {}), ("stream50", {"head_kind": kind, "streaming": mask})):
+        for cfg in cfgs:
+            bm, bn, warps, stages = cfg
+
+            def run():
+                return paged_prefill(q, kc, vc, table, cu_q, cu_k, new, SCALE, block_m=bm, block_n=bn,
+                                     num_warps=warps, num_stages=stages, out=out, **kw)
+            try:
+                o = run().float()
+            except Exception as e:  # a config that does not fit (shared memory) is skipped, and said so
+                print(f"    {name} {cfg} failed: {repr(e)[:200]}", flush=True)
+                continue
+            err, ok = (o - ref[name]).abs().max().item(), close(o, ref[name])
+            n_t = tiles(bm, bn, False) * (H - n_stream) + tiles(bm, bn, name == "stream50") * n_stream
+            if not ok:
+                print(f"    {name} {cfg}: max|err| vs fp32 {err:.2e}  REJECTED", flush=True)
+                continue
+            t = bench(run, rep=100)
+            tile_flops = 4 * D * bm * bn * n_t
+            print(f"    {name} cfg(block_m,block_n,warps,stages)={cfg}: {t:.3f} ms, {tile_flops / (t * 1e-3) / 1e12:.0f} "
+                  f"TFLOP/s on visited tiles ({n_t} tiles), max|err| vs fp32 {err:.2e}", flush=True)
+            results.setdefault(name, {})[cfg] = (t, err, tile_flops, n_t)
+    del out
+    q4 = q.transpose(0, 1)[None].contiguous()  # (1, H, new, D)
+    k4, v4 = (t.repeat_interleave(G, 0)[None].contiguous() for t in (k, v))  # (1, H, L, D)
+    bias = causal_lower_right(new, L)
+    o = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=bias, scale=SCALE)[0].transpose(0, 1).float()
+    sdpa_err, sdpa_ok = (o - ref["dense"]).abs().max().item(), close(o, ref["dense"])
+    sdpa = bench(lambda: F.scaled_dot_product_attention(q4, k4, v4, attn_mask=bias, scale=SCALE), rep=100)
+    cond = f"H={H}/{HKV},cached={cached},new={new}"
+    metric(f"prefill_attention_ms[prefix,sdpa_lower_right_causal,{cond}]", sdpa, "ms", "lower",
+           limit=(flops_dense / mm_rate * 1e3, "causal FLOPs / bf16 torch.mm rate measured above"),
+           note=f"{flops_dense / (sdpa * 1e-3) / 1e12:.0f} TFLOP/s; contiguous KV expanded to {H} heads; "
+                f"max|err| vs fp32 {sdpa_err:.2e}" + ("" if sdpa_ok else " (NOT within tolerance)"))
+    if "dense" not in results or "stream50" not in results:
+        raise RuntimeError("no prefix-prefill config passed the correctness check")
+    best = {name: min(r.items(), key=lambda kv: kv[1][0]) for name, r in results.items()}
+    t_dense = best["dense"][1][0]
+    for name in ("dense", "stream50"):
+        cfg, (t, err, tile_flops, n_t) = best[name]
+        all_tiles = tiles(cfg[0], cfg[1], False) * H
+        peer = ("torch SDPA, lower-right causal", sdpa) if name == "dense" else ("ours dense paged prefill", t_dense)
+        metric(f"prefill_attention_ms[prefix,ours_{name},{cond}]", t, "ms", "lower", peer=peer,
+               limit=(tile_flops / mm_rate * 1e3, "FLOPs of the visited tiles / bf16 torch.mm rate measured above"),
+               note=f"best of {len(results[name])} correct configs: cfg(block_m,block_n,warps,stages)={cfg}; "
+                    f"{tile_flops / (t * 1e-3) / 1e12:.0f} TFLOP/s on visited tiles; {n_t} of {all_tiles} "
+                    f"dense tiles visited; SDPA {sdpa:.3f} ms ({sdpa / t:.2f}x); "
+                    + (f"vs ours dense {t_dense / t:.2f}x; " if name != "dense" else "")
+                    + f"max|err| vs fp32 (all rows, all heads) {err:.2e}")
+        for c, (tc, ec, _, _) in sorted(results[name].items(), key=lambda kv: kv[1][0]):
+            metric(f"prefill_attention_ms[prefix,variant={c[0]}x{c[1]}/w{c[2]}/s{c[3]},{name},{cond}]", tc, "ms",
+                   "lower", peer=peer, note=f"max|err| vs fp32 {ec:.2e}")
+
+
 # ------------------------------------------------------------------------------ engine
 def e2e():
     """Decode tok/s of the 8B shape (random weights) at 32K context, sparse (Quest, budget 4096,
@@ -649,5 +770,6 @@ def e2e():
 
 
 for part in args.only.split(","):
-    section({"decode": decode, "fp8": fp8, "prefill": prefill, "e2e": e2e, "prefill_check": prefill_check}[part])
+    section({"decode": decode, "fp8": fp8, "prefill": prefill, "prefix_prefill": prefix_prefill, "e2e": e2e,
+             "prefill_check": prefill_check}[part])
 print("done", flush=True)
