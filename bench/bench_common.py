@@ -17,6 +17,29 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+def copy_bandwidth() -> float:
+    """Device memory bandwidth ceiling in bytes/s: a 1 GiB device copy (bytes read + written),
+    median of 10 after 3 warm-ups, CUDA events."""
+    import statistics
+
+    import torch
+
+    x = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+    for _ in range(3):
+        y.copy_(x)
+    ts = []
+    for _ in range(10):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        y.copy_(x)
+        e.record()
+        e.synchronize()
+        ts.append(s.elapsed_time(e) / 1e3)
+    del x, y
+    return 2 * (1 << 30) / statistics.median(ts)
+
+
 def graph_time_us(fns, replays: int = 15) -> float:
     """fns: R zero-arg callables (one per weight copy, so that no call finds its weights in L2).
     They are captured into one CUDA graph after a warm-up on a side stream; returns the median

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gpu-backend"))
-from bench_common import graph_time_us  # noqa: E402
+from bench_common import copy_bandwidth, graph_time_us  # noqa: E402
 
 from edgeserve_pod.kernels.paged_attention import FP8, decode_num_splits, paged_decode  # noqa: E402
 
@@ -61,20 +61,7 @@ def main():
     torch.manual_seed(0)
     dev = torch.cuda.get_device_name()
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    a = torch.empty(1 << 29, dtype=torch.bfloat16, device="cuda").normal_()
-    b = torch.empty_like(a)
-    for _ in range(3):
-        b.copy_(a)
-    ts = []
-    for _ in range(10):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record()
-        b.copy_(a)
-        e1.record()
-        e1.synchronize()
-        ts.append(e0.elapsed_time(e1))
-    bw = 2 * a.numel() * 2 / (sorted(ts)[5] * 1e-3)  # read + write bytes of a 1 GiB copy
-    del a, b
+    bw = copy_bandwidth()
     print(f"{dev}: copy {bw / 1e12:.2f} TB/s", flush=True)
     metrics = []
     for B, L in CASES:

@@ -35,6 +35,8 @@ from edgeserve_pod.engine.sequence import SamplingParams, Sequence  # noqa: E402
 from edgeserve_pod.engine.step_inputs import build_step_inputs  # noqa: E402
 from edgeserve_pod.tools.random_checkpoint import write_random_checkpoint  # noqa: E402
 
+from bench_common import copy_bandwidth  # noqa: E402
+
 
 class Report:
     def __init__(self, path: str, device: str, commit: str, command: str):
@@ -158,23 +160,6 @@ def divergence(hf_m, prompt, ours, theirs):
         return None
     lg = hf_logits(hf_m, prompt + theirs[:i])[-1]
     return {"pos": i, "hf_margin": round(float(lg[theirs[i]] - lg[ours[i]]), 4)}
-
-
-def copy_bandwidth():
-    x = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
-    y = torch.empty_like(x)
-    for _ in range(3):
-        y.copy_(x)
-    ts = []
-    for _ in range(10):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        y.copy_(x)
-        e.record()
-        e.synchronize()
-        ts.append(s.elapsed_time(e) / 1e3)
-    del x, y
-    return 2 * (1 << 30) / statistics.median(ts)  # bytes read + written per second
 
 
 def gemm_rate():

@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gpu-backend"))
 
-from bench_common import graph_time_us, map_in_processes  # noqa: E402
+from bench_common import copy_bandwidth, graph_time_us, map_in_processes  # noqa: E402
 
 from edgeserve_pod.kernels import w4a16 as W  # noqa: E402
 from edgeserve_pod.kernels import w4a16_mma as MMA  # noqa: E402
@@ -177,19 +177,7 @@ def _print_aot(r):
 # ------------------------------------------------------------------ measurements
 
 def ceilings():
-    n = 2**29  # 1 GiB of bf16
-    a = torch.empty(n, dtype=torch.bfloat16, device="cuda").normal_()
-    b = torch.empty_like(a)
-    ms = []
-    for _ in range(3):
-        b.copy_(a)
-    torch.cuda.synchronize()
-    for _ in range(10):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record(); b.copy_(a); e1.record(); e1.synchronize()
-        ms.append(e0.elapsed_time(e1))
-    bw = 2 * n * 2 / (median(ms) * 1e-3)  # bytes/s, read + write
-    del a, b
+    bw = copy_bandwidth()  # bytes/s, read + write
     x = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     y = torch.randn_like(x)
     for _ in range(3):
@@ -221,6 +209,19 @@ def make_weights(k, n, r):
     return qw, wd, ours, tiny, sz
 
 
+def peer_times(xs, bf, tinys):
+    """cuBLAS bf16 over the bf16 copies and int4pack over its copies (None if unavailable), us."""
+    t_bf = graph_time_us([lambda i=i: xs[i % 4] @ bf[i].t() for i in range(len(bf))])
+    t_tiny = None
+    if tinys is not None:
+        try:
+            t_tiny = graph_time_us([lambda i=i: torch.ops.aten._weight_int4pack_mm(xs[i % 4], tinys[i][0], GROUP, tinys[i][1])
+                                    for i in range(len(tinys))])
+        except Exception as e:
+            print("int4pack mm failed:", repr(e)[:160], flush=True)
+    return t_bf, t_tiny
+
+
 def sweep_shape(k, n, bw, flops, results, sweep_log, quick, ms=MS):
     wbytes = n * k // 2 + (k // GROUP) * n * 3  # int4 codes + fp16 scales + uint8 zeros
     r4 = copies_for(wbytes)
@@ -230,14 +231,7 @@ def sweep_shape(k, n, bw, flops, results, sweep_log, quick, ms=MS):
     tinys = [(tiny.clone(), sz.clone()) for _ in range(r4)] if tiny is not None else None
     for m in ms:
         xs = [torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for _ in range(4)]
-        t_bf = graph_time_us([lambda i=i: xs[i % 4] @ bf[i].t() for i in range(r16)])
-        t_tiny = None
-        if tinys is not None:
-            try:
-                t_tiny = graph_time_us([lambda i=i: torch.ops.aten._weight_int4pack_mm(xs[i % 4], tinys[i][0], GROUP, tinys[i][1])
-                                        for i in range(r4)])
-            except Exception as e:
-                print("int4pack mm failed:", repr(e)[:160], flush=True)
+        t_bf, t_tiny = peer_times(xs, bf, tinys)
         key = C.tuning_key(m)
         cands = [C.DEFAULT[key]] + ([] if quick else C.CANDIDATES[key])
         # every candidate is checked before it is timed: fresh inputs, NaN-poisoned output, two calls
@@ -363,6 +357,17 @@ def decode_linear_tok_s(bw, batch, quant, layers=32):
     return batch / (t * 1e-6), t, nbytes / bw * 1e6
 
 
+def write_doc(out, name, dev, commit, command, bw, flops, metrics):
+    """One BENCH.md document: DIR/name."""
+    doc = {"topic": "quant", "device": dev, "commit": commit, "command": command,
+           "date": time.strftime("%Y-%m-%d"), "ceilings": {"copy_TBps": bw / 1e12, "bf16_mm_TFLOPs": flops / 1e12},
+           "timing": "CUDA-graph replay of R calls over R weight copies (> 2x L2), median of replays / R",
+           "metrics": metrics}
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, name), "w") as f:
+        json.dump(doc, f, indent=1)
+
+
 MMA_VARIANTS = [(depth, wk) for depth in (3, 4, 6) for wk in (2, 4, 8)]
 
 
@@ -379,11 +384,7 @@ def mma_shape(k, n, bw, flops, results, ms=(1, 16)):
     tinys = [(tiny.clone(), sz.clone()) for _ in range(r4)] if tiny is not None else None
     for m in ms:
         xs = [torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for _ in range(4)]
-        t_bf = graph_time_us([lambda i=i: xs[i % 4] @ bf[i].t() for i in range(r16)])
-        t_tiny = None
-        if tinys is not None:
-            t_tiny = graph_time_us([lambda i=i: torch.ops.aten._weight_int4pack_mm(xs[i % 4], tinys[i][0], GROUP, tinys[i][1])
-                                    for i in range(r4)])
+        t_bf, t_tiny = peer_times(xs, bf, tinys)
         t_tri = graph_time_us([lambda i=i: W.w4a16_matmul(xs[i % 4], *ours[i], GROUP) for i in range(r4)])
         x_chk = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         ref = W.w4a16_reference(x_chk.float(), qw.qweight, qw.scales, qw.zeros, GROUP)
@@ -450,13 +451,7 @@ def mma_main(args):
                       "triton_tuned_us": r["triton_us"], "int4pack_mm_us": r["int4pack_us"],
                       "rel_err_vs_f32_ref": {"mma": r["err_mma"], "triton": r["err_triton"], "cublas_on_bf16_dequant": r["err_bf16"]},
                       "variants": r["variants"]}})
-    doc = {"topic": "quant", "device": dev, "commit": commit, "command": "python bench/quant_gemm.py --mma",
-           "date": time.strftime("%Y-%m-%d"), "ceilings": {"copy_TBps": bw / 1e12, "bf16_mm_TFLOPs": flops / 1e12},
-           "timing": "CUDA-graph replay of R calls over R weight copies (> 2x L2), median of replays / R",
-           "metrics": metrics}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "quant_gemm_mma.json"), "w") as f:
-        json.dump(doc, f, indent=1)
+    write_doc(args.out, "quant_gemm_mma.json", dev, commit, "python bench/quant_gemm.py --mma", bw, flops, metrics)
     print("\n# summary: speed-up over cuBLAS bf16 (mma schedule / mma best variant / triton tuned / int4pack)")
     for r in results:
         print(f"K={r['K']:5d} N={r['N']:5d} M={r['M']:3d}  {r['bf16_us'] / r['mma_sched_us']:5.2f}x "
@@ -565,13 +560,7 @@ def main():
                 "note": "linear layers + lm_head of 32 layers under one CUDA graph; no attention, norms or sampling: not the engine"})
     with open(os.path.join(args.out, "tuned.json"), "w") as f:
         json.dump([[list(key), cfg] for key, cfg in C.TUNED.items()], f, indent=0)
-    doc = {"topic": "quant", "device": dev, "commit": commit, "command": "python bench/quant_gemm.py",
-           "date": time.strftime("%Y-%m-%d"), "ceilings": {"copy_TBps": bw / 1e12, "bf16_mm_TFLOPs": flops / 1e12},
-           "timing": "CUDA-graph replay of R calls over R weight copies (> 2x L2), median of replays / R",
-           "metrics": metrics}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "quant_gemm.json"), "w") as f:
-        json.dump(doc, f, indent=1)
+    write_doc(args.out, "quant_gemm.json", dev, commit, "python bench/quant_gemm.py", bw, flops, metrics)
     with open(os.path.join(args.out, "sweep.json"), "w") as f:
         json.dump({"results": results, "sweep": sweep_log, "decode": decode}, f)
     print("\n# summary: speedup of ours (tuned run-time config) vs cuBLAS bf16")

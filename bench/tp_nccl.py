@@ -29,7 +29,8 @@ from edgeserve_pod.engine.sequence import SamplingParams  # noqa: E402
 from edgeserve_pod.tools.random_checkpoint import write_random_checkpoint  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pod_engine import Report, copy_bandwidth, make_prompts, run, weight_read_bytes  # noqa: E402
+from bench_common import copy_bandwidth  # noqa: E402
+from pod_engine import Report, make_prompts, run, weight_read_bytes  # noqa: E402
 
 
 def make(model, tp, **kw):
