@@ -130,6 +130,11 @@ class DecodeGraphs:
         self.graphs[key].replay()
         return self.logits[:inp.num_decode_tokens]
 
+    def greedy_tokens(self, n: int) -> torch.Tensor:
+        """(n,) int64: the argmax tokens of the last replay (its in-graph greedy advance wrote
+        them as the next step's input ids), so a greedy single step needs no second argmax."""
+        return self.dev[0:n]
+
     def run_greedy(self, inp: StepInputs, k: int) -> list[list[int]]:
         """k greedy decode steps replayed back to back from one graph: (k, n) tokens. The caller
         has grown every sequence's blocks to hold len(seq) + k - 1 tokens."""

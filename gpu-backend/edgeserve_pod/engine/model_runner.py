@@ -115,10 +115,15 @@ class ModelRunner:
         inp, rows = build_step_inputs(batch, self.block_size)
         if self.tp.size > 1:
             dist.broadcast_object_list([inp], src=0)
+        graph_step = self.graphs is not None and self.graphs.supports(inp)
         logits = self.forward(inp)
         if logits.shape[0] == 0:
             return [None] * len(rows)
-        tokens = self.sampler(logits, self._sampling_batch(batch, rows)).tolist()
+        sb = self._sampling_batch(batch, rows)
+        if graph_step and sb.all_greedy:  # the decode graph's own argmax already chose them
+            tokens = self.graphs.greedy_tokens(logits.shape[0]).tolist()
+        else:
+            tokens = self.sampler(logits, sb).tolist()
         return [tokens[r] if r >= 0 else None for r in rows]
 
     def supports_multi_step(self, batch: ScheduledBatch) -> bool:
