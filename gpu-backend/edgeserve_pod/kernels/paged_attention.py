@@ -296,9 +296,9 @@ def _stream_lo(p, sink_end, window, MASK_BM, MASK_BN):
 def _prefill_stream_keys(acc, l_i, m_i, q, K, V, bt, k_head, v_head, stride_kb, stride_ks, stride_vb, stride_vs,
                          n_lo, n_hi, hi, q_pos, lo_row, sink_end, qk_scale, offs_d,
                          MASK: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, DOT_T: tl.constexpr):
-    """Streaming head: the key tiles starting in [n_lo, n_hi) (multiples of BLOCK_N). MASK: the
-    element mask (causal, sink / window edge, keys < hi); without it every key of the tile is
-    allowed for every row (the caller guarantees it)."""
+    """One head's key tiles starting in [n_lo, n_hi) (multiples of BLOCK_N). MASK: the element mask
+    (causal, sink / window edge, keys < hi); without it every key of the tile is allowed for every
+    row (the caller guarantees it)."""
     for n0 in range(n_lo, n_hi, BLOCK_N):
         t = n0 + tl.arange(0, BLOCK_N)
         if MASK:
@@ -371,14 +371,14 @@ def _prefill_kernel(
         # on the edge tiles (sink, the window's leading edge, the diagonal), the interior unmasked.
         # A retrieval head is the same walk with no sink and lo = 0: dense causal, one code path
         # (two would keep two sets of pipeline buffers in shared memory).
-        if tl.load(HeadKind + h) == 0:
-            sink_end = 0
-            window = 1 << 30
+        streaming = tl.load(HeadKind + h) != 0
+        s_end = tl.where(streaming, sink_end, 0)
+        win = tl.where(streaming, window, 1 << 30)
         p0 = ctx - q_len + mt * BLOCK_M  # first row's position (rows are ascending)
-        lo_row = _stream_lo(q_pos, sink_end, window, mask_bm, mask_bn)
-        lo0 = _stream_lo(p0, sink_end, window, mask_bm, mask_bn)
-        lo1 = _stream_lo(hi - 1, sink_end, window, mask_bm, mask_bn)  # last valid row's
-        a_end = tl.cdiv(tl.minimum(sink_end, hi), BLOCK_N) * BLOCK_N  # sink tiles: [0, a_end)
+        lo_row = _stream_lo(q_pos, s_end, win, mask_bm, mask_bn)
+        lo0 = _stream_lo(p0, s_end, win, mask_bm, mask_bn)
+        lo1 = _stream_lo(hi - 1, s_end, win, mask_bm, mask_bn)  # last valid row's
+        a_end = tl.cdiv(tl.minimum(s_end, hi), BLOCK_N) * BLOCK_N  # sink tiles: [0, a_end)
         b_lo = tl.maximum(lo0 // BLOCK_N * BLOCK_N, a_end)  # window tiles: [b_lo, hi)
         full_lo = tl.maximum(tl.minimum(tl.cdiv(lo1, BLOCK_N) * BLOCK_N, hi), b_lo)  # all rows see keys >= lo1 ...
         full_hi = tl.maximum((p0 + 1) // BLOCK_N * BLOCK_N, full_lo)  # ... and <= p0
@@ -392,14 +392,14 @@ def _prefill_kernel(
             n0 = tl.where(i < n1, i * BLOCK_N, b_lo + (i - n1) * BLOCK_N)
             acc, l_i, m_i = _prefill_stream_keys(acc, l_i, m_i, q, K, V, bt, kvh * stride_kh, kvh * stride_vh,
                                                  stride_kb, stride_ks, stride_vb, stride_vs, n0, n0 + 1, hi, q_pos,
-                                                 lo_row, sink_end, qk_scale, offs_d, True, BLOCK_SIZE, BLOCK_N, DOT_T)
+                                                 lo_row, s_end, qk_scale, offs_d, True, BLOCK_SIZE, BLOCK_N, DOT_T)
         acc, l_i, m_i = _prefill_stream_keys(acc, l_i, m_i, q, K, V, bt, kvh * stride_kh, kvh * stride_vh,
                                              stride_kb, stride_ks, stride_vb, stride_vs, full_lo, full_hi, hi, q_pos,
-                                             lo_row, sink_end, qk_scale, offs_d, False, BLOCK_SIZE, BLOCK_N, DOT_T)
+                                             lo_row, s_end, qk_scale, offs_d, False, BLOCK_SIZE, BLOCK_N, DOT_T)
         for n0 in range(full_hi, hi, BLOCK_N):
             acc, l_i, m_i = _prefill_stream_keys(acc, l_i, m_i, q, K, V, bt, kvh * stride_kh, kvh * stride_vh,
                                                  stride_kb, stride_ks, stride_vb, stride_vs, n0, n0 + 1, hi, q_pos,
-                                                 lo_row, sink_end, qk_scale, offs_d, True, BLOCK_SIZE, BLOCK_N, DOT_T)
+                                                 lo_row, s_end, qk_scale, offs_d, True, BLOCK_SIZE, BLOCK_N, DOT_T)
     else:
         for n0 in range(0, hi, BLOCK_N):
             t = n0 + tl.arange(0, BLOCK_N)
