@@ -62,10 +62,11 @@ def final_chunk_logits(model, path, prompt, chunk, impl, cached=None):
 
     from edgeserve_pod.engine.step_inputs import build_step_inputs
 
+    gpu = dict(device="cuda", dtype="float32", enforce_eager=True) if torch.cuda.is_available() else {}
     eng = make_engine(model, block_size=16, attention_backend="sparse", sparse_head_map=path,
-                      max_num_batched_tokens=chunk)
+                      max_num_batched_tokens=chunk, **gpu)
     attn = eng.runner.attn
-    attn.impl = impl  # "triton" on CPU: the kernels through the Triton interpreter (conftest)
+    attn.impl = impl  # "triton": native on a GPU, on CPU the kernels through the Triton interpreter (conftest)
     attn.cfg = dataclasses.replace(attn.cfg, prefill_block_m=32, prefill_block_n=16)  # window < prompt
     if cached is not None:
         eng.add_request("cached", cached, greedy(1))
