@@ -15,9 +15,8 @@ heads); see the comment in main() for when the prefix cache is used.
 Configs: "name:key=value,..." with keys budget (Quest tokens; 0 = Quest off), dense (first layers decoded densely), every
 (Quest re-selection period), exempt (the N kv heads with the most calibrated needle mass
 skip Quest and read every page), ratio (streaming
-kv heads, re-marked from the map's outside_mass; -1 = as in the map), sink, window, source
-(map: the head map's rule, i.e. max(outside_mass, passkey_mass) when the map has
-passkey_mass; outside_mass: natural-text outside-window mass only, the first maps' rule).
+kv heads, re-marked by a score; -1 = as in the map), sink, window, source (the score, see
+rank_score: map = the head map's own rule; ablation; needle; outside_mass).
 
     python bench/passkey.py --out DIR --lengths 2048 --keys 4 \
         --configs "q512:budget=512,ratio=0" "s50:budget=0,ratio=0.5" "both:budget=512,ratio=0.5"
@@ -43,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIGS = ["quest256:budget=256,ratio=0", "quest512:budget=512,ratio=0", "quest1024:budget=1024,ratio=0",
                    "quest512-ex9:budget=512,ratio=0,exempt=9", "quest512-ex18:budget=512,ratio=0,exempt=18",
                    "stream25:budget=0,ratio=0.25", "stream50:budget=0,ratio=0.5", "stream75:budget=0,ratio=0.75",
-                   "stream50-oldrank:budget=0,ratio=0.5,source=outside_mass",
+                   "stream50-oldrank:budget=0,ratio=0.5,source=outside_mass", "stream50-needle:budget=0,ratio=0.5,source=needle",
                    "quest512+stream50:budget=512,ratio=0.5", "quest512-ex9+stream50:budget=512,ratio=0.5,exempt=9"]
 DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
@@ -72,17 +71,39 @@ def build_prompt(tok, L: int, depth: float, key: int):
     return head + hay[:at] + needle + hay[at:] + ask, tok.encode(f" {key}")
 
 
+SOURCES = ("map", "ablation", "needle", "outside_mass")
+
+
+def resolved_source(base: dict, source: str) -> str:
+    if source != "map":
+        return source
+    return "ablation" if "ablation_drop" in base else "needle" if "passkey_mass" in base else "outside_mass"
+
+
+def rank_score(base: dict, source: str):
+    """(layers, Hkv) score whose smallest entries become streaming heads. map: the rule that made
+    the head map (ablation_drop if it has one, else needle if it has passkey_mass, else
+    outside_mass); ablation: ablation_drop (answer log-likelihood drop when the head alone is
+    streaming); needle: max(outside_mass, passkey_mass); outside_mass: natural-text mass only."""
+    import torch
+
+    if source not in SOURCES:
+        raise SystemExit(f"source must be one of {SOURCES}, got {source!r}")
+    source = resolved_source(base, source)
+    if source == "ablation":
+        return torch.tensor(base["ablation_drop"])
+    mass = torch.tensor(base["outside_mass"])
+    return torch.maximum(mass, torch.tensor(base["passkey_mass"])) if source == "needle" else mass
+
+
 def write_map(base: dict, c: dict, L: int, path: str) -> dict:
     import torch
 
     from edgeserve_pod.tools.calibrate_heads import mark_streaming
 
     m = dict(base)
-    if c["ratio"] >= 0:  # the calibration tool's rule (max of both masses when the map has passkey_mass)
-        mass = torch.tensor(base["outside_mass"])
-        if c["source"] == "map" and "passkey_mass" in base:
-            mass = torch.maximum(mass, torch.tensor(base["passkey_mass"]))
-        m["streaming"] = mark_streaming(mass, c["ratio"])
+    if c["ratio"] >= 0:  # re-marked with the calibration tool's rule for the map, or the named score
+        m["streaming"] = mark_streaming(rank_score(base, c["source"]), c["ratio"])
     m["token_budget"] = c["budget"] if c["budget"] > 0 else L + 64  # 0: every page
     m["dense_layers"], m["reselect_every"] = c["dense"], c["every"]
     if c["exempt"]:  # the kv heads with the most needle mass (not streaming) read every page: no Quest
@@ -177,7 +198,7 @@ def main(argv=None) -> None:
                      "value": round(100 * sum(dense_hits) / n, 2)},
             "target": {"value": round(100 * sum(dense_hits) / n - 2, 2), "source": "issue 6: sparse >= dense - 2 points"},
             "note": (f"LLMEngine attention_backend='sparse', sparse_head_map = calibrated map with {n_str}/{n_kv} "
-                     f"streaming kv heads ranked by {c['source']} (sink {m.get('sink_tokens')}, window "
+                     f"streaming kv heads ranked by {resolved_source(base, c['source'])} (sink {m.get('sink_tokens')}, window "
                      f"{m.get('window_tokens')}); Quest budget {budget} tokens ("
                      + ("per-request override" if share else "in the head map") + f"), page "
                      f"{a.page}; greedy, {len(depths)} depths x {a.keys} keys; one prefill chunk; "

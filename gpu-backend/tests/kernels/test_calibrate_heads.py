@@ -59,3 +59,40 @@ def test_passkey_sample_places_needle_and_answer_rows():
     assert len(ids) == 400 and text.endswith("The secret code is 123456")
     assert text[needle].startswith(" The secret code is 123456.")
     assert text[rows.start + 1:rows.stop + 1] == " 123456"  # rows predict the answer tokens
+
+
+def test_streaming_output_masks_only_the_streaming_kv_head():
+    from edgeserve_pod.tools.calibrate_heads import streaming_output
+
+    T, D, sink, window = 40, 8, 3, 5
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    q, k, v = (torch.randn(T, n, D, generator=gen) for n in (4, 2, 2))  # GQA: 2 query heads per kv head
+    o = streaming_output(q, k, v, 0.5, sink, window, torch.tensor([False, True]))
+    i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    for h in range(4):
+        keep = (j <= i) & (((j < sink) | (i - j < window)) if h >= 2 else True)
+        s = (q[:, h] @ k[:, h // 2].T * 0.5).masked_fill(~keep, float("-inf"))
+        torch.testing.assert_close(o[:, h], s.softmax(-1) @ v[:, h // 2], atol=1e-5, rtol=1e-5)
+
+
+def test_ablation_probe_reruns_exactly_and_sees_the_window(tmp_path):
+    """On a tiny random model: a window that covers the whole prompt changes nothing, so every
+    ablation drop is 0 (the rerun from a layer's cached input reproduces the dense pass); a
+    small window changes the answer's likelihood for some head."""
+    from edgeserve_pod.tools.calibrate_heads import ablation_probe, load_model
+    from edgeserve_pod.tools.random_checkpoint import write_random_checkpoint
+
+    path = write_random_checkpoint("tiny", str(tmp_path / "tiny"), seed=0)
+
+    class Tok:  # one token per character, ids inside the tiny vocabulary
+        def encode(self, s):
+            return [ord(c) % 200 for c in s]
+
+    hay = [(7 * i) % 200 for i in range(4000)]
+    model, rec = load_model(path, 4, 300, 256)
+    drops = ablation_probe(model, rec, Tok(), hay, 256, 1, log=lambda *_: None)
+    assert drops.shape == (len(model.layers), rec.num_kv_heads)
+    assert drops.abs().max() < 1e-4
+    rec.sink, rec.window = 4, 16
+    drops = ablation_probe(model, rec, Tok(), hay, 256, 1, log=lambda *_: None)
+    assert drops.abs().max() > 1e-3
