@@ -192,8 +192,9 @@ def _reusable(cfg: CalibrationConfig, rows: int) -> dict:
     return old
 
 
-def load_model(model_dir: str, sink: int, window: int, max_len: int):
-    """(float32 CPU model whose attention is a RecordingAttention, that backend) for an HF-layout folder."""
+def load_model(model_dir: str, sink: int, window: int, max_len: int, backend=None):
+    """(float32 CPU model whose attention is a RecordingAttention, or a subclass `backend`, that
+    backend) for an HF-layout folder."""
     from ..layers.linear_bf16 import Bf16LinearFactory
     from ..models.arch import ModelArch
     from ..models.llama import LlamaModel
@@ -201,7 +202,7 @@ def load_model(model_dir: str, sink: int, window: int, max_len: int):
     from ..parallel import TPGroup
 
     arch = ModelArch.from_folder(model_dir)
-    rec = RecordingAttention(arch.num_heads, arch.num_kv_heads, arch.head_dim, sink=sink, window=window)
+    rec = (backend or RecordingAttention)(arch.num_heads, arch.num_kv_heads, arch.head_dim, sink=sink, window=window)
     dev = torch.device("cpu")
     model = LlamaModel(arch, Bf16LinearFactory(torch.float32, dev), rec, TPGroup(), torch.float32, dev, max_len)
     load_weights(model, model_dir)
