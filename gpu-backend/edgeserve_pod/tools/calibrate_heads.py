@@ -4,13 +4,15 @@ Runs the real model densely, float32 on CPU, with a recording attention backend,
 every (layer, kv head); a GQA group shares one kv head, so its query heads' figures are
 averaged. The heads with the smallest score, up to `target_ratio` of all kv heads, are marked
 streaming. Scores (each map records the ones it computed; `method` names the one it ranks by):
-    ablation_drop (--ablation-samples N, the rule of the committed maps): on N synthetic
-                    passkey prompts (passkey_sample: documentation text as the haystack, a
-                    "secret code" needle, six digits: not bench/passkey.py's filler, wording or
-                    keys), the drop of the answer's teacher-forced log-likelihood (nats, summed
-                    over its tokens) when that kv head alone runs as a streaming head
-                    (token-exact sink + window), all others dense; needles lie outside the
-                    window. Exact: each ablation reruns the model from that layer's input.
+    ablation_drop (--ablation-samples N; the rule of the committed SmolLM2 map): the mean,
+                    over N synthetic passkey prompts (passkey_sample: documentation text as the
+                    haystack, a "secret code" needle, six digits: not bench/passkey.py's
+                    filler, wording or keys), of the drop of the answer's teacher-forced
+                    log-likelihood (nats, summed over its tokens) when that kv head alone runs
+                    as a streaming head (token-exact sink + window), all others dense; the
+                    needles lie outside the window. Exact: each ablation reruns the model from
+                    that layer's cached input (about 15 layer passes per head on average;
+                    3 prompts of 1024 tokens took 29 min on 2 shared CPU cores for SmolLM2).
     needle        (--passkey-samples N without ablation): max(outside_mass, passkey_mass),
                     passkey_mass = attention that the answer rows put on the needle.
     outside_mass  (neither): on natural text (quant/text.py: Python's documentation topics),
@@ -30,8 +32,9 @@ only bounds a head's own output change (||o_full - o_stream|| <= 2 * outside_mas
 on natural text and ignores what the rest of the model does with it; on SmolLM2 it marked the
 strongest needle-reading heads streaming (bench/results/sparse-attention/).
 
-Usage (the committed SmolLM2 map; --reuse takes outside_mass/passkey_mass from a map made with
-the same settings, so that only the ablation runs):
+Usage (the committed SmolLM2 map, made with --reuse of the previous map, c3226ab: --reuse takes
+outside_mass, output_error and passkey_mass from a map made with the same settings, so that only
+the ablation runs):
     python -m edgeserve_pod.tools.calibrate_heads --model models/smollm2-135m-instruct-hf \
         --tokenizer models/smollm2-135m-instruct-q4_1.gguf --sink 64 --window 256 --ratio 0.5 \
         --seq-len 2048 --rows 2 --passkey-samples 6 --ablation-samples 3 --ablation-len 1024 \
@@ -77,8 +80,8 @@ class CalibrationConfig:
         if self.passkey_samples < 0 or self.ablation_samples < 0:
             raise ValueError(f"passkey_samples and ablation_samples must be >= 0, got {self.passkey_samples}, "
                              f"{self.ablation_samples}")
-        if self.ablation_samples and not (self.sink_tokens + self.window_tokens + 64 < (self.ablation_len or self.seq_len)
-                                          <= self.seq_len):
+        n_ab = self.ablation_len or self.seq_len
+        if self.ablation_samples and not self.sink_tokens + self.window_tokens + 64 < n_ab <= self.seq_len:
             raise ValueError(f"ablation_len ({self.ablation_len}) must exceed sink + window + 64 and be <= seq_len")
         if self.seq_len <= self.sink_tokens + self.window_tokens:
             raise ValueError(f"seq_len ({self.seq_len}) must exceed sink + window "
@@ -235,7 +238,9 @@ def calibrate(cfg: CalibrationConfig, log=print) -> dict:
             log(f"row {r + 1}/{ids.shape[0]} done")
         mass = torch.stack([torch.stack(rec.mass[i]).mean(0) for i in range(arch.num_layers)])  # (layers, Hkv)
         err = torch.stack([torch.stack(rec.err[i]).mean(0) for i in range(arch.num_layers)])
-        pk = passkey_probe(model, rec, tok, calib_ids, cfg.seq_len, cfg.passkey_samples, log) if cfg.passkey_samples else None
+        pk = None
+        if cfg.passkey_samples:
+            pk = passkey_probe(model, rec, tok, calib_ids, cfg.seq_len, cfg.passkey_samples, log)
     rank, ab = mass if pk is None else torch.maximum(mass, pk), None
     if cfg.ablation_samples:
         ab = ablation_probe(model, rec, tok, calib_ids, cfg.ablation_len or cfg.seq_len, cfg.ablation_samples, log)
