@@ -471,18 +471,23 @@ def sampled_err(out, q, k, v, kind, plan, L):
     return err, ok
 
 
+def mm_rate_ceiling() -> float:
+    """bf16 torch.mm (cuBLAS) rate on 8192^3, FLOP/s, recorded as a metric; nan on CPU."""
+    if CPU_ONLY:
+        return float("nan")
+    a = torch.randn(8192, 8192, device=DEV, dtype=torch.bfloat16)
+    rate = 2 * 8192 ** 3 / (bench(lambda: a @ a, rep=100) * 1e-3)
+    del a
+    metric("gemm_tflops[bf16,8192^3]", rate / 1e12, "TFLOP/s", "higher", note="ceiling: torch.mm (cuBLAS)")
+    return rate
+
+
 def prefill():
     L = 256 if args.smoke else 32768
     HP = 4 if args.smoke else 32
     sink, window = (16, 64) if args.smoke else (128, 4096)
     print(f"\n# prefill attention, {HP} heads, d={D}, L={L}, bf16; streaming = sink {sink} + window {window}", flush=True)
-    if CPU_ONLY:
-        mm_rate = float("nan")
-    else:
-        a = torch.randn(8192, 8192, device=DEV, dtype=torch.bfloat16)
-        mm_rate = 2 * 8192 ** 3 / (bench(lambda: a @ a, rep=100) * 1e-3)
-        del a
-        metric("gemm_tflops[bf16,8192^3]", mm_rate / 1e12, "TFLOP/s", "higher", note="ceiling: torch.mm (cuBLAS)")
+    mm_rate = mm_rate_ceiling()
     errs = fresh_check_isolated(PREFILL_VARIANTS, sink, window)
     for var, (e, ok) in errs.items():
         print(f"    fresh inputs, {variant_name(var)}: max|err| vs fp32 {e:.2e}" + ("" if ok else "  REJECTED"), flush=True)
@@ -613,13 +618,7 @@ def prefix_prefill():
         [(64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 2), (128, 64, 8, 3), (64, 128, 4, 2), (128, 128, 8, 2)]
     print(f"\n# prefill over a cached prefix, GQA {H}/{HKV}, d={D}, bf16, page {bs}: {cached} cached + {new} new; "
           f"streaming kv heads 1, 3, ...: sink {sink} + window {window} (plan grid {pbm}x{pbn})", flush=True)
-    if CPU_ONLY:
-        mm_rate = float("nan")
-    else:
-        a = torch.randn(8192, 8192, device=DEV, dtype=torch.bfloat16)
-        mm_rate = 2 * 8192 ** 3 / (bench(lambda: a @ a, rep=100) * 1e-3)
-        del a
-        metric("gemm_tflops[bf16,8192^3]", mm_rate / 1e12, "TFLOP/s", "higher", note="ceiling: torch.mm (cuBLAS)")
+    mm_rate = mm_rate_ceiling()
     kc, vc, table = make_paged(1, L, bs)
     k, v = contiguous_kv(kc, table)[0], contiguous_kv(vc, table)[0]  # (Hkv, L, D)
     q = torch.randn(new, H, D, device=DEV, dtype=torch.bfloat16)

@@ -94,6 +94,13 @@ __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_grou
 template <int N>
 __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
 
+__device__ __forceinline__ void zero_tiles(float (&c)[4][4]) {  // 4 n-tiles of C fragments
+#pragma unroll
+  for (int t = 0; t < 4; ++t)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) c[t][i] = 0.f;
+}
+
 // One 128-k block's operands for one warp, in shared memory, indexed [..][lane] (conflict-free:
 // every lane reads back its own words). AW = A-fragment words per k-step: 2 for M <= 8 (rows r),
 // 4 for M <= 16 (rows r and r + 8).
@@ -164,10 +171,7 @@ __global__ void __launch_bounds__(32 * WK) w4a16_mma_kernel(const uint16_t* __re
   };
 
   float acc[4][4];
-#pragma unroll
-  for (int t = 0; t < 4; ++t)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) acc[t][i] = 0.f;
+  zero_tiles(acc);
 
 #pragma unroll
   for (int j = 0; j < S - 1; ++j) issue(j, b_begin + j);
@@ -187,10 +191,7 @@ __global__ void __launch_bounds__(32 * WK) w4a16_mma_kernel(const uint16_t* __re
       ss[t] = st.ss[t][lane];
     }
     float part[4][4];
-#pragma unroll
-    for (int t = 0; t < 4; ++t)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) part[t][i] = 0.f;
+    zero_tiles(part);
 #pragma unroll
     for (int s = 0; s < 8; ++s) {  // k-steps of 16 in this block
       uint32_t a[4];
