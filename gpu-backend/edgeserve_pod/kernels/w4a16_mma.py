@@ -1,11 +1,12 @@
 """W4A16 GEMM in CUDA C++ (csrc/w4a16_mma.cu) for M <= 16: tensor cores fed from registers.
 
 Status: an experiment, measured and kept, NOT used by the engine (layers/linear_w4a16.py runs the
-Triton kernel). On the H100 (bench/results/quant/2026-11-23-h100-mma.json) it ties the Triton
-kernel at M = 1 on the large shapes (19.4 vs 19.9 us on 14336 x 4096), loses on the small ones,
-and is 1.5-2.5x slower at M = 16, where each 32-column CTA reads all of x (x traffic from L2 is
-twice the weight bytes). The next step would be wider column tiles per warp sharing
-each A fragment; see the closing note of issue 7.
+Triton kernel). On the H100 (bench/results/quant/2026-11-23-h100-mma.json) its best variant is
+within 6% of the Triton kernel at M = 1 on every shape (8.9 vs 9.3 us on 4096 x 4096, 19.4 vs
+19.9 on 14336 x 4096, 12.5 vs 11.8 on 4096 x 6144) and 1.5-1.7x slower at M = 16, where each
+32-column CTA reads all of x (x traffic from L2 is twice the weight bytes). ncu
+(2026-11-23-h100-mma-ncu.log): issue-latency-bound at 2 warps per scheduler. Next steps: warps
+that split N and share one staged x, and more warps per SM; see the closing note of issue 7.
 
 Why a CUDA kernel beside the Triton one (w4a16.py): Triton's tl.dot takes its B operand through
 shared memory, so every dequantized tile makes a round trip there. Here the weights are repacked
@@ -50,8 +51,8 @@ NB = 32  # output columns per CTA (4 mma n-tiles of 8)
 MAGIC = {torch.bfloat16: 128.0, torch.float16: 1024.0}
 
 MAX_M = 16  # one 16-row mma tile; larger batches go to the Triton kernel
-# (max M, D = 128-k blocks in each warp's register ring, WK = warps splitting K); H100 sweep in
-# bench/quant_gemm.py --mma
+# (max M, D = cp.async pipeline stages of 128-k blocks per warp, WK = warps splitting K); H100
+# sweep in bench/quant_gemm.py --mma
 DEFAULT_SCHEDULE = ((8, 3, 8), (16, 3, 8))
 
 
