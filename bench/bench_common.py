@@ -40,6 +40,15 @@ def copy_bandwidth() -> float:
     return 2 * (1 << 30) / statistics.median(ts)
 
 
+L2_BYTES = 50 * 2**20  # H100 L2
+
+
+def copies_for(nbytes: int, lo: int = 2, hi: int = 32) -> int:
+    """How many copies of an operand of `nbytes` a cold-L2 timing cycles through: together more
+    than 2x L2, so no call finds its operand there (clamped to [lo, hi])."""
+    return max(lo, min(hi, -(-2 * L2_BYTES // max(nbytes, 1)) + 1))
+
+
 def graph_time_us(fns, replays: int = 15) -> float:
     """fns: R zero-arg callables (one per weight copy, so that no call finds its weights in L2).
     They are captured into one CUDA graph after a warm-up on a side stream; returns the median

@@ -40,7 +40,7 @@ import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gpu-backend"))
 
-from bench_common import graph_time_us as gpu_graph_time_us, map_in_processes  # noqa: E402
+from bench_common import copies_for, graph_time_us as gpu_graph_time_us, map_in_processes  # noqa: E402
 
 from edgeserve_pod.kernels import gemv as G  # noqa: E402
 
@@ -54,7 +54,6 @@ SHAPES = [
     ("8b", "lm_head", 128256, 4096, "rmsnorm", False),
 ]
 SMOKE_SHAPES = [("tiny", "qkv", 48, 64, "rmsnorm", False), ("tiny", "down", 32, 128, "silu_mul", True)]
-L2_BYTES = 50 * 2**20
 EPS = 1e-5
 BF = torch.bfloat16
 
@@ -178,7 +177,7 @@ def rel_err(y, ref):
 def make_weights(shape, dev):
     model, role, n, k, prologue, residual = shape
     gen = torch.Generator(device=dev).manual_seed(n * 7 + k)
-    r = max(2, min(32, -(-2 * L2_BYTES // (n * k * 2)) + 1)) if dev == "cuda" else 2
+    r = copies_for(n * k * 2) if dev == "cuda" else 2
     ws = [(torch.randn(n, k, device=dev, generator=gen) * k ** -0.5).to(BF) for _ in range(r)]
     return ws, gen
 

@@ -28,13 +28,12 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gpu-backend"))
-from bench_common import copy_bandwidth, graph_time_us  # noqa: E402
+from bench_common import copies_for, copy_bandwidth, graph_time_us  # noqa: E402
 
 from edgeserve_pod.kernels.paged_attention import FP8, decode_num_splits, paged_decode  # noqa: E402
 
 H, HKV, D, BS = 32, 8, 128, 16
 SCALE = D ** -0.5
-L2 = 50 * 2**20
 CASES = [(1, 8192), (1, 32768), (1, 131072), (8, 32768)]
 # (block_n, warps, stages, split multiplier): the decode configs of sparse_attention.py plus more
 # splits (short contexts have few tiles per kv head) and the double-buffered stage counts
@@ -42,10 +41,6 @@ CFGS = [(64, 4, 2, 1), (128, 4, 2, 1), (64, 4, 3, 2), (128, 8, 3, 1), (32, 4, 2,
         (64, 4, 5, 2), (32, 4, 3, 4), (64, 4, 2, 4), (128, 4, 5, 1), (128, 4, 4, 1), (128, 8, 5, 1),
         (128, 4, 6, 1), (256, 8, 3, 1), (128, 4, 5, 2), (64, 8, 5, 1), (64, 8, 6, 1), (128, 8, 6, 1),
         (32, 4, 6, 1), (64, 4, 6, 1), (128, 4, 6, 2)]
-
-
-def copies(nbytes: int) -> int:
-    return max(2, min(32, -(-2 * L2 // nbytes) + 1))
 
 
 def ref(q, k, v):  # q (B, H, D); k, v (B, Hkv, L, D) float32
@@ -68,7 +63,7 @@ def main():
     for B, L in CASES:
         nb = B * L // BS
         kv16 = 2 * B * L * HKV * D * 2
-        r16, r8 = copies(kv16), copies(kv16 // 2)
+        r16, r8 = copies_for(kv16), copies_for(kv16 // 2)
         q = torch.randn(B, H, D, device="cuda", dtype=torch.bfloat16)
         ctx = torch.full((B,), L, dtype=torch.int32, device="cuda")
         table = torch.randperm(nb, device="cuda").view(B, L // BS).to(torch.int32)

@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gpu-backend"))
 
-from bench_common import copy_bandwidth, graph_time_us, map_in_processes  # noqa: E402
+from bench_common import copies_for, copy_bandwidth, graph_time_us, map_in_processes  # noqa: E402
 
 from edgeserve_pod.kernels import w4a16 as W  # noqa: E402
 from edgeserve_pod.kernels import w4a16_mma as MMA  # noqa: E402
@@ -45,17 +45,12 @@ DECODE_SHAPES = [(4096, 6144), (4096, 28672)]  # fused qkv, fused gate|up: tuned
 MS = [1, 16, 32, 64, 256]  # 32: the split-K path (no target)
 GROUP = 128
 TARGETS = {1: 3.2, 16: 3.0, 64: 1.5}
-L2_BYTES = 50 * 2**20
 FAILED: set = set()  # (M == 1, config) pairs whose compile failed
 
 
 def median(xs):
     xs = sorted(xs)
     return xs[len(xs) // 2]
-
-
-def copies_for(nbytes, lo=4, hi=48):
-    return max(lo, min(hi, -(-2 * L2_BYTES // max(nbytes, 1)) + 1))
 
 
 def rel_err(y, ref):
@@ -224,8 +219,8 @@ def peer_times(xs, bf, tinys):
 
 def sweep_shape(k, n, bw, flops, results, sweep_log, quick, ms=MS):
     wbytes = n * k // 2 + (k // GROUP) * n * 3  # int4 codes + fp16 scales + uint8 zeros
-    r4 = copies_for(wbytes)
-    r16 = copies_for(2 * n * k)
+    r4 = copies_for(wbytes, 4, 48)
+    r16 = copies_for(2 * n * k, 4, 48)
     qw, wd, ours, tiny, sz = make_weights(k, n, r4)
     bf = [wd.clone() for _ in range(r16)]
     tinys = [(tiny.clone(), sz.clone()) for _ in range(r4)] if tiny is not None else None
@@ -376,8 +371,8 @@ def mma_shape(k, n, bw, flops, results, ms=(1, 16)):
     float32 reference (fresh inputs, NaN-poisoned output) and timed; the schedule's pick, the
     Triton kernel's tuned config, cuBLAS bf16 and int4pack are timed in the same run."""
     wbytes = n * k // 2 + (k // GROUP) * n * 8  # int4 codes + fp32 scales + 32-bit zeros
-    r4 = copies_for(wbytes)
-    r16 = copies_for(2 * n * k)
+    r4 = copies_for(wbytes, 4, 48)
+    r16 = copies_for(2 * n * k, 4, 48)
     qw, wd, ours, tiny, sz = make_weights(k, n, r4)
     mw = [MMA.MmaWeights.from_triton(*o, GROUP, k, torch.bfloat16) for o in ours]
     bf = [wd.clone() for _ in range(r16)]
