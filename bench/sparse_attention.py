@@ -537,11 +537,13 @@ def prefill():
         for vv, (tv, ev, _, _) in sorted(results[name].items(), key=lambda kv: kv[1][0]):
             metric(f"prefill_attention_ms[variant={variant_name(vv)},{name},H={HP},L={L}]", tv, "ms", "lower",
                    peer=("torch SDPA causal", sdpa), note=f"max|err| sampled rows {ev:.2e}, fresh inputs {errs[vv][0]:.2e}")
+    best_var, (best_t, _, best_plan, _) = min(results["stream50"].items(), key=lambda kv: kv[1][0])
+    prefill_hybrid(q4, k4, v4, q, k, v, cu, L, half_kind, best_var, best_plan, best_t, sdpa)
     if args.smoke:
         return
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     flex = torch.compile(flex_attention)
-    best_var, (best_t, _, plan, _) = min(results["stream50"].items(), key=lambda kv: kv[1][0])
+    plan = best_plan
     bm, bn = best_var[1], best_var[2]
     n_sink = -(-sink // bn)
     stream_head = half_kind.bool()
@@ -599,6 +601,52 @@ def prefill():
     causal_mask = create_block_mask(lambda b, h, qi, ki: qi >= ki, 1, 1, L, L, device=DEV)
     t = bench(lambda: flex(q4, k4, v4, block_mask=causal_mask), rep=100)
     metric(f"prefill_attention_ms[flex_causal,H={HP},L={L}]", t, "ms", "lower")
+
+
+def prefill_hybrid(q4, k4, v4, q, k, v, cu, L, kind, var, plan, t_ours, t_sdpa_all):
+    """The retrieval (dense) heads through torch SDPA, the streaming heads through our kernel (head
+    kind 2 = skip for the dense heads), outputs put together, as an engine would run a long one-shot
+    prompt. The head gathers and the output scatter are timed with it. Checked like the others."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    HP = q.shape[1]
+    dense_h = (kind == 0).nonzero().flatten()
+    skip_kind = torch.where(kind == 0, 2, kind).to(torch.int32)
+    out = torch.empty_like(q)
+
+    def streaming_only():
+        return block_sparse_prefill(q, k, v, cu, L, skip_kind, plan, SCALE, var[3], var[4], out=out)
+
+    def dense_half(backends):
+        with sdpa_kernel(backends):
+            return F.scaled_dot_product_attention(q4[:, dense_h], k4[:, dense_h], v4[:, dense_h], is_causal=True, scale=SCALE)
+
+    def hybrid(backends):
+        streaming_only()
+        out[:, dense_h] = dense_half(backends)[0].transpose(0, 1)
+        return out
+
+    t_stream = bench(streaming_only, rep=50)
+    metric(f"prefill_attention_ms[ours_streaming_heads_only,stream50,H={HP},L={L}]", t_stream, "ms", "lower",
+           note="block_sparse_prefill with the dense heads skipped (kind 2)")
+    every = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
+    for label, backends in (("default", every), ("cudnn", [SDPBackend.CUDNN_ATTENTION]),
+                            ("flash", [SDPBackend.FLASH_ATTENTION])):
+        try:
+            t_half = bench(lambda: dense_half(backends), rep=50)
+            err, ok = sampled_err(hybrid(backends), q, k, v, kind, plan, L)
+            t = bench(lambda: hybrid(backends), rep=50)
+        except Exception as e:  # a backend that does not take these inputs on this device
+            print(f"    hybrid {label}: failed {repr(e)[:200]}", flush=True)
+            continue
+        print(f"    hybrid sdpa[{label}] dense half {t_half:.3f} ms + ours streaming half {t_stream:.3f} ms -> "
+              f"{t:.3f} ms; max|err| {err:.2e}" + ("" if ok else "  REJECTED"), flush=True)
+        if ok:
+            metric(f"prefill_attention_ms[hybrid_sdpa_{label}+ours_streaming,stream50,H={HP},L={L}]", t, "ms", "lower",
+                   peer=("ours, one block-sparse kernel for all heads", t_ours),
+                   target=(8.0, "issue 6: <= 8 ms with 50% streaming heads"),
+                   note=f"SDPA ({label}) on the {len(dense_h)} dense heads alone {t_half:.3f} ms (all {HP} heads "
+                        f"{t_sdpa_all:.3f} ms); ours on the streaming heads alone {t_stream:.3f} ms; head gathers and "
+                        f"output scatter included; max|err| vs fp32 (sampled rows) {err:.2e}")
 
 
 # ------------------------------------------------------------------------------ prefix prefill
@@ -735,12 +783,13 @@ def e2e():
     reuse_map = os.path.join(args.out, "head-map-8b-quest-reselect8.json")
     with open(reuse_map, "w") as f:
         json.dump({"streaming": [[False] * 8 for _ in range(32)], "token_budget": 4096, "reselect_every": 8}, f)
-    variants = {("triton", None): [("triton", None)], ("sparse", None): [("sparse", None)],
-                ("sparse", reuse_map): [("sparse-reselect8", None)]}
-    for (backend, head_map), runs in variants.items():
+    variants = {("triton", None, "auto"): [("triton", None)], ("sparse", None, "auto"): [("sparse", None)],
+                ("sparse", reuse_map, "auto"): [("sparse-reselect8", None)],
+                ("triton", None, "fp8"): [("triton-fp8", None)], ("sparse", None, "fp8"): [("sparse-fp8", None)]}
+    for (backend, head_map, kv_dtype), runs in variants.items():
         eng = LLMEngine(EngineConfig(model=path, device="cuda", attention_backend=backend, max_model_len=L + 512,
                                      max_num_batched_tokens=8192, max_num_seqs=8, gpu_memory_utilization=0.85,
-                                     cuda_graph_max_batch=8, sparse_head_map=head_map))
+                                     cuda_graph_max_batch=8, sparse_head_map=head_map, kv_dtype=kv_dtype))
         for label, attn in runs:
             r = []
             for k in range(2):
@@ -758,11 +807,13 @@ def e2e():
         del eng
         gc.collect()
         torch.cuda.empty_cache()
-    for label, what in (("sparse", "quest4096"), ("sparse-reselect8", "quest4096,reselect_every=8")):
-        metric(f"decode_tok_s[engine,8B-shape,B=1,L={L},sparse={what}]", rates[label], "tok/s", "higher",
-               peer=("same engine, dense Triton attention", rates["triton"]),
-               note="random Llama-3.1-8B-shape weights, bf16, CUDA graphs; best of two runs; "
-                    f"{n} tokens after a {L}-token prompt")
+    for label, what, peer in (("sparse", "sparse=quest4096", "triton"),
+                              ("sparse-reselect8", "sparse=quest4096,reselect_every=8", "triton"),
+                              ("triton-fp8", "kv=fp8", "triton"), ("sparse-fp8", "sparse=quest4096,kv=fp8", "triton-fp8")):
+        metric(f"decode_tok_s[engine,8B-shape,B=1,L={L},{what}]", rates[label], "tok/s", "higher",
+               peer=(f"same engine, dense Triton attention{', fp8 KV' if 'fp8' in peer else ''}", rates[peer]),
+               note="random Llama-3.1-8B-shape weights, bf16 linears, CUDA graphs; best of two runs; "
+                    f"{n} tokens after a {L}-token prompt; dense bf16 KV {rates['triton']:.1f} tok/s")
 
 
 # passkey accuracy (dense vs sparse through the engine) moved to bench/passkey.py

@@ -5,6 +5,7 @@ of two patterns, chosen per head by `head_kind` (Hq,) int32:
     0 = dense causal        (retrieval heads): every KV block up to the diagonal
     1 = sink + local window (streaming heads): the first ceil(sink / BLOCK_N) blocks, then the
         blocks from the one holding (q_block_start - window) up to the diagonal
+    2 = skip: the kernel leaves that head's output untouched (another kernel computes it)
 The window is block-granular, as in LServe: a query row sees at least `window` tokens back and
 at most window + BLOCK_M + BLOCK_N. The same kernel with all heads dense is our dense causal
 baseline. Only the diagonal blocks get an element mask (causal), the rest run unmasked.
@@ -125,6 +126,8 @@ def _block_sparse_kernel(
         return
     kvh = h // GROUP
     kind = tl.load(HeadKind + h)
+    if kind == 2:
+        return
     row = kind * n_qb + qb
     n_full = tl.load(NFull + row)
     n_tot = tl.load(NTot + row)
@@ -155,7 +158,7 @@ def block_sparse_prefill(
     v: torch.Tensor,
     cu_seqlens: torch.Tensor,  # (n_seq + 1,) int32
     max_seqlen: int,
-    head_kind: torch.Tensor,  # (Hq,) int32: 0 dense causal, 1 streaming
+    head_kind: torch.Tensor,  # (Hq,) int32: 0 dense causal, 1 streaming, 2 skip
     plan: BlockSparsePlan,
     scale: float,
     num_warps: int = 8,

@@ -180,6 +180,36 @@ def _check_cache(k_cache: torch.Tensor, v_cache: torch.Tensor, k_scale, v_scale)
     return is_fp8
 
 
+# (block_n, num_warps, num_stages) of the split-K decode kernel when the caller gives none, per KV
+# element size. From bench/kv_fp8_decode.py on the H100 (cold L2, the engine's (nb, BS, Hkv, D)
+# layout; bench/results/quant/2026-11-23-h100-kv-fp8-layout.json): 16-bit KV at block 128 / 2 stages
+# is within 8% of the best of 24 configs at B = 1 x 8K, 32K, 128K and B = 8 x 32K; fp8 KV needs deeper
+# pipelining (half the bytes per tile) and is within 8% at 8K and 1% at 32K+ with 5 stages. The old
+# default (64, 4, 2) was 1.2x slower (bf16) and 1.4-1.7x slower (fp8) at 32K-128K.
+DECODE_LAUNCH = {2: (128, 4, 2), 1: (128, 4, 5)}
+_SMEM: dict[int, int] = {}
+
+
+def decode_launch(kv_dtype: torch.dtype, head_dim: int, device: torch.device) -> tuple[int, int, int]:
+    """(block_n, num_warps, num_stages) for paged_decode: the table above, with stages (then block_n)
+    cut until the K and V tiles of every stage fit the device's shared memory (a smaller GPU
+    than the H100 gets a shallower pipeline instead of a launch failure)."""
+    esize = 1 if kv_dtype == FP8 else 2
+    bn, warps, stages = DECODE_LAUNCH.get(esize, DECODE_LAUNCH[2])
+    if device.type != "cuda":
+        return bn, warps, stages
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _SMEM:
+        _SMEM[idx] = torch.cuda.get_device_properties(idx).shared_memory_per_block_optin
+    budget = _SMEM[idx] - 16 * 1024  # q tile, softmax state and the layout conversions' scratch
+    while stages * 2 * bn * head_dim * esize > budget and (stages > 2 or bn > 32):
+        if stages > 2:
+            stages -= 1
+        else:
+            bn //= 2
+    return bn, warps, stages
+
+
 def decode_num_splits(batch: int, num_kv_heads: int, max_tokens: int, block_n: int, sm_count: int = 132) -> int:
     """Enough (sequence, kv head, split) programs to fill about two waves of SMs, each split at
     least one BLOCK_N tile. Computed from an upper bound, so no device sync is needed."""
@@ -199,9 +229,9 @@ def paged_decode(
     page_idx: torch.Tensor | None = None,  # (B, Hkv, n_sel) int32 logical pages (Quest)
     num_sel: torch.Tensor | None = None,  # (B, Hkv) int32 valid entries of page_idx
     num_splits: int | None = None,
-    block_n: int = 64,
-    num_warps: int = 4,
-    num_stages: int = 2,
+    block_n: int | None = None,  # None: decode_launch's choice for the cache dtype (all three)
+    num_warps: int | None = None,
+    num_stages: int | None = None,
     out: torch.Tensor | None = None,
     fp8_dot: torch.dtype | None = None,  # override FP8_DOT (benchmarks)
 ) -> torch.Tensor:  # (B, Hq, D) in q.dtype
@@ -224,6 +254,9 @@ def paged_decode(
     else:
         page_idx = num_sel = context_lens  # dummies, never read
         max_tokens = block_tables.shape[1] * BS
+    if block_n is None or num_warps is None or num_stages is None:
+        d_bn, d_warps, d_stages = decode_launch(k_cache.dtype, D, q.device)
+        block_n, num_warps, num_stages = block_n or d_bn, num_warps or d_warps, num_stages or d_stages
     block_n = max(16, min(block_n, triton.next_power_of_2(max_tokens)))
     if num_splits is None:
         sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 8
