@@ -46,6 +46,22 @@ def update_page_minmax(
     kmax.index_reduce_(0, blk, src_max, "amax", include_self=False)
 
 
+def rebuild_page_minmax(
+    k_cache: torch.Tensor,  # (num_blocks, BS, Hkv, D), any KV dtype
+    blocks: torch.Tensor,  # (n,) int64 full blocks written from outside the model
+    kmin: torch.Tensor,  # (num_blocks, Hkv, D)
+    kmax: torch.Tensor,
+    k_scale: torch.Tensor | None = None,  # (Hkv,) float32 for an fp8 cache
+) -> None:
+    """The blocks' min/max over their rows, recomputed from the cache (an fp8 cache dequantized
+    with its per-head scale, so the bound is on the keys attention reads)."""
+    k = k_cache[blocks].float()  # (n, BS, Hkv, D)
+    if k_scale is not None:
+        k = k * k_scale[None, None, :, None]
+    kmin[blocks] = k.amin(1).to(kmin.dtype)
+    kmax[blocks] = k.amax(1).to(kmax.dtype)
+
+
 @triton.jit
 def _score_kernel(
     Q,  # (B, Hq, D)

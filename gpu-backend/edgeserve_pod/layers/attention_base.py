@@ -74,6 +74,11 @@ class AttentionBackend(ABC):
         Default: none."""
         return {}
 
+    def rebuild_block_state(self, layer: int, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                            layer_state: dict[str, torch.Tensor], blocks: torch.Tensor) -> None:
+        """`blocks` (n,) int64 of this layer's cache were filled from outside the model (a KV
+        import): rebuild what the backend keeps per block beside the cache. Default: nothing."""
+
     @abstractmethod
     def forward(
         self,

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 from ..kernels.block_sparse_prefill import BlockSparsePlan, block_sparse_prefill, plan_block_sparse, plan_mask
 from ..kernels.paged_attention import FP8, StreamingMask, paged_decode, paged_prefill
-from ..kernels.quest import quest_scores, select_pages, torch_quest_scores, update_page_minmax
+from ..kernels.quest import quest_scores, rebuild_page_minmax, select_pages, torch_quest_scores, update_page_minmax
 from ..kernels.sparse_kv_write import write_kv_minmax_decode
 from .attention_base import AttentionBackend, AttentionMetadata
 from .attention_torch import TorchAttention
@@ -449,6 +449,13 @@ class SparseAttention(AttentionBackend):
             num_s = torch.where(sparse[:, None], num_s, n_pages)
         last_blk = tables.gather(1, (n_pages - 1).clamp(min=0).to(torch.int64))[:, 0]
         return budget, max_budget, idx_s.to(torch.int32), num_s[:, 0].to(torch.int32), every, last_blk
+
+
+    def rebuild_block_state(self, layer, k_cache, v_cache, layer_state, blocks) -> None:
+        """Imported blocks: Quest's page min/max from their keys, and a new generation, so that a
+        kept page list that named them is selected afresh."""
+        rebuild_page_minmax(k_cache, blocks, layer_state["kmin"], layer_state["kmax"], layer_state.get("k_scale"))
+        layer_state["blk_gen"][blocks] += 1
 
 
 def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
