@@ -7,6 +7,7 @@ import random
 import time
 
 import pytest
+import torch
 
 from edgeserve_pod.engine.sequence import SamplingParams
 from edgeserve_pod.kv_transfer import wire
@@ -99,3 +100,36 @@ def test_decode_rejects_broken_messages(tiny, mutate, needle):
     msg = wire.encode(export_kv(eng, prompt))
     with pytest.raises(wire.WireError, match=needle):
         wire.decode(mutate(msg))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_import_into_sparse_pod_rebuilds_quest_state(tiny, tmp_path, dtype):
+    """Quest scores pages by each block's key min/max, kept beside the cache by the KV write. An
+    imported block never went through that write: import must rebuild it, or every imported page
+    scores 0 and a small token budget keeps the wrong pages (the greedy output then differs)."""
+    import json
+
+    head_map = tmp_path / "map.json"
+    head_map.write_text(json.dumps({"streaming": [[False, False], [False, False]], "token_budget": 64}))
+    kw = dict(attention_backend="sparse", sparse_head_map=str(head_map), dtype=dtype, max_model_len=512,
+              max_num_batched_tokens=512)
+    prompt = [(7 * i + 3) % 250 + 3 for i in range(300)]  # 18 full blocks + a tail; budget keeps 4 pages
+    colocated, cached = run(make_engine(tiny, **kw), "c", prompt, 8)
+    assert cached == 0
+
+    prefill = make_engine(tiny, **kw)
+    run(prefill, "p", prompt, 1)
+    payload = wire.decode(wire.encode(export_kv(prefill, prompt)))
+    decode = make_engine(tiny, **kw)
+    assert import_kv(decode, payload) == 18
+
+    hashes = [bytes.fromhex(h) for h in payload.block_hashes]
+    src, dst = prefill.blocks.cache.lookup(hashes), decode.blocks.cache.lookup(hashes)
+    for layer in range(len(decode.runner.states)):
+        for key in ("kmin", "kmax"):  # exactly what the sender's KV write kept
+            a, b = prefill.runner.states[layer][key][src], decode.runner.states[layer][key][dst]
+            assert b.abs().amax() > 0
+            assert torch.equal(a, b), (layer, key)
+    out, cached = run(decode, "d", prompt, 8)
+    assert cached == 18 * 16
+    assert out == colocated

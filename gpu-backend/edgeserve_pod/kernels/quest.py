@@ -54,7 +54,10 @@ def rebuild_page_minmax(
     k_scale: torch.Tensor | None = None,  # (Hkv,) float32 for an fp8 cache
 ) -> None:
     """The blocks' min/max over their rows, recomputed from the cache (an fp8 cache dequantized
-    with its per-head scale, so the bound is on the keys attention reads)."""
+    with its per-head scale, so the bound is on the keys attention reads). For a float cache this
+    equals what `update_page_minmax` keeps (min/max commute with the rounding to the cache dtype);
+    for fp8 it differs from it by the e4m3 rounding, since the write sees the keys before
+    quantisation. Tests: tests/kernels/test_quest_rebuild.py."""
     k = k_cache[blocks].float()  # (n, BS, Hkv, D)
     if k_scale is not None:
         k = k * k_scale[None, None, :, None]

@@ -6,6 +6,15 @@ prefix cache under the same hashes, unreferenced (evictable): the request that f
 admitted like any prefix-cache hit and computes only the prompt's tail. Greedy output therefore
 equals the colocated run's, and `cached_tokens` counts the transferred tokens.
 
+What a backend keeps per block beside the cache (the sparse backend's Quest key min/max and
+block generation) is not sent: after the copy, import calls the backend's
+`rebuild_block_state` for every layer with the written block ids, which recomputes it from the
+imported keys. For float caches that equals what the sender's KV write kept (min/max commute
+with the rounding to the cache dtype). FP8 caches are refused (`_check_engine`: scales are per
+pod); were they allowed, the receiver's bound would come from the dequantized keys it attends
+over, not from the unquantized keys the sender's write saw, so the two would differ by the e4m3
+rounding (up to 1/16 relative) and the page ranking could differ.
+
 It uses the block manager's internals (`_take`, `ref_counts`, `cache`): this is the one place
 outside the engine that does, and the alternative was a new public method on BlockManager.
 """
@@ -76,6 +85,9 @@ def import_kv(engine, p: KvPayload) -> int:
     ids = [bm._take() for _ in range(n)]
     idx = torch.tensor(ids, dtype=torch.long, device=kv.device)
     kv.index_copy_(2, idx, p.kv[:, :, have:have + n].to(kv.device, kv.dtype))
+    runner = engine.runner
+    for layer, ((k_cache, v_cache), state) in enumerate(zip(runner.kv_caches, runner.states)):
+        runner.attn.rebuild_block_state(layer, k_cache, v_cache, state, idx)
     bm.cache.register(ids, hashes[have:have + n], hashes[have - 1] if have else None, hashes[0])
     for b in ids:  # unreferenced and named: reusable by admit(), evictable under pressure
         bm.ref_counts[b] = 0
