@@ -1,5 +1,6 @@
-"""Quantizer: RTN group quantization, SmoothQuant+ smoothing (exact before quantization, never
-worse than RTN on its objective), the quantized checkpoint, and the engine loading it."""
+"""Quantizer: RTN group quantization, SmoothQuant+ smoothing (exact before quantization; on a
+model with outlier channels it picks an alpha that beats RTN, and its reported errors are those of
+the smoothed model), the quantized checkpoint, and the engine loading it."""
 
 from __future__ import annotations
 
@@ -74,24 +75,70 @@ def test_clip_search_never_loses_and_clips_an_outlier_weight():
     assert full <= output_error(gram, w, fake_quantize(w, 128)) * 1.0001
 
 
-@pytest.fixture(scope="module")
-def tiny_calibrated(tiny_model):
-    model = TorchLlama.from_folder(tiny_model)
+_GROUPS = {"qkv": ("self_attn", ("q_proj", "k_proj", "v_proj")), "o": ("self_attn", ("o_proj",)),
+           "gate_up": ("mlp", ("gate_proj", "up_proj")), "down": ("mlp", ("down_proj",))}
+
+
+def _outlier_model(path):
+    """The tiny model with one outlier input channel at each norm's output (as real LLMs have),
+    so that the qkv and gate_up groups have something to smooth; calibrated on random tokens."""
+    model = TorchLlama.from_folder(path)
+    for L in model.layers:
+        L.input_layernorm[7] *= 40
+        L.post_attention_layernorm[11] *= 40
     g = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, 256, (2, 32), generator=g) for _ in range(2)]
     return model, batches
 
 
-def test_smoothing_folds_exactly(tiny_model, tiny_calibrated):
-    model, batches = tiny_calibrated
+def _as_searched(model, orig, i):
+    """Layer i's weights per group as the search saw them: (modules, W, Q(W), row scales r), with
+    the model's weight = W / r. The scales are read off the weights (smoothed / original), not
+    taken from the search: o_proj's and down_proj's columns carry their group's s. The folds of o
+    and down divide v_proj's and up_proj's rows by s after qkv and gate_up were searched, so those
+    rows are multiplied back (r = s) before they are quantized; every other r is 1."""
+    L, L0 = model.layers[i], orig.layers[i]
+    H, Hkv, d = model.H, model.Hkv, model.d
+    s_o = (L.self_attn.o_proj.weight / L0.self_attn.o_proj.weight)[0]  # (H * d,)
+    s_kv = s_o.view(Hkv, H // Hkv, d)[:, 0].reshape(-1, 1)  # v_proj rows
+    s_down = (L.mlp.down_proj.weight / L0.mlp.down_proj.weight)[0].reshape(-1, 1)  # up_proj rows
+    rows = {"v_proj": s_kv, "up_proj": s_down}
+    out = {}
+    for grp, (parent, names) in _GROUPS.items():
+        mods = [getattr(getattr(L, parent), n) for n in names]
+        r = [rows.get(n, torch.ones(1, 1)) for n in names]
+        w = [m.weight * ri for m, ri in zip(mods, r)]
+        out[grp] = (mods, w, [fake_quantize(wi, 128) for wi in w], r)
+    return out
+
+
+def _check_report(report, groups):
+    """Smoothing must pick an alpha for the groups fed by the outlier channel and cut RTN's
+    error there by at least half."""
+    for key, e in report.items():
+        assert set(e) == {"alpha", "error", "error_rtn"}
+        if key.split(".")[2] in groups:
+            assert e["alpha"] is not None, key
+            assert e["error"] < 0.5 * e["error_rtn"], (key, e)
+
+
+def test_smoothing_folds_exactly(tiny_model):
+    model, batches = _outlier_model(tiny_model)
+    orig, _ = _outlier_model(tiny_model)
     before = model(batches[0])
     cal = calibrate(model, batches, n_samples=64)
     assert set(cal.act_max) == {f"layers.{i}.{g}" for i in range(2) for g in ("qkv", "o", "gate_up", "down")}
     report, clips = smooth_model(model, cal, 128, grid=(0.25, 0.5, 0.75))  # weights change, the function must not
     torch.testing.assert_close(model(batches[0]), before, rtol=1e-3, atol=1e-3)
     assert clips == {}
-    for e in report.values():
-        assert e["error"] <= e["error_rtn"]
+    _check_report(report, ("qkv", "gate_up"))
+    # each reported error is the output error of the smoothed model's quantized weights, on the
+    # Gram matrix of a fresh calibration of the smoothed model (its inputs are X / s)
+    cal2 = calibrate(model, batches, n_samples=64)
+    for i in range(2):
+        for grp, (_, w, wq, _) in _as_searched(model, orig, i).items():
+            e = output_error(cal2.gram[f"layers.{i}.{grp}"], torch.cat(w, 0), torch.cat(wq, 0))
+            assert report[f"layers.{i}.{grp}"]["error"] == pytest.approx(e, rel=1e-4), (i, grp)
 
 
 def test_every_fold_is_exact(tiny_model):
@@ -114,9 +161,10 @@ def test_every_fold_is_exact(tiny_model):
 
 
 def test_block_objective_folds_exactly_and_clips(tiny_model):
-    model = TorchLlama.from_folder(tiny_model)
-    g = torch.Generator().manual_seed(0)
-    batches = [torch.randint(0, 256, (2, 32), generator=g) for _ in range(2)]
+    from edgeserve_pod.quant.smoothquant import _Swap
+
+    model, batches = _outlier_model(tiny_model)
+    orig, _ = _outlier_model(tiny_model)
     before = model(batches[0])
     cal = calibrate(model, batches, n_samples=64)
     inputs = []
@@ -126,8 +174,28 @@ def test_block_objective_folds_exactly_and_clips(tiny_model):
                                  block_inputs=inputs)
     torch.testing.assert_close(model(batches[0]), before, rtol=1e-3, atol=1e-3)
     assert len(clips) == 2 * 7 and all(bool(((c > 0) & (c <= 1)).all()) for c in clips.values())
-    for e in report.values():
-        assert e["error"] <= e["error_rtn"]
+    _check_report(report, ("qkv", "gate_up"))
+    # each reported error is the block's output error recomputed on the smoothed model: the group
+    # quantized without clipping, the block's earlier group (qkv before o, gate_up before down) as
+    # chosen, i.e. with its clip ratios; the reference is the smoothed model's own block output
+    for i, x in enumerate(inputs):
+        L, rot = model.layers[i], model.rotary(x.shape[1])
+        ref_attn = model.attn_block(L, x, rot)
+        ref_mlp = model.mlp_block(L, x + ref_attn)
+        sw = _as_searched(model, orig, i)
+        for grp, earlier in (("qkv", None), ("o", "qkv"), ("gate_up", None), ("down", "gate_up")):
+            mods, _, wq, r = sw[grp]
+            weights = [q / ri for q, ri in zip(wq, r)]
+            if earlier:
+                emods, ew, _, er = sw[earlier]
+                mods = list(mods) + list(emods)
+                weights += [fake_quantize(w, 128, clips[f"model.layers.{i}.{_GROUPS[earlier][0]}.{m}"]) / ri
+                            for w, m, ri in zip(ew, _GROUPS[earlier][1], er)]
+            with _Swap(mods, weights):
+                out = model.attn_block(L, x, rot) if grp in ("qkv", "o") else model.mlp_block(L, x + ref_attn)
+            ref = ref_attn if grp in ("qkv", "o") else ref_mlp
+            e = float((out - ref).pow(2).sum() / ref.pow(2).sum())
+            assert report[f"layers.{i}.{grp}"]["error"] == pytest.approx(e, rel=1e-4), (i, grp)
     with pytest.raises(ValueError, match="block_inputs"):
         smooth_model(model, cal, 128, objective="block")
 
