@@ -93,6 +93,10 @@ CASES = [
     ("cached_prefix bad hash", "POST", "/v1/generate", body(cached_prefix={"block_size": 16, "matched_blocks": 1, "block_hashes": ["XYZ"]}), J, 400, "invalid_request", "cached_prefix.block_hashes[0]"),
     ("kv_transfer bad role", "POST", "/v1/generate", body(kv_transfer={"role": "steal", "transfer_id": "t"}), J, 400, "invalid_request", "kv_transfer.role"),
     ("attention budget 1", "POST", "/v1/generate", body(attention={"token_budget": 1}), J, 400, "invalid_request", "attention.token_budget"),
+    ("attention window 0", "POST", "/v1/generate", body(attention={"sink_tokens": 0, "window_tokens": 0}), J, 400, "invalid_request", "attention.window_tokens"),
+    ("attention window 2^40", "POST", "/v1/generate", body(attention={"window_tokens": 2**40}), J, 400, "invalid_request", "attention.window_tokens"),
+    ("attention sparse string", "POST", "/v1/generate", body(attention={"sparse": "false"}), J, 400, "invalid_request", "attention.sparse"),
+    ("attention sink bool", "POST", "/v1/generate", body(attention={"sink_tokens": True}), J, 400, "invalid_request", "attention.sink_tokens"),
     ("huge array 2^20+1", "POST", "/v1/generate", body(prompt_token_ids=[1] * (2**20 + 1)), J, 400, "invalid_request", "prompt_token_ids"),
     # valid per schema, refused by this pod
     ("huge valid prompt", "POST", "/v1/generate", body(model=MODEL_ID, prompt_token_ids=[1] * 2**20), J, 400, "prompt_too_long", "prompt_token_ids"),
@@ -184,3 +188,18 @@ async def test_a_bad_request_with_a_kv_receive_directive_is_refused_without_wait
         assert r.status == 404 and (await r.json())["error"]["code"] == "unknown_model"
         r = await asyncio.wait_for(client.post("/v1/generate", json={**body, "prompt_token_ids": [1] * 300}), 10)
         assert r.status == 400 and (await r.json())["error"]["code"] == "prompt_too_long"
+
+
+async def test_attention_overrides_on_a_sparse_pod_never_fail_the_stream_beside_them(tiny):
+    """A sparse pod serves an override the schema calls an integer (4096.0) as 4096, and answers a
+    bad one with a 400 naming its field, while a request without overrides streams to its end
+    (a bad override used to fail the engine step, and with it every request in flight)."""
+    async with pod(real_engine_factory(tiny, attention_backend="sparse")) as (client, st):
+        live = await client.post("/v1/generate", json=gen_body("live", list(range(10, 90)), max_tokens=40, ignore_eos=True))
+        r = await client.post("/v1/generate", json=gen_body("bad", attention={"window_tokens": 2**40}))
+        assert r.status == 400 and (await r.json())["error"]["param"] == "attention.window_tokens"
+        ok = await read_stream(await client.post("/v1/generate", json=gen_body(
+            "float", list(range(10, 90)), max_tokens=4, attention={"token_budget": 4096.0, "sink_tokens": 16.0})))
+        assert ok[-1]["type"] == "final" and len(tokens_of(ok)) == 4, ok[-1]
+        recs = await read_stream(live)
+        assert recs[-1]["type"] == "final" and recs[-1]["usage"]["completion_tokens"] == 40, recs[-1]

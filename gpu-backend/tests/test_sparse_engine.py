@@ -4,6 +4,8 @@ with a head map and a small budget it must change them, stay independent of batc
 re-selection every k steps from the map or per request."""
 import json
 
+import pytest
+
 from conftest import greedy, make_engine, run_all
 
 PROMPTS = {"a": [(7 * i + 3) % 250 + 3 for i in range(150)], "b": [(11 * i + 5) % 250 + 3 for i in range(97)],
@@ -99,3 +101,37 @@ def test_chunked_and_cached_prefill_equal_one_shot_on_triton(tiny_model, tmp_pat
     dense, _ = final_chunk_logits(tiny_model, head_map(tmp_path, streaming=[[False, False], [False, False]]), p, 256,
                                   "triton")
     assert (one_shot - dense).abs().max() > 1e-3  # the streaming head changes the logits
+
+
+BAD_OVERRIDES = [{"window_tokens": 2**40}, {"token_budget": 4096.0}, {"sparse": "false"}, {"sink_tokens": True},
+                 {"sink_tokens": 0, "window_tokens": 0}, {"budget": 64}]
+
+
+def test_bad_overrides_are_refused_at_admission_and_the_batch_runs_on(tiny_model, tmp_path):
+    """A bad override fails add_request (its field named), never an engine step: the requests
+    in flight finish with the tokens they get when served alone. The dense backend ignores the
+    values of good overrides but refuses malformed ones the same way."""
+    from edgeserve_pod.layers.attention_base import OverrideError
+
+    for kw in (dict(attention_backend="sparse", sparse_head_map=head_map(tmp_path)), {}):
+        alone = serve(tiny_model, {"a": PROMPTS["a"]}, n=4, **kw)
+        eng = make_engine(tiny_model, block_size=16, **kw)
+        eng.add_request("a", PROMPTS["a"], greedy(4))
+        first = [t for o in eng.step() for t in o.new_token_ids]  # "a" is in flight
+        for i, bad in enumerate(BAD_OVERRIDES):
+            with pytest.raises(OverrideError) as e:
+                eng.add_request(f"bad{i}", PROMPTS["b"], greedy(4), attention=bad)
+            assert e.value.param.startswith("attention."), e.value.param
+        out = run_all(eng)
+        assert first + out["a"] == alone["a"] and not any(k.startswith("bad") for k in out if isinstance(k, str))
+    # dense: a well-formed override is accepted and changes nothing
+    assert serve(tiny_model, n=4, attention={"sparse": True, "token_budget": 16}) == serve(tiny_model, n=4)
+
+
+def test_head_map_for_another_layer_count_fails_at_start_up(tiny_model, tmp_path):
+    for m in ({"streaming": [[True, False]]}, {"streaming": [[True, False]] * 3},
+              {"streaming": [[True, False]] * 2, "dense_heads": [[False, True]]}):
+        path = tmp_path / "m.json"
+        path.write_text(json.dumps(m))
+        with pytest.raises(ValueError, match="layer rows; this model has 2 layers"):
+            make_engine(tiny_model, block_size=16, attention_backend="sparse", sparse_head_map=str(path))

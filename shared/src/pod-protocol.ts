@@ -169,6 +169,9 @@ export interface AttentionOverrides {
   sparse?: boolean;
   token_budget?: number;
   sink_tokens?: number;
+  /**
+   * At least 1: a streaming head always sees the current token.
+   */
   window_tokens?: number;
   /**
    * Quest pages are re-selected every k decode steps (LServe); 1 = every step.

@@ -60,6 +60,9 @@ class LLMEngine:
                              f"prompt tokens (max_model_len {self.max_model_len})")
         if (n + 1 + self.block_size - 1) // self.block_size > self.blocks.num_blocks:
             raise ValueError(f"prompt has {n} tokens but the KV cache holds {self.blocks.num_blocks * self.block_size}")
+        # bad overrides are refused here (OverrideError, a ValueError), never inside a step,
+        # where they would fail every request in flight
+        attention = self.runner.attn.check_request_overrides(attention)
         seq = Sequence(request_id, prompt_token_ids, params, slo, attention)
         if params.seed is not None:
             seq.generator = torch.Generator(device=self.runner.device)

@@ -65,7 +65,10 @@ class ModelRunner:
 
         self.kv_dtype = FP8_DTYPE if config.kv_dtype == "fp8" else self.dtype
         attn_cls = _import(ATTENTION_BACKENDS, config.attention_backend, "attention_backend")
-        extra = {"kv_dtype": self.kv_dtype} if "kv_dtype" in inspect.signature(attn_cls).parameters else {}
+        params = inspect.signature(attn_cls).parameters
+        extra = {"kv_dtype": self.kv_dtype} if "kv_dtype" in params else {}
+        if "num_layers" in params:  # a backend with per-layer config checks it against the model
+            extra["num_layers"] = arch.num_layers
         if config.sparse_head_map is not None:
             from edgeserve_pod.layers.attention_sparse import SparseAttentionConfig
 

@@ -15,6 +15,47 @@ from dataclasses import dataclass, field
 
 import torch
 
+# Per-request attention overrides (protocol $defs/AttentionOverrides): integer field -> (min, max).
+# Token counts are bounded by the protocol's token ceiling, not by a pod's max_model_len: the
+# edge sends one setting per SLO class to pods of any context length, and a budget or window
+# longer than a sequence just means every page. The bound keeps page arithmetic inside int32.
+MAX_OVERRIDE_TOKENS = 1 << 20
+OVERRIDE_INT_BOUNDS = {
+    "token_budget": (16, MAX_OVERRIDE_TOKENS),
+    "sink_tokens": (0, MAX_OVERRIDE_TOKENS),
+    "window_tokens": (1, MAX_OVERRIDE_TOKENS),  # a streaming head always sees the current token
+    "reselect_every": (1, 64),
+}
+OVERRIDE_KEYS = frozenset({"sparse", *OVERRIDE_INT_BOUNDS})
+
+
+class OverrideError(ValueError):
+    """A bad per-request attention override; `param` is its JSON path (e.g. attention.sink_tokens)."""
+
+    def __init__(self, message: str, param: str = "attention"):
+        super().__init__(message)
+        self.param = param
+
+
+def check_attention_overrides(o: dict | None) -> dict | None:
+    """The overrides if well formed (None for none or {}), else OverrideError. `sparse` must be a
+    bool, the others ints (not bools, not floats) within OVERRIDE_INT_BOUNDS."""
+    if o is None:
+        return None
+    if not isinstance(o, dict):
+        raise OverrideError(f"attention overrides must be an object, got {type(o).__name__}")
+    unknown = sorted(set(o) - OVERRIDE_KEYS, key=str)
+    if unknown:
+        raise OverrideError(f"attention overrides take {sorted(OVERRIDE_KEYS)}, got {unknown[0]!r}",
+                            f"attention.{unknown[0]}")
+    if "sparse" in o and not isinstance(o["sparse"], bool):
+        raise OverrideError(f"attention.sparse must be a boolean, got {o['sparse']!r}", "attention.sparse")
+    for name, (lo, hi) in OVERRIDE_INT_BOUNDS.items():
+        v = o.get(name, lo)
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise OverrideError(f"attention.{name} must be an integer in [{lo}, {hi}], got {v!r}", f"attention.{name}")
+    return o or None
+
 
 @dataclass
 class AttentionMetadata:
@@ -68,6 +109,14 @@ class AttentionBackend(ABC):
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
         self.scale = scale if scale is not None else head_dim ** -0.5
+
+    def check_request_overrides(self, o: dict | None) -> dict | None:
+        """Admission check of one request's attention overrides (engine.add_request calls it), so
+        that a bad one is refused there and no engine step ever sees it. Returns what the step
+        will get (None: model defaults). Every backend checks the form, whether or not it uses
+        the values (a dense backend ignores them): a well-formed request is served by any pod,
+        a malformed one refused by any."""
+        return check_attention_overrides(o)
 
     def allocate_layer_state(self, num_blocks: int, block_size: int, device: torch.device) -> dict[str, torch.Tensor]:
         """Extra per-layer state beside the KV cache (e.g. Quest's per-page key min/max).

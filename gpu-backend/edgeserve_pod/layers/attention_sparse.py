@@ -54,11 +54,10 @@ from ..kernels.block_sparse_prefill import BlockSparsePlan, block_sparse_prefill
 from ..kernels.paged_attention import FP8, StreamingMask, paged_decode, paged_prefill
 from ..kernels.quest import quest_scores, rebuild_page_minmax, select_pages, torch_quest_scores, update_page_minmax
 from ..kernels.sparse_kv_write import write_kv_minmax_decode
-from .attention_base import AttentionBackend, AttentionMetadata
+from .attention_base import OVERRIDE_INT_BOUNDS, AttentionBackend, AttentionMetadata, check_attention_overrides
 from .attention_torch import TorchAttention
 from .kv_write import dequantize, write_kv
 
-_OVERRIDE_KEYS = {"sparse", "token_budget", "sink_tokens", "window_tokens", "reselect_every"}
 RESELECT_ROWS = 256  # decode batch rows that can keep a Quest selection between steps
 
 
@@ -86,14 +85,16 @@ class SparseAttentionConfig:
     prefill_block_n: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("token_budget", "sink_tokens", "window_tokens", "prefill_block_m", "prefill_block_n", "dense_layers"):
+        for name in ("prefill_block_m", "prefill_block_n", "dense_layers"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
-        if not isinstance(self.reselect_every, int) or isinstance(self.reselect_every, bool) or self.reselect_every < 1:
-            raise ValueError(f"reselect_every must be an integer >= 1, got {self.reselect_every!r}")
-        if self.token_budget < 16:
-            raise ValueError(f"token_budget must be >= 16, got {self.token_budget}")
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"enabled must be a boolean, got {self.enabled!r}")
+        for name, (lo, hi) in OVERRIDE_INT_BOUNDS.items():  # the bounds a request's overrides have
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
         for name in ("streaming", "dense_heads"):
             m = getattr(self, name)
             if m is not None and not all(isinstance(r, list) and all(isinstance(x, bool) for x in r) for r in m):
@@ -114,20 +115,14 @@ class SparseAttentionConfig:
         return cls(**kw)
 
     def for_request(self, o: dict | None) -> tuple[bool, int, int, int, int]:
-        """(sparse, token_budget, sink, window, reselect_every) for one sequence, overrides validated."""
+        """(sparse, token_budget, sink, window, reselect_every) for one sequence; overrides are
+        checked (attention_base.check_attention_overrides), OverrideError if bad."""
+        o = check_attention_overrides(o)
         if not o:
             return self.enabled, self.token_budget, self.sink_tokens, self.window_tokens, self.reselect_every
-        if not isinstance(o, dict) or set(o) - _OVERRIDE_KEYS:
-            raise ValueError(f"attention overrides take {sorted(_OVERRIDE_KEYS)}, got {o!r}")
-        budget = o.get("token_budget", self.token_budget)
-        sink = o.get("sink_tokens", self.sink_tokens)
-        window = o.get("window_tokens", self.window_tokens)
-        every = o.get("reselect_every", self.reselect_every)
-        if not isinstance(budget, int) or budget < 16 or not isinstance(sink, int) or sink < 0 \
-                or not isinstance(window, int) or window < 0 or not isinstance(every, int) or every < 1:
-            raise ValueError(f"bad attention overrides {o!r}: token_budget >= 16, sink/window >= 0, "
-                             "reselect_every >= 1 integers")
-        return bool(o.get("sparse", self.enabled)), budget, sink, window, every
+        return (o.get("sparse", self.enabled), o.get("token_budget", self.token_budget),
+                o.get("sink_tokens", self.sink_tokens), o.get("window_tokens", self.window_tokens),
+                o.get("reselect_every", self.reselect_every))
 
 
 class SparseAttention(AttentionBackend):
@@ -136,7 +131,7 @@ class SparseAttention(AttentionBackend):
 
     def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, scale: float | None = None,
                  kv_dtype: torch.dtype | None = None, config: SparseAttentionConfig | None = None,
-                 minmax_dtype: torch.dtype | None = None, impl: str = "auto"):
+                 minmax_dtype: torch.dtype | None = None, impl: str = "auto", num_layers: int | None = None):
         super().__init__(num_heads, num_kv_heads, head_dim, scale)
         # "triton": the kernels (GPU, or CPU under TRITON_INTERPRET=1); "torch": the same
         # selection with torch attention (the CPU engine path); "auto": triton on cuda tensors.
@@ -145,9 +140,16 @@ class SparseAttention(AttentionBackend):
         self.impl = impl
         self.kv_dtype = kv_dtype
         self.cfg = config or SparseAttentionConfig()
-        for rows in (self.cfg.streaming, self.cfg.dense_heads):
-            if rows is not None and any(len(r) != num_kv_heads for r in rows):
+        for name in ("streaming", "dense_heads"):
+            rows = getattr(self.cfg, name)
+            if rows is None:
+                continue
+            if any(len(r) != num_kv_heads for r in rows):
                 raise ValueError(f"head map rows must have {num_kv_heads} kv heads each")
+            # num_layers: the model's, given by the model runner (a map for another model fails here,
+            # at start-up, not with an IndexError in the first step)
+            if num_layers is not None and len(rows) != num_layers:
+                raise ValueError(f"head map {name} has {len(rows)} layer rows; this model has {num_layers} layers")
         # min/max of keys are element selections: exact in the keys' own float dtype (bf16 keys
         # need no more than bf16); an fp8 cache still gets its keys before quantisation.
         self.minmax_dtype = minmax_dtype or (kv_dtype if kv_dtype in (torch.float32, torch.float16, torch.bfloat16)

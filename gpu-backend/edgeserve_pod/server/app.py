@@ -222,8 +222,11 @@ def _submission(st: PodState, body: dict, t_recv: float) -> Submission:
         )
     except ValueError as e:
         raise ProtocolError(str(e), param="sampling", request_id=rid) from None
+    attention = body.get("attention")
+    if attention is not None:  # ints as ints (the schema's 2048.0); the engine's backend checks the rest
+        attention = {k: v if k == "sparse" else _int(v) for k, v in attention.items()}
     return Submission(request_id=rid, prompt_token_ids=prompt, params=params, t_recv=t_recv,
-                      slo=body.get("slo"), attention=body.get("attention"))
+                      slo=body.get("slo"), attention=attention)
 
 
 async def cancel(request: web.Request) -> web.Response:

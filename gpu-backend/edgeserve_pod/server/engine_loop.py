@@ -266,7 +266,7 @@ class EngineLoop:
             if len(sub.prompt_token_ids) + 1 > capacity:  # bigger than the whole KV cache
                 raise ProtocolError(str(e), param="prompt_token_ids", code="prompt_too_long",
                                     request_id=rid) from None
-            raise ProtocolError(str(e), request_id=rid) from None
+            raise ProtocolError(str(e), param=getattr(e, "param", None), request_id=rid) from None
         self._live[rid] = _Live(stream=stream, t_recv=sub.t_recv, num_prompt_tokens=len(sub.prompt_token_ids))
         self.load.waiting += 1  # so back-to-back adds see each other before the next refresh
 

@@ -6,7 +6,7 @@ import torch
 
 from edgeserve_pod.kernels.block_sparse_prefill import plan_block_sparse, reference_block_sparse
 from edgeserve_pod.kernels.paged_attention import reference_paged_attention
-from edgeserve_pod.layers.attention_base import AttentionMetadata
+from edgeserve_pod.layers.attention_base import AttentionMetadata, OverrideError
 from edgeserve_pod.layers.attention_sparse import SparseAttention, SparseAttentionConfig
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -81,10 +81,44 @@ def test_request_override_turns_sparsity_off(impl):
 def test_bad_config_and_overrides_are_clear_errors():
     with pytest.raises(ValueError, match="token_budget"):
         SparseAttentionConfig(token_budget=4)
-    with pytest.raises(ValueError, match="overrides"):
+    with pytest.raises(ValueError, match="window_tokens"):  # a streaming head must see the current token
+        SparseAttentionConfig(sink_tokens=0, window_tokens=0)
+    with pytest.raises(OverrideError, match="overrides") as e:
         SparseAttentionConfig().for_request({"budget": 5})
+    assert e.value.param == "attention.budget"
     with pytest.raises(ValueError, match="kv heads"):
         SparseAttention(4, 2, 32, config=SparseAttentionConfig(streaming=[[True]]))
+
+
+@pytest.mark.parametrize("o, param", [
+    ({"sparse": "false"}, "attention.sparse"), ({"sparse": 0}, "attention.sparse"),  # not truthy: booleans only
+    ({"sink_tokens": True}, "attention.sink_tokens"), ({"token_budget": 4096.0}, "attention.token_budget"),
+    ({"window_tokens": 2**40}, "attention.window_tokens"), ({"sink_tokens": 0, "window_tokens": 0}, "attention.window_tokens"),
+    ({"token_budget": 2**20 + 1}, "attention.token_budget"), ({"reselect_every": 65}, "attention.reselect_every"),
+    ({"reselect_every": None}, "attention.reselect_every"), ("sparse", "attention"),
+])
+def test_bad_request_overrides_are_refused_with_their_field(o, param):
+    be = SparseAttention(HQ, HKV, D, config=SparseAttentionConfig(**CFG))
+    for check in (be.check_request_overrides, be.cfg.for_request):
+        with pytest.raises(OverrideError) as e:
+            check(o)
+        assert e.value.param == param
+
+
+def test_good_request_overrides_pass_unchanged():
+    be = SparseAttention(HQ, HKV, D, config=SparseAttentionConfig(**CFG))
+    o = {"sparse": False, "token_budget": 2**20, "sink_tokens": 0, "window_tokens": 1, "reselect_every": 64}
+    assert be.check_request_overrides(o) == o
+    assert be.cfg.for_request(o) == (False, 2**20, 0, 1, 64)
+    assert be.check_request_overrides({}) is None and be.check_request_overrides(None) is None
+
+
+def test_head_map_layer_count_must_match_the_model():
+    for name, rows in (("streaming", [[True, False]]), ("dense_heads", [[False, True]] * 3)):
+        cfg = SparseAttentionConfig(**{name: rows})
+        with pytest.raises(ValueError, match=f"{name} has {len(rows)} layer rows; this model has 2 layers"):
+            SparseAttention(HQ, HKV, D, config=cfg, num_layers=2)
+    SparseAttention(HQ, HKV, D, config=SparseAttentionConfig(streaming=[[True, False]] * 2), num_layers=2)
 
 
 def test_all_streaming_layer_and_all_retrieval_layer(impl):

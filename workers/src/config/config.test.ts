@@ -31,6 +31,7 @@ describe("loadConfig", () => {
     [{ API_KEYS: JSON.stringify([key("a")]), POD_SECRET: "x".repeat(8), ATTENTION_BY_CLASS: "{" }, /ATTENTION_BY_CLASS is not valid JSON/],
     [{ API_KEYS: JSON.stringify([key("a")]), POD_SECRET: "x".repeat(8), ATTENTION_BY_CLASS: '{"fast": {}}' }, /attentionByClass/],
     [{ API_KEYS: JSON.stringify([key("a")]), POD_SECRET: "x".repeat(8), ATTENTION_BY_CLASS: '{"batch": {"token_budget": 8}}' }, /attentionByClass\.batch\.token_budget/],
+    [{ API_KEYS: JSON.stringify([key("a")]), POD_SECRET: "x".repeat(8), ATTENTION_BY_CLASS: '{"batch": {"window_tokens": 0}}' }, /attentionByClass\.batch\.window_tokens/],
     [{ API_KEYS: JSON.stringify([key("a")]), POD_SECRET: "x".repeat(8), ATTENTION_BY_CLASS: '{"batch": {"budget": 2048}}' }, /attentionByClass\.batch/],
   ])("refuses bad configuration %#", (vars, message) => {
     expect(() => loadConfig(vars)).toThrow(message);

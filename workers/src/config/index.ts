@@ -23,9 +23,9 @@ export type ApiKeyEntry = z.infer<typeof ApiKeyEntry>;
 const attentionOverrides = z
   .object({
     sparse: z.boolean().optional(),
-    token_budget: z.number().int().min(16).optional(),
-    sink_tokens: z.number().int().min(0).optional(),
-    window_tokens: z.number().int().min(0).optional(),
+    token_budget: z.number().int().min(16).max(1048576).optional(),
+    sink_tokens: z.number().int().min(0).max(1048576).optional(),
+    window_tokens: z.number().int().min(1).max(1048576).optional(),
     reselect_every: z.number().int().min(1).max(64).optional(),
   })
   .strict();
