@@ -105,6 +105,28 @@ def test_bad_request_overrides_are_refused_with_their_field(o, param):
         assert e.value.param == param
 
 
+@pytest.mark.parametrize("ctx", [72, 73])
+def test_smallest_window_still_sees_the_current_token(impl, ctx):
+    """sink 0 + window 1 (the least a request may ask for): the streaming head reads the page of
+    the current token, also when that token is the last row of its page (window 0 left it no
+    page at all there: NaN on Triton)."""
+    be, state = backend(impl)
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    kc, vc = torch.randn(16, BS, HKV, D, generator=gen), torch.randn(16, BS, HKV, D, generator=gen)
+    table = torch.randperm(16, generator=gen)[:10].to(torch.int32)
+    q, k, v = torch.randn(1, HQ, D, generator=gen), torch.randn(1, HKV, D, generator=gen), torch.randn(1, HKV, D, generator=gen)
+    slot = table[(ctx - 1) // BS].long() * BS + (ctx - 1) % BS
+    meta = AttentionMetadata(0, 1, slot[None].to(DEV), decode_block_tables=table[None].to(DEV),
+                             decode_context_lens=torch.tensor([ctx], dtype=torch.int32, device=DEV),
+                             overrides=[{"sink_tokens": 0, "window_tokens": 1, "token_budget": 2**20}])
+    kc, vc = kc.to(DEV), vc.to(DEV)
+    out = be.forward(0, q.to(DEV), k.to(DEV), v.to(DEV), kc, vc, state, meta).cpu()
+    last = (ctx - 1) // BS
+    pages = torch.tensor([list(range(last + 1)), [last] * (last + 1)])  # retrieval head: every page (budget)
+    ref = reference_paged_attention(q, kc.cpu(), vc.cpu(), table, ctx, D ** -0.5, pages=pages)
+    torch.testing.assert_close(out, ref, atol=2e-4, rtol=2e-4)
+
+
 def test_good_request_overrides_pass_unchanged():
     be = SparseAttention(HQ, HKV, D, config=SparseAttentionConfig(**CFG))
     o = {"sparse": False, "token_budget": 2**20, "sink_tokens": 0, "window_tokens": 1, "reselect_every": 64}
