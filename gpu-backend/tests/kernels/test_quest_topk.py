@@ -1,6 +1,7 @@
 """select_pages' Triton top-k (two-histogram radix select) against torch.topk and against the
-definition, on fresh random scores: heavy ties, +inf ends, -inf past the context, short
-contexts, per-sequence budgets."""
+definition, on fresh random scores: distinct 16-bit keys (where torch.topk's set is unique, so
+it is compared every run), heavy ties, +inf ends, -inf past the context, short contexts,
+per-sequence budgets."""
 import pytest
 import torch
 
@@ -9,10 +10,18 @@ from edgeserve_pod.kernels.quest import select_pages
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+# every bf16 value of magnitude in [2^-8, 4), both signs: 2560 floats with distinct 16-bit keys
+_BF16 = torch.arange(0x3B80, 0x4080, dtype=torch.int32)
+_DISTINCT = torch.cat([_BF16, _BF16 | 0x8000]).to(torch.int16).view(torch.bfloat16).float()
+
+
 def _scores(B, H, P, ctx, bs, gen, ties):
-    s = torch.randn(B, H, P, generator=gen)
     if ties:  # few distinct values: the threshold falls inside a run of equal keys
-        s = (s * 2).round() / 2
+        s = (torch.randn(B, H, P, generator=gen) * 2).round() / 2
+    else:  # each row a random draw of distinct bf16 values, so that no two keys are equal
+        assert P <= _DISTINCT.numel()
+        s = torch.stack([_DISTINCT[torch.randperm(_DISTINCT.numel(), generator=gen)[:P]] for _ in range(B * H)])
+        s = s.view(B, H, P)
     for b, c in enumerate(ctx):
         n = -(-c // bs)
         s[b, :, 0] = s[b, :, n - 1] = float("inf")
@@ -41,10 +50,12 @@ def test_top_pages_by_definition_and_as_torch_topk(P, budget, ties):
     got_i, got_n = select_pages(s, c, budget, bs, method="triton")
     if not ties:  # keys distinct (16 bits): the same set as torch.topk on the keys
         sk = _key(s.cpu()).float()
-        if all(sk[b, h, :-(-cc // bs)].unique().numel() == -(-cc // bs) - 1 for b, cc in enumerate(ctx) for h in range(2)):
-            want_i, want_n = select_pages(sk.to(DEV).contiguous(), c, budget, bs, method="torch")
-            assert torch.equal(got_n.cpu(), want_n.cpu())
-            assert _as_sets(got_i.cpu(), got_n.cpu()) == _as_sets(want_i.cpu(), want_n.cpu())
+        for b, cc in enumerate(ctx):  # distinct but for the two +inf ends
+            n = -(-cc // bs)
+            assert all(sk[b, h, :n].unique().numel() == max(1, n - 1) for h in range(2))
+        want_i, want_n = select_pages(sk.to(DEV).contiguous(), c, budget, bs, method="torch")
+        assert torch.equal(got_n.cpu(), want_n.cpu())
+        assert _as_sets(got_i.cpu(), got_n.cpu()) == _as_sets(want_i.cpu(), want_n.cpu())
     # and the definition: every kept page scores >= every dropped page of the context
     for b, cc in enumerate(ctx):
         n = -(-cc // bs)
