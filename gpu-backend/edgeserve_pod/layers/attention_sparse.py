@@ -45,6 +45,7 @@ and reselect_every here) come in meta.overrides, prefill sequences first, then d
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -59,6 +60,9 @@ from .attention_torch import TorchAttention
 from .kv_write import dequantize, write_kv
 
 RESELECT_ROWS = 256  # decode batch rows that can keep a Quest selection between steps
+# prefill plans / torch masks kept per (length bucket, sink, window): least recently used go first
+# (a 128K-bucket plan is ~16 MiB; requests choose sink and window, so the keys are unbounded)
+PLAN_CACHE_ENTRIES = 8
 
 
 @dataclass
@@ -156,8 +160,8 @@ class SparseAttention(AttentionBackend):
                                              else torch.bfloat16)
         self._dense = TorchAttention(num_heads, num_kv_heads, head_dim, self.scale)  # torch impl's dense parts
         self._dense_rows: dict[tuple[int, str], torch.Tensor] = {}
-        self._masks: dict[tuple[int, int, int], torch.Tensor] = {}
-        self._plans: dict[tuple[int, int, int], BlockSparsePlan] = {}
+        self._masks: OrderedDict[tuple[int, int, int], torch.Tensor] = OrderedDict()  # LRU, PLAN_CACHE_ENTRIES
+        self._plans: OrderedDict[tuple[int, int, int], BlockSparsePlan] = OrderedDict()
         self._stream: dict[tuple[int, str], torch.Tensor] = {}
         self._q_kind: dict[tuple[int, str], torch.Tensor] = {}
 
@@ -214,11 +218,8 @@ class SparseAttention(AttentionBackend):
     # ---------------------------------------------------------------------------- prefill
     def _plan(self, max_len: int, sink: int, window: int, device) -> BlockSparsePlan:
         length = 1 << max(7, (max_len - 1).bit_length())  # bucket: plans are reused across steps
-        key = (length, sink, window)
-        if key not in self._plans:
-            self._plans[key] = plan_block_sparse(length, sink, window, self.cfg.prefill_block_m,
-                                                 self.cfg.prefill_block_n, device=device)
-        return self._plans[key]
+        return _lru(self._plans, (length, sink, window), lambda: plan_block_sparse(
+            length, sink, window, self.cfg.prefill_block_m, self.cfg.prefill_block_n, device=device))
 
     def _prefill(self, layer, q, k, v, k_cache, v_cache, ks, vs, meta, reqs, out):
         cu_q, cu_k = meta.cu_seqlens_q, meta.cu_seqlens_k
@@ -393,10 +394,8 @@ class SparseAttention(AttentionBackend):
                 out[a + r:a + r + o.shape[2], heads] = o[0].transpose(0, 1)
 
     def _stream_mask(self, plan, key) -> torch.Tensor:
-        k = (plan.max_len, *key)
-        if k not in self._masks:
-            self._masks[k] = plan_mask(plan, 1, plan.max_len).to(plan.block_idx.device)
-        return self._masks[k]
+        return _lru(self._masks, (plan.max_len, *key),
+                    lambda: plan_mask(plan, 1, plan.max_len).to(plan.block_idx.device))
 
     def _torch_decode(self, q, k_cache, v_cache, ks, vs, tables, ctx, page_idx, num_sel):
         """paged_decode over a page list in torch: keys outside the selected pages are masked."""
@@ -458,6 +457,17 @@ class SparseAttention(AttentionBackend):
         kept page list that named them is selected afresh."""
         rebuild_page_minmax(k_cache, blocks, layer_state["kmin"], layer_state["kmax"], layer_state.get("k_scale"))
         layer_state["blk_gen"][blocks] += 1
+
+
+def _lru(cache: OrderedDict, key, make):
+    """cache[key], made on a miss; the least recently used entry leaves past PLAN_CACHE_ENTRIES."""
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = cache[key] = make()
+    if len(cache) > PLAN_CACHE_ENTRIES:
+        cache.popitem(last=False)
+    return value
 
 
 def _pad(x: torch.Tensor, width: int) -> torch.Tensor:

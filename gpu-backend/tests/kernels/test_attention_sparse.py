@@ -279,3 +279,18 @@ def test_dense_heads_skip_quest(impl):
     pages = torch.tensor([[0, 3, 5, 8, 8, 8, 8, 8, 8], list(range(9))])
     ref = reference_paged_attention(q[69:], kc, vc, table, 70, D ** -0.5, pages=pages)
     torch.testing.assert_close(out_d, ref, atol=2e-4, rtol=2e-4)
+
+
+def test_prefill_plan_and_mask_caches_are_bounded():
+    """Requests choose sink and window, so cached plans / masks are keyed without bound: the
+    least recently used leave past PLAN_CACHE_ENTRIES, a hit is the same object."""
+    from edgeserve_pod.layers.attention_sparse import PLAN_CACHE_ENTRIES
+
+    be, _ = backend("torch")
+    keep = be._plan(100, 8, 16, "cpu")
+    for sink in range(3 * PLAN_CACHE_ENTRIES):
+        plan = be._plan(100, sink, 16, "cpu")
+        be._stream_mask(plan, (sink, 16))
+        assert be._plan(100, 8, 16, "cpu") is keep  # used on every round: never the oldest
+    assert len(be._plans) == len(be._masks) == PLAN_CACHE_ENTRIES
+    assert be._plan(100, 3 * PLAN_CACHE_ENTRIES - 1, 16, "cpu") is plan
