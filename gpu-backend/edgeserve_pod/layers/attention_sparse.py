@@ -15,8 +15,10 @@ heads sink + local blocks). With a cached prefix (prefix-cache hit, or a later c
 chunked prefill), both paths give the streaming heads the rows of the full prompt's block-sparse
 mask at their absolute positions, so the result equals a one-shot prefill: Triton runs the paged
 prefill with head kinds and a StreamingMask (streaming heads visit only the sink and window key
-tiles of the paged cache), the torch path masks a dense pass. Still dense for every head: a batch
-whose prefilling sequences carry different (sparse, sink, window) overrides, or sparse off.
+tiles of the paged cache), the torch path masks a dense pass. Sparse off: dense paged prefill.
+A batch whose prefilling sequences carry different (sparse, sink, window) settings runs each
+stretch of consecutive sequences with equal settings as its own prefill (its own plan; one
+launch per stretch), so a sequence's result does not depend on its neighbours' overrides.
 
 Two implementations of the same selection: "triton" (the kernels; GPU, or CPU under
 TRITON_INTERPRET=1 in the kernel tests) and "torch" (masks over the same page lists and block
@@ -164,6 +166,7 @@ class SparseAttention(AttentionBackend):
         self._plans: OrderedDict[tuple[int, int, int], BlockSparsePlan] = OrderedDict()
         self._stream: dict[tuple[int, str], torch.Tensor] = {}
         self._q_kind: dict[tuple[int, str], torch.Tensor] = {}
+        self.fp8_scales_ready = False  # set by the model runner after its fp8 calibration
 
     def allocate_layer_state(self, num_blocks: int, block_size: int, device: torch.device) -> dict[str, torch.Tensor]:
         state = {"kmin": torch.zeros(num_blocks, self.num_kv_heads, self.head_dim, dtype=self.minmax_dtype, device=device),
@@ -194,10 +197,11 @@ class SparseAttention(AttentionBackend):
     def forward(self, layer, q, k, v, k_cache, v_cache, layer_state, meta: AttentionMetadata) -> torch.Tensor:
         # q (T, Hq, D); k, v (T, Hkv, D); caches (num_blocks, BS, Hkv, D)
         ks, vs = layer_state.get("k_scale"), layer_state.get("v_scale")
-        if meta.num_prefill_tokens == 0 and self._triton(q) and ks is None:
+        if meta.num_prefill_tokens == 0 and self._triton(q) and (ks is None or self.fp8_scales_ready):
             # decode: one token per block, so one kernel does the write, the min/max and the generation
+            # (fp8: once the runner's calibration has fixed the scales)
             write_kv_minmax_decode(k, v, k_cache, v_cache, meta.slot_mapping, layer_state["kmin"], layer_state["kmax"],
-                                   layer_state.get("blk_gen"))
+                                   layer_state.get("blk_gen"), ks, vs)
         else:
             write_kv(k, v, k_cache, v_cache, meta.slot_mapping, ks, vs)
             update_page_minmax(k, meta.slot_mapping, layer_state["kmin"], layer_state["kmax"], k_cache.shape[1])
@@ -222,11 +226,49 @@ class SparseAttention(AttentionBackend):
             length, sink, window, self.cfg.prefill_block_m, self.cfg.prefill_block_n, device=device))
 
     def _prefill(self, layer, q, k, v, k_cache, v_cache, ks, vs, meta, reqs, out):
+        """Prefill sequences that share (sparse, sink, window) run together; a batch that mixes
+        settings runs each stretch of consecutive sequences with equal settings on its own (its
+        own plan), so one sequence's overrides never change another's attention."""
+        keys = [(r[0], r[2], r[3]) if r[0] else (False, 0, 0) for r in reqs]  # sparse off: any sink/window
+        if len(set(keys)) <= 1:
+            on, sink, window = keys[0] if keys else (self.cfg.enabled, self.cfg.sink_tokens, self.cfg.window_tokens)
+            self._prefill_group(layer, q, k, v, k_cache, v_cache, ks, vs, meta, on, sink, window, out)
+            return
+        cu_q = meta.cu_seqlens_q_cpu if meta.cu_seqlens_q_cpu is not None else meta.cu_seqlens_q.tolist()
+        cu_k = meta.cu_seqlens_k_cpu if meta.cu_seqlens_k_cpu is not None else meta.cu_seqlens_k.tolist()
+        i = 0
+        while i < len(keys):
+            j = i + 1
+            while j < len(keys) and keys[j] == keys[i]:
+                j += 1
+            a, b = cu_q[i], cu_q[j]
+            sub_q, sub_k = [c - a for c in cu_q[i:j + 1]], [c - cu_k[i] for c in cu_k[i:j + 1]]
+            dev = meta.cu_seqlens_q.device
+            sub = AttentionMetadata(
+                b - a, 0, meta.slot_mapping[a:b],
+                cu_seqlens_q=torch.tensor(sub_q, dtype=torch.int32, device=dev),
+                cu_seqlens_k=torch.tensor(sub_k, dtype=torch.int32, device=dev),
+                max_seqlen_q=max(y - x for x, y in zip(sub_q, sub_q[1:])),
+                max_seqlen_k=max(y - x for x, y in zip(sub_k, sub_k[1:])),
+                prefill_block_tables=meta.prefill_block_tables[i:j], cu_seqlens_q_cpu=sub_q, cu_seqlens_k_cpu=sub_k)
+            self._prefill_group(layer, q[a:b], k[a:b], v[a:b], k_cache, v_cache, ks, vs, sub, *keys[i], out[a:b])
+            i = j
+
+    def _prefill_group(self, layer, q, k, v, k_cache, v_cache, ks, vs, meta, on, sink, window, out):
+        """Prefill sequences that share one setting (sparse on/off, sink, window)."""
         cu_q, cu_k = meta.cu_seqlens_q, meta.cu_seqlens_k
-        no_prefix = torch.equal(cu_q, cu_k)  # host sync: prefill is not graph-captured
-        settings = {r[:4] for r in reqs} if reqs else {self.cfg.for_request(None)[:4]}
-        on, _, sink, window = next(iter(settings))
-        if not no_prefix and len(settings) == 1 and on:
+        if meta.cu_seqlens_q_cpu is not None and meta.cu_seqlens_k_cpu is not None:
+            no_prefix = meta.cu_seqlens_q_cpu == meta.cu_seqlens_k_cpu
+        else:
+            no_prefix = torch.equal(cu_q, cu_k)  # host sync: prefill is not graph-captured
+        if not on:  # sparse off: dense paged
+            if self._triton(q):
+                paged_prefill(q, k_cache, v_cache, meta.prefill_block_tables, cu_q, cu_k, meta.max_seqlen_q,
+                              self.scale, ks, vs, out=out)
+            else:
+                out.copy_(self._dense._prefill(q, k_cache, v_cache, ks, vs, meta))
+            return
+        if not no_prefix:
             if not self._triton(q):
                 self._torch_prefix_prefill(layer, q, k_cache, v_cache, ks, vs, meta, sink, window, out)
                 return
@@ -234,14 +276,6 @@ class SparseAttention(AttentionBackend):
             mask = StreamingMask(sink, window, self.cfg.prefill_block_m, self.cfg.prefill_block_n)
             paged_prefill(q, k_cache, v_cache, meta.prefill_block_tables, cu_q, cu_k, meta.max_seqlen_q,
                           self.scale, ks, vs, out=out, head_kind=kind, streaming=mask if kind is not None else None)
-            return
-        if not no_prefix or len(settings) != 1 or not on:
-            # mixed per-request settings in one batch, or sparse off: dense paged
-            if self._triton(q):
-                paged_prefill(q, k_cache, v_cache, meta.prefill_block_tables, cu_q, cu_k, meta.max_seqlen_q,
-                              self.scale, ks, vs, out=out)
-            else:
-                out.copy_(self._dense._prefill(q, k_cache, v_cache, ks, vs, meta))
             return
         plan = self._plan(meta.max_seqlen_q, sink, window, q.device)
         if not self._triton(q):
