@@ -294,3 +294,44 @@ def test_prefill_plan_and_mask_caches_are_bounded():
         assert be._plan(100, 8, 16, "cpu") is keep  # used on every round: never the oldest
     assert len(be._plans) == len(be._masks) == PLAN_CACHE_ENTRIES
     assert be._plan(100, 3 * PLAN_CACHE_ENTRIES - 1, 16, "cpu") is plan
+
+
+@pytest.mark.parametrize("lo", [0, 21])
+def test_mixed_prefill_settings_give_each_sequence_its_own_attention(impl, lo):
+    """Four prompts in one prefill step: A and D (D differs only in token_budget, which prefill
+    does not use) share the defaults, B has its own sink/window, C turns sparsity off. Each
+    sequence's output equals its output when prefilled alone (lo = 21: after 21 cached tokens)."""
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    seqs = [(69, None), (45, {"token_budget": 4096}), (60, {"sink_tokens": 16, "window_tokens": 24}), (50, {"sparse": False})]
+    data = [tuple(torch.randn(L, h, D, generator=gen) for h in (HQ, HKV, HKV)) for L, _ in seqs]
+    tables = torch.randperm(40, generator=gen)[:36].to(torch.int32).view(4, 9)
+
+    def prefill(idx):  # the [lo, L) tokens of sequences idx in one step, after each one's [0, lo) alone
+        be, _ = backend(impl)
+        state = be.allocate_layer_state(40, BS, torch.device(DEV))
+        kc = torch.zeros(40, BS, HKV, D, device=DEV)
+        vc = torch.zeros_like(kc)
+
+        def step(parts):  # parts: (seq, a, b) new tokens a..b-1 of seq (context 0..b-1)
+            cu_q, cu_k = [0], [0]
+            for i, a, b in parts:
+                cu_q.append(cu_q[-1] + b - a)
+                cu_k.append(cu_k[-1] + b)
+            slots = torch.cat([tables[i][torch.arange(a, b) // BS].long() * BS + torch.arange(a, b) % BS for i, a, b in parts])
+            meta = AttentionMetadata(cu_q[-1], 0, slots.to(DEV), cu_seqlens_q=torch.tensor(cu_q, dtype=torch.int32, device=DEV),
+                                     cu_seqlens_k=torch.tensor(cu_k, dtype=torch.int32, device=DEV),
+                                     max_seqlen_q=max(b - a for _, a, b in parts), max_seqlen_k=max(b for _, _, b in parts),
+                                     prefill_block_tables=tables[[i for i, _, _ in parts]].to(DEV),
+                                     overrides=[seqs[i][1] for i, _, _ in parts], cu_seqlens_q_cpu=cu_q, cu_seqlens_k_cpu=cu_k)
+            q, k, v = (torch.cat([data[i][j][a:b] for i, a, b in parts]).to(DEV) for j in range(3))
+            out = be.forward(0, q, k, v, kc, vc, state, meta).cpu()
+            return [out[x:y] for x, y in zip(cu_q, cu_q[1:])]
+
+        if lo:
+            for i in idx:
+                step([(i, 0, lo)])
+        return step([(i, lo, seqs[i][0]) for i in idx])
+
+    batched = prefill([0, 1, 2, 3])
+    for i in range(4):
+        torch.testing.assert_close(batched[i], prefill([i])[0], atol=2e-5, rtol=2e-5, msg=lambda m: f"seq {i}: {m}")
