@@ -24,9 +24,13 @@ per block (the scale is constant inside a group). Three ways to make the codes (
     "int"   the same bits as "lop3" from plain Triton integer ops (shift, and, or, truncate,
             bitcast); what the interpreter can run to test the lop3 path's layout and constants
     "lop3s" tensor cores only: lop3, then sub.rn.bf16x2 (C + z) and mul.rn.bf16x2 s in the same asm,
-            so the operand is (q - z) * s rounded once to 16 bits (what a bf16 dequantized weight
-            is) and tl.dot accumulates straight into one fp32 tile: no sum(x) correction, no second
-            (BM, BN) tile (which makes 4-warp tiles of 64 x 128 and up spill). 4 more x2 ops per word.
+            so the operand is (q - z) * s made in x's 16-bit dtype, and tl.dot accumulates straight
+            into one fp32 tile: no sum(x) correction, no second (BM, BN) tile (which makes 4-warp
+            tiles of 64 x 128 and up spill). 4 more x2 ops per word. Rounding: (C + q) - (C + z) is
+            exact; the fp16 scale is first converted to x's dtype (exact for fp16 x, a rounding to
+            bf16 for bf16 x), then the product is rounded. So for bf16 x the weight is rounded twice
+            and can differ by an ulp from `dequantize(..., torch.bfloat16)` (fp32 product rounded
+            once); for fp16 x it is that single rounding.
     "ints"  the same bits as "lop3s" from plain Triton ops (the interpreter's twin)
 The GPU test checks "lop3"/"lop3s" against the reference and bit for bit against "int"/"ints".
 
@@ -39,6 +43,8 @@ Three paths, chosen by M at run time (`w4a16_matmul`, table in `w4a16_configs.py
 Split-K partial sums go either through fp32 atomics on a zeroed workspace plus a cast
 (REDUCE="atomic"), or into a workspace that the last program of each output tile sums
 (REDUCE="last", one kernel; a per-tile counter that the last program resets to 0).
+Offsets are int32 and the counters are MAX_TILES: one launch takes at most `max_rows` rows
+(18688 for the 8B gate_up shape's default GEMM config), and `w4a16_matmul` splits larger M.
 `w4a16_reference` is the torch dequantize-then-matmul used on CPU.
 """
 
@@ -325,6 +331,32 @@ def interpreting() -> bool:
 
 _COUNTERS: dict = {}  # device -> int32 zeros, one counter per output tile, reset by the kernel itself
 MAX_TILES = 1 << 16
+INT32_MAX = (1 << 31) - 1  # the kernel's element offsets are int32
+
+
+def _split(cfg: dict, tiles: int) -> int:
+    """SPLIT_K as launched: at most the K tiles, and a divisor of them (whole tiles per split)."""
+    split = max(1, min(cfg["SPLIT_K"], tiles))
+    while tiles % split:
+        split -= 1
+    return split
+
+
+def max_rows(cfg: dict, n: int, k: int, stride_x: int | None = None, stride_y: int | None = None) -> int:
+    """The most rows (M) one launch of `cfg` can take. The kernel computes element offsets in
+    int32: rows * stride for x and y, rows * N for the fp32 split-K workspace, and
+    pid_k * M * N + row * N for REDUCE="last" (SPLIT_K planes of M x N), which wraps once
+    SPLIT_K * M * N > 2^31 - 1 (SPLIT_K = 2, N = 28672: M > 37449). REDUCE="last" also has
+    MAX_TILES tile counters. `w4a16_matmul` splits larger inputs into launches of this many rows."""
+    tiles = padded_k(k) // IB
+    split = _split(cfg, tiles)
+    rows = min(INT32_MAX // max(stride_x or k, 1), INT32_MAX // max(stride_y or n, 1))
+    if split > 1:
+        if cfg.get("REDUCE", "atomic") == "atomic":
+            rows = min(rows, INT32_MAX // n)
+        else:
+            rows = min(rows, INT32_MAX // (split * n), MAX_TILES // -(-n // cfg["BLOCK_N"]) * cfg["BLOCK_M"])
+    return rows
 
 
 def _counters(device: torch.device) -> torch.Tensor:
@@ -360,19 +392,19 @@ def launch(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros:
     if not use_dot and m != 1:
         raise ValueError("the CUDA-core path (USE_DOT=False) handles M == 1 only")
     tiles = qweight.shape[0] // RB
-    split = max(1, min(cfg["SPLIT_K"], tiles))
-    while tiles % split:  # every split gets the same number of whole K tiles
-        split -= 1
+    split = _split(cfg, tiles)
     tiles_per_split = tiles // split
+    limit = max_rows(cfg, n, k, x2.stride(0), out.stride(0) if out is not None else n)
+    if m > limit:
+        raise ValueError(f"M={m} rows exceed the {limit} one launch of this config can take (int32 offsets into x, "
+                         f"y and the split-K workspace, {MAX_TILES} split-K counters); w4a16_matmul splits the rows")
     even_k = tiles * IB == k
     grid_mn = triton.cdiv(m, bm) * triton.cdiv(n, bn)
     y = out if out is not None else torch.empty((m, n), device=x2.device, dtype=x2.dtype)
     reduce = 0 if split == 1 else (1 if cfg.get("REDUCE", "atomic") == "atomic" else 2)
     if reduce == 1:
         ws = torch.zeros((m, n), device=x2.device, dtype=torch.float32)
-    elif reduce == 2:
-        if grid_mn > MAX_TILES:
-            raise ValueError(f"{grid_mn} output tiles exceed the {MAX_TILES} split-K counters")
+    elif reduce == 2:  # grid_mn <= MAX_TILES: max_rows
         ws = torch.empty((split, m, n), device=x2.device, dtype=torch.float32)
     else:
         ws = y
@@ -406,5 +438,20 @@ def w4a16_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, z
     cfg = pick_config(x2.shape[0], n, k)
     if cfg.get("DEQ") in TWIN and interpreting():
         cfg["DEQ"] = TWIN[cfg["DEQ"]]  # the same bits from plain Triton ops
-    y = launch(x2, qweight, scales, zeros, group_size, cfg)
+    y = launch_rows(x2, qweight, scales, zeros, group_size, cfg)
     return y.view(*lead, n)
+
+
+def launch_rows(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+                group_size: int, cfg: dict) -> torch.Tensor:
+    """`launch`, in several launches of at most `max_rows` rows when M is larger than one can take
+    (a prefill of tens of thousands of tokens on a wide layer)."""
+    m, k = x2.shape
+    n = qweight.shape[1]
+    rows = max_rows(cfg, n, k, x2.stride(0), n)
+    if m <= rows:
+        return launch(x2, qweight, scales, zeros, group_size, cfg)
+    y = torch.empty((m, n), device=x2.device, dtype=x2.dtype)
+    for r in range(0, m, rows):
+        launch(x2[r:r + rows], qweight, scales, zeros, group_size, cfg, out=y[r:r + rows])
+    return y

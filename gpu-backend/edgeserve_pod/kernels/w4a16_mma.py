@@ -1,12 +1,15 @@
 """W4A16 GEMM in CUDA C++ (csrc/w4a16_mma.cu) for M <= 16: tensor cores fed from registers.
 
 Status: an experiment, measured and kept, NOT used by the engine (layers/linear_w4a16.py runs the
-Triton kernel). On the H100 (bench/results/quant/2026-11-23-h100-mma.json) its best variant is
-within 6% of the Triton kernel at M = 1 on every shape (8.9 vs 9.3 us on 4096 x 4096, 19.4 vs
-19.9 on 14336 x 4096, 12.5 vs 11.8 on 4096 x 6144) and 1.5-1.7x slower at M = 16, where each
-32-column CTA reads all of x (x traffic from L2 is twice the weight bytes). ncu
-(2026-11-23-h100-mma-ncu.log): issue-latency-bound at 2 warps per scheduler. Next steps: warps
-that split N and share one staged x, and more warps per SM; see the closing note of issue 7.
+Triton kernel). On the H100 (bench/results/quant/2026-11-23-h100-mma.json), at M = 1 its best
+variant vs the tuned Triton kernel, K x N: 9.0 vs 9.3 us on 4096 x 4096, 21.1 vs 21.7 on
+4096 x 14336, 19.4 vs 19.9 on 14336 x 4096 (2.5-4.0% faster), 12.5 vs 11.8 on 4096 x 6144
+(+6.5%) and 38.5 vs 35.7 on 4096 x 28672 (+7.7%); the default schedule (3x8, the metrics'
+values) took 8.9, 27.0, 19.7, 14.6 and 46.5 us on those shapes. At M = 16 the best variant is
+1.5-1.7x slower than Triton, where each 32-column CTA reads all of x (x traffic from L2 is
+twice the weight bytes). ncu (2026-11-23-h100-mma-ncu.log): issue-latency-bound at 2 warps per
+scheduler. Next steps: warps that split N and share one staged x, and more warps per SM; see the
+closing note of issue 7.
 
 Why a CUDA kernel beside the Triton one (w4a16.py): Triton's tl.dot takes its B operand through
 shared memory, so every dequantized tile makes a round trip there. Here the weights are repacked

@@ -106,6 +106,49 @@ def test_triton_kernel_matches_reference(m, n, k, cfg):
         assert int(W._counters(torch.device(DEV)).abs().sum()) == 0
 
 
+def test_row_bound_of_one_launch(monkeypatch):
+    """The 8B gate_up shape (N = 28672, K = 4096) at prefill: the default GEMM config (SPLIT_K = 2,
+    REDUCE="last") addresses its workspace with pid_k * M * N + row * N in int32, which wraps from
+    M = 37450 on. The tile counters run out earlier, at M > 18688 (292 row tiles of 64)."""
+    cfg = pick_config(32768, 28672, 4096)
+    assert (cfg["SPLIT_K"], cfg["REDUCE"], cfg["BLOCK_M"], cfg["BLOCK_N"]) == (2, "last", 64, 128)
+    assert 2 * 37449 * 28672 <= W.INT32_MAX < 2 * 37450 * 28672
+    assert W.max_rows(cfg, 28672, 4096) == 18688
+    monkeypatch.setattr(W, "MAX_TILES", 1 << 30)  # with enough counters the int32 offset is the bound
+    assert W.max_rows(cfg, 28672, 4096) == 37449
+    assert W.max_rows({**cfg, "REDUCE": "atomic"}, 28672, 4096) == W.INT32_MAX // 28672
+    assert W.max_rows({**cfg, "SPLIT_K": 1}, 28672, 4096) == W.INT32_MAX // 28672
+
+
+@pytest.mark.parametrize("limit", ["tiles", "int32"])
+def test_rows_past_one_launch_are_split(monkeypatch, limit):
+    """Shrunken limits stand in for the real ones (which need > 8 GiB of workspace): `launch`
+    refuses the rows with a message, `launch_rows` (what w4a16_matmul calls) splits them."""
+    m, n, k = 40, 160, 256  # 5 column tiles, 2 K tiles (SPLIT_K = 2)
+    cfg = dict(BLOCK_M=16, BLOCK_N=32, SPLIT_K=2, USE_DOT=True, REDUCE="last", DEQ="int", num_warps=4,
+               num_stages=2)
+    if limit == "tiles":
+        monkeypatch.setattr(W, "MAX_TILES", 10)  # 2 row tiles of 16 per launch
+        rows = 32
+    else:
+        monkeypatch.setattr(W, "INT32_MAX", 2 * n * 26 + 5)  # the workspace offset: 26 rows (x: 32, y: 52)
+        rows = 26
+    assert W.max_rows(cfg, n, k) == rows
+    torch.manual_seed(0)
+    qw = quantize_rtn(torch.randn(n, k) * 0.05, 128)
+    ops = [t.to(DEV) for t in (qw.qweight, qw.scales, qw.zeros)]
+    dt = torch.bfloat16 if DEV == "cuda" else torch.float16
+    x = torch.randn(m, k).to(dt).to(DEV)
+    with pytest.raises(ValueError, match="M=40 rows exceed"):
+        W.launch(x, *ops, 128, cfg)
+    y = W.launch_rows(x, *ops, 128, cfg)
+    ref = W.w4a16_reference(x.float().cpu(), qw.qweight, qw.scales, qw.zeros, 128)
+    assert ((y.float().cpu() - ref).norm() / ref.norm()).item() < 5e-3
+    for r in range(0, m, rows):  # each launch's rows are those a single launch computes
+        part = W.launch(x[r:r + rows], *ops, 128, cfg)
+        assert torch.equal(y[r:r + rows], part)
+
+
 def test_lop3_is_refused_by_the_interpreter():
     if not W.interpreting():
         pytest.skip("only meaningful under TRITON_INTERPRET=1")
