@@ -27,8 +27,9 @@ def backend(impl="triton", **kw):
     return be, be.allocate_layer_state(16, BS, torch.device(DEV))
 
 
-def prefill_then_decode(be, state, overrides=None):
-    """Prefill one 69-token sequence (planted keys in pages 3 and 5), then decode token 70."""
+def prefill_then_decode(be, state, overrides=None, layer=0):
+    """Prefill one 69-token sequence (planted keys in pages 3 and 5), then decode token 70, in
+    the given layer of the backend."""
     gen = torch.Generator().manual_seed(torch.seed() % 2**31)
     kc = torch.zeros(16, BS, HKV, D, device=DEV)
     vc = torch.zeros_like(kc)
@@ -44,10 +45,10 @@ def prefill_then_decode(be, state, overrides=None):
     meta_p = AttentionMetadata(69, 0, slots[:69].to(DEV), cu_seqlens_q=torch.tensor([0, 69], dtype=torch.int32, device=DEV),
                                cu_seqlens_k=torch.tensor([0, 69], dtype=torch.int32, device=DEV), max_seqlen_q=69,
                                max_seqlen_k=69, prefill_block_tables=table[None].to(DEV), overrides=[overrides])
-    out_p = be.forward(0, q[:69].to(DEV), k[:69].to(DEV), v[:69].to(DEV), kc, vc, state, meta_p).cpu()
+    out_p = be.forward(layer, q[:69].to(DEV), k[:69].to(DEV), v[:69].to(DEV), kc, vc, state, meta_p).cpu()
     meta_d = AttentionMetadata(0, 1, slots[69:].to(DEV), decode_block_tables=table[None].to(DEV),
                                decode_context_lens=torch.tensor([70], dtype=torch.int32, device=DEV), overrides=[overrides])
-    out_d = be.forward(0, q[69:].to(DEV), k[69:].to(DEV), v[69:].to(DEV), kc, vc, state, meta_d).cpu()
+    out_d = be.forward(layer, q[69:].to(DEV), k[69:].to(DEV), v[69:].to(DEV), kc, vc, state, meta_d).cpu()
     return q, k, v, kc.cpu(), vc.cpu(), table, out_p, out_d
 
 
@@ -257,13 +258,16 @@ def test_prefill_after_cached_prefix_equals_one_shot(impl):
 def test_dense_layers_read_every_page_for_retrieval_heads(impl):
     """dense_layers = 1: layer 0's retrieval head attends every page, its streaming head still
     sink + window; layer 1 is back to Quest."""
-    be, state = backend(impl, dense_layers=1, streaming=[[False, True], [False, True]])
-    q, k, v, kc, vc, table, _, out_d = prefill_then_decode(be, state)
-    pages = torch.tensor([list(range(9)), [0, 0, 0, 0, 0, 0, 6, 7, 8]])
-    ref = reference_paged_attention(q[69:], kc, vc, table, 70, D ** -0.5, pages=pages)
-    torch.testing.assert_close(out_d, ref, atol=2e-4, rtol=2e-4)
-    quest = reference_paged_attention(q[69:], kc, vc, table, 70, D ** -0.5, pages=torch.tensor([[0, 3, 5, 8], [0, 6, 7, 8]]))
-    assert (out_d - quest).abs().max() > 1e-3
+    be, _ = backend(impl, dense_layers=1, streaming=[[False, True], [False, True]])
+    quest_pages = torch.tensor([[0, 3, 5, 8], [0, 6, 7, 8]])
+    for layer, pages in ((0, torch.tensor([list(range(9)), [0, 0, 0, 0, 0, 0, 6, 7, 8]])), (1, quest_pages)):
+        state = be.allocate_layer_state(16, BS, torch.device(DEV))
+        q, k, v, kc, vc, table, _, out_d = prefill_then_decode(be, state, layer=layer)
+        ref = reference_paged_attention(q[69:], kc, vc, table, 70, D ** -0.5, pages=pages)
+        torch.testing.assert_close(out_d, ref, atol=2e-4, rtol=2e-4, msg=lambda m: f"layer {layer}: {m}")
+        if layer == 0:  # Quest's pages would give another result: the layer really is dense
+            quest = reference_paged_attention(q[69:], kc, vc, table, 70, D ** -0.5, pages=quest_pages)
+            assert (out_d - quest).abs().max() > 1e-3
 
 
 def test_dense_heads_skip_quest(impl):
