@@ -134,7 +134,8 @@ def _block_sparse_kernel(
     offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     m_ok = offs_m < seq_len
-    q = tl.load(Q + (start + offs_m)[:, None] * stride_qt + h * stride_qh + offs_d[None, :],
+    rows = (start + offs_m).to(tl.int64)  # packed token rows: rows * stride_qt passes 2^31 at ~512K tokens (Hq*D 4096)
+    q = tl.load(Q + rows[:, None] * stride_qt + h * stride_qh + offs_d[None, :],
                 mask=m_ok[:, None], other=0.0).to(DOT_T)
     qk_scale = sm_scale * 1.44269504
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -148,7 +149,7 @@ def _block_sparse_kernel(
     acc, l_i, m_i = _inner(acc, l_i, m_i, q, K, V, k_base, v_base, stride_kt, stride_vt, idx, n_full, n_tot,
                            offs_m, seq_len, qk_scale, offs_d, True, BLOCK_N, DOT_T)
     acc = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-    tl.store(Out + (start + offs_m)[:, None] * stride_ot + h * stride_oh + offs_d[None, :],
+    tl.store(Out + rows[:, None] * stride_ot + h * stride_oh + offs_d[None, :],
              acc.to(Out.dtype.element_ty), mask=m_ok[:, None])
 
 
