@@ -41,7 +41,9 @@ keep a ring snapshot with the cached block). 8B shape (32 layers, 8 kv heads, d 
 50% streaming: 128 KiB -> 64 KiB of KV per token, plus (sink + window) * 64 KiB per sequence.
 
 Per-request overrides (protocol `attention`: sparse, token_budget, sink_tokens, window_tokens,
-and reselect_every here) come in meta.overrides, prefill sequences first, then decodes.
+and reselect_every here) come in meta.overrides, prefill sequences first, then decodes; they
+were checked when the request was admitted (AttentionBackend.check_request_overrides), with the
+bounds of attention_base.OVERRIDE_INT_BOUNDS, which SparseAttentionConfig also enforces.
 """
 
 from __future__ import annotations
