@@ -226,6 +226,48 @@ def test_checkpoint_roundtrip_and_engine_load(tiny_model, tmp_path):
         make_runner(out, None, "auto", 64)
 
 
+def test_engine_load_checks_the_manifest(tiny_model, tmp_path):
+    """The loader reads quantization.json before any tensor: a group size the engine's W4A16
+    layers do not use (with K >= 256 it was a bare scales shape error, with the tiny model's
+    K = 64 it loaded silently), an unknown method or bit width, or 4-bit tensors without a
+    manifest fail with a ValueError naming the field."""
+    import shutil
+
+    from edgeserve_pod.quant.perplexity import make_runner
+
+    g256 = str(tmp_path / "g256")
+    quantize(QuantizeConfig(tiny_model, g256, "rtn", group_size=256), log=lambda s: None)
+    assert checkpoint.read_manifest(g256)["group_size"] == 256
+    with pytest.raises(ValueError, match="group_size 256, but the engine's W4A16 layers use group_size 128"):
+        make_runner(g256, "w4a16", "auto", 64)
+
+    good = str(tmp_path / "good")
+    quantize(QuantizeConfig(tiny_model, good, "rtn"), log=lambda s: None)
+    make_runner(good, "w4a16", "auto", 64)  # loads
+
+    def edited(name, **fields):
+        d = str(tmp_path / name)
+        shutil.copytree(good, d)
+        path = os.path.join(d, checkpoint.MANIFEST)
+        m = {**json.load(open(path)), **fields}
+        json.dump({k: v for k, v in m.items() if v is not None}, open(path, "w"))
+        return d
+
+    with pytest.raises(ValueError, match="method 'awq' is not one"):
+        make_runner(edited("awq", method="awq"), "w4a16", "auto", 64)
+    with pytest.raises(ValueError, match="bits 8"):
+        make_runner(edited("bits", bits=8), "w4a16", "auto", 64)
+    with pytest.raises(ValueError, match="format 'other'"):
+        make_runner(edited("fmt", format="other"), "w4a16", "auto", 64)
+    with pytest.raises(ValueError, match="group_size None"):
+        make_runner(edited("nogroup", group_size=None), "w4a16", "auto", 64)
+    bare = str(tmp_path / "bare")
+    shutil.copytree(good, bare)
+    os.remove(os.path.join(bare, checkpoint.MANIFEST))
+    with pytest.raises(ValueError, match="qweight.*no quantization.json"):
+        make_runner(bare, "w4a16", "auto", 64)
+
+
 def test_dequantized_folder_for_small_groups(tiny_model, tmp_path):
     """group 64 is not a W4A16 checkpoint; it is written as a plain folder the engine runs unquantized."""
     out = str(tmp_path / "g64")

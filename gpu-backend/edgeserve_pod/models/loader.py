@@ -18,6 +18,7 @@ def load_weights(model: LlamaModel, folder: str) -> None:
     files = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
     if not files:
         raise ValueError(f"no *.safetensors in {folder}")
+    quantized = _check_manifest(model, folder)
     a, tp = model.arch, model.tp
     pending: dict[int, dict[str, torch.Tensor]] = {}
     seen_head = False
@@ -46,7 +47,7 @@ def load_weights(model: LlamaModel, folder: str) -> None:
                         continue
                     else:
                         pending.setdefault(i, {})[rest] = t
-                        _maybe_finish_layer(model, i, pending)
+                        _maybe_finish_layer(model, i, pending, quantized, folder)
                 # unknown top-level tensors are ignored on purpose (e.g. extra heads)
     if pending:
         raise ValueError(f"incomplete layers in {folder}: layer {min(pending)} has only {sorted(pending[min(pending)])}")
@@ -58,9 +59,24 @@ _NEEDED = ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_pr
            "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"]
 
 
-def _maybe_finish_layer(model: LlamaModel, i: int, pending: dict) -> None:
+def _check_manifest(model: LlamaModel, folder: str) -> bool:
+    """A folder with quantization.json is a 4-bit checkpoint (quant/checkpoint.py): its manifest
+    must fit the engine's W4A16 layers (format, method, bits, group size), checked before any
+    tensor is read."""
+    from edgeserve_pod.quant.checkpoint import MANIFEST, check_loadable
+
+    if not os.path.isfile(os.path.join(folder, MANIFEST)):
+        return False
+    check_loadable(folder, getattr(model.layers[0].qkv_proj, "group_size", None) if model.layers else None)
+    return True
+
+
+def _maybe_finish_layer(model: LlamaModel, i: int, pending: dict, quantized: bool, folder: str) -> None:
     p = pending[i]
     if any(k.endswith(".qweight") for k in p):  # 4-bit checkpoint (quant/checkpoint.py)
+        if not quantized:
+            raise ValueError(f"{folder}: 4-bit tensors (model.layers.{i}.*.qweight) but no quantization.json "
+                             "manifest saying how they were made")
         from edgeserve_pod.quant.checkpoint import finish_quantized_layer
 
         if finish_quantized_layer(model, i, p):

@@ -26,6 +26,7 @@ from edgeserve_pod.quant.rtn import QuantizedWeight
 
 FORMAT = "edgeserve-w4a16"
 MANIFEST = "quantization.json"
+METHODS = ("smoothquant+", "rtn")  # how the weights were made; the stored format is the same
 PARTS = ("qweight", "scales", "zeros")
 PROJ = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -58,6 +59,26 @@ def read_manifest(folder: str) -> dict:
         m = json.load(f)
     if m.get("format") != FORMAT:
         raise ValueError(f"{path}: format {m.get('format')!r}, expected {FORMAT!r}")
+    return m
+
+
+def check_loadable(folder: str, group_size: int | None) -> dict:
+    """The manifest of a quantized folder the engine is about to load, checked field by field
+    against what the loader and the W4A16 layers assume. group_size: the engine's W4A16 layers'
+    group size, or None when the engine was not started with quantization='w4a16'. Raises a
+    ValueError naming the field; returns the manifest."""
+    m = read_manifest(folder)  # format
+    path = os.path.join(folder, MANIFEST)
+    if group_size is None:
+        raise ValueError(f"{path}: the checkpoint is 4-bit but the engine was not started with quantization='w4a16'")
+    if m.get("method") not in METHODS:
+        raise ValueError(f"{path}: method {m.get('method')!r} is not one this engine loads {METHODS}")
+    if m.get("bits") != 4 or m.get("zero_point") is not True:
+        raise ValueError(f"{path}: bits {m.get('bits')!r}, zero_point {m.get('zero_point')!r}; the W4A16 layers "
+                         "take 4-bit codes with zero points")
+    if m.get("group_size") != group_size:
+        raise ValueError(f"{path}: group_size {m.get('group_size')!r}, but the engine's W4A16 layers use "
+                         f"group_size {group_size}")
     return m
 
 

@@ -29,7 +29,7 @@ from edgeserve_pod.quant.llama_torch import PROJ, TorchLlama, load_hf
 from edgeserve_pod.quant.rtn import fake_quantize, quantize_rtn
 from edgeserve_pod.quant.smoothquant import CLIP_GRID, GRID, OBJECTIVES, SCALE_FORMS, smooth_model
 
-METHODS = ("smoothquant+", "rtn")
+METHODS = checkpoint.METHODS
 ROUNDINGS = ("rtn", "gptq")
 GROUP_OF = {"self_attn.q_proj": "qkv", "self_attn.k_proj": "qkv", "self_attn.v_proj": "qkv", "self_attn.o_proj": "o",
             "mlp.gate_proj": "gate_up", "mlp.up_proj": "gate_up", "mlp.down_proj": "down"}
