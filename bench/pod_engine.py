@@ -405,7 +405,8 @@ def main():
     ap.add_argument("--skip-8b", action="store_true")
     ap.add_argument("--quick", action="store_true", help="no HF static-batch throughput peer (saves minutes)")
     ap.add_argument("--only", default="correctness,speed1b,speed8b",
-                    help="sections: correctness, smollm2 (with --smollm2-gguf), speed1b, speed8b, w4a16 (8B W4A16 engine decode vs bf16)")
+                    help="sections: correctness, smollm2 (with --smollm2-gguf), speed1b, speed8b, w4a16 (8B W4A16 engine decode vs bf16), "
+                         "launch_ab (1B decode under paged_decode's launch table vs the previous default)")
     ap.add_argument("--dry-cpu", action="store_true", help="smoke-test this script on CPU with a tiny model")
     a = ap.parse_args()
     cmd = "python bench/pod_engine.py " + " ".join(sys.argv[1:])
@@ -454,6 +455,8 @@ def main():
     if "speed1b" in only:
         guarded(R, "speed 1B", speed, R, p1, "llama-3.2-1b-random", bw, gemm,
                 (850, "issue 3: 1B batch 1 >= 850 tok/s on H100"), throughput_peer=not a.quick)
+    if "launch_ab" in only:
+        guarded(R, "decode launch A/B 1B", launch_ab, R, p1, "llama-3.2-1b-random")
     if not a.skip_8b and only & {"speed8b", "w4a16"}:
         t0 = time.time()
         p8 = write_random_checkpoint("llama-3.1-8b", "/tmp/llama-3.1-8b", seed=0, device="cuda")
@@ -479,6 +482,34 @@ def decode_rate(eng, prompt, n, steps, bs=1, reps=3):
         rs.append(bs * (n - 1) / (wall - max(ttft.values())))
     eng.config.num_decode_steps = old
     return statistics.median(rs)
+
+
+def launch_ab(R, path, tag):
+    """paged_decode's default launch (kernels/paged_attention.py DECODE_LAUNCH) against the one it
+    replaced, (64, 4, 2) for 16-bit KV, in the same process: two engines, captured under each table,
+    timed alternately twice; decode tok/s (median of 3) at batch 1 and 16, short and 4K prompts."""
+    from edgeserve_pod.kernels import paged_attention as pa
+
+    tables = {"new": dict(pa.DECODE_LAUNCH), "old": {**pa.DECODE_LAUNCH, 2: (64, 4, 2)}}
+    engines = {}
+    for name, table in tables.items():
+        pa.DECODE_LAUNCH.clear()
+        pa.DECODE_LAUNCH.update(table)
+        engines[name] = engine(path)  # the decode graphs capture this table's launch
+    pa.DECODE_LAUNCH.clear()
+    pa.DECODE_LAUNCH.update(tables["new"])
+    short, long_ = make_prompts(1, 128000, 32, 32, 7)[0], make_prompts(1, 128000, 4096, 4096, 8)[0]
+    for bs, prompt, label in ((1, short, "prompt=32"), (1, long_, "prompt=4096"), (16, long_, "prompt=4096")):
+        rates = {"new": [], "old": []}
+        for _ in range(2):
+            for name in ("new", "old"):
+                rates[name].append(decode_rate(engines[name], prompt, 128, 1, bs=bs))
+        new, old = max(rates["new"]), max(rates["old"])
+        R.metric(f"decode_tok_s[{tag},batch={bs},{label},out=128,cuda_graph,decode_launch=table]", new, "tok/s", "higher",
+                 peer=("same engine, previous launch (64, 4, 2)", old))
+        R.note(f"launch A/B {tag} bs={bs} {label}: table {rates['new']} vs old {rates['old']} tok/s ({new / old:.3f}x)")
+    del engines
+    collect()
 
 
 def rtn_checkpoint(src: str, out: str) -> str:
