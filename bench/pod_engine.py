@@ -495,7 +495,7 @@ def launch_ab(R, path, tag):
     for name, table in tables.items():
         pa.DECODE_LAUNCH.clear()
         pa.DECODE_LAUNCH.update(table)
-        engines[name] = engine(path, gpu_memory_utilization=0.3)  # its decode graphs capture this launch
+        engines[name] = engine(path, kv_cache_blocks=6000)  # its decode graphs capture this launch
     pa.DECODE_LAUNCH.clear()
     pa.DECODE_LAUNCH.update(tables["new"])
     short, long_ = make_prompts(1, 128000, 32, 32, 7)[0], make_prompts(1, 128000, 4096, 4096, 8)[0]
