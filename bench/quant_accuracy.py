@@ -10,6 +10,10 @@ baseline and SmoothQuant+ with each refinement measured on its own row:
     ... + block objective        alpha chosen by the decoder block's output error
     ... + calib x4               4 times the calibration text
     ... + gptq rounding          GPTQ's error-compensated rounding instead of RTN as the last step
+    ... + act order              GPTQ in descending Hessian-diagonal order, groups fixed up front
+                                 (static groups: same checkpoint format), on the best config
+    ... + calib x16              16 times the calibration text (at --calib-rows 8: 128 rows of 256,
+                                 32K of the 83K calibration tokens), with and without act order
     gptq w4 g128                 GPTQ alone (no smoothing), for reference
 then, on the best SmoothQuant+ g128 row of the run (the headline):
     ... + fp8 kv                 kv_dtype="fp8" (e4m3, per-head scales)
@@ -69,6 +73,11 @@ VARIANTS = [
     ("smoothquant+ w4 g128 + clip + gptq rounding", dict(CLIP, rounding="gptq")),
     ("smoothquant+ w4 g128 + clip + calib x4 + gptq rounding", dict(CLIP, calib_rows=4, rounding="gptq")),
     ("gptq w4 g128 (no smoothing or clip) + calib x4", dict(method="rtn", calib_rows=4, rounding="gptq")),
+    ("smoothquant+ w4 g128 + clip + calib x4 + gptq rounding + act order",
+     dict(CLIP, calib_rows=4, rounding="gptq", act_order=True)),
+    ("smoothquant+ w4 g128 + clip + calib x16 + gptq rounding", dict(CLIP, calib_rows=16, rounding="gptq")),
+    ("smoothquant+ w4 g128 + clip + calib x16 + gptq rounding + act order",
+     dict(CLIP, calib_rows=16, rounding="gptq", act_order=True)),
 ]
 # then, on the best SmoothQuant+ row: FP8 KV, and groups of 64 and 32 (extra rows, for the curve)
 

@@ -2,12 +2,15 @@
 
     python -m edgeserve_pod.quant.quantize --model HF_DIR --out DIR --method smoothquant+|rtn \
         [--tokenizer GGUF] [--group-size 128] [--calib-rows 16] [--seq-len 256] [--samples 512] \
-        [--clip] [--objective layer|block] [--scale-form max|mean] [--block-rows 4] [--rounding rtn|gptq]
+        [--clip] [--objective layer|block] [--scale-form max|mean] [--block-rows 4] [--rounding rtn|gptq] \
+        [--act-order]
 
 smoothquant+ calibrates on real text (quant/text.py: Python's own documentation topics, the
 calibration half) tokenized with the GGUF file's tokenizer, smooths (smoothquant.py), then
 quantizes by round-to-nearest; rtn quantizes directly (with --clip it calibrates too and only
-searches the clipping). Runs on CPU in float32.
+searches the clipping); --act-order (with --rounding gptq) rounds the columns in descending order
+of the Hessian diagonal, with every group's scale and zero point fixed up front (gptq.py), so the
+checkpoint format is unchanged. Runs on CPU in float32.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class QuantizeConfig:
     scale_form: str = "max"
     block_rows: int = 4  # calibration rows whose layer inputs the block objective runs on
     rounding: str = "rtn"  # or "gptq": error-compensated rounding (gptq.py) as the last step
+    act_order: bool = False  # gptq only: descending Hessian-diagonal order, static groups (gptq.py)
     # write a plain HF folder of the quantize-dequantized weights (float32) instead of the 4-bit
     # checkpoint: for group sizes the W4A16 kernel does not take (64, 32), measured as a curve
     dequantized: bool = False
@@ -75,6 +79,8 @@ class QuantizeConfig:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.rounding not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {ROUNDINGS}, got {self.rounding!r}")
+        if self.act_order and self.rounding != "gptq":
+            raise ValueError("act_order reorders GPTQ's rounding: it needs rounding='gptq'")
         if self.scale_form not in SCALE_FORMS:
             raise ValueError(f"scale_form must be one of {SCALE_FORMS}, got {self.scale_form!r}")
         for name in ("calib_rows", "seq_len", "samples", "block_rows"):
@@ -87,7 +93,8 @@ class QuantizeConfig:
 
     def refinements(self) -> dict:
         return {"clip_search": self.clip, "objective": self.objective if self.method == "smoothquant+" else None,
-                "scale_form": self.scale_form if self.method == "smoothquant+" else None, "rounding": self.rounding}
+                "scale_form": self.scale_form if self.method == "smoothquant+" else None, "rounding": self.rounding,
+                "act_order": self.act_order}
 
 
 def _source_dtypes(folder: str) -> dict[str, torch.dtype]:
@@ -157,7 +164,8 @@ def quantize(cfg: QuantizeConfig, log=print) -> dict:
                 projs = [p for p in PROJ if GROUP_OF[p] == grp]
                 names = [f"model.layers.{i}.{p}" for p in projs]
                 ws = [getattr(getattr(L, p.split(".")[0]), p.split(".")[1]).weight for p in projs]
-                qs = quantize_gptq_group(ws, cal.gram[f"layers.{i}.{grp}"], cfg.group_size, [clips.get(n) for n in names])
+                qs = quantize_gptq_group(ws, cal.gram[f"layers.{i}.{grp}"], cfg.group_size, [clips.get(n) for n in names],
+                                         cfg.act_order)
                 for n, q in zip(names, qs):
                     if cfg.dequantized:
                         plain[n + ".weight"] = q.dequantize()
@@ -207,10 +215,12 @@ def main(argv=None) -> None:
     ap.add_argument("--scale-form", default="max", choices=SCALE_FORMS)
     ap.add_argument("--block-rows", type=int, default=4)
     ap.add_argument("--rounding", default="rtn", choices=ROUNDINGS, help="last step: round-to-nearest or GPTQ")
+    ap.add_argument("--act-order", action="store_true", help="GPTQ in descending Hessian-diagonal order, static groups")
     a = ap.parse_args(argv)
     try:
         cfg = QuantizeConfig(a.model, a.out, a.method, a.tokenizer, a.group_size, a.calib_rows, a.seq_len, a.samples,
-                             clip=a.clip, objective=a.objective, scale_form=a.scale_form, block_rows=a.block_rows, rounding=a.rounding)
+                             clip=a.clip, objective=a.objective, scale_form=a.scale_form, block_rows=a.block_rows, rounding=a.rounding,
+                             act_order=a.act_order)
     except ValueError as e:
         ap.error(str(e))
     quantize(cfg)
