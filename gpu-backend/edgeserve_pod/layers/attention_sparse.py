@@ -332,7 +332,7 @@ class SparseAttention(AttentionBackend):
                 num_sel = ((ctx + BS - 1) // BS).to(torch.int32)[:, None].expand(-1, self.num_kv_heads)
             elif every is not None and ctx.shape[0] <= RESELECT_ROWS and K == layer_state["sel_idx"].shape[2]:
                 page_idx, num_sel = self._quest_reusing(q, tables, ctx, BS, layer_state, budget, max_budget,
-                                                        every, last_blk, tri)
+                                                        every, last_blk, tri, meta)
             else:  # select every step (also when the kept lists' width does not fit this step's)
                 scores = (quest_scores if tri else torch_quest_scores)(q, layer_state["kmin"], layer_state["kmax"],
                                                                        tables, ctx, BS)
@@ -360,17 +360,27 @@ class SparseAttention(AttentionBackend):
         else:
             out.copy_(self._torch_decode(q, k_cache, v_cache, ks, vs, tables, ctx, page_idx, num_sel))
 
-    def _quest_reusing(self, q, tables, ctx, BS, state, budget, max_budget, every, last_blk, tri):
+    def _quest_reusing(self, q, tables, ctx, BS, state, budget, max_budget, every, last_blk, tri, meta):
         """Quest with LServe's re-selection every k steps. Decode row b keeps its page list while
         it still writes into the same last block (same physical block, same generation: the block
         was not freed and reused since) and fewer than every[b] tokens were added since that list
         was chosen; other rows are scored and selected afresh (Triton: the kernels skip the kept
         rows). The lists live in per-layer buffers of RESELECT_ROWS decode rows, so a sequence
-        that changes its row in the batch simply selects again."""
+        that changes its row in the batch simply selects again.
+        The keep-or-select decision is made once per step, by the first layer that gets here, with
+        that layer's (block, generation, context) record: every layer writes the same slots and
+        reaches this point on the same steps, so each layer's record would be the same. (Deciding
+        in every layer cost ~15 small kernels per layer, more than the skipped scoring saved.)"""
         n = ctx.shape[0]
-        gen = state["blk_gen"][last_blk.long()]
-        old_blk, old_gen, old_ctx = state["sel_blk"][:n], state["sel_gen"][:n], state["sel_ctx"][:n]
-        reuse = (old_blk == last_blk) & (old_gen == gen) & (ctx > old_ctx) & (ctx - old_ctx < every)
+        reuse = meta.__dict__.get("_quest_reuse")
+        if reuse is None:
+            gen = state["blk_gen"][last_blk.long()]
+            old_blk, old_gen, old_ctx = state["sel_blk"][:n], state["sel_gen"][:n], state["sel_ctx"][:n]
+            reuse = (old_blk == last_blk) & (old_gen == gen) & (ctx > old_ctx) & (ctx - old_ctx < every)
+            old_blk.copy_(torch.where(reuse, old_blk, last_blk))
+            old_gen.copy_(torch.where(reuse, old_gen, gen))
+            old_ctx.copy_(torch.where(reuse, old_ctx, ctx))
+            meta.__dict__["_quest_reuse"] = reuse
         idx, num = state["sel_idx"][:n], state["sel_num"][:n]
         if tri:
             scores = quest_scores(q, state["kmin"], state["kmax"], tables, ctx, BS, skip=reuse)
@@ -380,9 +390,6 @@ class SparseAttention(AttentionBackend):
             f_idx, f_num = select_pages(scores, ctx, max_budget, BS, method="torch", budget_per_seq=budget)
             idx.copy_(torch.where(reuse[:, None, None], idx, f_idx))
             num.copy_(torch.where(reuse[:, None], num, f_num))
-        old_blk.copy_(torch.where(reuse, old_blk, last_blk))
-        old_gen.copy_(torch.where(reuse, old_gen, gen))
-        old_ctx.copy_(torch.where(reuse, old_ctx, ctx))
         return idx, num
 
     # ------------------------------------------------------------------ torch implementation

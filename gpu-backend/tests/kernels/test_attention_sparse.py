@@ -339,3 +339,56 @@ def test_mixed_prefill_settings_give_each_sequence_its_own_attention(impl, lo):
     batched = prefill([0, 1, 2, 3])
     for i in range(4):
         torch.testing.assert_close(batched[i], prefill([i])[0], atol=2e-5, rtol=2e-5, msg=lambda m: f"seq {i}: {m}")
+
+
+def test_reselect_decision_shared_by_layers_equals_each_layer_alone(impl):
+    """Two layers in one step share the keep-or-select decision (made by the first, from its
+    record): each layer's outputs equal those of the same layer run alone, deciding for itself.
+    Layer 1's planted pages are the other way round, so its own page lists differ from layer 0's."""
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    P, n = 69, 6
+    T = P + n
+    table = torch.randperm(16, generator=gen)[:12].to(torch.int32)
+    slots = (table[torch.arange(T) // BS].long() * BS + torch.arange(T) % BS)
+    u = torch.nn.functional.normalize(torch.randn(D, generator=gen), dim=0) * 6
+    w = torch.randn(D, generator=gen)
+    w = torch.nn.functional.normalize(w - (w @ u) / (u @ u) * u, dim=0) * 6
+    data = []
+    for a, b in ((u, w), (w, u)):  # layer 0, layer 1
+        k = 0.1 * torch.randn(T, HKV, D, generator=gen)
+        for p, d in ((3, a), (5, a), (1, b), (2, b)):
+            k[p * BS:(p + 1) * BS] = 0.5 * d
+        q = torch.randn(T, HQ, D, generator=gen)
+        q[P], q[P + 1:] = u, w
+        data.append((q, k, torch.randn(T, HKV, D, generator=gen)))
+    cfg = {**CFG, "streaming": [[False, True], [False, True]], "reselect_every": 3}
+
+    def run(layers):
+        be = SparseAttention(HQ, HKV, D, config=SparseAttentionConfig(**cfg), minmax_dtype=torch.float32, impl=impl)
+        st = {layer: be.allocate_layer_state(16, BS, torch.device(DEV)) for layer in layers}
+        kv = {layer: (torch.zeros(16, BS, HKV, D, device=DEV), torch.zeros(16, BS, HKV, D, device=DEV)) for layer in layers}
+        meta = AttentionMetadata(P, 0, slots[:P].to(DEV), cu_seqlens_q=torch.tensor([0, P], dtype=torch.int32, device=DEV),
+                                 cu_seqlens_k=torch.tensor([0, P], dtype=torch.int32, device=DEV), max_seqlen_q=P,
+                                 max_seqlen_k=P, prefill_block_tables=table[None].to(DEV), overrides=[None])
+        for layer in layers:
+            q, k, v = data[layer]
+            be.forward(layer, q[:P].to(DEV), k[:P].to(DEV), v[:P].to(DEV), *kv[layer], st[layer], meta)
+        outs = {layer: [] for layer in layers}
+        for t in range(P, T):  # one metadata per step, shared by the layers, as the model runner does
+            meta = AttentionMetadata(0, 1, slots[t:t + 1].to(DEV), decode_block_tables=table[None].to(DEV),
+                                     decode_context_lens=torch.tensor([t + 1], dtype=torch.int32, device=DEV),
+                                     overrides=[None])
+            for layer in layers:
+                q, k, v = data[layer]
+                outs[layer].append(be.forward(layer, q[t:t + 1].to(DEV), k[t:t + 1].to(DEV), v[t:t + 1].to(DEV),
+                                              *kv[layer], st[layer], meta).cpu())
+        return outs, {layer: st[layer]["sel_idx"][0, 0].cpu() for layer in layers}
+
+    (both, kept), (a0, _), (a1, _) = run([0, 1]), run([0]), run([1])
+    alone = {0: a0[0], 1: a1[1]}
+    for layer in (0, 1):
+        for t in range(n):
+            torch.testing.assert_close(both[layer][t], alone[layer][t], atol=1e-6, rtol=1e-6)
+    # the retrieval head's kept page lists differ between the layers: a layer reading another's
+    # list would not match its own run
+    assert not torch.equal(kept[0], kept[1])
