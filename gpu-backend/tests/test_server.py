@@ -142,6 +142,32 @@ async def test_duplicate_request_id_in_flight_is_refused(tiny):
         assert (await read_stream(first))[-1]["finish_reason"] == "cancelled"
 
 
+async def test_request_id_reused_right_after_cancel_streams_and_leaves_nothing_running(tiny):
+    """Cancel R and submit a new R while the engine thread is busy, so both commands run in one
+    batch: the engine's late "cancelled" output for the old R must not end the new R (it used to,
+    leaving the new sequence running in the engine with nobody to read it)."""
+    async with pod(real_engine_factory(tiny)) as (client, st):
+        old = await client.post("/v1/generate", json=gen_body("R", list(range(3, 40)), max_tokens=200, ignore_eos=True))
+        await old.content.readline()  # the old R is streaming
+        gate = threading.Event()
+        busy = asyncio.ensure_future(st.loop.call(lambda e: gate.wait(10)))  # hold the engine thread
+        await wait_for(lambda: st.loop._cmds.qsize() == 0, what="engine thread holding")
+        cancel = asyncio.ensure_future(client.post("/v1/cancel", json={"request_id": "R"}))
+        await wait_for(lambda: st.loop._cmds.qsize() == 1, what="cancel queued")
+        new = asyncio.ensure_future(client.post("/v1/generate", json=gen_body("R", [5, 6, 7], max_tokens=20, ignore_eos=True)))
+        await wait_for(lambda: st.loop._cmds.qsize() == 2, what="new R queued")
+        gate.set()
+        await busy
+        assert await (await cancel).json() == {"request_id": "R", "cancelled": True}
+        assert (await read_stream(old))[-1]["finish_reason"] == "cancelled"
+        recs = await read_stream(await new)
+        assert recs[-1]["type"] == "final" and recs[-1]["finish_reason"] == "length", recs[-1]
+        assert len(tokens_of(recs)) == 20
+        assert await st.loop.call(lambda e: list(e._seqs)) == [] and st.loop.num_live == 0
+        again = await read_stream(await client.post("/v1/generate", json=gen_body("R", [5, 6], max_tokens=2)))
+        assert again[-1]["type"] == "final" and len(tokens_of(again)) == 2
+
+
 async def test_unknown_model_and_prompt_too_long(tiny):
     async with pod(real_engine_factory(tiny)) as (client, st):
         r = await client.post("/v1/generate", json={**gen_body("m"), "model": "llama-9000"})

@@ -310,6 +310,10 @@ class EngineLoop:
         n_prefill = step_prefill[0] if step_prefill else 0
         pushes: list[tuple[RequestStream, tuple]] = []
         for out in outputs:
+            if out.finish_reason == "cancelled":
+                # Only this loop aborts requests, and it sent their final then. Matching this late
+                # output by id would end a new request that reuses the id in the same command batch.
+                continue
             live = self._live.get(out.request_id)
             if live is None:  # aborted between schedule and output
                 continue
