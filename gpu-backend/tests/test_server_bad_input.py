@@ -81,6 +81,9 @@ CASES = [
     ("top_p zero", "POST", "/v1/generate", body(sampling={"top_p": 0}), J, 400, "invalid_request", "sampling.top_p"),
     ("top_p above one", "POST", "/v1/generate", body(sampling={"top_p": 1.01}), J, 400, "invalid_request", "sampling.top_p"),
     ("top_k negative", "POST", "/v1/generate", body(sampling={"top_k": -1}), J, 400, "invalid_request", "sampling.top_k"),
+    ("top_k 2^31", "POST", "/v1/generate", body(sampling={"temperature": 1.0, "top_k": 2**31}), J, 400, "invalid_request", "sampling.top_k"),
+    ("top_k 2^63", "POST", "/v1/generate", body(sampling={"temperature": 1.0, "top_k": 2**63}), J, 400, "invalid_request", "sampling.top_k"),
+    ("top_k 1e20", "POST", "/v1/generate", raw('{"request_id":"r","model":"m","prompt_token_ids":[1],"max_tokens":1,"sampling":{"temperature":1.0,"top_k":1e20}}'), J, 400, "invalid_request", "sampling.top_k"),
     ("seed negative", "POST", "/v1/generate", body(sampling={"seed": -1}), J, 400, "invalid_request", "sampling.seed"),
     ("seed 2^53", "POST", "/v1/generate", body(sampling={"seed": 2**53}), J, 400, "invalid_request", "sampling.seed"),
     ("unknown sampling field", "POST", "/v1/generate", body(sampling={"min_p": 0.1}), J, 400, "invalid_request", "sampling.min_p"),
@@ -163,6 +166,37 @@ async def test_bad_input_corpus(tiny):
         assert st.loop.num_live == 0
         ok = await read_stream(await client.post("/v1/generate", json=gen_body("after-corpus", max_tokens=4)))
         assert ok[-1]["type"] == "final" and len(tokens_of(ok)) >= 1
+
+
+# valid per schema and extreme: each is answered with its tokens, and a stream beside them is not failed
+EXTREME_SAMPLING = [
+    {"temperature": 1.0, "top_k": 2**31 - 1},  # far above the vocabulary: keeps every token
+    {"temperature": 1.0, "top_k": 1e9},  # the schema's integer 1e9, as a JSON float
+    {"temperature": 1e-39},  # below float32's normal range
+    {"temperature": 1.0, "top_p": 1e-300},  # 0.0 in float32
+    {"temperature": 2.0, "top_p": 5e-324, "top_k": 1},
+]
+
+
+async def test_extreme_valid_sampling_values_are_answered(tiny):
+    from edgeserve_pod.server.app import _submission
+
+    async with pod(real_engine_factory(tiny)) as (client, st):
+        vocab = st.loop.info.vocab_size
+        assert vocab and _submission(st, gen_body("k", sampling={"top_k": vocab}), 0.0).params.top_k == 0
+        assert _submission(st, gen_body("k", sampling={"top_k": vocab - 1}), 0.0).params.top_k == vocab - 1
+        live = await client.post("/v1/generate", json=gen_body("live", list(range(40)), max_tokens=30, ignore_eos=True))
+        answers = await asyncio.gather(*(
+            client.post("/v1/generate", json=gen_body(f"x{i}", max_tokens=6, ignore_eos=True, sampling={**s, "seed": i}))
+            for i, s in enumerate(EXTREME_SAMPLING)))
+        for s, resp in zip(EXTREME_SAMPLING, answers):
+            recs = await read_stream(resp)
+            assert recs[-1]["type"] == "final" and recs[-1]["finish_reason"] == "length", (s, recs[-1])
+            toks = tokens_of(recs)
+            assert len(toks) == 6 and all(0 <= t < vocab for t in toks), (s, toks)
+        recs = await read_stream(live)
+        assert recs[-1]["type"] == "final" and recs[-1]["usage"]["completion_tokens"] == 30, recs[-1]
+        assert st.loop.num_live == 0
 
 
 async def test_garbage_on_the_socket_does_not_stop_the_pod(tiny):

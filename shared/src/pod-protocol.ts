@@ -99,7 +99,7 @@ export interface SamplingParams {
   temperature?: number;
   top_p?: number;
   /**
-   * 0 disables top-k.
+   * 0 disables top-k; a value at or above the vocabulary size keeps every token, like 0.
    */
   top_k?: number;
   seed?: number | null;

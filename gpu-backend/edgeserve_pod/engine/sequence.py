@@ -8,12 +8,15 @@ import time
 from dataclasses import dataclass, field
 
 
+TOP_K_MAX = 2**31 - 1  # the protocol schema's maximum for sampling.top_k
+
+
 @dataclass
 class SamplingParams:
     max_tokens: int = 16
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
-    top_k: int = 0  # 0 = off
+    top_k: int = 0  # 0 = off; a value >= the vocabulary keeps every token, like 0
     seed: int | None = None  # per-request generator; None = the engine's shared generator
     stop_token_ids: list[int] = field(default_factory=list)
     ignore_eos: bool = False
@@ -25,8 +28,10 @@ class SamplingParams:
             raise ValueError(f"temperature must be a number in [0, 2], got {self.temperature!r}")
         if not isinstance(self.top_p, (int, float)) or not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be a number in (0, 1], got {self.top_p!r}")
-        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
-            raise ValueError(f"top_k must be an integer >= 0, got {self.top_k!r}")
+        # bounded so that it fits the int64 tensor the sampler builds (and int32 kernels): a top_k that
+        # overflowed there used to fail the whole engine step, every request in flight with it
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or not 0 <= self.top_k <= TOP_K_MAX:
+            raise ValueError(f"top_k must be an integer in [0, {TOP_K_MAX}], got {self.top_k!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63):
             raise ValueError(f"seed must be None or an integer in [0, 2^63), got {self.seed!r}")
         if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.stop_token_ids):

@@ -210,12 +210,15 @@ def _submission(st: PodState, body: dict, t_recv: float) -> Submission:
                             code="prompt_too_long", status=400, request_id=rid)
     sampling = body.get("sampling", {})
     seed = sampling.get("seed")
+    top_k = _int(sampling.get("top_k", 0))
+    if info.vocab_size and top_k >= info.vocab_size:
+        top_k = 0  # keeps every token either way (vLLM does the same); 0 skips the top-k sort
     try:
         params = st.sampling_params(
             max_tokens=_int(body["max_tokens"]),
             temperature=float(sampling.get("temperature", 0.0)),
             top_p=float(sampling.get("top_p", 1.0)),
-            top_k=_int(sampling.get("top_k", 0)),
+            top_k=top_k,
             seed=None if seed is None else _int(seed),
             stop_token_ids=[_int(t) for t in body.get("stop_token_ids", [])],
             ignore_eos=bool(body.get("ignore_eos", False)),

@@ -42,6 +42,7 @@ class EngineInfo:
     block_size: int
     max_model_len: int
     eos_token_ids: list[int]
+    vocab_size: int | None = None  # None: the engine does not say (test doubles)
 
 
 @dataclass
@@ -195,7 +196,8 @@ class EngineLoop:
             self.engine = self._factory()
             eng = self.engine
             self.info = EngineInfo(model_id=eng.model_id, block_size=int(eng.block_size),
-                                   max_model_len=int(eng.max_model_len), eos_token_ids=list(eng.eos_token_ids))
+                                   max_model_len=int(eng.max_model_len), eos_token_ids=list(eng.eos_token_ids),
+                                   vocab_size=getattr(getattr(eng, "arch", None), "vocab_size", None))
             self._refresh(time.monotonic(), 0, 0)
         except BaseException as e:  # noqa: BLE001 - reported through wait_ready/health
             log.exception("engine failed to start")
