@@ -87,6 +87,43 @@ def test_import_stops_when_pages_run_out(tiny):
     assert import_kv(small, p) == 7
 
 
+def test_import_keeps_the_cached_prefix_it_chains_onto(tiny):
+    """The receiver caches block 0 of the prompt (evictable, oldest in LRU) and has no free page
+    left: taking pages for blocks 1-4 must not evict block 0, or the imported blocks hang off a
+    chain nobody can reach (lookup stops at block 0) and the request computes everything."""
+    prompt = [3 + (i * 7) % 250 for i in range(81)]  # 5 full lookup blocks + 1 token
+    src = make_engine(tiny)
+    want, _ = run(src, "p", prompt, 6)
+    payload = export_kv(src, prompt)
+    assert len(payload.block_hashes) == 5
+    dst = make_engine(tiny, kv_cache_blocks=6)  # watermark 1
+    run(dst, "head", prompt[:17], 1)  # block 0 of the prompt: cached, evictable, oldest
+    run(dst, "fill", [200 + i % 50 for i in range(64)], 1)  # the rest of the pool, evictable and newer
+    assert len(dst.blocks.cache.lookup([bytes.fromhex(h) for h in payload.block_hashes])) == 1
+    assert import_kv(dst, payload, prompt) == 4
+    assert len(dst.blocks.cache.lookup([bytes.fromhex(h) for h in payload.block_hashes])) == 5
+    assert dst.blocks.num_free_blocks == 6 and sum(dst.blocks.ref_counts) == 0  # nothing left held
+    out, cached = run(dst, "d", prompt, 6)
+    assert cached == 5 * 16 and out == want
+
+
+def test_import_refuses_kv_that_is_not_the_prompts(tiny):
+    """Imported blocks are named in the prefix cache and served to every later request on those
+    hashes: a receive request only takes blocks that are a prefix of its own prompt's."""
+    prompt = [3 + (i * 11) % 250 for i in range(70)]  # 4 lookup blocks
+    src = make_engine(tiny)
+    run(src, "p", prompt, 1)
+    payload = export_kv(src, prompt)
+    dst = make_engine(tiny)
+    other = prompt[:40] + [7] + prompt[41:]  # differs in block 2
+    with pytest.raises(wire.WireError, match="KV block 2 is not block 2 of this request's prompt"):
+        import_kv(dst, payload, other)
+    with pytest.raises(wire.WireError, match="KV block 3 is not"):
+        import_kv(dst, payload, prompt[:60])  # the prompt has only 3 blocks to look up
+    assert dst.blocks.cache.num_cached_blocks() == 0  # nothing was imported
+    assert import_kv(dst, payload, prompt + [9] * 20) == 4  # a prefix of a longer prompt: fine
+
+
 @pytest.mark.parametrize("mutate, needle", [
     (lambda m: m[:2], "at least a 4-byte"),
     (lambda m: m[:-4], "body is"),

@@ -7,8 +7,14 @@ import asyncio
 import random
 
 import pytest
+import torch
 
+from edgeserve_pod import protocol
+from edgeserve_pod.kv_transfer import serve as kvt, wire
+from edgeserve_pod.kv_transfer.engine_kv import prompt_hashes
 from _server_util import gen_body, pod, read_stream, real_engine_factory, tokens_of, write_tiny
+
+SECRET = "kv-test-pod-secret"
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +25,10 @@ def tiny(tmp_path_factory):
 async def test_prefill_pod_to_decode_pod_matches_colocated(tiny):
     rng = random.Random(3)
     prompt = [rng.randrange(3, 256) for _ in range(150)]
+    # the pods share the deployment's pod secret: the prefill pod shows it on the PUT
     async with pod(real_engine_factory(tiny), pod_id="colo") as (colo, _), \
-            pod(real_engine_factory(tiny), pod_id="pre", role="prefill") as (pre, _), \
-            pod(real_engine_factory(tiny), pod_id="dec", role="decode") as (dec, _):
+            pod(real_engine_factory(tiny), pod_id="pre", role="prefill", pod_secret=SECRET) as (pre, _), \
+            pod(real_engine_factory(tiny), pod_id="dec", role="decode", pod_secret=SECRET) as (dec, _):
         want = tokens_of(await read_stream(await colo.post("/v1/generate", json=gen_body("c", prompt, 20, ignore_eos=True))))
         peer = str(dec.make_url("")).rstrip("/")
         # decode request first: it waits for the KV, which arrives once the prefill pod is done
@@ -58,3 +65,31 @@ async def test_kv_transfer_refusals(tiny):
         assert r.status == 400
         assert "KV" in (await r.json())["error"]["message"]
         assert tokens_of(await read_stream(await client.post("/v1/generate", json=gen_body("ok"))))
+
+
+async def test_kv_put_needs_the_pod_secret_and_kv_for_the_requests_own_prompt(tiny):
+    prompt = [3 + (i * 5) % 250 for i in range(70)]  # 4 lookup blocks
+    other = [4 + (i * 5) % 250 for i in range(70)]
+    async with pod(real_engine_factory(tiny), pod_id="dec", role="decode", pod_secret=SECRET) as (dec, st):
+        shape = await st.loop.call(lambda e: tuple(e.runner.kv.shape))
+        hashes = await st.loop.call(lambda e: prompt_hashes(e, other))
+        msg = wire.encode(wire.KvPayload(st.loop.info.model_id, st.loop.info.block_size, [h.hex() for h in hashes],
+                                         torch.zeros(shape[0], 2, len(hashes), *shape[3:])))
+        # no secret, a wrong one, another scheme: 401 before the body is read, nothing delivered
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {SECRET}"}):
+            r = await dec.put("/v1/kv_transfer/t-2", data=msg, headers=headers)
+            assert r.status == 401, headers
+            rec = await r.json()
+            protocol.validate("ErrorRecord", rec)
+            assert rec["error"]["code"] == "kv_transfer_failed"
+        assert not await asyncio.wait_for(dec.app[kvt.INBOX].take("t-2", 0.01), 1)
+        # with the secret the PUT is taken; a request for another prompt refuses that KV
+        r = await dec.put("/v1/kv_transfer/t-2", data=msg, headers={"Authorization": f"Bearer {SECRET}"})
+        assert r.status == 200 and (await r.json())["blocks"] == 4
+        r = await dec.post("/v1/generate", json=gen_body("r", prompt, 4, kv_transfer={"role": "receive", "transfer_id": "t-2"}))
+        assert r.status == 400
+        err = (await r.json())["error"]
+        assert err["code"] == "kv_transfer_failed" and "KV block 0 is not block 0 of this request's prompt" in err["message"]
+        assert await st.loop.call(lambda e: e.blocks.cache.num_cached_blocks()) == 0
+        ok = await read_stream(await dec.post("/v1/generate", json=gen_body("after", prompt, 4, ignore_eos=True)))
+        assert ok[-1]["usage"]["cached_tokens"] == 0 and len(tokens_of(ok)) == 4

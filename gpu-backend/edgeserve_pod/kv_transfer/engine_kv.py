@@ -15,7 +15,7 @@ pod); were they allowed, the receiver's bound would come from the dequantized ke
 over, not from the unquantized keys the sender's write saw, so the two would differ by the e4m3
 rounding (up to 1/16 relative) and the page ranking could differ.
 
-It uses the block manager's internals (`_take`, `ref_counts`, `cache`): this is the one place
+It uses the block manager's internals (`_take`, `_acquire`, `_free`, `ref_counts`, `cache`): this is the one place
 outside the engine that does, and the alternative was a new public method on BlockManager.
 """
 
@@ -62,9 +62,11 @@ def export_kv(engine, prompt: list[int], on_device: bool = False) -> KvPayload:
     return KvPayload(engine.model_id, engine.block_size, [h.hex() for h in hashes[:len(ids)]], blocks)
 
 
-def import_kv(engine, p: KvPayload) -> int:
+def import_kv(engine, p: KvPayload, prompt: list[int] | None = None) -> int:
     """Puts the payload's blocks in the prefix cache; returns how many blocks were written
-    (blocks already cached here are skipped, and the import stops when free pages run out)."""
+    (blocks already cached here are skipped, and the import stops when free pages run out).
+    With `prompt`, the payload's hashes must be a prefix of that prompt's lookup blocks: KV named
+    for another prompt would be served to every later request that shares those hashes."""
     _check_engine(engine)
     kv = engine.runner.kv
     if p.model != engine.model_id:
@@ -74,25 +76,45 @@ def import_kv(engine, p: KvPayload) -> int:
     want = (kv.shape[0], 2, len(p.block_hashes), kv.shape[3], kv.shape[4], kv.shape[5])
     if tuple(p.kv.shape) != want:
         raise WireError(f"KV shape {tuple(p.kv.shape)} does not fit this pod's cache; expected {want}")
-    bm = engine.blocks
     hashes = [bytes.fromhex(h) for h in p.block_hashes]
-    have = len(bm.cache.lookup(hashes))
-    # Keep the scheduler's watermark free so that running decodes do not preempt for an import.
-    room = max(0, bm.num_free_blocks - engine.scheduler.watermark)
-    n = min(len(hashes) - have, room)
-    if n <= 0:
+    if prompt is not None:
+        mine = prompt_hashes(engine, prompt)
+        if hashes != mine[:len(hashes)]:
+            bad = next((i for i, (a, b) in enumerate(zip(hashes, mine)) if a != b), len(mine))
+            raise WireError(f"KV block {bad} is not block {bad} of this request's prompt "
+                            f"({len(hashes)} blocks sent, the prompt has {len(mine)} to look up)")
+    bm = engine.blocks
+    prefix = bm.cache.lookup(hashes)
+    have = len(prefix)
+    if have == len(hashes):
         return 0
-    ids = [bm._take() for _ in range(n)]
-    idx = torch.tensor(ids, dtype=torch.long, device=kv.device)
-    kv.index_copy_(2, idx, p.kv[:, :, have:have + n].to(kv.device, kv.dtype))
-    runner = engine.runner
-    for layer, ((k_cache, v_cache), state) in enumerate(zip(runner.kv_caches, runner.states)):
-        runner.attn.rebuild_block_state(layer, k_cache, v_cache, state, idx)
-    bm.cache.register(ids, hashes[have:have + n], hashes[have - 1] if have else None, hashes[0])
-    for b in ids:  # unreferenced and named: reusable by admit(), evictable under pressure
-        bm.ref_counts[b] = 0
-        if bm.cache.is_cached(b):
-            bm.cache.eviction.add(b)
-        else:
-            bm._free.append(b)
-    return n
+    # Hold the cached prefix the import chains onto while pages are taken: an evictable prefix
+    # block would otherwise be a candidate victim of _take(), leaving the import unreachable.
+    for b in prefix:
+        bm._acquire(b)
+    ids: list[int] = []
+    try:
+        # Keep the scheduler's watermark free so that running decodes do not preempt for an import.
+        room = max(0, bm.num_free_blocks - engine.scheduler.watermark)
+        n = min(len(hashes) - have, room)
+        if n <= 0:
+            return 0
+        ids = [bm._take() for _ in range(n)]
+        idx = torch.tensor(ids, dtype=torch.long, device=kv.device)
+        kv.index_copy_(2, idx, p.kv[:, :, have:have + n].to(kv.device, kv.dtype))
+        runner = engine.runner
+        for layer, ((k_cache, v_cache), state) in enumerate(zip(runner.kv_caches, runner.states)):
+            runner.attn.rebuild_block_state(layer, k_cache, v_cache, state, idx)
+        bm.cache.register(ids, hashes[have:have + n], hashes[have - 1] if have else None, hashes[0])
+        return n
+    finally:
+        # Unreferenced and named: reusable by admit(), evictable under pressure. Released tail first,
+        # like BlockManager.free, so that under LRU the chain's tail goes before its head. (Pages of
+        # a failed copy are not named: they go back to the free list.)
+        for b in reversed(prefix + ids):
+            bm.ref_counts[b] -= 1
+            if bm.ref_counts[b] == 0:
+                if bm.cache.is_cached(b):
+                    bm.cache.eviction.add(b)
+                else:
+                    bm._free.append(b)

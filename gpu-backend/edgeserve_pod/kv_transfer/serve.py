@@ -2,6 +2,12 @@
 
     PUT /v1/kv_transfer/{transfer_id}   body: wire.py message   -> {"ok": true, "blocks": N}
 
+A pod with a pod secret (--pod-secret / $EDGESERVE_POD_SECRET, the one it shows the edge) sends
+it on the PUT as `Authorization: Bearer <secret>` and refuses a PUT without it (401): the pods of
+one deployment share the edge's POD_SECRET. A pod without one (no edge: a dev or bench pod on
+loopback) accepts any PUT. The receiver imports only blocks that are a prefix of the waiting
+request's own prompt blocks (engine_kv.import_kv).
+
 - role "send" (prefill pod): run the prompt's prefill (max_tokens 1), export the prompt's KV
   blocks, PUT them to `peer_url` + /v1/kv_transfer/{transfer_id}, and answer one `final` record
   (completion_tokens 0, timing.kv_transfer_ms = export + encode + send) or an error record
@@ -19,6 +25,7 @@ NCCL is not implemented: a directive asking for it gets a 501.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import time
@@ -35,14 +42,18 @@ from edgeserve_pod.protocol import ProtocolError, error_record
 log = logging.getLogger("edgeserve_pod.kv_transfer")
 
 INBOX = web.AppKey("edgeserve_kv_inbox", KvInbox)
+SECRET = web.AppKey("edgeserve_kv_secret", str)
 RECEIVE_TIMEOUT_S = 60.0
 SEND_TIMEOUT_S = 60.0
 MAX_KV_BYTES = 2 << 30
 
 
-def install(app: web.Application) -> None:
-    """Adds the inbox and the PUT route to a pod app (before it starts)."""
+def install(app: web.Application, secret: str | None = None) -> None:
+    """Adds the inbox and the PUT route to a pod app (before it starts); with `secret`, a PUT
+    must carry it as a Bearer token."""
     app[INBOX] = KvInbox()
+    if secret:
+        app[SECRET] = secret
     app.router.add_put("/v1/kv_transfer/{transfer_id}", receive_kv)
 
 
@@ -58,6 +69,10 @@ def _json(body: dict, status: int = 200) -> web.Response:
 async def receive_kv(request: web.Request) -> web.Response:
     """PUT /v1/kv_transfer/{transfer_id}: store a payload for the decode request that will take it."""
     tid = request.match_info["transfer_id"]
+    secret = request.app.get(SECRET)
+    if secret is not None and not _bearer_ok(request.headers.get("Authorization", ""), secret):
+        return _json(error_record("kv_transfer_failed", "PUT /v1/kv_transfer needs 'Authorization: Bearer <pod secret>'",
+                                  None, tid), 401)
     chunks, size = [], 0
     async for chunk in request.content.iter_chunked(1 << 20):
         size += len(chunk)
@@ -71,6 +86,11 @@ async def receive_kv(request: web.Request) -> web.Response:
         return _json(error_record("kv_transfer_failed", str(e), "body", tid), 400)
     inbox(request.app).deliver(tid, payload)
     return _json({"ok": True, "blocks": len(payload.block_hashes)})
+
+
+def _bearer_ok(header: str, secret: str) -> bool:
+    scheme, _, token = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), secret.encode())
 
 
 def check_directive(kt: dict, rid: str) -> None:
@@ -113,9 +133,11 @@ async def send_role(st: Any, body: dict, t_recv: float, make_submission: Callabl
         encode = cuda_ipc.share if ipc else wire.encode
         msg = await asyncio.get_running_loop().run_in_executor(None, encode, payload)
         url = kt["peer_url"].rstrip("/") + "/v1/kv_transfer/" + kt["transfer_id"]
-        ctype = cuda_ipc.CONTENT_TYPE if ipc else "application/octet-stream"
+        headers = {"Content-Type": cuda_ipc.CONTENT_TYPE if ipc else "application/octet-stream"}
+        if st.cfg.pod_secret:
+            headers["Authorization"] = f"Bearer {st.cfg.pod_secret}"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_S)) as http:
-            async with http.put(url, data=msg, headers={"Content-Type": ctype}) as resp:
+            async with http.put(url, data=msg, headers=headers) as resp:
                 if resp.status != 200:
                     raise wire.WireError(f"peer answered {resp.status}: {(await resp.text())[:300]}")
         # (CUDA IPC: the peer has copied the blocks; `payload` may be freed from here on.)
@@ -138,8 +160,9 @@ async def receive_role(app: web.Application, st: Any, body: dict) -> float | Non
     if payload is None:
         log.warning("KV for transfer %s did not arrive in %.0f s; prefilling here", kt["transfer_id"], RECEIVE_TIMEOUT_S)
         return None
+    prompt = [int(t) for t in body["prompt_token_ids"]]
     try:
-        await st.loop.call(lambda eng: import_kv(eng, payload))
+        await st.loop.call(lambda eng: import_kv(eng, payload, prompt))
     except wire.WireError as e:
         raise ProtocolError(str(e), param="kv_transfer", code="kv_transfer_failed", status=400,
                             request_id=body["request_id"]) from None

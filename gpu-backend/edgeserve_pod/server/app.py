@@ -305,7 +305,7 @@ def create_app(cfg: ServerConfig, engine_factory: Callable[[], Any], model_id: s
     app.router.add_get("/health", health)
     app.router.add_get("/v1/kv_events", kv_events)
     app.router.add_get("/metrics", metrics)
-    kvt.install(app)  # PUT /v1/kv_transfer/{id}
+    kvt.install(app, cfg.pod_secret)  # PUT /v1/kv_transfer/{id}
 
     async def on_startup(_: web.Application) -> None:
         await st.start()

@@ -35,7 +35,7 @@ _SERVER_FLAGS = {  # ServerConfig field -> help
     "role": "prefill, decode or both (default both)",
     "advertise_url": "URL the edge should call this pod on (default http://HOST:PORT)",
     "edge_url": "edge base URL to register with, heartbeat to and push KV events to",
-    "pod_secret": "Bearer secret for the edge's /internal endpoints (default $EDGESERVE_POD_SECRET)",
+    "pod_secret": "Bearer secret for the edge's /internal endpoints and for KV transfers between pods (default $EDGESERVE_POD_SECRET)",
     "heartbeat_s": "heartbeat period until the edge says otherwise (default 5)",
     "kv_cut_interval_s": "how often pending KV events become a batch and are pushed (default 0.1)",
     "max_waiting": "queue depth beyond which generate answers 503 overloaded (default 1024)",

@@ -29,7 +29,7 @@ class ServerConfig:
     role: str = "both"
     advertise_url: str | None = None  # URL the edge calls this pod on; default http://host:port
     edge_url: str | None = None  # None: no registration, heartbeats or KV-event pushes
-    pod_secret: str | None = None  # Bearer token for the edge's /internal endpoints
+    pod_secret: str | None = None  # Bearer token for the edge's /internal endpoints and pod-to-pod KV PUTs
     heartbeat_s: float = 5.0  # used until the edge answers registration with heartbeat_ms
     kv_cut_interval_s: float = 0.1  # how often pending KV events become a batch (and get pushed)
     kv_log_keep: int = 4096  # batches kept for GET /v1/kv_events
