@@ -214,3 +214,80 @@ def test_sparse_backend_is_registered_with_its_head_map():
     assert len(cfg.streaming) == 30 and all(len(r) == 3 for r in cfg.streaming)  # SmolLM2: 30 layers, 3 kv heads
     backend = SparseAttention(9, 3, 64, config=cfg)
     assert backend.streaming_kv_heads(0, "cpu").dtype == torch.bool
+
+
+GPU = dict(device="cuda", dtype="float32", attention_backend="triton")  # decode graphs on (not enforce_eager)
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_one_token_prefill_chunk_beside_decodes_keeps_decode_rows_aligned(tiny_model, device):
+    """Budget 2: once "a" decodes, "b"'s prompt goes 1 token a step, not ending it, in the same
+    step as "a"'s decode. Each row must sample from its own logits (on CUDA: decode graphs, and
+    the graph's own argmax for greedy steps)."""
+    kw = GPU if device == "cuda" else {}
+    r = random.Random(0)
+    base = [r.randrange(3, 256) for _ in range(80)]
+    a, b = base[:32], base[40:42]
+    alone = make_engine(tiny_model, enable_prefix_caching=False, max_num_batched_tokens=512, **kw)
+    alone.add_request("a", a, greedy(4))
+    want = run_all(alone)["a"]
+    eng = make_engine(tiny_model, enable_prefix_caching=False, max_num_batched_tokens=2, max_num_seqs=2, **kw)
+    eng.add_request("a", a, greedy(4))
+    eng.add_request("b", b, greedy(4))
+    mixed = []  # steps that held a 1-token chunk short of its prompt's end beside a decode
+    schedule = eng.scheduler.schedule
+
+    def spy():
+        batch = schedule()
+        if any(n == 1 < s.num_uncomputed for s, n in batch.items) and any(s.num_output_tokens for s, _ in batch.items):
+            mixed.append(batch.num_prefill_seqs)
+        return batch
+
+    eng.scheduler.schedule = spy
+    got = run_all(eng)
+    assert mixed and all(mixed)  # the case happened, and the chunk rode as a prefill
+    assert got["a"] == want
+    if device == "cuda":
+        assert eng.runner.graphs is not None and eng.runner.graphs.graphs  # ordinary decode steps still replay graphs
+
+
+@pytest.mark.parametrize("prefix_caching", [True, False])
+def test_output_that_outgrows_the_kv_cache_ends_with_length(tiny_model, prefix_caching):
+    """8 blocks of 16 hold 128 tokens, max_model_len 256: a 100-token prompt asking for 100 more
+    ends at 128 tokens with "length" (it used to preempt itself and wait forever, and every
+    request behind it with it)."""
+    prompt = list(range(1, 101))
+    ref = make_engine(tiny_model, enable_prefix_caching=False)
+    ref.add_request("r", prompt, greedy(28))
+    want = run_all(ref)["r"]
+    eng = make_engine(tiny_model, kv_cache_blocks=8, block_size=16, max_model_len=256, enable_prefix_caching=prefix_caching)
+    eng.add_request("r", prompt, greedy(100))
+    eng.add_request("next", [5, 6, 7], greedy(3))  # waits behind it
+    out = run_all(eng, max_steps=200)
+    assert not eng.has_unfinished()
+    assert eng.max_model_len == 128  # the KV cache's, not the configured 256: what the pod reports
+    assert out["r"] == want and out[("r", "reason")] == "length"
+    assert len(out["next"]) == 3 and out[("next", "reason")] == "length"
+    assert eng.stats().free_blocks == 8
+    with pytest.raises(ValueError, match="KV cache 128 tokens"):
+        eng.add_request("big", [1] * 128, greedy(1))
+    eng.add_request("fits", [1] * 127, greedy(5))  # room for one output token
+    out = run_all(eng, max_steps=20)
+    assert len(out["fits"]) == 1 and out[("fits", "reason")] == "length"
+
+
+def test_preempted_sequence_on_its_own_cached_prefix_is_readmitted(tiny_model):
+    """"old" (older, short) keeps decoding while "young" grows until the pool is full; "young"
+    preempts itself and its 7 full blocks stay cached. When "old" finishes, "young" is alone
+    with 7 of 8 blocks its own: the admission watermark must not hold it back."""
+    eng = make_engine(tiny_model, kv_cache_blocks=8, block_size=16, max_model_len=256)
+    young = list(range(1, 111))  # 110 tokens: 7 blocks hold it and 2 more
+    eng.add_request("old", [5, 6], greedy(14))  # 16 tokens at most: one block
+    eng.add_request("young", young, greedy(10))
+    out = run_all(eng, max_steps=200)
+    assert not eng.has_unfinished()
+    assert eng.stats().num_preemptions >= 1 and eng.stats().prefix_hit_tokens >= 7 * 16
+    ref = make_engine(tiny_model)
+    ref.add_request("young", young, greedy(10))
+    assert out["young"] == run_all(ref)["young"] and len(out["old"]) == 14

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import torch
@@ -19,6 +20,8 @@ from edgeserve_pod.engine.sequence import SamplingParams, Sequence, SeqStatus
 from edgeserve_pod.models.arch import ModelArch
 from edgeserve_pod.parallel import current_group
 
+log = logging.getLogger(__name__)
+
 
 class LLMEngine:
     def __init__(self, config: EngineConfig):
@@ -31,7 +34,15 @@ class LLMEngine:
         self.runner = ModelRunner(config, self.arch, self.tp)
         self.model_id = config.model_id
         self.block_size = config.block_size
-        self.max_model_len = self.runner.max_model_len
+        # A sequence can never outgrow the KV cache, so its token capacity bounds the length too:
+        # a request that reaches it ends with "length" (vLLM refuses to start instead; here
+        # kv_cache_blocks may be set small on purpose). Without this, a sequence that needs more
+        # blocks than exist preempts itself and waits forever at the head of the queue.
+        kv_tokens = self.runner.num_blocks * config.block_size
+        self.max_model_len = min(self.runner.max_model_len, kv_tokens)
+        if kv_tokens < self.runner.max_model_len:
+            log.warning("the KV cache holds %d tokens, fewer than max_model_len %d: sequences end at %d tokens",
+                        kv_tokens, self.runner.max_model_len, kv_tokens)
         self.eos_token_ids: tuple[int, ...] = self.arch.eos_token_ids
         self.blocks = BlockManager(self.runner.num_blocks, config.block_size, config.model_id, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.blocks, make_policy(config.scheduling_policy),
@@ -56,10 +67,8 @@ class LLMEngine:
         if bad is not None:
             raise ValueError(f"prompt token {bad!r} is not an integer in [0, {V})")
         if n >= self.max_model_len:
-            raise ValueError(f"prompt has {n} tokens; this model serves at most {self.max_model_len - 1} "
-                             f"prompt tokens (max_model_len {self.max_model_len})")
-        if (n + 1 + self.block_size - 1) // self.block_size > self.blocks.num_blocks:
-            raise ValueError(f"prompt has {n} tokens but the KV cache holds {self.blocks.num_blocks * self.block_size}")
+            raise ValueError(f"prompt has {n} tokens; this pod serves at most {self.max_model_len - 1} prompt tokens "
+                             f"(max_model_len {self.runner.max_model_len}, KV cache {self.blocks.num_blocks * self.block_size} tokens)")
         # bad overrides are refused here (OverrideError, a ValueError), never inside a step,
         # where they would fail every request in flight
         attention = self.runner.attn.check_request_overrides(attention)
@@ -103,8 +112,8 @@ class LLMEngine:
             self.scheduler.policy.observe_step(0, len(batch.items), (time.perf_counter() - t0) / k)
             return outputs + self._postprocess_multi(batch, rows)
         tokens = self.runner.execute(batch)
-        n_prefill = sum(n for _, n in batch.items if n > 1)
-        self.last_step = (n_prefill, len(batch.items) - batch.num_prefill_seqs)  # (prefill tokens, 1-token items)
+        n_prefill = sum(n for _, n in batch.items[:batch.num_prefill_seqs])
+        self.last_step = (n_prefill, len(batch.items) - batch.num_prefill_seqs)  # (prefill tokens, decode rows)
         self.scheduler.policy.observe_step(*self.last_step, time.perf_counter() - t0)
         return outputs + self._postprocess(batch, tokens)
 
@@ -194,7 +203,7 @@ class LLMEngine:
         p = seq.params
         if tok in p.stop_token_ids or (not p.ignore_eos and tok in self.eos_token_ids):
             return "stop"
-        if seq.num_output_tokens >= p.max_tokens or len(seq) >= self.max_model_len:
+        if seq.num_output_tokens >= p.max_tokens or len(seq) >= self.max_model_len:  # model or KV cache limit
             return "length"
         return None
 

@@ -18,8 +18,13 @@ from edgeserve_pod.engine.sequence import Sequence, SeqStatus
 
 @dataclass
 class ScheduledBatch:
-    """One step's work: (sequence, new tokens) pairs, multi-token prefills first, then
-    single-token entries (decodes)."""
+    """One step's work: (sequence, new tokens) pairs, prefill chunks first, then decode rows.
+
+    A decode row is one token that reaches the end of its sequence (a decode, or the last
+    token of a prompt), so every decode row samples: the decode-only forward and the decode
+    graphs' in-graph argmax give one row of logits per decode row. A 1-token chunk that stops
+    short of its prompt's end (the budget or the KV pool left one token) samples nothing and
+    is a prefill chunk."""
 
     items: list[tuple[Sequence, int]] = field(default_factory=list)
     num_prefill_seqs: int = 0
@@ -88,6 +93,8 @@ class Scheduler:
 
         # 3. Admit waiting sequences while budget, slots and blocks allow. One whose next uncached
         # block another sequence is prefilling now waits for it to be cached (computed once).
+        # The watermark keeps blocks for running decodes; with none running it would only stall
+        # a sequence whose own cached prefix leaves fewer free blocks than the watermark.
         if budget > 0 and not preempted:
             inflight = self.blocks.inflight_hashes(self.running)
             for seq in self.policy.order_waiting(self.waiting):
@@ -98,7 +105,8 @@ class Scheduler:
                 cached = self.blocks.admit(seq)
                 if seq.num_preemptions == 0:
                     seq.num_cached_tokens = cached
-                n = self._fit_chunk(seq, min(seq.num_uncomputed, budget), reserve=self.watermark)
+                reserve = self.watermark if self.running else 0
+                n = self._fit_chunk(seq, min(seq.num_uncomputed, budget), reserve=reserve)
                 if n == 0:
                     self.blocks.free(seq)  # give the cache hits back; head-of-line waits
                     seq.num_computed_tokens = 0
@@ -117,9 +125,9 @@ class Scheduler:
             self._preempt(victim)
             preempted.append(victim)
 
-        multi = [(s, n) for s, n in prefills if n > 1]
-        single = [(s, n) for s, n in prefills if n == 1] + decodes
-        return ScheduledBatch(items=multi + single, num_prefill_seqs=len(multi), preempted=preempted)
+        chunks = [(s, n) for s, n in prefills if n < s.num_uncomputed or n > 1]
+        tails = [(s, n) for s, n in prefills if n == s.num_uncomputed == 1]  # a prompt's last token
+        return ScheduledBatch(items=chunks + tails + decodes, num_prefill_seqs=len(chunks), preempted=preempted)
 
     # ---- helpers ----
     def _fit_chunk(self, seq: Sequence, want: int, reserve: int) -> int:

@@ -78,6 +78,9 @@ def build_step_inputs(batch: ScheduledBatch, block_size: int) -> tuple[StepInput
             p_tables.append(bt)
             num_prefill_tokens += n
         else:
+            if n != 1 or end != len(seq):  # the decode forward and graphs give logits for every decode row
+                raise ValueError(f"decode row {seq.request_id!r} ({n} tokens from {start} of {len(seq)}) "
+                                 "does not end its sequence; it belongs in the prefill group")
             d_tables.append(bt)
             d_lens.append(end)
         if end == len(seq):
