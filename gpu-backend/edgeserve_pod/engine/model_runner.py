@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from edgeserve_pod.config import EngineConfig
 from edgeserve_pod.engine.cuda_graphs import RING, DecodeGraphs, GraphPool, PrefillGraphs
-from edgeserve_pod.engine.sampler import Sampler, SamplingBatch
+from edgeserve_pod.engine.sampler import SAMPLING_EPS, Sampler, SamplingBatch
 from edgeserve_pod.engine.scheduler import ScheduledBatch
 from edgeserve_pod.engine.step_inputs import StepInputs, build_step_inputs
 from edgeserve_pod.layers.kv_write import FP8_DTYPE
@@ -175,7 +175,7 @@ class ModelRunner:
             return self.prefill_graphs.run(inp)
         meta = inp.to_metadata(self.device)
         ids, pos = inp.input_ids.to(self.device, non_blocking=True), inp.positions.to(self.device, non_blocking=True)
-        if inp.num_prefill_tokens == 0:  # decode only: every row is sampled
+        if inp.num_prefill_tokens == 0:  # decode only: every row is sampled (ScheduledBatch)
             return self.model.logits(ids, pos, self.kv_caches, self.states, meta)
         hidden = self.model(ids, pos, self.kv_caches, self.states, meta)
         return self.model.compute_logits(hidden[inp.logits_indices.to(self.device, non_blocking=True)])
@@ -196,7 +196,7 @@ class ModelRunner:
 
     def _sampling_batch(self, batch: ScheduledBatch, rows: list[int]) -> SamplingBatch:
         params = [(seq.params, seq.generator) for (seq, _), r in zip(batch.items, rows) if r >= 0]
-        if all(p.greedy for p, _ in params):
+        if all(p.temperature < SAMPLING_EPS for p, _ in params):  # the sampler's greedy rule
             return SamplingBatch(None, None, None, [], True, False, False)
         d = self.device
         return SamplingBatch(

@@ -13,10 +13,14 @@ import torch
 
 from edgeserve_pod.kernels.argmax import argmax_rows
 
+# A temperature below this samples greedily (vLLM's rule): logits / T overflows float32 to inf
+# near T = 1e-38, and the softmax of inf is NaN. At 1e-5 the distribution is already one-hot.
+SAMPLING_EPS = 1e-5
+
 
 @dataclass
 class SamplingBatch:
-    temperature: torch.Tensor  # (n,) float32, 0 = greedy
+    temperature: torch.Tensor  # (n,) float32, < SAMPLING_EPS = greedy
     top_k: torch.Tensor  # (n,) int64, 0 = off
     top_p: torch.Tensor  # (n,) float32, 1 = off
     generators: list  # n entries: torch.Generator or None (shared generator)
@@ -34,10 +38,14 @@ class Sampler:
         greedy = argmax_rows(logits)  # two-stage Triton argmax on CUDA (torch's is one CTA per row)
         if b.all_greedy:
             return greedy
-        temp = torch.where(b.temperature > 0, b.temperature, torch.ones_like(b.temperature))
+        sample = b.temperature >= SAMPLING_EPS  # (n,) bool
+        temp = torch.where(sample, b.temperature, torch.ones_like(b.temperature))
         logits = logits / temp[:, None]
         if b.any_top_k or b.any_top_p:
             logits = self._mask_top(logits, b)
+        # a row whose logits hold +inf or NaN (the model overflowed) has no distribution to draw
+        # from (softmax gives NaN, and the argmax of NaN is token 0): it takes the greedy token
+        sample &= torch.isfinite(logits.amax(dim=-1))
         probs = torch.softmax(logits, dim=-1)
         e = torch.empty_like(probs)
         shared = [i for i, g in enumerate(b.generators) if g is None]
@@ -47,7 +55,7 @@ class Sampler:
             for i, g in enumerate(b.generators):
                 e[i].exponential_(generator=g if g is not None else self.generator)
         sampled = (probs / e).argmax(dim=-1)
-        return torch.where(b.temperature > 0, sampled, greedy)
+        return torch.where(sample, sampled, greedy)
 
     @staticmethod
     def _mask_top(logits: torch.Tensor, b: SamplingBatch) -> torch.Tensor:
@@ -60,5 +68,8 @@ class Sampler:
             p = torch.softmax(sorted_logits.masked_fill(drop, float("-inf")), dim=-1)
             before = p.cumsum(dim=-1) - p  # mass strictly before each token
             drop |= before >= b.top_p[:, None]  # the token that crosses top_p stays
+        # the top-ranked token always stays: a top_p below float32's range is 0.0 here and would
+        # drop every token
+        drop[:, 0] = False
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         return torch.empty_like(logits).scatter_(1, idx, sorted_logits)
