@@ -21,19 +21,22 @@ def load_weights(model: LlamaModel, folder: str) -> None:
     quantized = _check_manifest(model, folder)
     a, tp = model.arch, model.tp
     pending: dict[int, dict[str, torch.Tensor]] = {}
-    seen_head = False
+    seen: set[str] = set()  # names copied as they are (embeddings, norms, lm_head)
+    done: set[int] = set()  # layers whose projections are loaded
     for path in files:
         with safe_open(path, framework="pt", device="cpu") as f:
             for name in f.keys():
                 t = f.get_tensor(name)
                 if name == "model.embed_tokens.weight":
                     _copy(model.embed_tokens, t, name)
+                    seen.add(name)
                 elif name == "lm_head.weight":
                     if not a.tie_word_embeddings:
                         _copy(model.lm_head, t, name)
-                        seen_head = True
+                        seen.add(name)
                 elif name == "model.norm.weight":
                     _copy(model.norm.weight, t, name)
+                    seen.add(name)
                 elif (m := _LAYER.fullmatch(name)) is not None:
                     i, rest = int(m.group(1)), m.group(2)
                     if i >= a.num_layers:
@@ -41,22 +44,61 @@ def load_weights(model: LlamaModel, folder: str) -> None:
                     layer = model.layers[i]
                     if rest == "input_layernorm.weight":
                         _copy(layer.input_layernorm.weight, t, name)
+                        seen.add(name)
                     elif rest == "post_attention_layernorm.weight":
                         _copy(layer.post_attention_layernorm.weight, t, name)
+                        seen.add(name)
                     elif rest.endswith("rotary_emb.inv_freq"):
                         continue
                     else:
                         pending.setdefault(i, {})[rest] = t
                         _maybe_finish_layer(model, i, pending, quantized, folder)
+                        if i not in pending:
+                            done.add(i)
                 # unknown top-level tensors are ignored on purpose (e.g. extra heads)
-    if pending:
-        raise ValueError(f"incomplete layers in {folder}: layer {min(pending)} has only {sorted(pending[min(pending)])}")
-    if not a.tie_word_embeddings and not seen_head:
-        raise ValueError(f"{folder}: config says untied embeddings but there is no lm_head.weight")
+    # Every parameter must come from the checkpoint: one left out would stay as allocated
+    # (uninitialised memory, or ones for a norm) and the model would load without a word.
+    missing = _first_missing(model, quantized, seen, done, pending)
+    if missing is not None:
+        if missing == "lm_head.weight":
+            raise ValueError(f"{folder}: config says untied embeddings but there is no lm_head.weight")
+        raise ValueError(f"{folder}: the checkpoint has no {missing}")
 
 
 _NEEDED = ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight",
            "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"]
+
+
+def _first_missing(model: LlamaModel, quantized: bool, seen: set[str], done: set[int],
+                   pending: dict[int, dict[str, torch.Tensor]]) -> str | None:
+    """The first parameter (in model order) the checkpoint did not provide, or None."""
+    a = model.arch
+    if "model.embed_tokens.weight" not in seen:
+        return "model.embed_tokens.weight"
+    for i in range(a.num_layers):
+        if f"model.layers.{i}.input_layernorm.weight" not in seen:
+            return f"model.layers.{i}.input_layernorm.weight"
+        if i not in done:
+            have = pending.get(i, {})
+            return f"model.layers.{i}." + next((n for n in _layer_needed(model, quantized, have) if n not in have),
+                                               "<projections>")
+        if f"model.layers.{i}.post_attention_layernorm.weight" not in seen:
+            return f"model.layers.{i}.post_attention_layernorm.weight"
+    if "model.norm.weight" not in seen:
+        return "model.norm.weight"
+    if not a.tie_word_embeddings and "lm_head.weight" not in seen:  # tied: lm_head is embed_tokens
+        return "lm_head.weight"
+    return None
+
+
+def _layer_needed(model: LlamaModel, quantized: bool, have: dict) -> list[str]:
+    """The projection tensors a layer needs, in checkpoint naming."""
+    bias = ["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"] if model.arch.qkv_bias else []
+    if quantized or any(k.endswith(".qweight") for k in have):
+        from edgeserve_pod.quant.checkpoint import PARTS, PROJ
+
+        return [f"{proj}.{part}" for proj in PROJ for part in PARTS] + bias
+    return _NEEDED + bias
 
 
 def _check_manifest(model: LlamaModel, folder: str) -> bool:
@@ -82,8 +124,7 @@ def _maybe_finish_layer(model: LlamaModel, i: int, pending: dict, quantized: boo
         if finish_quantized_layer(model, i, p):
             del pending[i]
         return
-    needed = _NEEDED + (["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"] if model.arch.qkv_bias else [])
-    if not all(n in p for n in needed):
+    if not all(n in p for n in _layer_needed(model, False, p)):
         return
     a, tp, layer = model.arch, model.tp, model.layers[i]
     d = a.head_dim
