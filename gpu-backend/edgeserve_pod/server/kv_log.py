@@ -1,12 +1,12 @@
 """KvEventLog: the engine's KV events cut into numbered KvEventBatches for the edge's prefix index.
 
 The engine thread `add`s events as it drains them; batches are `cut` only on a timer
-(ServerConfig.kv_cut_interval_s), so one batch covers an interval rather than one engine step. `seq`
-starts at 1 and grows by one per batch; the last `keep` batches are kept for readers that poll
-with ?after=SEQ. A reader that fell further behind sees a gap in seq, which the protocol defines
-as "you missed events".
+(ServerConfig.kv_cut_interval_s), so one batch covers an interval rather than one engine step. The
+first batch's `seq` is `start_seq` + 1 and each later batch's is one more; the last `keep` batches
+are kept for readers that poll with ?after=SEQ. A reader that fell further behind sees a gap in
+seq, which the protocol defines as "you missed events".
 
-Numbering starts after `start_seq`, by default the start time in ms since the epoch: the edge's
+`start_seq` is by default the start time in ms since the epoch (not 0): the edge's
 index ignores a pod's batches whose seq is not above the last one it applied, so a restarted pod
 must not count from 1 again. A restart therefore shows up at the edge as a gap (old rows demoted),
 and the first batch of a run opens with a `cleared` event (the restarted pod's cache is empty).
