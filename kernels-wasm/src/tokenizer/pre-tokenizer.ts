@@ -10,6 +10,11 @@ const DIGIT = /\p{N}/u;
 
 export type PreTokenizer = (text: string) => string[];
 
+/** Appends `items` to `out` one by one: spreading a large array into push() overflows the stack. */
+function append(out: string[], items: string[]): void {
+  for (const it of items) out.push(it);
+}
+
 function gpt2(text: string): string[] {
   return text.match(GPT2) ?? [];
 }
@@ -22,13 +27,13 @@ function digitsThenGpt2(text: string): string[] {
   let i = 0;
   for (const ch of text) {
     if (DIGIT.test(ch)) {
-      if (i > start) out.push(...gpt2(text.slice(start, i)));
+      if (i > start) append(out, gpt2(text.slice(start, i)));
       out.push(ch);
       start = i + ch.length;
     }
     i += ch.length;
   }
-  if (text.length > start) out.push(...gpt2(text.slice(start)));
+  if (text.length > start) append(out, gpt2(text.slice(start)));
   return out;
 }
 

@@ -58,6 +58,27 @@ describe("Tokenizer (SmolLM2 byte-level BPE) against llama.cpp's ids", () => {
   });
 });
 
+describe("long text", () => {
+  it("encodes 160 000 pre-tokens without overflowing the stack (pieces are appended one by one)", () => {
+    // "hello world " x 80000: 160 001 GPT-2 pieces in one run without digits (A3 item 4: a 500).
+    const ids = tok.encode("hello world ".repeat(80_000));
+    const one = tok.encode("hello world hello");
+    expect(ids.length).toBe(160_001);
+    expect(ids.slice(0, 3)).toEqual(one);
+    // Digits split the text into runs; the runs between them are just as long.
+    expect(tok.encode("hello world ".repeat(80_000) + "1").length).toBe(160_002);
+  });
+
+  it("maxTokenBytes bounds the characters per token: tokens >= text.length / maxTokenBytes", () => {
+    // SmolLM2's longest token is a newline and 80 spaces (81 bytes).
+    expect(tok.maxTokenBytes).toBe(81);
+    const worst = "\n" + " ".repeat(80);
+    expect(tok.encode(worst)).toHaveLength(1);
+    const texts = [...golden.cases.map((c) => c.text), worst.repeat(3) + "x", "#".repeat(80 * 7), "<|im_end|>".repeat(5)];
+    for (const t of texts) expect(tok.encode(t).length).toBeGreaterThanOrEqual(Math.ceil(t.length / tok.maxTokenBytes));
+  });
+});
+
 describe("stream decoder", () => {
   it("never splits a multi-byte character across pushes, one token at a time", () => {
     for (const c of golden.cases) {

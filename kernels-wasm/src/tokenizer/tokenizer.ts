@@ -34,6 +34,13 @@ export class Tokenizer {
   readonly bosTokenId: number | null;
   readonly eosTokenIds: number[];
   readonly chatTemplate: string | null;
+  /**
+   * The most UTF-8 bytes one token stands for (special tokens included). Encoding splits the
+   * text's bytes among its tokens, and a string's UTF-16 length never exceeds its UTF-8 length,
+   * so `encode(text)` has at least `text.length / maxTokenBytes` tokens: a cheap lower bound to
+   * refuse text far beyond a context before paying for tokenization.
+   */
+  readonly maxTokenBytes: number;
   private readonly tokenBytes: Uint8Array[];
   private readonly special: RegExp | null;
   private readonly specialIds = new Map<string, number>();
@@ -70,6 +77,7 @@ export class Tokenizer {
       ? new RegExp("(" + specials.map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|") + ")")
       : null;
     this.tokenBytes = data.tokens.map((t, i) => this.bytesOf(t, data.tokenTypes[i]));
+    this.maxTokenBytes = this.tokenBytes.reduce((m, b) => Math.max(m, b.length), 1);
     if (data.model === "gpt2") {
       this.bpe = new BPEModel(vocab, data.merges, preTokenizerFor(data.pre), data.unkTokenId);
     } else {
