@@ -20,6 +20,7 @@ export default defineConfig({
             { key: "sk-test-main-0000", name: "test-main", rpm: 10_000, tpm: 10_000_000 },
             { key: "sk-test-tiny-0000", name: "test-tiny", rpm: 2, tpm: 100_000 },
             { key: "sk-test-tokens-00", name: "test-tokens", rpm: 1000, tpm: 50 },
+            { key: "sk-test-early-000", name: "test-early", rpm: 1, tpm: 100_000 },
           ]),
           POD_SECRET: "test-pod-secret",
         },

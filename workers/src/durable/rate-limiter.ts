@@ -37,32 +37,27 @@ export class RateLimiter extends DurableObject<Env> {
     const rows = this.window(nowMs);
     const requests = rows.reduce((s, r) => s + r.requests, 0);
     const tokens = rows.reduce((s, r) => s + r.tokens, 0);
-    if (requests + 1 > limits.rpm) {
-      return {
-        ok: false,
-        limit: "requests",
-        retryAfterS: retryAfter(rows, nowMs, (r) => r.requests, requests + 1 - limits.rpm),
-        message: `Rate limit reached for requests: limit ${limits.rpm}/min, used ${requests}.`,
-      };
-    }
-    if (promptTokens > limits.tpm) {
-      return {
-        ok: false,
-        limit: "tokens",
-        retryAfterS: WINDOW_MS / 1000,
-        message: `Request too large: ${promptTokens} prompt tokens exceed the limit of ${limits.tpm} tokens/min.`,
-      };
-    }
-    if (tokens + promptTokens > limits.tpm) {
-      return {
-        ok: false,
-        limit: "tokens",
-        retryAfterS: retryAfter(rows, nowMs, (r) => r.tokens, tokens + promptTokens - limits.tpm),
-        message: `Rate limit reached for tokens: limit ${limits.tpm}/min, used ${tokens}, requested ${promptTokens}.`,
-      };
-    }
+    const refused = refusal(rows, nowMs, limits, requests, tokens, promptTokens);
+    if (refused) return refused;
     this.ctx.storage.sql.exec(`INSERT INTO usage (ts, requests, tokens) VALUES (?, 1, ?)`, nowMs, promptTokens);
     return { ok: true, remainingRequests: limits.rpm - requests - 1, remainingTokens: limits.tpm - tokens - promptTokens };
+  }
+
+  /**
+   * Whether a request could be admitted now, before its prompt is tokenized: the refusal `admit`
+   * would give to the smallest prompt (one token), or ok. Records nothing; `admit` still decides.
+   */
+  check(limits: Limits, nowMs: number = Date.now()): Admission {
+    const rows = this.window(nowMs);
+    const requests = rows.reduce((s, r) => s + r.requests, 0);
+    const tokens = rows.reduce((s, r) => s + r.tokens, 0);
+    return (
+      refusal(rows, nowMs, limits, requests, tokens, 1) ?? {
+        ok: true,
+        remainingRequests: limits.rpm - requests,
+        remainingTokens: limits.tpm - tokens,
+      }
+    );
   }
 
   /** Charges tokens produced after admission (completion tokens). */
@@ -81,6 +76,35 @@ export class RateLimiter extends DurableObject<Env> {
     this.ctx.storage.sql.exec(`DELETE FROM usage WHERE ts <= ?`, nowMs - WINDOW_MS);
     return this.ctx.storage.sql.exec<Row & Record<string, SqlStorageValue>>(`SELECT ts, requests, tokens FROM usage ORDER BY ts`).toArray();
   }
+}
+
+/** Why a request bringing `promptTokens` cannot be admitted now, or undefined when it can. */
+function refusal(rows: Row[], nowMs: number, limits: Limits, requests: number, tokens: number, promptTokens: number): Admission | undefined {
+  if (requests + 1 > limits.rpm) {
+    return {
+      ok: false,
+      limit: "requests",
+      retryAfterS: retryAfter(rows, nowMs, (r) => r.requests, requests + 1 - limits.rpm),
+      message: `Rate limit reached for requests: limit ${limits.rpm}/min, used ${requests}.`,
+    };
+  }
+  if (promptTokens > limits.tpm) {
+    return {
+      ok: false,
+      limit: "tokens",
+      retryAfterS: WINDOW_MS / 1000,
+      message: `Request too large: ${promptTokens} prompt tokens exceed the limit of ${limits.tpm} tokens/min.`,
+    };
+  }
+  if (tokens + promptTokens > limits.tpm) {
+    return {
+      ok: false,
+      limit: "tokens",
+      retryAfterS: retryAfter(rows, nowMs, (r) => r.tokens, tokens + promptTokens - limits.tpm),
+      message: `Rate limit reached for tokens: limit ${limits.tpm}/min, used ${tokens}, requested ${promptTokens}.`,
+    };
+  }
+  return undefined;
 }
 
 /** Whole seconds until enough of the oldest rows leave the window to free `excess` units. */

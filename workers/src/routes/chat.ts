@@ -8,12 +8,13 @@ import { ChatCompletionRequest, messageText } from "../openai/chat-schema";
 import { parseBody } from "../openai/validate";
 import { getTokenizer } from "../tokenize";
 import type { AppEnv } from "../types";
+import { refuseIfOverLimit, refuseTextBeyondContext } from "./before-tokenizing";
 
 export function chatCompletions(deps: RespondDeps = {}) {
   return async (c: Context<AppEnv>) => {
     const body = await parseBody(c, ChatCompletionRequest);
     const spec = resolveModel(body.model);
-    const tokenizer = await getTokenizer(c.env.MODELS, spec);
+    const [tokenizer] = await Promise.all([getTokenizer(c.env.MODELS, spec), refuseIfOverLimit(c)]);
     let prompt: string;
     try {
       prompt = tokenizer.applyChatTemplate(
@@ -24,6 +25,7 @@ export function chatCompletions(deps: RespondDeps = {}) {
       // Templates raise on conversations they do not accept (e.g. roles out of order).
       throw badRequest(`The model's chat template rejected the messages: ${(e as Error).message}`, "messages", "invalid_messages");
     }
+    refuseTextBeyondContext(prompt, spec, tokenizer, "messages");
     const ids = tokenizer.encode(prompt);
     const maxParam = body.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens";
     const job = await buildJob(c, "chat", spec, tokenizer, ids, body.max_completion_tokens ?? body.max_tokens, maxParam, body);

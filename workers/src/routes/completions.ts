@@ -8,15 +8,17 @@ import { CompletionRequest, promptOf } from "../openai/completion-schema";
 import { parseBody } from "../openai/validate";
 import { getTokenizer } from "../tokenize";
 import type { AppEnv } from "../types";
+import { refuseIfOverLimit, refuseTextBeyondContext } from "./before-tokenizing";
 
 export function completions(deps: RespondDeps = {}) {
   return async (c: Context<AppEnv>) => {
     const body = await parseBody(c, CompletionRequest);
     const spec = resolveModel(body.model);
-    const tokenizer = await getTokenizer(c.env.MODELS, spec);
+    const [tokenizer] = await Promise.all([getTokenizer(c.env.MODELS, spec), refuseIfOverLimit(c)]);
     const prompt = promptOf(body);
     let ids: number[];
     if ("text" in prompt) {
+      refuseTextBeyondContext(prompt.text, spec, tokenizer, "prompt");
       // Text from the client is text: control-token spellings in it are not turned into tokens.
       ids = tokenizer.encode(prompt.text, { addSpecial: true, parseSpecial: false });
     } else {
