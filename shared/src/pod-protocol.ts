@@ -355,6 +355,7 @@ export interface PodRegistration {
   url: string;
   /**
    * @minItems 1
+   * @maxItems 64
    */
   models: [ModelId, ...ModelId[]];
   role: PodRole;

@@ -7,7 +7,9 @@
 import { DurableObject } from "cloudflare:workers";
 import type { PodLoad, PodRegistration } from "@edgeserve/shared";
 import { loadConfig } from "../config";
+import { indexShards } from "../routing/prefix-lookup";
 import type { PodInfo } from "../routing/types";
+import { prefixIndexStub } from "./prefix-index";
 
 export const REGISTRY_NAME = "global";
 /** Stale pods are forgotten after this long; a pod that comes back simply registers again. */
@@ -91,12 +93,37 @@ export class PodRegistry extends DurableObject<Env> {
     return this.pods.delete(podId);
   }
 
+  /** Forgets pods silent for FORGET_AFTER_MS, here and in their models' prefix index shards. */
   override async alarm(): Promise<void> {
     const now = Date.now();
+    const forgotten: PodInfo[] = [];
     for (const p of [...this.pods.values()]) {
-      if (now - p.lastSeenMs > FORGET_AFTER_MS) this.remove(p.podId);
+      if (now - p.lastSeenMs > FORGET_AFTER_MS) {
+        this.remove(p.podId);
+        forgotten.push(p);
+      }
     }
     if (this.pods.size > 0) await this.ctx.storage.setAlarm(now + FORGET_AFTER_MS);
+    if (forgotten.length > 0) await this.dropFromPrefixIndex(forgotten);
+  }
+
+  /**
+   * The index keeps a row per pod in its `pods` table and its entries until they expire: drop
+   * them with the pod. A shard that fails is left to its TTLs (logged); the next alarm does not
+   * retry, since the pod is gone from the registry.
+   */
+  private async dropFromPrefixIndex(pods: PodInfo[]): Promise<void> {
+    const shards = indexShards(this.env);
+    const drops: Promise<void>[] = [];
+    for (const p of pods) {
+      for (const model of p.models) {
+        for (let shard = 0; shard < shards; shard++) drops.push(prefixIndexStub(this.env.PREFIX_INDEX, model, shard).dropPod(p.podId));
+      }
+    }
+    const failed = (await Promise.allSettled(drops)).filter((r) => r.status === "rejected");
+    if (failed.length > 0) {
+      console.warn(JSON.stringify({ msg: "prefix index dropPod failed", shards: failed.length, error: String((failed[0] as PromiseRejectedResult).reason) }));
+    }
   }
 }
 

@@ -7,7 +7,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { KvEvent, KvEventBatch } from "@edgeserve/shared";
 import { blockHashes } from "@edgeserve/shared";
-import { POD_SECRET, post } from "../../test/helpers";
+import { MODEL, POD_SECRET, post } from "../../test/helpers";
 import { splitByShard } from "../routing/kv-events";
 import { indexShards, matchPrefix, notePlacement } from "../routing/prefix-lookup";
 import { prefixIndexStub, shardOf } from "./prefix-index";
@@ -64,28 +64,31 @@ describe("PrefixIndex shards", () => {
   });
 
   it("events from the pod endpoint land in the first block's shard, where the router's lookup finds them", async () => {
-    const model = `shard-model-${++fresh}`;
+    // The endpoint takes catalog models only: fresh pod ids keep this test's rows apart.
+    const model = MODEL;
+    const [p1, p2] = [`pod-1-${++fresh}`, `pod-2-${fresh}`];
     const chains = await chainsInDistinctShards(model, 4);
-    // pod-1 stores all four chains over two batches; pod-2 stores one
-    expect((await kvEvents({ pod_id: "pod-1", model, seq: 1, block_size: B, events: chains.slice(0, 2).map((h) => stored(h)) })).status).toBe(200);
-    expect((await kvEvents({ pod_id: "pod-1", model, seq: 2, block_size: B, events: chains.slice(2).map((h) => stored(h)) })).status).toBe(200);
-    expect((await kvEvents({ pod_id: "pod-2", model, seq: 1, block_size: B, events: [stored(chains[3].slice(0, 2))] })).status).toBe(200);
+    // p1 stores all four chains over two batches; p2 stores one
+    expect((await kvEvents({ pod_id: p1, model, seq: 1, block_size: B, events: chains.slice(0, 2).map((h) => stored(h)) })).status).toBe(200);
+    expect((await kvEvents({ pod_id: p1, model, seq: 2, block_size: B, events: chains.slice(2).map((h) => stored(h)) })).status).toBe(200);
+    expect((await kvEvents({ pod_id: p2, model, seq: 1, block_size: B, events: [stored(chains[3].slice(0, 2))] })).status).toBe(200);
     for (let s = 0; s < 4; s++) {
-      const stats = await prefixIndexStub(env.PREFIX_INDEX, model, s).stats();
-      // each shard holds its own chain only (5 blocks of pod-1, plus pod-2's 2 in shard 3)
-      expect(stats.entries).toBe(s === 3 ? 7 : 5);
-      // and saw both of pod-1's batches: no gap, rows stay precise
-      expect(stats.pods.find((p) => p.podId === "pod-1")?.seq).toBe(2);
-      expect(stats.precise).toBe(stats.entries);
+      const shard = prefixIndexStub(env.PREFIX_INDEX, model, s);
+      const stats = await shard.stats();
+      // each shard holds its own chain only (5 blocks of p1, plus p2's 2 in shard 3)
+      expect(stats.pods.find((p) => p.podId === p1)).toEqual({ podId: p1, seq: 2, entries: 5 });
+      expect(stats.pods.find((p) => p.podId === p2)?.entries ?? 0).toBe(s === 3 ? 2 : 0);
+      // and saw both of p1's batches: no gap, rows stay precise
+      expect(await shard.match(chains[s], true)).toEqual(s === 3 ? { [p1]: 5, [p2]: 2 } : { [p1]: 5 });
     }
-    expect(Object.fromEntries(await matchPrefix(env.PREFIX_INDEX, model, chains[3], 4))).toEqual({ "pod-1": 5, "pod-2": 2 });
-    expect(Object.fromEntries(await matchPrefix(env.PREFIX_INDEX, model, chains[1], 4))).toEqual({ "pod-1": 5 });
+    expect(Object.fromEntries(await matchPrefix(env.PREFIX_INDEX, model, chains[3], 4))).toEqual({ [p1]: 5, [p2]: 2 });
+    expect(Object.fromEntries(await matchPrefix(env.PREFIX_INDEX, model, chains[1], 4))).toEqual({ [p1]: 5 });
     // an eviction with its root reaches the same shard
-    await kvEvents({ pod_id: "pod-1", model, seq: 3, block_size: B, events: [{ type: "evicted", block_hashes: [chains[1][2]], root_hash: chains[1][0] }] });
-    expect(Object.fromEntries(await matchPrefix(env.PREFIX_INDEX, model, chains[1], 4))).toEqual({ "pod-1": 2 });
+    await kvEvents({ pod_id: p1, model, seq: 3, block_size: B, events: [{ type: "evicted", block_hashes: [chains[1][2]], root_hash: chains[1][0] }] });
+    expect(Object.fromEntries(await matchPrefix(env.PREFIX_INDEX, model, chains[1], 4))).toEqual({ [p1]: 2 });
     // cleared reaches every shard
-    await kvEvents({ pod_id: "pod-2", model, seq: 2, block_size: B, events: [{ type: "cleared", block_hashes: [] }] });
-    expect(Object.fromEntries(await matchPrefix(env.PREFIX_INDEX, model, chains[3], 4))).toEqual({ "pod-1": 5 });
+    await kvEvents({ pod_id: p2, model, seq: 2, block_size: B, events: [{ type: "cleared", block_hashes: [] }] });
+    expect(Object.fromEntries(await matchPrefix(env.PREFIX_INDEX, model, chains[3], 4))).toEqual({ [p1]: 5 });
   });
 
   it("approximate placements go to the prompt's shard too, and many prompts spread over all shards", async () => {

@@ -108,8 +108,12 @@ export class PrefixIndex extends DurableObject<Env> {
     return next;
   }
 
-  /** Applies one pod's KV event batch (POST /internal/kv-events). Batches of a pod must come in `seq` order. */
-  async applyEvents(batch: KvEventBatch): Promise<ApplyResult> {
+  /**
+   * Applies one pod's KV event batch (POST /internal/kv-events). Batches of a pod must come in `seq`
+   * order. `lost`: the batch's events were dropped (routing/kv-events.ts bounds a batch's work), so
+   * its seq counts as seen but its events as missed, like a gap: the pod's rows are demoted.
+   */
+  async applyEvents(batch: KvEventBatch, opts: { lost?: boolean } = {}): Promise<ApplyResult> {
     const sql = this.ctx.storage.sql;
     const nowMs = this.now();
     const pod = batch.pod_id;
@@ -120,14 +124,14 @@ export class PrefixIndex extends DurableObject<Env> {
     }
     const last = sql.exec<{ seq: number }>(`SELECT seq FROM pods WHERE pod = ?`, pod).toArray()[0];
     if (last && batch.seq <= last.seq) return { applied: false, gap: false };
-    const gap = last !== undefined && batch.seq > last.seq + 1;
+    const gap = opts.lost === true || (last !== undefined && batch.seq > last.seq + 1);
     this.ctx.storage.transactionSync(() => {
       if (gap) {
         // Missed events may have been evictions: stop trusting this pod's rows beyond a short TTL.
         sql.exec(`UPDATE entries SET precise = 0, expires_ms = MIN(expires_ms, ?) WHERE pod = ?`, nowMs + this.opts.approxTtlMs, pod);
       }
       const expires = nowMs + this.opts.preciseTtlMs;
-      for (const ev of batch.events) {
+      for (const ev of opts.lost ? [] : batch.events) {
         if (ev.type === "cleared") {
           sql.exec(`DELETE FROM entries WHERE pod = ?`, pod);
         } else if (ev.type === "stored") {

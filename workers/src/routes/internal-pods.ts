@@ -2,17 +2,17 @@
 import type { Context } from "hono";
 import { registryStub } from "../forward/router";
 import { parseBody } from "../openai/validate";
-import { PodRegistration } from "../pods/registration-schema";
+import { RegistrationAtEdge } from "../pods/registration-schema";
 import type { AppEnv } from "../types";
 
 export const registerPod = async (c: Context<AppEnv>) => {
-  const reg = await parseBody(c, PodRegistration);
+  const reg = await parseBody(c, RegistrationAtEdge);
   const { heartbeatMs } = await registryStub(c.env).upsert(reg);
   return c.json({ ok: true, heartbeat_ms: heartbeatMs });
 };
 
 export const heartbeatPod = async (c: Context<AppEnv>) => {
-  const reg = await parseBody(c, PodRegistration);
+  const reg = await parseBody(c, RegistrationAtEdge);
   await registryStub(c.env).upsert(reg);
   return c.json({ ok: true });
 };
