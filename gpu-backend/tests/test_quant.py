@@ -261,6 +261,17 @@ def test_engine_load_checks_the_manifest(tiny_model, tmp_path):
         make_runner(edited("fmt", format="other"), "w4a16", "auto", 64)
     with pytest.raises(ValueError, match="group_size None"):
         make_runner(edited("nogroup", group_size=None), "w4a16", "auto", 64)
+    # a folder written by checkpoint.write with only a method (bench/pod_engine.py's RTN speed
+    # checkpoint) states bits and zero_point itself and loads
+    from safetensors.torch import load_file
+
+    raw = load_file(os.path.join(tiny_model, "model.safetensors"))
+    q = {n[:-len(".weight")]: quantize_rtn(t, 128) for n, t in raw.items()
+         if n.endswith(".weight") and n[:-len(".weight")].split(".", 3)[-1] in checkpoint.PROJ}
+    plain = {n: t for n, t in raw.items() if n[:-len(".weight")] not in q}
+    direct = str(tmp_path / "direct")
+    checkpoint.write(direct, json.load(open(os.path.join(tiny_model, "config.json"))), plain, q, {"method": "rtn"})
+    make_runner(direct, "w4a16", "auto", 64)
     bare = str(tmp_path / "bare")
     shutil.copytree(good, bare)
     os.remove(os.path.join(bare, checkpoint.MANIFEST))

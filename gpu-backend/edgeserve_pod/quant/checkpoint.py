@@ -48,7 +48,9 @@ def write(out_dir: str, config: dict, plain: dict[str, torch.Tensor], quantized:
                                   "method": manifest.get("method")}
     save_hf_folder(out_dir, tensors, cfg)
     with open(os.path.join(out_dir, MANIFEST), "w") as f:
-        json.dump({"format": FORMAT, "group_size": group, **manifest}, f, indent=2)
+        # the format this writer produces (4-bit codes with zero points) is stated by the writer, so
+        # a caller's manifest (e.g. bench/pod_engine.py's RTN speed checkpoint) cannot leave it out
+        json.dump({"format": FORMAT, "bits": 4, "zero_point": True, "group_size": group, **manifest}, f, indent=2)
 
 
 def read_manifest(folder: str) -> dict:
