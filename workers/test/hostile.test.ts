@@ -1,8 +1,9 @@
 /**
  * Hostile input: each case is one bad request. Every one must get its 4xx, the OpenAI error
  * shape, and a `param` naming the offending field (null where no field is at fault); nothing
- * may reach a backend (a pod registered at an unroutable address would turn any forwarded
- * request into a 502). Afterwards the edge must still be healthy.
+ * may reach a backend (a pod is registered at an unroutable address: a forwarded request would
+ * fail there, fall back to the in-Worker runtime, which has no weights in this R2, and come back
+ * a 503, never the 4xx a case expects). Afterwards the edge must still be healthy.
  */
 import { exports } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -203,7 +204,7 @@ async function send(c: Case): Promise<Response> {
 beforeAll(async () => {
   await seedTokenizer();
   // A live pod nobody can reach: a request that slipped through validation would be forwarded
-  // and come back 502, not the 4xx each case expects.
+  // and come back a 5xx (503 after the fallback to the weightless WASM runtime), not a 4xx.
   const res = await send({ name: "", path: "/internal/pods/register", headers: { authorization: `Bearer ${POD_SECRET}` }, body: reg, status: 200 });
   expect(res.status).toBe(200);
 });
