@@ -15,7 +15,8 @@ baseline and SmoothQuant+ with each refinement measured on its own row:
     ... + calib x16              16 times the calibration text (at --calib-rows 8: 128 rows of 256,
                                  32K of the 83K calibration tokens), with and without act order
     ... + calib x32              (256 rows of 256, 64K tokens), with and without act order
-    ... + calib x40              (320 rows of 256, 82K tokens: nearly all of it), with act order
+    ... + calib x40              (320 rows of 256, 82K tokens: nearly all of it), with act order,
+                                 with and without the clipping search (chosen for RTN, before GPTQ)
     gptq w4 g128                 GPTQ alone (no smoothing), for reference
 then, on the best SmoothQuant+ g128 row of the run (the headline):
     ... + fp8 kv                 kv_dtype="fp8" (e4m3, per-head scales)
@@ -85,6 +86,8 @@ VARIANTS = [
     ("smoothquant+ w4 g128 + clip + calib x32 + gptq rounding", dict(CLIP, calib_rows=32, rounding="gptq")),
     ("smoothquant+ w4 g128 + clip + calib x40 + gptq rounding + act order",
      dict(CLIP, calib_rows=40, rounding="gptq", act_order=True)),
+    ("smoothquant+ w4 g128 + calib x40 + gptq rounding + act order",
+     dict(SQ, calib_rows=40, rounding="gptq", act_order=True)),
 ]
 # then, on the best SmoothQuant+ row: FP8 KV, and groups of 64 and 32 (extra rows, for the curve)
 
