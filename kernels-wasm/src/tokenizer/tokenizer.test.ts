@@ -79,6 +79,50 @@ describe("long text", () => {
   });
 });
 
+describe("BPE merges (heap) against the plain rescanning algorithm", () => {
+  // The textbook loop: find the lowest-ranked adjacent pair, merge all its occurrences left to
+  // right, repeat. O(n^2) per word; the tokenizer's heap must give the same symbols.
+  const data = tok.toJSON();
+  const ranks = new Map(data.merges.map((m, i) => [m, i] as const));
+  const vocab = new Map<string, number>();
+  data.tokens.forEach((t, i) => { if (!vocab.has(t)) vocab.set(t, i); });
+  const reference = (piece: string): number[] => {
+    let syms = Array.from(bytesToByteLevel(new TextEncoder().encode(piece)));
+    for (;;) {
+      let best = Infinity;
+      for (let i = 0; i + 1 < syms.length; i++) best = Math.min(best, ranks.get(syms[i] + " " + syms[i + 1]) ?? Infinity);
+      if (best === Infinity) break;
+      const next: string[] = [];
+      for (let i = 0; i < syms.length; i++) {
+        if (i + 1 < syms.length && ranks.get(syms[i] + " " + syms[i + 1]) === best) { next.push(syms[i] + syms[i + 1]); i++; }
+        else next.push(syms[i]);
+      }
+      syms = next;
+    }
+    return syms.map((s) => vocab.get(s)!);
+  };
+
+  it("gives the same ids on random words, repeats and mixed scripts", () => {
+    let x = 42;
+    const rnd = (n: number) => { x = (x * 1103515245 + 12345) & 0x7fffffff; return x % n; };
+    const alphabets = ["abcdefghijklmnopqrstuvwxyz", "aab", "ABCdefGHI", "éàüß", "漢字仮名", "xyzzy"];
+    for (let t = 0; t < 300; t++) {
+      const al = Array.from(alphabets[t % alphabets.length]);
+      let w = "";
+      for (let i = 1 + rnd(t % 20 === 0 ? 400 : 30); i > 0; i--) w += al[rnd(al.length)];
+      // one letters-only piece: the pre-tokenizer leaves it whole
+      expect(tok.encode(w), w).toEqual(reference(w));
+    }
+  });
+
+  it("encodes a 50 000-letter word (seconds of rescanning before) and decodes it back", () => {
+    const w = Array.from({ length: 50_000 }, (_, i) => "etaoinshrdlucmfw"[(i * 7919) % 16]).join("");
+    const ids = tok.encode(w);
+    expect(tok.decode(ids)).toBe(w);
+    expect(ids.length).toBeGreaterThanOrEqual(Math.ceil(w.length / tok.maxTokenBytes));
+  });
+});
+
 describe("stream decoder", () => {
   it("never splits a multi-byte character across pushes, one token at a time", () => {
     for (const c of golden.cases) {
