@@ -142,6 +142,9 @@ def main():
     ap.add_argument("--calib-seq-len", type=int, default=256)
     ap.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
     ap.add_argument("--no-extras", action="store_true", help="skip FP8 KV and the g64/g32 rows of the best SmoothQuant+ row")
+    ap.add_argument("--fp8-alongside", action="store_true",
+                    help="measure every selected row with FP8 KV too, on the same checkpoint (one quantization per "
+                         "config); use with --no-extras to get the FP8 KV row of one config without quantizing it twice")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "quant"))
     ap.add_argument("--tag", default="", help="suffix of the results file name (results are never overwritten)")
     ap.add_argument("--work", default=None, help="folder for the quantized checkpoints (default: a temp dir)")
@@ -189,16 +192,20 @@ def main():
             done = [run_job(*x) for x in args]
         return {r[0]: r for rs in done for r in rs}
 
-    by_name = run_all([(n, o, "auto") for n, o in variants])
+    named = [(n, o, "auto") for n, o in variants]
+    if a.fp8_alongside:
+        named += [(n + " + fp8 kv", o, "fp8") for n, o in variants]
+    by_name = run_all(named)
     sq = [n for n, _ in variants if n.startswith("smoothquant+")]
     headline = min(sq, key=lambda n: by_name[n][1]) if sq else None
     later = []
     if headline is not None and not a.no_extras:
         over = dict(variants)[headline]
-        later = [(headline + " + fp8 kv", over, "fp8")]
+        later = [] if a.fp8_alongside else [(headline + " + fp8 kv", over, "fp8")]
         later += [("extra: " + headline.replace("g128", f"g{g}"), dict(over, group_size=g), "auto") for g in (64, 32)]
         by_name.update(run_all(later))
-    results = [("bf16 weights", base, {}, None)] + [by_name[n] for n, _ in variants] + [by_name[n] for n, _, _ in later]
+    results = ([("bf16 weights", base, {}, None)] + [by_name[n] for n, _ in variants]
+               + [by_name[n + " + fp8 kv"] for n, _ in variants if a.fp8_alongside] + [by_name[n] for n, _, _ in later])
 
     rtn = next((v for n, v, _, _ in results if n == "rtn w4 g128"), None)
     metrics = []
