@@ -44,11 +44,13 @@ function seedR2(state: string): void {
   put("models/smollm2-135m-instruct-q4_1.gguf", GGUF);
 }
 
-export async function startEdge(): Promise<Edge> {
+/** `vars` override wrangler.toml's [vars] (wrangler dev --var NAME:VALUE). */
+export async function startEdge(vars: Record<string, string> = {}): Promise<Edge> {
   const state = mkdtempSync(join(tmpdir(), "edgeserve-e2e-"));
   seedR2(state);
   const port = await freePort();
-  const proc = start(WRANGLER, ["dev", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", state, "--log-level", "warn"], { cwd: ROOT });
+  const varArgs = Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]);
+  const proc = start(WRANGLER, ["dev", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", state, "--log-level", "warn", ...varArgs], { cwd: ROOT });
   const url = `http://127.0.0.1:${port}`;
   await waitFor("wrangler dev", async () => ((await fetch(`${url}/health`)).ok ? true : undefined), 60_000, proc);
   return {

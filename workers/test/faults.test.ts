@@ -17,7 +17,7 @@ const ANSWER = "Hello, world! 🦊 café";
 const answerIds = tok.encode(ANSWER, { parseSpecial: false });
 const userMessages = [{ role: "user", content: "Say hello." }];
 
-async function call(double: PodDouble, path: string, body: unknown, vars: Record<string, string> = {}) {
+async function call(double: PodDouble, path: string, body: unknown, vars: Record<string, string> = {}, signal?: AbortSignal) {
   const app = createApp({ fetch: double.fetch });
   const ctx = createExecutionContext();
   const res = await app.fetch(
@@ -25,6 +25,7 @@ async function call(double: PodDouble, path: string, body: unknown, vars: Record
       method: "POST",
       headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json", "x-request-id": `t-${crypto.randomUUID()}` },
       body: JSON.stringify(body),
+      signal,
     }),
     { ...env, ...vars },
     ctx,
@@ -32,6 +33,22 @@ async function call(double: PodDouble, path: string, body: unknown, vars: Record
   // The id the pods see is the edge's own, not the client's x-request-id.
   const upstreamId = () => double.generateCalls[0]?.body.request_id;
   return { res, ctx, upstreamId };
+}
+
+/** Tokens charged to KEY's limiter in its current window (prompt + completion). */
+async function tokensUsed(): Promise<number> {
+  return (await env.RATE_LIMITER.get(env.RATE_LIMITER.idFromName("test-main")).usage()).tokens;
+}
+
+/** Reads the SSE body until `text` has arrived. */
+async function readUntil(reader: ReadableStreamDefaultReader<Uint8Array>, text: string): Promise<void> {
+  const dec = new TextDecoder();
+  let content = "";
+  while (!content.includes(text)) {
+    const { done, value } = await reader.read();
+    if (done) throw new Error(`stream ended before ${JSON.stringify(text)}`);
+    for (const m of dec.decode(value).matchAll(/"content":"((?:[^"\\]|\\.)*)"/g)) content += JSON.parse(`"${m[1]}"`);
+  }
 }
 
 /** Pods a (idle) and b (busier, so the fallback), behind the double. */
@@ -191,9 +208,10 @@ describe("faults before the first token: one retry on another pod", () => {
 });
 
 describe("faults after the first token", () => {
-  it("stream: a mid-answer pod error becomes a data: {error} event, then [DONE]; no retry", async () => {
+  it("stream: a mid-answer pod error becomes a data: {error} event, then [DONE]; no retry; the 3 tokens are charged", async () => {
     const double = await twoPods({ steps: [{ tokens: answerIds.slice(0, 3) }, { error: "internal_error", message: "GPU fell off" }] }, { steps: tokenSteps(answerIds) });
-    const { res } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, stream: true });
+    const before = await tokensUsed();
+    const { res, ctx } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, stream: true });
     expect(res.status).toBe(200);
     const events = await sseEvents(res);
     expect(events.at(-1)).toBe("[DONE]");
@@ -202,6 +220,8 @@ describe("faults after the first token", () => {
     expect(err.error).toMatchObject({ type: "server_error", param: null, code: "internal_error" });
     expect(err.error.message).toContain("GPU fell off");
     expect(double.generateCalls).toHaveLength(1);
+    await waitOnExecutionContext(ctx);
+    expect((await tokensUsed()) - before).toBe(double.generateCalls[0].body.prompt_token_ids.length + 3);
   });
 
   it("stream: a truncated pod stream ends with an error event and [DONE]", async () => {
@@ -229,16 +249,40 @@ describe("faults after the first token", () => {
 });
 
 describe("client disconnect", () => {
-  it("cancelling the SSE body aborts the pod request and POSTs /v1/cancel", async () => {
-    const double = await twoPods({ steps: [{ tokens: answerIds.slice(0, 2) }, { tokens: answerIds.slice(2, 4), delayMs: 20 }, { hang: true }] }, { throws: "unused" });
+  // Four tokens come, then the pod goes quiet: what the client leaves behind is known exactly.
+  const fourThenHang = { steps: [{ tokens: answerIds.slice(0, 2) }, { tokens: answerIds.slice(2, 4), delayMs: 20 }, { hang: true as const }] };
+  const fourText = tok.decode(answerIds.slice(0, 4));
+
+  it("cancelling the SSE body aborts the pod request, POSTs /v1/cancel and charges the 4 tokens", async () => {
+    const double = await twoPods(fourThenHang, { throws: "unused" });
+    const before = await tokensUsed();
     const { res, ctx, upstreamId } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, stream: true });
     const reader = res.body!.getReader();
-    const first = await reader.read();
-    expect(new TextDecoder().decode(first.value)).toContain("chat.completion.chunk");
+    await readUntil(reader, fourText);
     await reader.cancel();
     await waitOnExecutionContext(ctx);
     expect(double.generateCalls[0].aborted()).toBe(true);
     expect(double.cancels).toEqual([{ host: "pod-a.test", requestId: upstreamId() }]);
+    expect((await tokensUsed()) - before).toBe(double.generateCalls[0].body.prompt_token_ids.length + 4);
+  });
+
+  // What workerd does when a client leaves: the request's signal aborts, and the stream is never
+  // read or cancelled again (its pending awaits never resume, so no generator finally runs).
+  it("aborting the request's signal alone POSTs /v1/cancel and charges the 4 tokens", async () => {
+    const double = await twoPods(fourThenHang, { throws: "unused" });
+    const before = await tokensUsed();
+    const client = new AbortController();
+    const { res, ctx, upstreamId } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, stream: true }, {}, client.signal);
+    const reader = res.body!.getReader();
+    await readUntil(reader, fourText);
+    // The next pull is now waiting on the silent pod; only the abort event can end the request.
+    const pending = reader.read();
+    client.abort(new Error("client disconnected"));
+    await waitOnExecutionContext(ctx);
+    expect(double.generateCalls[0].aborted()).toBe(true);
+    expect(double.cancels).toEqual([{ host: "pod-a.test", requestId: upstreamId() }]);
+    expect((await tokensUsed()) - before).toBe(double.generateCalls[0].body.prompt_token_ids.length + 4);
+    void pending.catch(() => {});
   });
 });
 

@@ -2,7 +2,8 @@
  * A GPU pod as an InferenceBackend, over the pod protocol (shared/spec/pod-protocol.md):
  * POST /v1/generate answers NDJSON StreamRecords. Failures before the first token are marked
  * retryable so the caller can try another pod. When the consumer stops early (client gone, stop
- * sequence matched) the fetch is aborted and POST /v1/cancel tells the pod to free the request.
+ * sequence matched) the fetch is aborted and POST /v1/cancel tells the pod to free the request:
+ * from the abort listener of `p.signal` when the client leaves, from `finally` otherwise.
  */
 import type { ErrorRecord, GenerateRequest, StreamRecord } from "@edgeserve/shared";
 import type { BackendEvent, GenerateParams, InferenceBackend } from "./types";
@@ -47,11 +48,22 @@ export class PodBackend implements InferenceBackend {
 
   async *generate(p: GenerateParams): AsyncGenerator<BackendEvent> {
     const upstream = new AbortController();
-    const onClientAbort = () => upstream.abort(p.signal.reason);
-    p.signal.addEventListener("abort", onClientAbort);
     let produced = false;
     // True once the pod has nothing more to do for this request; otherwise leaving cancels it.
     let finished = false;
+    let cancelSent = false;
+    const cancelOnce = () => {
+      if (finished || cancelSent) return;
+      cancelSent = true;
+      this.cancel(p.requestId, upstream);
+    };
+    // The cancel goes out from the abort listener: in workerd a request whose client left never
+    // runs this generator again (its finally included), but the abort event still fires.
+    const onClientAbort = () => {
+      cancelOnce();
+      upstream.abort(p.signal.reason);
+    };
+    p.signal.addEventListener("abort", onClientAbort);
     const fail = (code: string, message: string, retryable = !produced): BackendEvent => ({
       type: "error",
       code,
@@ -59,7 +71,10 @@ export class PodBackend implements InferenceBackend {
       retryable,
     });
     try {
-      if (p.signal.aborted) return;
+      if (p.signal.aborted) {
+        finished = true;
+        return;
+      }
       let res: Response;
       const connectTimer = setTimeout(() => upstream.abort(new TimeoutError(this.opts.connectTimeoutMs)), this.opts.connectTimeoutMs);
       try {
@@ -128,7 +143,7 @@ export class PodBackend implements InferenceBackend {
       }
     } finally {
       p.signal.removeEventListener("abort", onClientAbort);
-      if (!finished) this.cancel(p.requestId, upstream);
+      cancelOnce();
     }
   }
 

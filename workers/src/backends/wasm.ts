@@ -1,12 +1,14 @@
 /**
  * The in-Worker backend: serves small GGUF models with the kernels-wasm runtime (no GPU, no
  * pod). Weights stream from the MODELS R2 bucket into WASM memory on the first request. One
- * request runs at a time per isolate (one KV cache); others wait in FIFO order. The KV of the
- * previous request is reused for a shared prompt prefix (reported as cachedTokens).
+ * request runs at a time per isolate (one KV cache); others wait in FIFO order, within the
+ * lock's bounds (wasm/mutex.ts: queue length, wait, hold time). The KV of the previous request
+ * is reused for a shared prompt prefix (reported as cachedTokens).
  */
 import { Sampler } from "@edgeserve/kernels-wasm/runtime";
 import type { ModelSpec } from "../models";
 import type { BackendEvent, GenerateParams, InferenceBackend } from "./types";
+import { defaultLockLimits, type Lease, type LockLimits, QueueFullError, WaitTimeoutError } from "./wasm/mutex";
 import { ModelNotInstalledError } from "./wasm/r2-source";
 import { getRuntime, type WasmModelConfig } from "./wasm/runtime";
 
@@ -22,7 +24,11 @@ export const WASM_MODELS: Record<string, WasmModelConfig> = {
 
 export class WasmBackend implements InferenceBackend {
   readonly id = "wasm";
-  constructor(private readonly bucket: R2Bucket, private readonly cfg: WasmModelConfig) {}
+  constructor(
+    private readonly bucket: R2Bucket,
+    private readonly cfg: WasmModelConfig,
+    private readonly limits: LockLimits = defaultLockLimits,
+  ) {}
 
   async *generate(p: GenerateParams): AsyncGenerator<BackendEvent> {
     const bad = checkParams(p);
@@ -40,18 +46,32 @@ export class WasmBackend implements InferenceBackend {
       yield { type: "error", code: "invalid_request", message: `prompt token ids must be < ${model.cfg.vocabSize}`, retryable: false };
       return;
     }
-    let release: () => void;
+    let lease: Lease;
     try {
-      release = await rt.lock.acquire(p.signal);
-    } catch {
-      yield { type: "final", finishReason: "cancelled", usage: { promptTokens: p.promptTokenIds.length, completionTokens: 0, cachedTokens: 0 } };
+      lease = await rt.lock.acquire(p.signal, this.limits);
+    } catch (e) {
+      if (e instanceof QueueFullError || e instanceof WaitTimeoutError) {
+        yield { type: "error", code: "overloaded", message: `in-Worker runtime: ${e.message}`, retryable: true };
+        return;
+      }
+      yield cancelled(p, 0, 0);
       return;
     }
+    // The lease ends by itself when p.signal aborts (the client left) or when it is overdue; this
+    // code may never run again after such an await, so it checks before every touch of the model.
+    let produced = 0;
+    let cached = 0;
+    const interrupted = (): BackendEvent | null => {
+      if (lease.held && lease.overdue) lease.revoke("hold");
+      if (lease.revokedFor) return revokedError(lease, produced);
+      if (p.signal.aborted || !lease.held) return cancelled(p, produced, cached);
+      lease.touch();
+      return null;
+    };
     try {
       const sampler = new Sampler({ temperature: p.temperature, topP: p.topP, topK: p.topK, seed: p.seed }, model.cfg.vocabSize);
       const prompt = p.promptTokenIds;
       // Reuse the cached prefix while the cache never wrapped (positions == slots).
-      let cached = 0;
       if (rt.cached.length <= model.kv.capacity) {
         while (cached < prompt.length - 1 && cached < rt.cached.length && rt.cached[cached] === prompt[cached]) cached++;
       }
@@ -67,11 +87,11 @@ export class WasmBackend implements InferenceBackend {
         pos += chunk.length;
         if (pos < prompt.length) {
           await yieldToEventLoop();
-          if (p.signal.aborted) return yield cancelled(p, 0, cached);
+          const end = interrupted();
+          if (end) return yield end;
         }
       }
       const stop = new Set(p.stopTokenIds);
-      let produced = 0;
       for (;;) {
         // greedy: the argmax in WASM (a JS loop over the vocabulary costs ~0.3 ms a token in workerd)
         const t = p.temperature === 0 ? model.greedy() : sampler.sample(logits);
@@ -80,13 +100,14 @@ export class WasmBackend implements InferenceBackend {
         if (stop.has(t)) return yield final(p, "stop", produced, cached);
         if (produced >= p.maxTokens) return yield final(p, "length", produced, cached);
         await yieldToEventLoop();
-        if (p.signal.aborted) return yield cancelled(p, produced, cached);
+        const end = interrupted();
+        if (end) return yield end;
         logits = model.forward(t, pos);
         rt.cached.push(t);
         pos++;
       }
     } finally {
-      release();
+      lease.release();
     }
   }
 }
@@ -94,7 +115,25 @@ export class WasmBackend implements InferenceBackend {
 /** The router's factory (backends/local-runtime.ts): a backend for models the runtime knows. */
 export function createWasmBackend(env: Env, spec: ModelSpec): InferenceBackend | null {
   const cfg = WASM_MODELS[spec.id];
-  return cfg ? new WasmBackend(env.MODELS, cfg) : null;
+  return cfg ? new WasmBackend(env.MODELS, cfg, lockLimits(env)) : null;
+}
+
+/**
+ * The lock's bounds (wasm/mutex.ts), from optional vars WASM_MAX_QUEUE, WASM_MAX_WAIT_MS,
+ * WASM_MAX_HOLD_MS, WASM_MAX_IDLE_MS (positive integers; anything else keeps the default).
+ */
+export function lockLimits(env: Env): LockLimits {
+  const vars = env as unknown as Partial<Record<string, unknown>>;
+  const num = (name: string, dflt: number) => {
+    const v = Number(vars[name]);
+    return typeof vars[name] === "string" && Number.isInteger(v) && v > 0 ? v : dflt;
+  };
+  return {
+    maxQueue: num("WASM_MAX_QUEUE", defaultLockLimits.maxQueue),
+    maxWaitMs: num("WASM_MAX_WAIT_MS", defaultLockLimits.maxWaitMs),
+    maxHoldMs: num("WASM_MAX_HOLD_MS", defaultLockLimits.maxHoldMs),
+    maxIdleMs: num("WASM_MAX_IDLE_MS", defaultLockLimits.maxIdleMs),
+  };
 }
 
 function checkParams(p: GenerateParams): string | null {
@@ -113,6 +152,23 @@ function final(p: GenerateParams, finishReason: "stop" | "length", produced: num
 
 function cancelled(p: GenerateParams, produced: number, cached: number): BackendEvent {
   return { type: "final", finishReason: "cancelled", usage: { promptTokens: p.promptTokenIds.length, completionTokens: produced, cachedTokens: cached } };
+}
+
+function revokedError(lease: Lease, produced: number): BackendEvent {
+  const { maxHoldMs, maxIdleMs } = lease.limits;
+  return lease.revokedFor === "hold"
+    ? {
+        type: "error",
+        code: "wasm_time_limit",
+        message: `the request held the in-Worker runtime for more than ${maxHoldMs} ms and was ended after ${produced} tokens`,
+        retryable: false,
+      }
+    : {
+        type: "error",
+        code: "wasm_client_stalled",
+        message: `the answer was not read for more than ${maxIdleMs} ms while other requests waited for the in-Worker runtime; ended after ${produced} tokens`,
+        retryable: false,
+      };
 }
 
 /** Lets the response stream flush and the abort signal fire between tokens. */

@@ -17,6 +17,8 @@ export function backendErrorToApi(ev: Failure | undefined, kind: Kind): ApiError
       return new ApiError(503, `The model is not installed for the in-Worker runtime. (${ev.message})`, { code: "model_not_installed", headers: { "retry-after": "30" } });
     case "pod_timeout":
       return new ApiError(504, `The backend did not answer in time. (${ev.message})`, { code: "backend_timeout" });
+    case "wasm_time_limit":
+      return new ApiError(504, `The answer took longer than the in-Worker runtime allows one request: ${ev.message}. Ask for fewer max_tokens.`, { code: "backend_timeout" });
     default:
       return new ApiError(502, `The backend failed before producing output. (${ev.code}: ${ev.message})`, { code: "backend_error" });
   }

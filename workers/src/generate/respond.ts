@@ -6,7 +6,7 @@
  */
 import type { Context } from "hono";
 import type { SloTargets } from "@edgeserve/shared";
-import type { GenerateParams } from "../backends/types";
+import type { BackendEvent, GenerateParams } from "../backends/types";
 import { ApiError } from "../errors";
 import { withFallback, type Attempt } from "../forward/with-fallback";
 import { planRoute, registryStub, type RouterDeps } from "../forward/router";
@@ -75,7 +75,14 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
 
   const upstream = new AbortController();
   const clientSignal = c.req.raw.signal;
-  const onClientGone = () => upstream.abort(new Error("client disconnected"));
+  // Cleanup is driven by abort events, never by a generator's finally: in workerd a request whose
+  // client left never resumes its pending awaits, but its abort listeners run (and may waitUntil)
+  // when workerd reports the disconnect (README: when it does not). Aborting `upstream` makes the
+  // backends free the WASM lock and cancel pod work; `done` charges the tokens delivered so far.
+  const onClientGone = () => {
+    upstream.abort(new Error("client disconnected"));
+    finish(undefined);
+  };
   clientSignal?.addEventListener("abort", onClientGone);
   const params: GenerateParams = {
     requestId,
@@ -91,7 +98,10 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
   };
   const attempts: Attempt[] = [];
   let firstTokenMs: number | undefined;
-  const events = textStream(withFallback(plan.backends, params, attempts), {
+  // Tokens the backends produced for this request: what an answer that ends without a final
+  // event (client gone, failure) is charged.
+  let delivered = 0;
+  const events = textStream(countTokens(withFallback(plan.backends, params, attempts), (n) => (delivered += n)), {
     decoder: job.tokenizer.newStreamDecoder(),
     stopTokenIds: job.tokenizer.eosTokenIds,
     stop: job.stop,
@@ -101,7 +111,11 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
       if (attempts.length === 1 && attempts[0].backend === plan.backends[0]) plan.observeFirstToken?.();
     },
   });
+  let ended = false;
+  /** Once per request, whichever comes first: the final event, a failure, or the client leaving. */
   const done = (ev: Extract<TextEvent, { type: "final" | "error" }> | undefined) => {
+    if (ended) return false;
+    ended = true;
     clientSignal?.removeEventListener("abort", onClientGone);
     const used = attempts.at(-1)?.backend.id;
     log.set({ backend: used, retries: Math.max(0, attempts.length - 1), ttft_ms: firstTokenMs });
@@ -109,11 +123,18 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
       log.set({ completion_tokens: ev.usage.completionTokens, cached_tokens: ev.usage.cachedTokens, finish_reason: ev.finishReason });
       chargeLater(c, ev.usage.completionTokens);
       sharedEstimator.observe(c.env.OUTPUT_LENGTHS, c.get("apiKey").name, job.spec.id, ev.usage.completionTokens, waitUntil);
-    } else if (ev?.type === "error") {
-      log.set({ error_code: ev.code, error: ev.message });
     } else {
-      log.set({ finish_reason: "cancelled" });
+      log.set({ completion_tokens: delivered });
+      chargeLater(c, delivered);
+      if (ev?.type === "error") log.set({ error_code: ev.code, error: ev.message });
+      else log.set({ finish_reason: "cancelled" });
     }
+    return true;
+  };
+  // A streamed answer's log line is deferred until it ends (set below).
+  let streaming = false;
+  const finish = (ev: Parameters<typeof done>[0]) => {
+    if (done(ev) && streaming) log.emit();
   };
 
   const first = await events.next();
@@ -126,11 +147,8 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
   const meta = { kind: job.kind, id: answerId(job.kind, requestId), created: Math.floor(Date.now() / 1000), model: job.spec.id };
   if (job.stream) {
     log.defer();
-    const onEnd = (ev: Parameters<typeof done>[0]) => {
-      done(ev);
-      log.emit();
-    };
-    return c.body(sseStream({ meta, first: first.value, rest: events, includeUsage: job.includeUsage, upstream, onEnd }), 200, SSE_HEADERS);
+    streaming = true;
+    return c.body(sseStream({ meta, first: first.value, rest: events, includeUsage: job.includeUsage, upstream, onEnd: finish }), 200, SSE_HEADERS);
   }
 
   let text = "";
@@ -148,4 +166,11 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
   }
   done(ev);
   return c.json(completion(meta, text, ev.finishReason, ev.usage));
+}
+
+async function* countTokens(events: AsyncIterable<BackendEvent>, count: (n: number) => void): AsyncGenerator<BackendEvent> {
+  for await (const ev of events) {
+    if (ev.type === "tokens") count(ev.tokenIds.length);
+    yield ev;
+  }
 }

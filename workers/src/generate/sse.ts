@@ -2,7 +2,8 @@
  * The streamed answer as OpenAI server-sent events: a role chunk (chat), content chunks, a
  * finish chunk, the usage chunk with `choices: []` when asked, then `data: [DONE]`. A failure
  * mid-answer becomes a `data: {"error": …}` event followed by `[DONE]`. The client going away
- * cancels the stream, which aborts the upstream request (and the pod cancels its work).
+ * cancels the stream (and aborts the request's signal), which aborts the upstream request: the
+ * backends clean up from their abort listeners (respond.ts).
  */
 import { chunk, usageChunk, type AnswerMeta } from "../openai/responses";
 import { midStreamError } from "./errors";
@@ -74,11 +75,13 @@ export function sseStream(o: SseOptions): ReadableStream<Uint8Array> {
         end({ type: "error", code: "internal_error", message: String(e), retryable: false, produced: true });
       }
     },
-    async cancel() {
-      // The client went away: stop the backend (its cleanup cancels the pod's work).
+    cancel() {
+      // The client went away: aborting upstream frees the backend (WASM lock, pod cancel) from
+      // its abort listeners; end() charges what was delivered. Closing the generator chain is
+      // only tidiness: in workerd its pending awaits may never settle.
       o.upstream.abort(new Error("client disconnected"));
-      await o.rest.return(undefined).catch(() => {});
       end(undefined);
+      o.rest.return(undefined).catch(() => {});
     },
   });
 
