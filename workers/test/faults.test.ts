@@ -284,6 +284,34 @@ describe("client disconnect", () => {
     expect((await tokensUsed()) - before).toBe(double.generateCalls[0].body.prompt_token_ids.length + 4);
     void pending.catch(() => {});
   });
+
+  // Workerd's other way of losing a client (seen when waitUntil work is pending): no abort
+  // event, no cancel; the stream is just never read again. The isolate's next request ends it.
+  it("a stream never read again, with no abort event, is ended by the next request after STALLED_STREAM_MS: /v1/cancel, tokens charged", async () => {
+    const more = answerIds.slice(4).concat(answerIds, answerIds).slice(0, 20);
+    const double = await twoPods({ steps: [{ tokens: answerIds.slice(0, 4) }, ...more.map((id) => ({ tokens: [id], delayMs: 2 })), { hang: true }] }, { throws: "unused" });
+    const vars = { STALLED_STREAM_MS: "100" };
+    const before = await tokensUsed();
+    const first = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, stream: true }, vars);
+    const reader = first.res.body!.getReader();
+    await readUntil(reader, fourText);
+    // The client reads no more; the stream fills its one-chunk queue and waits.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(double.cancels).toEqual([]);
+    const next = new PodDouble({ "pod-a.test": { steps: tokenSteps(answerIds) }, "pod-b.test": { steps: tokenSteps(answerIds) } });
+    const second = await call(next, "/v1/chat/completions", { model: MODEL, messages: userMessages }, vars);
+    const body = (await second.res.json()) as any;
+    await waitOnExecutionContext(second.ctx);
+    expect(next.cancels).toEqual([{ host: "pod-a.test", requestId: first.upstreamId() }]);
+    const charged = (await tokensUsed()) - before - 2 * body.usage.prompt_tokens - body.usage.completion_tokens;
+    expect(charged).toBeGreaterThanOrEqual(4);
+    expect(charged).toBeLessThanOrEqual(24);
+    // Once swept, it is not swept (or charged) again.
+    const third = await call(next, "/v1/chat/completions", { model: MODEL, messages: userMessages }, vars);
+    await third.res.json();
+    await waitOnExecutionContext(third.ctx);
+    expect(next.cancels).toHaveLength(1);
+  });
 });
 
 describe("registry", () => {

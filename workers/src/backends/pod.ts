@@ -22,6 +22,40 @@ export interface PodBackendOptions {
   waitUntil?: (p: Promise<unknown>) => void;
 }
 
+/**
+ * Pod requests of this isolate that may still run on a pod: request id → pod base URLs. An entry
+ * leaves when the pod is done with it or was sent its cancel; one whose request died silently
+ * stays until `cancelLeftoverPodWork` (generate/orphans.ts) sends the cancel for it.
+ */
+const inFlight = new Map<string, Set<string>>();
+
+function noteInFlight(requestId: string, url: string, on: boolean): void {
+  const urls = inFlight.get(requestId) ?? new Set<string>();
+  if (on) urls.add(url);
+  else urls.delete(url);
+  if (urls.size > 0) inFlight.set(requestId, urls);
+  else inFlight.delete(requestId);
+}
+
+/** POST /v1/cancel to every pod still listed for `requestId`, with the caller's fetch and waitUntil. */
+export function cancelLeftoverPodWork(requestId: string, fetchFn: typeof fetch, waitUntil: (p: Promise<unknown>) => void): number {
+  const urls = [...(inFlight.get(requestId) ?? [])];
+  inFlight.delete(requestId);
+  for (const url of urls) waitUntil(postCancel(fetchFn, url, requestId, 5000));
+  return urls.length;
+}
+
+function postCancel(fetchFn: typeof fetch, url: string, requestId: string, timeoutMs: number): Promise<unknown> {
+  return fetchFn(`${url}/v1/cancel`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ request_id: requestId }),
+    signal: AbortSignal.timeout(timeoutMs),
+  })
+    .then((r) => r.body?.cancel())
+    .catch(() => {});
+}
+
 /** Pod error codes after which another pod may well succeed. */
 const RETRYABLE_CODES = new Set(["overloaded", "internal_error", "kv_transfer_failed"]);
 
@@ -53,6 +87,7 @@ export class PodBackend implements InferenceBackend {
     let finished = false;
     let cancelSent = false;
     const cancelOnce = () => {
+      noteInFlight(p.requestId, this.opts.url, false);
       if (finished || cancelSent) return;
       cancelSent = true;
       this.cancel(p.requestId, upstream);
@@ -75,6 +110,7 @@ export class PodBackend implements InferenceBackend {
         finished = true;
         return;
       }
+      noteInFlight(p.requestId, this.opts.url, true);
       let res: Response;
       const connectTimer = setTimeout(() => upstream.abort(new TimeoutError(this.opts.connectTimeoutMs)), this.opts.connectTimeoutMs);
       try {
@@ -150,15 +186,7 @@ export class PodBackend implements InferenceBackend {
   /** Stops the upstream stream and asks the pod to free the request (best effort). */
   private cancel(requestId: string, upstream: AbortController): void {
     upstream.abort(new Error("cancelled by the edge"));
-    const call = this.fetchFn(`${this.opts.url}/v1/cancel`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ request_id: requestId }),
-      signal: AbortSignal.timeout(this.opts.connectTimeoutMs),
-    })
-      .then((r) => r.body?.cancel())
-      .catch(() => {});
-    this.opts.waitUntil?.(call);
+    this.opts.waitUntil?.(postCancel(this.fetchFn, this.opts.url, requestId, this.opts.connectTimeoutMs));
   }
 
   private async httpError(res: Response, fail: (code: string, msg: string, retryable?: boolean) => BackendEvent): Promise<BackendEvent> {

@@ -15,6 +15,8 @@ import { answerId, completion, type Kind } from "../openai/responses";
 import type { Tokenizer } from "../tokenize";
 import type { AppEnv } from "../types";
 import { admit, chargeLater } from "./rate-limit";
+import { stalledStreamMs, sweepStalled, track, type OpenAnswer } from "./orphans";
+import { cancelLeftoverPodWork } from "../backends/pod";
 import { SSE_HEADERS, sseStream } from "./sse";
 import { textStream, type TextEvent } from "./text-stream";
 import { backendErrorToApi } from "./errors";
@@ -46,6 +48,8 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
   const config = c.get("config");
   const waitUntil = (p: Promise<unknown>) => c.executionCtx.waitUntil(p);
   log.set({ model: job.spec.id, stream: job.stream, prompt_tokens: job.promptTokenIds.length });
+  const fetchFn = deps.fetch ?? ((input: RequestInfo | URL, init?: RequestInit) => fetch(input, init));
+  sweepStalled({ env: c.env, fetch: fetchFn, waitUntil }, stalledStreamMs(c.env));
 
   const [, pods] = await Promise.all([
     admit(c, job.promptTokenIds.length),
@@ -81,8 +85,10 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
   // backends free the WASM lock and cancel pod work; `done` charges the tokens delivered so far.
   const onClientGone = () => {
     upstream.abort(new Error("client disconnected"));
+    untrackAnswer();
     finish(undefined);
   };
+  let untrackAnswer = () => {};
   clientSignal?.addEventListener("abort", onClientGone);
   const params: GenerateParams = {
     requestId,
@@ -148,7 +154,30 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
   if (job.stream) {
     log.defer();
     streaming = true;
-    return c.body(sseStream({ meta, first: first.value, rest: events, includeUsage: job.includeUsage, upstream, onEnd: finish }), 200, SSE_HEADERS);
+    const keyName = c.get("apiKey").name;
+    const answer: OpenAnswer = {
+      lastReadMs: Date.now(),
+      aliveMs: Date.now(),
+      // From another request (orphans.ts): only that request's env, fetch and waitUntil.
+      sweep: (ctx) => {
+        if (ended) return;
+        ended = true;
+        const charge = ctx.env.RATE_LIMITER.get(ctx.env.RATE_LIMITER.idFromName(keyName)).charge(delivered);
+        ctx.waitUntil(Promise.resolve(charge).catch(() => {}));
+        cancelLeftoverPodWork(requestId, ctx.fetch, ctx.waitUntil);
+        log.set({ completion_tokens: delivered, finish_reason: "cancelled", error_code: "client_stalled" });
+        log.emit();
+      },
+    };
+    const untrack = track(answer);
+    untrackAnswer = untrack;
+    const onEnd = (ev: Parameters<typeof done>[0]) => {
+      untrack();
+      finish(ev);
+    };
+    // While a read waits on the backend the client is not the one stalling.
+    const onPull = (phase: "start" | "end") => (answer.lastReadMs = phase === "start" ? Number.POSITIVE_INFINITY : Date.now());
+    return c.body(sseStream({ meta, first: first.value, rest: events, includeUsage: job.includeUsage, upstream, onEnd, onPull }), 200, SSE_HEADERS);
   }
 
   let text = "";

@@ -18,6 +18,8 @@ export interface SseOptions {
   includeUsage: boolean;
   upstream: AbortController;
   onEnd: (ev: End) => void;
+  /** Called when the client asks for more ("start") and once that chunk is queued ("end"). */
+  onPull?: (phase: "start" | "end") => void;
 }
 
 const encoder = new TextEncoder();
@@ -43,6 +45,7 @@ export function sseStream(o: SseOptions): ReadableStream<Uint8Array> {
 
   const body = new ReadableStream<Uint8Array>({
     async pull(controller) {
+      o.onPull?.("start");
       try {
         if (!started) {
           started = true;
@@ -73,6 +76,8 @@ export function sseStream(o: SseOptions): ReadableStream<Uint8Array> {
         controller.close();
         o.upstream.abort(e);
         end({ type: "error", code: "internal_error", message: String(e), retryable: false, produced: true });
+      } finally {
+        o.onPull?.("end");
       }
     },
     cancel() {
