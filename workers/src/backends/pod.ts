@@ -7,6 +7,7 @@
  */
 import type { ErrorRecord, GenerateRequest, StreamRecord } from "@edgeserve/shared";
 import type { BackendEvent, GenerateParams, InferenceBackend } from "./types";
+import { checkStreamRecord } from "../pods/stream-record";
 import { isParseFailure, NdjsonReader, TimeoutError } from "./ndjson";
 
 export interface PodBackendOptions {
@@ -152,7 +153,9 @@ export class PodBackend implements InferenceBackend {
           yield fail("pod_stream_truncated", "stream ended without a final record");
           return;
         }
-        const checked = checkRecord(rec);
+        const checked = isParseFailure(rec)
+          ? `unparseable stream line (${rec.parseError}): ${rec.line}`
+          : checkStreamRecord(rec, p.requestId);
         if (typeof checked === "string") {
           reader.cancel();
           yield fail("bad_pod_response", checked);
@@ -203,33 +206,4 @@ export class PodBackend implements InferenceBackend {
     }
     return fail(res.status >= 500 ? "pod_http_error" : "pod_rejected", `HTTP ${res.status}`, res.status >= 500 || res.status === 429);
   }
-}
-
-const isU32 = (t: unknown) => Number.isInteger(t) && (t as number) >= 0 && (t as number) <= 0xffffffff;
-
-/** The record if it has the shape the protocol promises, else why not. */
-function checkRecord(rec: unknown): StreamRecord | string {
-  if (isParseFailure(rec)) return `unparseable stream line (${rec.parseError}): ${rec.line}`;
-  const r = rec as Partial<StreamRecord> | null;
-  if (typeof r !== "object" || r === null) return "stream record is not an object";
-  if (r.type === "tokens") {
-    const ids = (r as { token_ids?: unknown }).token_ids;
-    if (!Array.isArray(ids) || ids.length === 0 || !ids.every(isU32)) return "tokens record without valid token_ids";
-    return r as StreamRecord;
-  }
-  if (r.type === "final") {
-    const f = r as { finish_reason?: unknown; usage?: Record<string, unknown> };
-    if (!["stop", "length", "cancelled"].includes(f.finish_reason as string)) return "final record with a bad finish_reason";
-    const u = f.usage;
-    if (!u || !["prompt_tokens", "completion_tokens", "cached_tokens"].every((k) => Number.isInteger(u[k]))) {
-      return "final record without valid usage";
-    }
-    return r as StreamRecord;
-  }
-  if (r.type === "error") {
-    const e = (r as { error?: { code?: unknown; message?: unknown } }).error;
-    if (typeof e?.code !== "string" || typeof e.message !== "string") return "error record without code/message";
-    return r as StreamRecord;
-  }
-  return `unknown stream record type ${JSON.stringify(r.type)}`;
 }

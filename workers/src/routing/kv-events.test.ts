@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import type { z } from "zod";
 import cases from "../../../shared/vectors/protocol/cases.json";
 import { KvEventBatch, MAX_BATCH_ROWS, overBound } from "./kv-events";
 
@@ -17,7 +18,7 @@ describe("KvEventBatch zod schema vs the shared protocol vectors", () => {
 describe("overBound", () => {
   const h = (i: number) => i.toString(16).padStart(32, "0");
   const hashes = (n: number) => Array.from({ length: n }, (_, i) => h(i));
-  const batch = (events: KvEventBatch["_output"]["events"]) => ({ pod_id: "p", model: "m", seq: 1, block_size: 16, events });
+  const batch = (events: z.output<typeof KvEventBatch>["events"]) => ({ pod_id: "p", model: "m", seq: 1, block_size: 16, events });
 
   it("counts hash rows over the shards each event reaches", () => {
     const rooted = { type: "stored" as const, block_hashes: hashes(MAX_BATCH_ROWS), root_hash: h(0) };
