@@ -72,7 +72,9 @@ def _start(args: list[str]) -> subprocess.Popen:
 
 
 async def test_the_pod_process_serves_then_drains_on_sigterm(tiny):
-    proc = _start(["--model", tiny, "--port", "0", "--model-id", "tiny", "--kv-cache-blocks", "32",
+    # room for 16 whole 1024-token sequences (the engine caps max_model_len at the KV cache's tokens,
+    # so a smaller cache would end the long streams early with "length")
+    proc = _start(["--model", tiny, "--port", "0", "--model-id", "tiny", "--kv-cache-blocks", "1100",
                    "--max-model-len", "1024", "--drain-timeout-s", "1", "--log-level", "WARNING"])
     try:
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
@@ -90,17 +92,22 @@ async def test_the_pod_process_serves_then_drains_on_sigterm(tiny):
                 recs = [json.loads(x) for x in (await r.text()).splitlines()]
             assert recs[-1]["type"] == "final" and recs[-1]["usage"]["completion_tokens"] == 4
 
-            # a long stream is open when SIGTERM comes: the pod drains, then ends it and exits 0
-            long = await s.post(url + "/v1/generate", json={**body, "request_id": "cli-long", "max_tokens": 1000})
-            await long.content.readline()
+            # long streams are open when SIGTERM comes: the pod drains, then ends them and exits 0.
+            # 16 of them at once take ~6 s to finish on an idle 2-core host (one alone ~2 s), far
+            # past the 1 s drain, so they are still running when it ends
+            longs = [await s.post(url + "/v1/generate", json={**body, "request_id": f"cli-long-{i}", "max_tokens": 1000})
+                     for i in range(16)]
+            for r in longs:
+                await r.content.readline()
             proc.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.3)
             async with s.get(url + "/health") as r:
                 assert r.status == 503 and (await r.json())["status"] == "draining"
             async with s.post(url + "/v1/generate", json={**body, "request_id": "cli-late"}) as r:
                 assert r.status == 503 and (await r.json())["error"]["code"] == "overloaded"
-            tail = [json.loads(x) for x in (await long.text()).splitlines()]
-            assert tail[-1]["type"] == "error" and tail[-1]["error"]["code"] == "cancelled"
+            for r in longs:
+                tail = [json.loads(x) for x in (await r.text()).splitlines()]
+                assert tail[-1]["type"] == "error" and tail[-1]["error"]["code"] == "cancelled"
         assert await asyncio.wait_for(asyncio.to_thread(proc.wait), 30) == 0
     finally:
         if proc.poll() is None:
