@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from edgeserve_pod.config import EngineConfig
 from edgeserve_pod.engine.cuda_graphs import RING, DecodeGraphs, GraphPool, PrefillGraphs
-from edgeserve_pod.engine.sampler import SAMPLING_EPS, Sampler, SamplingBatch
+from edgeserve_pod.engine.sampler import Sampler, SamplingBatch
 from edgeserve_pod.engine.scheduler import ScheduledBatch
 from edgeserve_pod.engine.step_inputs import StepInputs, build_step_inputs
 from edgeserve_pod.layers.kv_write import FP8_DTYPE
@@ -196,7 +196,7 @@ class ModelRunner:
 
     def _sampling_batch(self, batch: ScheduledBatch, rows: list[int]) -> SamplingBatch:
         params = [(seq.params, seq.generator) for (seq, _), r in zip(batch.items, rows) if r >= 0]
-        if all(p.temperature < SAMPLING_EPS for p, _ in params):  # the sampler's greedy rule
+        if all(p.greedy for p, _ in params):
             return SamplingBatch(None, None, None, [], True, False, False)
         d = self.device
         return SamplingBatch(

@@ -11,11 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from edgeserve_pod.engine.sequence import SAMPLING_EPS
 from edgeserve_pod.kernels.argmax import argmax_rows
-
-# A temperature below this samples greedily (vLLM's rule): logits / T overflows float32 to inf
-# near T = 1e-38, and the softmax of inf is NaN. At 1e-5 the distribution is already one-hot.
-SAMPLING_EPS = 1e-5
 
 
 @dataclass

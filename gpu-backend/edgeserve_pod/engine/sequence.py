@@ -9,12 +9,15 @@ from dataclasses import dataclass, field
 
 
 TOP_K_MAX = 2**31 - 1  # the protocol schema's maximum for sampling.top_k
+# A temperature below this samples greedily (vLLM's rule): logits / T overflows float32 to inf
+# near T = 1e-38, and the softmax of inf is NaN. At 1e-5 the distribution is already one-hot.
+SAMPLING_EPS = 1e-5
 
 
 @dataclass
 class SamplingParams:
     max_tokens: int = 16
-    temperature: float = 0.0  # 0 = greedy
+    temperature: float = 0.0  # below SAMPLING_EPS = greedy
     top_p: float = 1.0
     top_k: int = 0  # 0 = off; a value >= the vocabulary keeps every token, like 0
     seed: int | None = None  # per-request generator; None = the engine's shared generator
@@ -41,7 +44,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature < SAMPLING_EPS
 
 
 class SeqStatus(enum.Enum):
