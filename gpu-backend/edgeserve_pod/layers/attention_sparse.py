@@ -214,7 +214,11 @@ class SparseAttention(AttentionBackend):
         n_p = meta.num_prefill_tokens
         n_seq_p = 0 if meta.cu_seqlens_q is None else meta.cu_seqlens_q.numel() - 1
         # all-default steps build no per-request tensors from Python lists (keeps decode graph-capturable)
-        reqs = [self.cfg.for_request(o) for o in meta.overrides] if any(meta.overrides) else []
+        # the same for every layer: resolved (and re-checked) once per step
+        reqs = meta.__dict__.get("_sparse_reqs")
+        if reqs is None:
+            reqs = meta.__dict__["_sparse_reqs"] = ([self.cfg.for_request(o) for o in meta.overrides]
+                                                   if any(meta.overrides) else [])
         if n_p:
             self._prefill(layer, q[:n_p], k[:n_p], v[:n_p], k_cache, v_cache, ks, vs, meta, reqs[:n_seq_p], out[:n_p])
         if meta.num_decode_tokens:
