@@ -1,31 +1,12 @@
 /**
- * Cheap refusals the completion routes make before they pay for tokenization (up to 1M
- * characters per text field, 4 MiB per body): a key already over its limits, and text so long
- * that no tokenization could fit it in the model's context.
+ * A cheap refusal the completion routes make before they pay for tokenization (up to 1M
+ * characters per text field, 4 MiB per body): text so long that no tokenization could fit it in
+ * the model's context. (The other, a key already over its limits, is rate-limit.ts's
+ * refuseIfOverLimit.)
  */
-import type { Context } from "hono";
 import { ApiError } from "../errors";
 import type { ModelSpec } from "../models";
 import type { Tokenizer } from "../tokenize";
-import type { AppEnv } from "../types";
-
-/**
- * 429 when the key could not be admitted even with a one-token prompt (requests/min used up, or
- * tokens/min used up). The RateLimiter's `admit` (generate/rate-limit.ts) still decides for the
- * tokenized prompt; this costs one read of the same Durable Object and records nothing.
- */
-export async function refuseIfOverLimit(c: Context<AppEnv>): Promise<void> {
-  const key = c.get("apiKey");
-  const stub = c.env.RATE_LIMITER.get(c.env.RATE_LIMITER.idFromName(key.name));
-  const result = await stub.check({ rpm: key.rpm, tpm: key.tpm });
-  if (!result.ok) {
-    throw new ApiError(429, result.message, {
-      type: "rate_limit_error",
-      code: result.limit === "requests" ? "rate_limit_exceeded" : "tokens_rate_limit_exceeded",
-      headers: { "retry-after": String(result.retryAfterS) },
-    });
-  }
-}
 
 /**
  * 400 context_length_exceeded for text that must tokenize to at least the whole context. No token

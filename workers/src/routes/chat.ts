@@ -8,7 +8,8 @@ import { ChatCompletionRequest, messageText } from "../openai/chat-schema";
 import { parseBody } from "../openai/validate";
 import { getTokenizer } from "../tokenize";
 import type { AppEnv } from "../types";
-import { refuseIfOverLimit, refuseTextBeyondContext } from "./before-tokenizing";
+import { refuseIfOverLimit } from "../generate/rate-limit";
+import { refuseTextBeyondContext } from "./before-tokenizing";
 
 export function chatCompletions(deps: RespondDeps = {}) {
   return async (c: Context<AppEnv>) => {

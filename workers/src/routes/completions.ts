@@ -8,7 +8,8 @@ import { CompletionRequest, promptOf } from "../openai/completion-schema";
 import { parseBody } from "../openai/validate";
 import { getTokenizer } from "../tokenize";
 import type { AppEnv } from "../types";
-import { refuseIfOverLimit, refuseTextBeyondContext } from "./before-tokenizing";
+import { refuseIfOverLimit } from "../generate/rate-limit";
+import { refuseTextBeyondContext } from "./before-tokenizing";
 
 export function completions(deps: RespondDeps = {}) {
   return async (c: Context<AppEnv>) => {
