@@ -94,9 +94,15 @@ class BlockManager:
         return True
 
     def free(self, seq: Sequence) -> None:
-        """Release a sequence's blocks (finish, abort, preemption). Tail first, so that under
-        LRU a prompt's tail is evicted before the head other prompts may share."""
-        for b in reversed(seq.block_table):
+        """Release a sequence's blocks (finish, abort, preemption)."""
+        self.release(seq.block_table)
+        seq.block_table = []
+
+    def release(self, blocks: list[int]) -> None:
+        """Drop one reference to each block of a chain. Tail first, so that under LRU a prompt's
+        tail is evicted before the head other prompts may share; a block no one reads becomes
+        evictable if it is named in the cache, else free."""
+        for b in reversed(blocks):
             self.ref_counts[b] -= 1
             assert self.ref_counts[b] >= 0, f"block {b} released twice"
             if self.ref_counts[b] == 0:
@@ -104,7 +110,6 @@ class BlockManager:
                     self.cache.eviction.add(b)
                 else:
                     self._free.append(b)
-        seq.block_table = []
 
     def commit(self, seq: Sequence) -> None:
         """Name the sequence's newly completed full blocks in the prefix cache."""

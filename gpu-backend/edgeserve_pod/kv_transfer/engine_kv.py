@@ -15,7 +15,7 @@ pod); were they allowed, the receiver's bound would come from the dequantized ke
 over, not from the unquantized keys the sender's write saw, so the two would differ by the e4m3
 rounding (up to 1/16 relative) and the page ranking could differ.
 
-It uses the block manager's internals (`_take`, `_acquire`, `_free`, `ref_counts`, `cache`): this is the one place
+It uses the block manager's internals (`_take`, `_acquire`, `cache`): this is the one place
 outside the engine that does, and the alternative was a new public method on BlockManager.
 """
 
@@ -108,13 +108,6 @@ def import_kv(engine, p: KvPayload, prompt: list[int] | None = None) -> int:
         bm.cache.register(ids, hashes[have:have + n], hashes[have - 1] if have else None, hashes[0])
         return n
     finally:
-        # Unreferenced and named: reusable by admit(), evictable under pressure. Released tail first,
-        # like BlockManager.free, so that under LRU the chain's tail goes before its head. (Pages of
-        # a failed copy are not named: they go back to the free list.)
-        for b in reversed(prefix + ids):
-            bm.ref_counts[b] -= 1
-            if bm.ref_counts[b] == 0:
-                if bm.cache.is_cached(b):
-                    bm.cache.eviction.add(b)
-                else:
-                    bm._free.append(b)
+        # Unreferenced and named: reusable by admit(), evictable under pressure (pages of a failed
+        # copy are not named: they go back to the free list)
+        bm.release(prefix + ids)
