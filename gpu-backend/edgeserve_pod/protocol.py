@@ -29,7 +29,7 @@ _PACKAGED_SCHEMA = Path(__file__).resolve().parent / "schema" / SCHEMA_NAME
 
 ERROR_CODES = (
     "invalid_request", "unknown_model", "prompt_too_long", "overloaded",
-    "cancelled", "kv_transfer_failed", "internal_error",
+    "cancelled", "kv_transfer_failed", "internal_error", "unauthorized",
 )
 
 

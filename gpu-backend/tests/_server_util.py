@@ -6,6 +6,7 @@ import asyncio
 import json
 from contextlib import asynccontextmanager
 
+import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 
 from edgeserve_pod import protocol
@@ -41,13 +42,22 @@ def real_engine_factory(model_dir: str, **kw):
 
 @asynccontextmanager
 async def pod(factory, model_id: str = MODEL_ID, wait: bool = True, **server_kw):
-    """A running pod app (TestServer: handler cancellation on, like the CLI) and a client to it."""
+    """A running pod app (TestServer: handler cancellation on, like the CLI) and a client to it.
+    With `pod_secret`, the client sends it on every request, as the edge does."""
     cfg = ServerConfig(**{"pod_id": "pod-test", "port": 0, "kv_cut_interval_s": 0.02, **server_kw})
     app = create_app(cfg, factory, model_id, BLOCK)
-    async with TestClient(TestServer(app)) as client:
+    headers = {"Authorization": f"Bearer {cfg.pod_secret}"} if cfg.pod_secret else None
+    async with TestClient(TestServer(app), headers=headers) as client:
         if wait:
             await app[STATE].loop.wait_ready(timeout=60)
         yield client, app[STATE]
+
+
+async def send_as(client, method: str, path: str, headers: dict | None = None, **kw) -> tuple[int, dict, dict]:
+    """One request to the pod behind `client` with exactly `headers` (none of the client's own, such
+    as its pod secret): (status, JSON body, response headers)."""
+    async with aiohttp.ClientSession() as s, s.request(method, client.make_url(path), headers=headers or {}, **kw) as r:
+        return r.status, await r.json(content_type=None), dict(r.headers)
 
 
 def gen_body(rid: str = "r1", prompt=None, max_tokens: int = 8, **extra) -> dict:

@@ -12,7 +12,7 @@ import torch
 from edgeserve_pod import protocol
 from edgeserve_pod.kv_transfer import serve as kvt, wire
 from edgeserve_pod.kv_transfer.engine_kv import prompt_hashes
-from _server_util import gen_body, pod, read_stream, real_engine_factory, tokens_of, write_tiny
+from _server_util import gen_body, pod, read_stream, real_engine_factory, send_as, tokens_of, write_tiny
 
 SECRET = "kv-test-pod-secret"
 
@@ -77,11 +77,10 @@ async def test_kv_put_needs_the_pod_secret_and_kv_for_the_requests_own_prompt(ti
                                          torch.zeros(shape[0], 2, len(hashes), *shape[3:])))
         # no secret, a wrong one, another scheme: 401 before the body is read, nothing delivered
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {SECRET}"}):
-            r = await dec.put("/v1/kv_transfer/t-2", data=msg, headers=headers)
-            assert r.status == 401, headers
-            rec = await r.json()
+            status, rec, _ = await send_as(dec, "PUT", "/v1/kv_transfer/t-2", headers, data=msg)
+            assert status == 401, headers
             protocol.validate("ErrorRecord", rec)
-            assert rec["error"]["code"] == "kv_transfer_failed"
+            assert rec["error"]["code"] == "unauthorized"
         assert not await asyncio.wait_for(dec.app[kvt.INBOX].take("t-2", 0.01), 1)
         # with the secret the PUT is taken; a request for another prompt refuses that KV
         r = await dec.put("/v1/kv_transfer/t-2", data=msg, headers={"Authorization": f"Bearer {SECRET}"})

@@ -38,6 +38,8 @@ export type SloClass = "interactive" | "deadline" | "batch" | "compound";
  */
 export type PodRole = "prefill" | "decode" | "both";
 /**
+ * unauthorized: a pod with a pod secret answers 401 to a request without Authorization: Bearer <POD_SECRET> (never a stream line).
+ *
  * This interface was referenced by `EdgeServePodProtocolV1`'s JSON-Schema
  * via the `definition` "ErrorCode".
  */
@@ -48,7 +50,8 @@ export type ErrorCode =
   | "overloaded"
   | "cancelled"
   | "kv_transfer_failed"
-  | "internal_error";
+  | "internal_error"
+  | "unauthorized";
 /**
  * This interface was referenced by `EdgeServePodProtocolV1`'s JSON-Schema
  * via the `definition` "StreamRecord".

@@ -3,7 +3,8 @@
     PUT /v1/kv_transfer/{transfer_id}   body: wire.py message   -> {"ok": true, "blocks": N}
 
 A pod with a pod secret (--pod-secret / $EDGESERVE_POD_SECRET, the one it shows the edge) sends
-it on the PUT as `Authorization: Bearer <secret>` and refuses a PUT without it (401): the pods of
+it on the PUT as `Authorization: Bearer <secret>` and refuses a PUT without it (401 `unauthorized`,
+the check of the pod's other endpoints, server/auth.py): the pods of
 one deployment share the edge's POD_SECRET. A pod without one (no edge: a dev or bench pod on
 loopback) accepts any PUT. The receiver imports only blocks that are a prefix of the waiting
 request's own prompt blocks (engine_kv.import_kv).
@@ -25,7 +26,6 @@ NCCL is not implemented: a directive asking for it gets a 501.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -38,6 +38,7 @@ from edgeserve_pod.kv_transfer import cuda_ipc, wire
 from edgeserve_pod.kv_transfer.engine_kv import export_kv, import_kv
 from edgeserve_pod.kv_transfer.inbox import KvInbox
 from edgeserve_pod.protocol import ProtocolError, error_record
+from edgeserve_pod.server import auth
 
 log = logging.getLogger("edgeserve_pod.kv_transfer")
 
@@ -70,9 +71,8 @@ async def receive_kv(request: web.Request) -> web.Response:
     """PUT /v1/kv_transfer/{transfer_id}: store a payload for the decode request that will take it."""
     tid = request.match_info["transfer_id"]
     secret = request.app.get(SECRET)
-    if secret is not None and not _bearer_ok(request.headers.get("Authorization", ""), secret):
-        return _json(error_record("kv_transfer_failed", "PUT /v1/kv_transfer needs 'Authorization: Bearer <pod secret>'",
-                                  None, tid), 401)
+    if secret is not None and not auth.bearer_ok(request.headers.get("Authorization"), secret):
+        return auth.unauthorized("PUT /v1/kv_transfer", tid)
     chunks, size = [], 0
     async for chunk in request.content.iter_chunked(1 << 20):
         size += len(chunk)
@@ -86,11 +86,6 @@ async def receive_kv(request: web.Request) -> web.Response:
         return _json(error_record("kv_transfer_failed", str(e), "body", tid), 400)
     inbox(request.app).deliver(tid, payload)
     return _json({"ok": True, "blocks": len(payload.block_hashes)})
-
-
-def _bearer_ok(header: str, secret: str) -> bool:
-    scheme, _, token = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), secret.encode())
 
 
 def check_directive(kt: dict, rid: str) -> None:

@@ -7,6 +7,10 @@
     GET  /v1/kv_events      ?after=SEQ -> {"batches": [KvEventBatch...]}
     GET  /metrics           Prometheus text
 
+With a pod secret (ServerConfig.pod_secret), generate, cancel, slo_update, kv_events and the KV
+PUT need `Authorization: Bearer <secret>` (401 `unauthorized` otherwise; server/auth.py); /health
+and /metrics stay open. Without one, the pod warns once at start and answers anyone.
+
 Every refusal is one ErrorRecord as JSON with a 4xx/5xx status, and nothing is queued. Once a
 generate stream has started, failures end it with an ErrorRecord line. A client that goes away
 cancels its request (aiohttp cancels the handler; `finally` aborts the request in the engine).
@@ -25,6 +29,7 @@ from aiohttp import web
 
 from edgeserve_pod.kv_transfer import serve as kvt
 from edgeserve_pod.protocol import ProtocolError, error_record, parse_json_body, validate
+from edgeserve_pod.server import auth
 from edgeserve_pod.server.config import ServerConfig
 from edgeserve_pod.server.edge_client import EdgeClient
 from edgeserve_pod.server.engine_loop import EngineLoop, Submission
@@ -296,8 +301,11 @@ def create_app(cfg: ServerConfig, engine_factory: Callable[[], Any], model_id: s
                sampling_params_cls: type | None = None) -> web.Application:
     """The pod app. The engine is built by `engine_factory` on the engine thread at startup;
     /health answers 503 `starting` until it is ready."""
-    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[_errors])
     st = PodState(cfg, engine_factory, model_id, block_size, sampling_params_cls)
+    middlewares = [_errors]
+    if cfg.pod_secret:  # inside _errors; before any handler reads a body
+        middlewares.append(auth.middleware(cfg.pod_secret, on_refusal=lambda: st.metrics.observe_error("unauthorized")))
+    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=middlewares)
     app[STATE] = st
     app.router.add_post("/v1/generate", generate)
     app.router.add_post("/v1/cancel", cancel)
@@ -308,6 +316,7 @@ def create_app(cfg: ServerConfig, engine_factory: Callable[[], Any], model_id: s
     kvt.install(app, cfg.pod_secret)  # PUT /v1/kv_transfer/{id}
 
     async def on_startup(_: web.Application) -> None:
+        auth.warn_if_open(cfg.pod_secret, cfg.host)
         await st.start()
 
     async def on_shutdown(_: web.Application) -> None:
