@@ -262,7 +262,7 @@ describe("client disconnect", () => {
     await reader.cancel();
     await waitOnExecutionContext(ctx);
     expect(double.generateCalls[0].aborted()).toBe(true);
-    expect(double.cancels).toEqual([{ host: "pod-a.test", requestId: upstreamId() }]);
+    expect(double.cancels).toEqual([{ host: "pod-a.test", requestId: upstreamId(), authorized: true }]);
     expect((await tokensUsed()) - before).toBe(double.generateCalls[0].body.prompt_token_ids.length + 4);
   });
 
@@ -280,7 +280,7 @@ describe("client disconnect", () => {
     client.abort(new Error("client disconnected"));
     await waitOnExecutionContext(ctx);
     expect(double.generateCalls[0].aborted()).toBe(true);
-    expect(double.cancels).toEqual([{ host: "pod-a.test", requestId: upstreamId() }]);
+    expect(double.cancels).toEqual([{ host: "pod-a.test", requestId: upstreamId(), authorized: true }]);
     expect((await tokensUsed()) - before).toBe(double.generateCalls[0].body.prompt_token_ids.length + 4);
     void pending.catch(() => {});
   });
@@ -302,7 +302,7 @@ describe("client disconnect", () => {
     const second = await call(next, "/v1/chat/completions", { model: MODEL, messages: userMessages }, vars);
     const body = (await second.res.json()) as any;
     await waitOnExecutionContext(second.ctx);
-    expect(next.cancels).toEqual([{ host: "pod-a.test", requestId: first.upstreamId() }]);
+    expect(next.cancels).toEqual([{ host: "pod-a.test", requestId: first.upstreamId(), authorized: true }]);
     const charged = (await tokensUsed()) - before - 2 * body.usage.prompt_tokens - body.usage.completion_tokens;
     expect(charged).toBeGreaterThanOrEqual(4);
     expect(charged).toBeLessThanOrEqual(24);
@@ -312,6 +312,50 @@ describe("client disconnect", () => {
     await waitOnExecutionContext(third.ctx);
     expect(next.cancels).toHaveLength(1);
   });
+});
+
+describe("the pod secret", () => {
+  it("every call to a pod carries Authorization: Bearer POD_SECRET: the generate and the edge's cancel", async () => {
+    const ids = tok.encode("one two STOP three", { parseSpecial: false });
+    const double = await twoPods({ steps: [...ids.map((id) => ({ tokens: [id] })), { hang: true }] }, { throws: "unused" });
+    const { res, ctx, upstreamId } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, stop: ["STOP"] });
+    expect(res.status).toBe(200);
+    await waitOnExecutionContext(ctx);
+    expect(double.generateCalls.map((c) => c.authorized)).toEqual([true]);
+    expect(double.cancels).toEqual([{ host: "pod-a.test", requestId: upstreamId(), authorized: true }]);
+  });
+
+  it("a pod that refuses the edge's secret (401) is the edge's fault: the other pod answers", async () => {
+    await registerPod("pod-a", "http://pod-a.test");
+    await registerPod("pod-b", "http://pod-b.test", { running: 8, waiting: 8 });
+    const double = new PodDouble({ "pod-a.test": { steps: tokenSteps(answerIds) }, "pod-b.test": { steps: tokenSteps(answerIds) } }, { secrets: { "pod-a.test": "another-deployment" } });
+    const { res } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages });
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as any).choices[0].message.content).toBe(ANSWER);
+    expect(double.generateCalls.map((c) => [c.host, c.authorized])).toEqual([
+      ["pod-a.test", false],
+      ["pod-b.test", true],
+    ]);
+  });
+
+  for (const stream of [false, true]) {
+    it(`every pod refuses it (stream ${stream}): a 502 in OpenAI's error shape after one try on each of two pods, no cancel`, async () => {
+      await registerPod("pod-c", "http://pod-c.test", { running: 20 });
+      const wrong = { "pod-a.test": "x-deployment", "pod-b.test": "x-deployment", "pod-c.test": "x-deployment" };
+      await registerPod("pod-a", "http://pod-a.test");
+      await registerPod("pod-b", "http://pod-b.test", { running: 8, waiting: 8 });
+      const ok = { steps: tokenSteps(answerIds) };
+      const double = new PodDouble({ "pod-a.test": ok, "pod-b.test": ok, "pod-c.test": ok }, { secrets: wrong });
+      const { res, ctx } = await call(double, "/v1/chat/completions", { model: MODEL, messages: userMessages, stream });
+      const e = await expectError(res, 502, null);
+      expect(e.type).toBe("server_error");
+      expect(e.code).toBe("backend_error");
+      expect(e.message).toContain("pod_unauthorized");
+      await waitOnExecutionContext(ctx);
+      expect(double.generateCalls.map((c) => c.authorized)).toEqual([false, false]);
+      expect(double.cancels).toEqual([]);
+    });
+  }
 });
 
 describe("registry", () => {

@@ -1,9 +1,13 @@
 /**
  * An in-process pod double for the fault-injection tests only: it answers the pod protocol's
  * /v1/generate and /v1/cancel per pod host, with scripted records, delays, hangs and failures,
- * and records what the edge sent. Everything else in these tests is the real edge.
+ * and records what the edge sent. Everything else in these tests is the real edge. Like a real
+ * pod with a pod secret, it answers only requests that carry `Authorization: Bearer <secret>` (the
+ * tests' POD_SECRET unless `secrets` gives a host another one): others get a 401 ErrorRecord
+ * `unauthorized` and reach no behaviour.
  */
 import type { GenerateRequest } from "@edgeserve/shared";
+import { POD_SECRET } from "./helpers";
 
 export type Step =
   | { tokens: number[]; delayMs?: number }
@@ -24,6 +28,13 @@ export interface GenerateCall {
   host: string;
   body: GenerateRequest;
   aborted: () => boolean;
+  /** False when the pod refused the call's credentials (401). */
+  authorized: boolean;
+}
+
+export interface PodDoubleOptions {
+  /** Pod host → the secret that pod was started with (others: the tests' POD_SECRET). */
+  secrets?: Record<string, string>;
 }
 
 const encoder = new TextEncoder();
@@ -31,23 +42,33 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class PodDouble {
   readonly generateCalls: GenerateCall[] = [];
-  readonly cancels: { host: string; requestId: string }[] = [];
+  readonly cancels: { host: string; requestId: string; authorized: boolean }[] = [];
 
-  constructor(private readonly behaviours: Record<string, Behaviour>) {}
+  constructor(
+    private readonly behaviours: Record<string, Behaviour>,
+    private readonly opts: PodDoubleOptions = {},
+  ) {}
 
   readonly fetch: typeof fetch = async (input, init) => {
     const req = new Request(input as RequestInfo, init);
     const url = new URL(req.url);
     const signal = init?.signal ?? undefined;
+    const authorized = req.headers.get("authorization") === `Bearer ${this.opts.secrets?.[url.host] ?? POD_SECRET}`;
+    const refuse = () =>
+      Response.json(
+        { type: "error", request_id: null, error: { code: "unauthorized", message: `${req.method} ${url.pathname} needs 'Authorization: Bearer <pod secret>'`, param: null } },
+        { status: 401, headers: { "www-authenticate": "Bearer" } },
+      );
     if (url.pathname === "/v1/cancel") {
       const body = (await req.json()) as { request_id: string };
-      this.cancels.push({ host: url.host, requestId: body.request_id });
-      return Response.json({ request_id: body.request_id, cancelled: true });
+      this.cancels.push({ host: url.host, requestId: body.request_id, authorized });
+      return authorized ? Response.json({ request_id: body.request_id, cancelled: true }) : refuse();
     }
     if (url.pathname !== "/v1/generate") return new Response("not found", { status: 404 });
     const body = (await req.json()) as GenerateRequest;
-    const call: GenerateCall = { host: url.host, body, aborted: () => signal?.aborted ?? false };
+    const call: GenerateCall = { host: url.host, body, aborted: () => signal?.aborted ?? false, authorized };
     this.generateCalls.push(call);
+    if (!authorized) return refuse();
     const b = this.behaviours[url.host];
     if (!b) throw new TypeError(`connect ECONNREFUSED ${url.host}`);
     if ("throws" in b) throw new TypeError(b.throws);
@@ -60,8 +81,9 @@ export class PodDouble {
     });
   };
 
+  /** True when the pod took a cancel for `requestId` (one with the right secret). */
   cancelled(requestId: string): boolean {
-    return this.cancels.some((c) => c.requestId === requestId);
+    return this.cancels.some((c) => c.requestId === requestId && c.authorized);
   }
 }
 

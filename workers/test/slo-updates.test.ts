@@ -8,20 +8,20 @@ import { env } from "cloudflare:workers";
 import { beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createApp } from "../src/app";
 import { outputLengthsStub } from "../src/durable/output-estimator";
-import { KEY, MODEL, registerPod, resetPods, seedTokenizer } from "./helpers";
+import { KEY, MODEL, POD_SECRET, registerPod, resetPods, seedTokenizer } from "./helpers";
 import { PodDouble, tokenSteps } from "./pod-double";
 
 beforeAll(seedTokenizer);
 beforeEach(resetPods);
 
 function withSloUpdates(double: PodDouble) {
-  const updates: { host: string; body: { request_id: string; expected_output_tokens?: number } }[] = [];
+  const updates: { host: string; body: { request_id: string; expected_output_tokens?: number }; authorization: string | null }[] = [];
   const f = (async (input: RequestInfo | URL, init?: RequestInit) => {
     const req = new Request(input as RequestInfo, init);
     const url = new URL(req.url);
     if (url.pathname === "/v1/slo_update") {
       const body = (await req.json()) as { request_id: string };
-      updates.push({ host: url.host, body });
+      updates.push({ host: url.host, body, authorization: req.headers.get("authorization") });
       return Response.json({ request_id: body.request_id, updated: true });
     }
     return double.fetch(input, init);
@@ -59,6 +59,7 @@ describe("slack updates mid-generation", () => {
     expect(updates.length).toBeLessThanOrEqual(5);
     for (const u of updates) {
       expect(u.host).toBe("pod-a.test");
+      expect(u.authorization).toBe(`Bearer ${POD_SECRET}`);
       expect(u.body.request_id).toBe(sent.request_id);
     }
     const ests = updates.map((u) => u.body.expected_output_tokens!);

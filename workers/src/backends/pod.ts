@@ -4,6 +4,9 @@
  * retryable so the caller can try another pod. When the consumer stops early (client gone, stop
  * sequence matched) the fetch is aborted and POST /v1/cancel tells the pod to free the request:
  * from the abort listener of `p.signal` when the client leaves, from `finally` otherwise.
+ * Every request to a pod carries the deployment's POD_SECRET as a Bearer token; a pod that answers
+ * 401 does not take it (a misconfigured pod, or an edge with the wrong secret): the error is the
+ * edge's, `pod_unauthorized`, worth one try on another pod, and the client's answer is a 5xx.
  */
 import type { ErrorRecord, GenerateRequest, StreamRecord } from "@edgeserve/shared";
 import type { BackendEvent, GenerateParams, InferenceBackend } from "./types";
@@ -14,6 +17,8 @@ export interface PodBackendOptions {
   podId: string;
   /** Base URL, no trailing slash. */
   url: string;
+  /** The POD_SECRET, sent as `Authorization: Bearer` on every call to the pod. */
+  secret: string;
   connectTimeoutMs: number;
   idleTimeoutMs: number;
   /** Fields the router adds to the request (SLO targets, cached-prefix hint, the class's attention settings). */
@@ -24,32 +29,38 @@ export interface PodBackendOptions {
 }
 
 /**
- * Pod requests of this isolate that may still run on a pod: request id → pod base URLs. An entry
- * leaves when the pod is done with it or was sent its cancel; one whose request died silently
- * stays until `cancelLeftoverPodWork` (generate/orphans.ts) sends the cancel for it.
+ * Pod requests of this isolate that may still run on a pod: request id → pod base URL → the
+ * secret to show it. An entry leaves when the pod is done with it or was sent its cancel; one
+ * whose request died silently stays until `cancelLeftoverPodWork` (generate/orphans.ts) sends the
+ * cancel for it.
  */
-const inFlight = new Map<string, Set<string>>();
+const inFlight = new Map<string, Map<string, string>>();
 
-function noteInFlight(requestId: string, url: string, on: boolean): void {
-  const urls = inFlight.get(requestId) ?? new Set<string>();
-  if (on) urls.add(url);
-  else urls.delete(url);
-  if (urls.size > 0) inFlight.set(requestId, urls);
+function noteInFlight(requestId: string, url: string, secret: string | undefined): void {
+  const pods = inFlight.get(requestId) ?? new Map<string, string>();
+  if (secret !== undefined) pods.set(url, secret);
+  else pods.delete(url);
+  if (pods.size > 0) inFlight.set(requestId, pods);
   else inFlight.delete(requestId);
 }
 
 /** POST /v1/cancel to every pod still listed for `requestId`, with the caller's fetch and waitUntil. */
 export function cancelLeftoverPodWork(requestId: string, fetchFn: typeof fetch, waitUntil: (p: Promise<unknown>) => void): number {
-  const urls = [...(inFlight.get(requestId) ?? [])];
+  const pods = [...(inFlight.get(requestId) ?? [])];
   inFlight.delete(requestId);
-  for (const url of urls) waitUntil(postCancel(fetchFn, url, requestId, 5000));
-  return urls.length;
+  for (const [url, secret] of pods) waitUntil(postCancel(fetchFn, url, secret, requestId, 5000));
+  return pods.length;
 }
 
-function postCancel(fetchFn: typeof fetch, url: string, requestId: string, timeoutMs: number): Promise<unknown> {
+/** The headers of every edge → pod call. */
+export function podHeaders(secret: string, extra: Record<string, string> = {}): Record<string, string> {
+  return { authorization: `Bearer ${secret}`, "content-type": "application/json", ...extra };
+}
+
+function postCancel(fetchFn: typeof fetch, url: string, secret: string, requestId: string, timeoutMs: number): Promise<unknown> {
   return fetchFn(`${url}/v1/cancel`, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: podHeaders(secret),
     body: JSON.stringify({ request_id: requestId }),
     signal: AbortSignal.timeout(timeoutMs),
   })
@@ -88,7 +99,7 @@ export class PodBackend implements InferenceBackend {
     let finished = false;
     let cancelSent = false;
     const cancelOnce = () => {
-      noteInFlight(p.requestId, this.opts.url, false);
+      noteInFlight(p.requestId, this.opts.url, undefined);
       if (finished || cancelSent) return;
       cancelSent = true;
       this.cancel(p.requestId, upstream);
@@ -111,13 +122,13 @@ export class PodBackend implements InferenceBackend {
         finished = true;
         return;
       }
-      noteInFlight(p.requestId, this.opts.url, true);
+      noteInFlight(p.requestId, this.opts.url, this.opts.secret);
       let res: Response;
       const connectTimer = setTimeout(() => upstream.abort(new TimeoutError(this.opts.connectTimeoutMs)), this.opts.connectTimeoutMs);
       try {
         res = await this.fetchFn(`${this.opts.url}/v1/generate`, {
           method: "POST",
-          headers: { "content-type": "application/json", "x-request-id": p.requestId },
+          headers: podHeaders(this.opts.secret, { "x-request-id": p.requestId }),
           body: JSON.stringify(this.toRequest(p)),
           signal: upstream.signal,
         });
@@ -189,10 +200,16 @@ export class PodBackend implements InferenceBackend {
   /** Stops the upstream stream and asks the pod to free the request (best effort). */
   private cancel(requestId: string, upstream: AbortController): void {
     upstream.abort(new Error("cancelled by the edge"));
-    this.opts.waitUntil?.(postCancel(this.fetchFn, this.opts.url, requestId, this.opts.connectTimeoutMs));
+    this.opts.waitUntil?.(postCancel(this.fetchFn, this.opts.url, this.opts.secret, requestId, this.opts.connectTimeoutMs));
   }
 
   private async httpError(res: Response, fail: (code: string, msg: string, retryable?: boolean) => BackendEvent): Promise<BackendEvent> {
+    if (res.status === 401) {
+      // Not the client's doing: this pod does not take the edge's POD_SECRET. Another pod may.
+      await res.body?.cancel();
+      console.error(`${this.id} (${this.opts.url}) refused the edge's POD_SECRET (HTTP 401): the pod and the edge are configured with different secrets`);
+      return fail("pod_unauthorized", "HTTP 401: the pod refused the edge's credentials", true);
+    }
     let record: ErrorRecord | undefined;
     try {
       const body = (await res.json()) as ErrorRecord;

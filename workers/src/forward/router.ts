@@ -89,6 +89,7 @@ export async function planRoute(input: RouteInput, deps: RouterDeps, livePods: P
         new PodBackend({
           podId: pod.podId,
           url: pod.url,
+          secret: deps.config.podSecret,
           connectTimeoutMs: deps.config.podConnectTimeoutMs,
           idleTimeoutMs: deps.config.podIdleTimeoutMs,
           extra: attention ? { ...extra, attention } : extra,
@@ -99,7 +100,7 @@ export async function planRoute(input: RouteInput, deps: RouterDeps, livePods: P
       // The pod that decodes gets the refined output-length estimate as tokens come back.
       const withUpdates = (b: InferenceBackend, decodePod: PodInfo): InferenceBackend =>
         input.estimate && input.slo.expected_output_tokens !== undefined
-          ? new SloUpdatingBackend(b, { podUrl: decodePod.url, slo: input.slo, estimate: input.estimate, fetch: deps.fetch, waitUntil: deps.waitUntil })
+          ? new SloUpdatingBackend(b, { podUrl: decodePod.url, secret: deps.config.podSecret, slo: input.slo, estimate: input.estimate, fetch: deps.fetch, waitUntil: deps.waitUntil })
           : b;
       if (decision.prefillPod) {
         const tid = transferId(input.requestId);

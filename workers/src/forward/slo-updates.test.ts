@@ -15,9 +15,9 @@ function tokens(n: number): InferenceBackend {
 }
 
 function recorder() {
-  const calls: { url: string; body: unknown }[] = [];
+  const calls: { url: string; body: unknown; authorization: string | null }[] = [];
   const f = (async (input: RequestInfo | URL, init?: RequestInit) => {
-    calls.push({ url: String(input), body: JSON.parse(String(init?.body)) });
+    calls.push({ url: String(input), body: JSON.parse(String(init?.body)), authorization: new Headers(init?.headers).get("authorization") });
     return Response.json({ updated: true });
   }) as typeof fetch;
   return { calls, f };
@@ -47,6 +47,7 @@ describe("slack updates to the pod", () => {
     const pending: Promise<unknown>[] = [];
     const backend = new SloUpdatingBackend(tokens(120), {
       podUrl: "http://pod-a.test",
+      secret: "test-pod-secret",
       slo: { class: "deadline", deadline_ms: 9000, expected_output_tokens: initial },
       estimate: (g) => est.estimate("k", "m", 1000, g),
       fetch: f,
@@ -57,13 +58,16 @@ describe("slack updates to the pod", () => {
     await Promise.all(pending);
     expect(seen.filter((e) => e.type === "tokens")).toHaveLength(120);
     expect(seen.at(-1)?.type).toBe("final");
-    expect(calls).toEqual([{ url: "http://pod-a.test/v1/slo_update", body: { request_id: "req-1", expected_output_tokens: 400 } }]);
+    expect(calls).toEqual([
+      { url: "http://pod-a.test/v1/slo_update", body: { request_id: "req-1", expected_output_tokens: 400 }, authorization: "Bearer test-pod-secret" },
+    ]);
   });
 
   it("without history follows the growth rule, rate-limited by the relative change and a token gap", () => {
     const sent: number[] = [];
     const u = new SloUpdater("r", {
       podUrl: "http://p",
+      secret: "test-pod-secret",
       slo: { class: "interactive", expected_output_tokens: 256 },
       estimate: (g) => Math.max(256, Math.ceil(1.5 * g)),
       fetch: (async (_: unknown, init?: RequestInit) => {
@@ -85,11 +89,12 @@ describe("slack updates to the pod", () => {
       n++;
       return new Response(null);
     }) as typeof fetch;
-    const steady = new SloUpdater("r", { podUrl: "http://p", slo: { class: "batch", expected_output_tokens: 50 }, estimate: () => 55, fetch: f });
+    const steady = new SloUpdater("r", { podUrl: "http://p", secret: "test-pod-secret", slo: { class: "batch", expected_output_tokens: 50 }, estimate: () => 55, fetch: f });
     for (let g = 1; g < 50; g++) steady.onProgress(g);
     expect(n).toBe(0);
     const capped = new SloUpdater("r", {
       podUrl: "http://p",
+      secret: "test-pod-secret",
       slo: { class: "batch", expected_output_tokens: 1 },
       estimate: (g) => 2 * g + 2,
       fetch: f,

@@ -11,6 +11,7 @@
  */
 import type { SloTargets, SloUpdate } from "@edgeserve/shared";
 import type { BackendEvent, GenerateParams, InferenceBackend } from "../backends/types";
+import { podHeaders } from "../backends/pod";
 
 export interface SloUpdatePolicy {
   minRelChange: number;
@@ -23,6 +24,8 @@ export const defaultSloUpdatePolicy: SloUpdatePolicy = { minRelChange: 0.25, min
 export interface SloUpdaterOptions {
   /** The pod that decodes the request (base URL, no trailing slash). */
   podUrl: string;
+  /** The POD_SECRET (every call to a pod carries it). */
+  secret: string;
   /** The targets the pod got with the request. */
   slo: SloTargets;
   /** Output-length estimate after `generated` tokens (capped at max_tokens, > generated). */
@@ -63,11 +66,14 @@ export class SloUpdater {
     const fetchFn = this.opts.fetch ?? ((input: RequestInfo | URL, init?: RequestInit) => fetch(input, init));
     const call = fetchFn(`${this.opts.podUrl}/v1/slo_update`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: podHeaders(this.opts.secret),
       body: JSON.stringify(body),
       signal: AbortSignal.timeout(this.opts.timeoutMs ?? 2000),
     })
-      .then((r) => r.body?.cancel())
+      .then((r) => {
+        if (r.status === 401) console.error(`slo_update to ${this.opts.podUrl}: HTTP 401, the pod refused the edge's POD_SECRET`);
+        return r.body?.cancel();
+      })
       .catch((e) => console.warn(`slo_update to ${this.opts.podUrl} failed: ${(e as Error).message}`));
     this.opts.waitUntil?.(call);
   }

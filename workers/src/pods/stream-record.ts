@@ -44,6 +44,7 @@ export const POD_ERROR_CODES = [
   "cancelled",
   "kv_transfer_failed",
   "internal_error",
+  "unauthorized",
 ] as const;
 
 const ErrorRecord = z
