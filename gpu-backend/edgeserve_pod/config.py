@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -11,6 +12,9 @@ _DEVICES = ("cpu", "cuda")
 _DTYPES = ("auto", "bfloat16", "float16", "float32")
 _KV_DTYPES = ("auto", "fp8")
 _QUANT = (None, "w4a16")
+_STREAMING_KV = ("full", "ring")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,6 +33,11 @@ class EngineConfig:
     attention_backend: str = "torch"  # "torch" (reference, CPU), "triton" (GPU kernels) or "sparse" (Quest + streaming heads)
     # attention_backend="sparse": head map from tools/calibrate_heads.py (None: every head is a retrieval head)
     sparse_head_map: str | None = None
+    # streaming heads' K/V: "full" = stored for every token in the paged cache (read: sink + window);
+    # "ring" = a constant-size ring per running sequence (sink + window + one chunk), the paged
+    # cache holds only retrieval heads (layers/attention_sparse_ring.py). Ring: sparse backend with
+    # a head map, one rank, no prefix caching, no KV transfer.
+    streaming_kv: str = "full"
     quantization: str | None = None  # None (bf16 linears) or "w4a16"
     tensor_parallel_size: int = 1
     enforce_eager: bool = False  # True: no CUDA graphs for decode
@@ -85,6 +94,20 @@ class EngineConfig:
                 raise ValueError(f"sparse_head_map needs attention_backend='sparse', got {self.attention_backend!r}")
             if not os.path.isfile(self.sparse_head_map):
                 raise ValueError(f"sparse_head_map {self.sparse_head_map!r} is not a file")
+        if self.streaming_kv not in _STREAMING_KV:
+            raise ValueError(f"streaming_kv must be one of {_STREAMING_KV}, got {self.streaming_kv!r}")
+        if self.streaming_kv == "ring":
+            if self.attention_backend != "sparse" or self.sparse_head_map is None:
+                raise ValueError("streaming_kv='ring' needs attention_backend='sparse' and a sparse_head_map with "
+                                 f"streaming heads, got attention_backend={self.attention_backend!r}, "
+                                 f"sparse_head_map={self.sparse_head_map!r}")
+            if self.tensor_parallel_size > 1:
+                raise ValueError(f"streaming_kv='ring' runs on one rank, got tensor_parallel_size={self.tensor_parallel_size}")
+            if self.enable_prefix_caching:
+                # a cached block would hold only the retrieval heads, and the ring's window for that
+                # prefix is not kept: a hit could not be served
+                log.warning("streaming_kv='ring': prefix caching is switched off")
+                self.enable_prefix_caching = False
         if self.device == "cpu" and self.attention_backend == "triton":  # sparse runs its torch path on cpu
             raise ValueError(f"attention_backend {self.attention_backend!r} needs device='cuda'; on cpu use 'torch' or 'sparse'")
 

@@ -91,7 +91,8 @@ class GraphPool:
 
 class DecodeGraphs:
     def __init__(self, model, kv_caches, states, max_bs: int, max_blocks: int, scratch_block: int, block_size: int,
-                 device: torch.device, width_buckets: bool, pool: GraphPool | None = None, overrides_ok: bool = True):
+                 device: torch.device, width_buckets: bool, pool: GraphPool | None = None, overrides_ok: bool = True,
+                 scratch_ring_slot: int | None = None):
         self.model, self.kv_caches, self.states = model, kv_caches, states
         self.overrides_ok = overrides_ok  # False: steps with per-request attention overrides run eager
         self.device = device
@@ -104,8 +105,11 @@ class DecodeGraphs:
         self.scratch_block = scratch_block
         self.scratch_slot = scratch_block * block_size
         self.block_size = block_size
-        # host staging: [ids | positions | slots | ctx_lens | first positions | block_table (max_bs * max_blocks)]
-        n = max_bs * (5 + max_blocks)
+        # streaming_kv="ring": each row's ring slot is a static input too (padded rows: the scratch
+        # slot); None: no rings, meta.seq_slots stays None
+        self.scratch_ring_slot = scratch_ring_slot
+        # host staging: [ids | positions | slots | ctx_lens | first positions | ring slots | block_table (max_bs * max_blocks)]
+        n = max_bs * (6 + max_blocks)
         self.host = torch.zeros(n, dtype=torch.int64, pin_memory=device.type == "cuda")
         self.host_np = self.host.numpy()
         self.dev = torch.zeros(n, dtype=torch.int64, device=device)
@@ -163,11 +167,14 @@ class DecodeGraphs:
         h[3 * M:3 * M + n] = inp.decode_context_lens.numpy()
         h[3 * M + n:3 * M + bs] = 1
         h[4 * M:5 * M] = h[M:2 * M]  # first positions: ring column = position - first position
-        bt = h[5 * M:].reshape(M, self.max_blocks)
+        if self.scratch_ring_slot is not None:
+            h[5 * M:5 * M + n] = inp.seq_slots.numpy()
+            h[5 * M + n:5 * M + bs] = self.scratch_ring_slot
+        bt = h[6 * M:].reshape(M, self.max_blocks)
         bt[:bs, :w] = self.scratch_block
         tw = inp.decode_block_tables.shape[1]
         bt[:n, :tw] = inp.decode_block_tables.numpy()
-        used = 5 * M + bs * self.max_blocks  # rows past bs of the block table are never read
+        used = 6 * M + bs * self.max_blocks  # rows past bs of the block table are never read
         key = (bs, w)
         for again in (False, True):
             self.dev[:used].copy_(src[:used], non_blocking=True)
@@ -191,7 +198,8 @@ class DecodeGraphs:
         h[:] = 0
         h[2 * M:3 * M] = self.scratch_slot
         h[3 * M:4 * M] = 1
-        h[5 * M:] = self.scratch_block
+        h[5 * M:6 * M] = self.scratch_ring_slot or 0
+        h[6 * M:] = self.scratch_block
         self.dev.copy_(self.host)
         for w in reversed(self.w_buckets):
             for bs in reversed(self.bs_buckets):
@@ -201,12 +209,13 @@ class DecodeGraphs:
 
     def _body(self, bs: int, w: int) -> None:
         M, d = self.max_bs, self.dev
-        bt64 = d[5 * M:].view(M, self.max_blocks)
+        bt64 = d[6 * M:].view(M, self.max_blocks)
         bt = bt64[:bs, :w].to(torch.int32)  # (bs, w) int32, contiguous
         meta = AttentionMetadata(
             num_prefill_tokens=0, num_decode_tokens=bs, slot_mapping=d[2 * M:2 * M + bs],
             decode_block_tables=bt, decode_context_lens=d[3 * M:3 * M + bs].to(torch.int32),
-            overrides=[None] * bs)
+            overrides=[None] * bs,
+            seq_slots=None if self.scratch_ring_slot is None else d[5 * M:5 * M + bs].to(torch.int32))
         logits = self.model.logits(d[0:bs], d[M:M + bs], self.kv_caches, self.states, meta)  # (bs, V) float32
         if self.logits is None:
             self.logits = torch.empty(M, logits.shape[1], dtype=logits.dtype, device=self.device)

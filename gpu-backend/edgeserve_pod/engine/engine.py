@@ -46,7 +46,8 @@ class LLMEngine:
         self.eos_token_ids: tuple[int, ...] = self.arch.eos_token_ids
         self.blocks = BlockManager(self.runner.num_blocks, config.block_size, config.model_id, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.blocks, make_policy(config.scheduling_policy),
-                                   config.max_num_batched_tokens, config.max_num_seqs)
+                                   config.max_num_batched_tokens, config.max_num_seqs,
+                                   ring_slots=config.streaming_kv == "ring")
         self._seqs: dict[str, Sequence] = {}
         self._pending: list[StepOutput] = []  # "cancelled" outputs reported by the next step()
 

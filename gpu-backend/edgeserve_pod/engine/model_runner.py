@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 
 import torch
 import torch.distributed as dist
@@ -29,9 +30,11 @@ from edgeserve_pod.parallel import TPGroup
 # a backend that needs a GPU (Triton) is never imported on the CPU path.
 ATTENTION_BACKENDS = {"torch": ("edgeserve_pod.layers.attention_torch", "TorchAttention"),
                       "triton": ("edgeserve_pod.layers.attention_triton", "TritonAttention"),
-                      "sparse": ("edgeserve_pod.layers.attention_sparse", "SparseAttention")}
+                      "sparse": ("edgeserve_pod.layers.attention_sparse", "SparseAttention"),
+                      "sparse-ring": ("edgeserve_pod.layers.attention_sparse_ring", "RingSparseAttention")}
 LINEAR_FORMATS = {"w4a16": ("edgeserve_pod.layers.linear_w4a16", "W4A16LinearFactory")}
 CPU_KV_BLOCKS = 1024
+log = logging.getLogger(__name__)
 PREFILL_GRAPH_SEQS = 4  # sequences one short-prefill graph takes (more go eager)
 
 
@@ -64,7 +67,9 @@ class ModelRunner:
         self.max_blocks_per_seq = (self.max_model_len + self.block_size - 1) // self.block_size
 
         self.kv_dtype = FP8_DTYPE if config.kv_dtype == "fp8" else self.dtype
-        attn_cls = _import(ATTENTION_BACKENDS, config.attention_backend, "attention_backend")
+        self.ring = config.streaming_kv == "ring"  # streaming heads' K/V in per-sequence rings
+        backend = "sparse-ring" if self.ring else config.attention_backend
+        attn_cls = _import(ATTENTION_BACKENDS, backend, "attention_backend")
         params = inspect.signature(attn_cls).parameters
         extra = {"kv_dtype": self.kv_dtype} if "kv_dtype" in params else {}
         if "num_layers" in params:  # a backend with per-layer config checks it against the model
@@ -73,6 +78,8 @@ class ModelRunner:
             from edgeserve_pod.layers.attention_sparse import SparseAttentionConfig
 
             extra["config"] = SparseAttentionConfig.from_head_map(config.sparse_head_map)
+        if self.ring:
+            extra.update(block_size=self.block_size, ring_slots=config.max_num_seqs, ring_chunk=config.max_num_batched_tokens)
         self.attn = attn_cls(arch.num_heads // tp.size, arch.num_kv_heads // tp.size, arch.head_dim, **extra)
         if config.quantization is None:
             lin = Bf16LinearFactory(self.dtype, self.device)
@@ -88,6 +95,11 @@ class ModelRunner:
         self._multi_host: list[torch.Tensor] = []  # pinned staging buffers of multi-step decode
         self.num_blocks = self._decide_num_blocks()
         self._allocate_kv(self.num_blocks)
+        if self.ring:
+            log.info("streaming_kv='ring': paged KV %d blocks x %d bytes = %.2f GiB (retrieval heads), rings %d slots "
+                     "x %d pages = %.2f GiB (streaming heads)", self.num_blocks, self.block_bytes(),
+                     self.num_blocks * self.block_bytes() / 2**30, config.max_num_seqs, self.attn.geo.pages_per_slot,
+                     self.attn.ring_bytes(arch.num_layers) / 2**30)
         if config.kv_dtype == "fp8":
             self._calibrate_fp8()
             if hasattr(self.attn, "fp8_scales_ready"):
@@ -98,7 +110,8 @@ class ModelRunner:
             self.graphs = DecodeGraphs(self.model, self.kv_caches, self.states, min(config.cuda_graph_max_batch, config.max_num_seqs),
                                        self.max_blocks_per_seq, self.num_blocks, self.block_size, self.device,
                                        width_buckets=config.attention_backend == "torch", pool=pool,
-                                       overrides_ok=not self.attn.uses_request_overrides)
+                                       overrides_ok=not self.attn.uses_request_overrides,
+                                       scratch_ring_slot=self.scratch_ring_slot)
             # short prefills: only the Triton backend's prefill takes every size from device tensors
             max_t = min(config.cuda_graph_max_prefill_tokens, config.max_num_batched_tokens)
             if config.attention_backend == "triton" and max_t > 0:
@@ -208,12 +221,30 @@ class ModelRunner:
 
     # ---- start-up ----
     def block_bytes(self) -> int:
+        """Bytes of one paged-cache block over all layers (ring mode: retrieval heads only)."""
         a = self.arch
+        if self.ring:
+            return self.attn.bytes_per_block(a.num_layers, self.block_size)
         elem = torch.empty(0, dtype=self.kv_dtype).element_size()
         return a.num_layers * 2 * self.block_size * (a.num_kv_heads // self.tp.size) * a.head_dim * elem
 
+    def ring_bytes(self) -> int:
+        """Bytes of the streaming heads' rings (0 unless streaming_kv='ring'); independent of max_model_len."""
+        return self.attn.ring_bytes(self.arch.num_layers) if self.ring else 0
+
+    @property
+    def scratch_ring_slot(self) -> int | None:
+        """The ring slot of padded rows and start-up passes (ring mode), else None."""
+        return self.config.max_num_seqs if self.ring else None
+
     def _allocate_kv(self, num_blocks: int) -> None:
         a = self.arch
+        if self.ring:  # per-layer caches of the retrieval heads + rings; no single (L, 2, ...) tensor
+            self.kv = None
+            layers = [self.attn.allocate_layer(i, num_blocks + 1, self.block_size, self.device) for i in range(a.num_layers)]
+            self.kv_caches = [(k, v) for k, v, _ in layers]
+            self.states = [st for _, _, st in layers]
+            return
         # (layers, 2, num_blocks + 1 scratch, B, Hkv_local, d): the last block takes padded writes
         self.kv = torch.zeros(a.num_layers, 2, num_blocks + 1, self.block_size, a.num_kv_heads // self.tp.size, a.head_dim,
                               dtype=self.kv_dtype, device=self.device)
@@ -248,7 +279,8 @@ class ModelRunner:
             input_ids=torch.zeros(T, dtype=torch.int64), positions=torch.arange(T), slot_mapping=torch.arange(T),
             num_prefill_tokens=T, num_decode_tokens=0, cu_seqlens_q=[0, T], cu_seqlens_k=[0, T],
             prefill_block_tables=torch.arange(nb, dtype=torch.int32)[None], decode_block_tables=None,
-            decode_context_lens=None, logits_indices=torch.tensor([T - 1]), overrides=[None])
+            decode_context_lens=None, logits_indices=torch.tensor([T - 1]), overrides=[None],
+            seq_slots=self._scratch_slots())
         self.forward(inp)
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - base
@@ -257,12 +289,16 @@ class ModelRunner:
         free, total = torch.cuda.mem_get_info(self.device)
         # logits + sampler scratch for a full decode batch, and CUDA-graph pools
         reserve = 4 * self.config.max_num_seqs * self.arch.vocab_size * 4 + (512 << 20)
-        budget = free - (1 - self.config.gpu_memory_utilization) * total - peak - reserve
+        budget = free - (1 - self.config.gpu_memory_utilization) * total - peak - reserve - self.ring_bytes()
         n = int(budget // self.block_bytes())
         if n < 2:
             raise ValueError(f"not enough GPU memory for the KV cache: {free / 2**30:.1f} GiB free, "
-                             f"{peak / 2**30:.1f} GiB prefill peak, {self.block_bytes()} bytes per block")
+                             f"{peak / 2**30:.1f} GiB prefill peak, {self.ring_bytes() / 2**30:.1f} GiB of rings, "
+                f"{self.block_bytes()} bytes per block")
         return n
+
+    def _scratch_slots(self) -> torch.Tensor | None:  # start-up passes write the scratch ring slot
+        return None if not self.ring else torch.tensor([self.scratch_ring_slot], dtype=torch.int32)
 
     @torch.inference_mode()
     def _calibrate_fp8(self) -> None:
@@ -274,5 +310,6 @@ class ModelRunner:
             input_ids=torch.randint(0, self.arch.vocab_size, (T,), generator=g), positions=torch.arange(T),
             slot_mapping=torch.arange(T), num_prefill_tokens=T, num_decode_tokens=0, cu_seqlens_q=[0, T],
             cu_seqlens_k=[0, T], prefill_block_tables=torch.arange(nb, dtype=torch.int32)[None],
-            decode_block_tables=None, decode_context_lens=None, logits_indices=torch.tensor([T - 1]), overrides=[None])
+            decode_block_tables=None, decode_context_lens=None, logits_indices=torch.tensor([T - 1]), overrides=[None],
+            seq_slots=self._scratch_slots())
         self.forward(inp)

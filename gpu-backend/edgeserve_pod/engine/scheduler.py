@@ -39,14 +39,40 @@ class ScheduledBatch:
         return sum(n for _, n in self.items)
 
 
+class RingSlots:
+    """Ring slots [0, n) of the streaming heads' constant-size KV (streaming_kv="ring"): a
+    sequence holds one while it runs (taken at admission, given back when it finishes, is
+    aborted or preempted: a re-admitted sequence rebuilds its ring by the recompute)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self._free = list(range(n - 1, -1, -1))  # pop() gives the lowest
+
+    @property
+    def num_free(self) -> int:
+        return len(self._free)
+
+    def take(self, seq: Sequence) -> None:
+        assert seq.ring_slot is None, f"{seq.request_id} already holds ring slot {seq.ring_slot}"
+        seq.ring_slot = self._free.pop()
+
+    def give(self, seq: Sequence) -> None:
+        if seq.ring_slot is not None:
+            self._free.append(seq.ring_slot)
+            seq.ring_slot = None
+
+
 class Scheduler:
-    def __init__(self, blocks: BlockManager, policy: SchedulingPolicy, max_num_batched_tokens: int, max_num_seqs: int):
+    def __init__(self, blocks: BlockManager, policy: SchedulingPolicy, max_num_batched_tokens: int, max_num_seqs: int,
+                 ring_slots: bool = False):
         self.blocks = blocks
         self.policy = policy
         self.max_tokens = max_num_batched_tokens
         self.max_seqs = max_num_seqs
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
+        # one ring per running sequence (len(running) <= max_num_seqs, so admission always finds one)
+        self.ring_slots = RingSlots(max_num_seqs) if ring_slots else None
         self.num_preemptions = 0
         # Keep a few blocks back when admitting new work, so running decodes rarely preempt.
         self.watermark = max(1, blocks.num_blocks // 100)
@@ -62,6 +88,8 @@ class Scheduler:
         elif seq in self.waiting:
             self.waiting.remove(seq)
         self.blocks.free(seq)
+        if self.ring_slots is not None:
+            self.ring_slots.give(seq)
 
     def schedule(self) -> ScheduledBatch:
         budget = self.policy.token_budget(self.running, self.max_tokens)
@@ -114,6 +142,8 @@ class Scheduler:
                 self.waiting.remove(seq)
                 seq.status = SeqStatus.RUNNING
                 self.running.append(seq)
+                if self.ring_slots is not None:
+                    self.ring_slots.take(seq)
                 prefills.append((seq, n))
                 scheduled.add(id(seq))
                 budget -= n
@@ -155,6 +185,8 @@ class Scheduler:
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self.blocks.free(seq)
+        if self.ring_slots is not None:
+            self.ring_slots.give(seq)
         seq.num_computed_tokens = 0
         seq.status = SeqStatus.WAITING
         seq.num_preemptions += 1

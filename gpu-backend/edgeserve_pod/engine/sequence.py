@@ -71,6 +71,7 @@ class Sequence:
         self.num_computed_tokens = 0  # tokens whose K/V are in the cache
         self.num_cached_tokens = 0  # prompt tokens served from the prefix cache (first admission)
         self.block_table: list[int] = []
+        self.ring_slot: int | None = None  # streaming_kv="ring": its ring while running (scheduler.RingSlots)
         self.block_hashes: list[bytes] = []  # hashes of the full blocks already registered/looked up
         self.finish_reason: str | None = None
         self.arrival_order = next(_arrival)

@@ -28,6 +28,7 @@ class StepInputs:
     decode_context_lens: torch.Tensor | None  # (n_d,) int32
     logits_indices: torch.Tensor  # (n_s,) int64: packed rows whose logits are sampled
     overrides: list[dict | None]
+    seq_slots: torch.Tensor | None = None  # (n_p + n_d,) int32 ring slots (streaming_kv="ring"), else None
 
     def to_metadata(self, device: torch.device) -> AttentionMetadata:
         d = lambda t: t.to(device, non_blocking=True) if t is not None else None  # noqa: E731
@@ -46,6 +47,7 @@ class StepInputs:
             overrides=self.overrides,
             cu_seqlens_q_cpu=self.cu_seqlens_q if n_p else None,
             cu_seqlens_k_cpu=self.cu_seqlens_k if n_p else None,
+            seq_slots=d(self.seq_slots),
         )
 
 
@@ -63,6 +65,7 @@ def build_step_inputs(batch: ScheduledBatch, block_size: int) -> tuple[StepInput
     logits_rows: list[int] = []
     sample_row: list[int] = []
     overrides: list[dict | None] = []
+    ring_slots: list[int | None] = []
     num_prefill_tokens = 0
     for j, (seq, n) in enumerate(batch.items):
         start = seq.num_computed_tokens
@@ -72,6 +75,7 @@ def build_step_inputs(batch: ScheduledBatch, block_size: int) -> tuple[StepInput
         bt = seq.block_table
         slots.extend(bt[p // B] * B + p % B for p in range(start, end))
         overrides.append(seq.attention)
+        ring_slots.append(seq.ring_slot)
         if j < batch.num_prefill_seqs:
             cu_q.append(cu_q[-1] + n)
             cu_k.append(cu_k[-1] + end)
@@ -102,6 +106,7 @@ def build_step_inputs(batch: ScheduledBatch, block_size: int) -> tuple[StepInput
         decode_context_lens=torch.tensor(d_lens, dtype=torch.int32) if d_lens else None,
         logits_indices=torch.tensor(logits_rows, dtype=torch.int64),
         overrides=overrides,
+        seq_slots=torch.tensor(ring_slots, dtype=torch.int32) if ring_slots and None not in ring_slots else None,
     )
     return inp, sample_row
 

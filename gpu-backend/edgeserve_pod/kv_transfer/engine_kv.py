@@ -28,6 +28,9 @@ from edgeserve_pod.kv_transfer.wire import KvPayload, WireError
 
 
 def _check_engine(engine) -> None:
+    if engine.runner.kv is None:  # streaming_kv="ring": per-layer caches of the retrieval heads + rings
+        raise WireError("KV transfer is not supported with streaming_kv='ring' (streaming heads' K/V live in "
+                        "per-sequence rings, not in the paged blocks)")
     if engine.runner.tp.size > 1:
         raise WireError("KV transfer with tensor parallelism is not supported (each rank holds part of the heads)")
     if engine.runner.kv_dtype not in (torch.float32, torch.bfloat16, torch.float16):

@@ -85,6 +85,9 @@ class AttentionMetadata:
     # loops over prefill sequences on the host needs no device->host sync.
     cu_seqlens_q_cpu: list[int] | None = None
     cu_seqlens_k_cpu: list[int] | None = None
+    # (n_p + n_d,) int32: each sequence's ring slot (streaming_kv="ring", attention_sparse_ring.py),
+    # prefill sequences first, then decodes, like `overrides`; None when the engine keeps no rings
+    seq_slots: torch.Tensor | None = None
 
     @property
     def num_tokens(self) -> int:

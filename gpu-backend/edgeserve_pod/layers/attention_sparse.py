@@ -118,7 +118,8 @@ class SparseAttentionConfig:
             raise ValueError(f"{path} is not a head map: no 'streaming' field")
         kw = {"streaming": m["streaming"], "sink_tokens": m.get("sink_tokens", 128),
               "window_tokens": m.get("window_tokens", 4096)}
-        kw.update({k: m[k] for k in ("token_budget", "reselect_every", "dense_layers", "dense_heads") if k in m})
+        kw.update({k: m[k] for k in ("token_budget", "reselect_every", "dense_layers", "dense_heads", "prefill_block_m",
+                                     "prefill_block_n") if k in m})
         kw.update(overrides)
         return cls(**kw)
 
@@ -170,20 +171,23 @@ class SparseAttention(AttentionBackend):
         self._q_kind: dict[tuple[int, str], torch.Tensor] = {}
         self.fp8_scales_ready = False  # set by the model runner after its fp8 calibration
 
-    def allocate_layer_state(self, num_blocks: int, block_size: int, device: torch.device) -> dict[str, torch.Tensor]:
-        state = {"kmin": torch.zeros(num_blocks, self.num_kv_heads, self.head_dim, dtype=self.minmax_dtype, device=device),
-                 "kmax": torch.zeros(num_blocks, self.num_kv_heads, self.head_dim, dtype=self.minmax_dtype, device=device)}
+    def allocate_layer_state(self, num_blocks: int, block_size: int, device: torch.device,
+                             num_kv_heads: int | None = None) -> dict[str, torch.Tensor]:
+        """num_kv_heads: the heads the paged cache holds (the ring backend: the layer's retrieval heads)."""
+        hkv = self.num_kv_heads if num_kv_heads is None else num_kv_heads
+        state = {"kmin": torch.zeros(num_blocks, hkv, self.head_dim, dtype=self.minmax_dtype, device=device),
+                 "kmax": torch.zeros(num_blocks, hkv, self.head_dim, dtype=self.minmax_dtype, device=device)}
         # Quest re-selection every k steps: a generation per block (+1 when its row 0 is written)
         # and the kept page lists of up to RESELECT_ROWS decode rows (allocated here, before any
         # CUDA-graph capture, so that replays keep them)
         z = dict(dtype=torch.int32, device=device)
         K = max(2, self.cfg.token_budget // block_size)
-        state.update(blk_gen=torch.zeros(num_blocks, **z), sel_idx=torch.zeros(RESELECT_ROWS, self.num_kv_heads, K, **z),
-                     sel_num=torch.zeros(RESELECT_ROWS, self.num_kv_heads, **z), sel_blk=torch.full((RESELECT_ROWS,), -1, **z),
+        state.update(blk_gen=torch.zeros(num_blocks, **z), sel_idx=torch.zeros(RESELECT_ROWS, hkv, K, **z),
+                     sel_num=torch.zeros(RESELECT_ROWS, hkv, **z), sel_blk=torch.full((RESELECT_ROWS,), -1, **z),
                      sel_gen=torch.zeros(RESELECT_ROWS, **z), sel_ctx=torch.zeros(RESELECT_ROWS, **z))
         if self.kv_dtype == FP8:
-            state["k_scale"] = torch.zeros(self.num_kv_heads, dtype=torch.float32, device=device)
-            state["v_scale"] = torch.zeros(self.num_kv_heads, dtype=torch.float32, device=device)
+            state["k_scale"] = torch.zeros(hkv, dtype=torch.float32, device=device)
+            state["v_scale"] = torch.zeros(hkv, dtype=torch.float32, device=device)
         return state
 
     def streaming_kv_heads(self, layer: int, device) -> torch.Tensor:  # (Hkv,) bool
@@ -231,14 +235,14 @@ class SparseAttention(AttentionBackend):
         return _lru(self._plans, (length, sink, window), lambda: plan_block_sparse(
             length, sink, window, self.cfg.prefill_block_m, self.cfg.prefill_block_n, device=device))
 
-    def _prefill(self, layer, q, k, v, k_cache, v_cache, ks, vs, meta, reqs, out):
+    def _prefill(self, layer, q, k, v, k_cache, v_cache, ks, vs, meta, reqs, out, state=None):
         """Prefill sequences that share (sparse, sink, window) run together; a batch that mixes
         settings runs each stretch of consecutive sequences with equal settings on its own (its
         own plan), so one sequence's overrides never change another's attention."""
         keys = [(r[0], r[2], r[3]) if r[0] else (False, 0, 0) for r in reqs]  # sparse off: any sink/window
         if len(set(keys)) <= 1:
             on, sink, window = keys[0] if keys else (self.cfg.enabled, self.cfg.sink_tokens, self.cfg.window_tokens)
-            self._prefill_group(layer, q, k, v, k_cache, v_cache, ks, vs, meta, on, sink, window, out)
+            self._prefill_group(layer, q, k, v, k_cache, v_cache, ks, vs, meta, on, sink, window, out, state)
             return
         cu_q = meta.cu_seqlens_q_cpu if meta.cu_seqlens_q_cpu is not None else meta.cu_seqlens_q.tolist()
         cu_k = meta.cu_seqlens_k_cpu if meta.cu_seqlens_k_cpu is not None else meta.cu_seqlens_k.tolist()
@@ -256,12 +260,14 @@ class SparseAttention(AttentionBackend):
                 cu_seqlens_k=torch.tensor(sub_k, dtype=torch.int32, device=dev),
                 max_seqlen_q=max(y - x for x, y in zip(sub_q, sub_q[1:])),
                 max_seqlen_k=max(y - x for x, y in zip(sub_k, sub_k[1:])),
-                prefill_block_tables=meta.prefill_block_tables[i:j], cu_seqlens_q_cpu=sub_q, cu_seqlens_k_cpu=sub_k)
-            self._prefill_group(layer, q[a:b], k[a:b], v[a:b], k_cache, v_cache, ks, vs, sub, *keys[i], out[a:b])
+                prefill_block_tables=meta.prefill_block_tables[i:j], cu_seqlens_q_cpu=sub_q, cu_seqlens_k_cpu=sub_k,
+                seq_slots=None if meta.seq_slots is None else meta.seq_slots[i:j])
+            self._prefill_group(layer, q[a:b], k[a:b], v[a:b], k_cache, v_cache, ks, vs, sub, *keys[i], out[a:b], state)
             i = j
 
-    def _prefill_group(self, layer, q, k, v, k_cache, v_cache, ks, vs, meta, on, sink, window, out):
-        """Prefill sequences that share one setting (sparse on/off, sink, window)."""
+    def _prefill_group(self, layer, q, k, v, k_cache, v_cache, ks, vs, meta, on, sink, window, out, state=None):
+        """Prefill sequences that share one setting (sparse on/off, sink, window). state: the
+        layer's state (the ring backend's override reads its ring there)."""
         cu_q, cu_k = meta.cu_seqlens_q, meta.cu_seqlens_k
         if meta.cu_seqlens_q_cpu is not None and meta.cu_seqlens_k_cpu is not None:
             no_prefix = meta.cu_seqlens_q_cpu == meta.cu_seqlens_k_cpu
@@ -301,9 +307,11 @@ class SparseAttention(AttentionBackend):
         return self._q_kind[key]
 
     # ----------------------------------------------------------------------------- decode
-    def _decode(self, layer, q, k_cache, v_cache, ks, vs, layer_state, meta, reqs, out):
+    def _decode(self, layer, q, k_cache, v_cache, ks, vs, layer_state, meta, reqs, out, heads=None):
+        """heads: the kv heads of this layer that k_cache holds, in order (None: all); the ring
+        backend passes its retrieval heads, so none of them is streaming here."""
         ctx, tables = meta.decode_context_lens, meta.decode_block_tables  # (n,), (n, max_blocks)
-        BS = k_cache.shape[1]
+        BS, n_kv = k_cache.shape[1], k_cache.shape[2]
         tri = self._triton(q)
         if not reqs and not self.cfg.enabled:
             if tri:
@@ -315,11 +323,14 @@ class SparseAttention(AttentionBackend):
         if step is None:  # the same for every layer: computed once per step (one set of kernels)
             step = meta.__dict__["_sparse_step"] = self._step_pages(ctx, tables, BS, reqs, q.device)
         budget, max_budget, idx_s, num_s, every, last_blk = step
-        stream_row = self.streaming_kv_heads(layer, q.device)
-        n_stream = int(sum(self.cfg.streaming[layer])) if self.cfg.streaming is not None else 0
-        if n_stream == self.num_kv_heads:  # all streaming: no Quest work in this layer
-            page_idx = idx_s[:, None, :].expand(-1, self.num_kv_heads, -1).contiguous()
-            num_sel = num_s[:, None].expand(-1, self.num_kv_heads).contiguous()
+        if heads is None:
+            stream_row = self.streaming_kv_heads(layer, q.device)
+            n_stream = int(sum(self.cfg.streaming[layer])) if self.cfg.streaming is not None else 0
+        else:
+            stream_row, n_stream = None, 0
+        if n_stream == n_kv:  # all streaming: no Quest work in this layer
+            page_idx = idx_s[:, None, :].expand(-1, n_kv, -1).contiguous()
+            num_sel = num_s[:, None].expand(-1, n_kv).contiguous()
         else:
             # retrieval heads: Quest (a non-sparse request asks for every page)
             K = max(2, min(max_budget // BS, tables.shape[1]))  # select_pages' width
@@ -332,8 +343,8 @@ class SparseAttention(AttentionBackend):
                     return
                 W = tables.shape[1]
                 page_idx = torch.arange(W, dtype=torch.int32, device=q.device)[None, None, :].expand(
-                    ctx.shape[0], self.num_kv_heads, W)
-                num_sel = ((ctx + BS - 1) // BS).to(torch.int32)[:, None].expand(-1, self.num_kv_heads)
+                    ctx.shape[0], n_kv, W)
+                num_sel = ((ctx + BS - 1) // BS).to(torch.int32)[:, None].expand(-1, n_kv)
             elif every is not None and ctx.shape[0] <= RESELECT_ROWS and K == layer_state["sel_idx"].shape[2]:
                 page_idx, num_sel = self._quest_reusing(q, tables, ctx, BS, layer_state, budget, max_budget,
                                                         every, last_blk, tri, meta)
@@ -343,14 +354,17 @@ class SparseAttention(AttentionBackend):
                 page_idx, num_sel = select_pages(scores, ctx, max_budget, BS, method="triton" if tri else "torch",
                                                  budget_per_seq=budget)  # (n, Hkv, Kq)
             dense_row = self.cfg.dense_heads[layer] if self.cfg.dense_heads is not None else None
+            if dense_row is not None and heads is not None:
+                dense_row = [dense_row[h] for h in heads]
             if dense_row is not None and any(dense_row) and layer >= self.cfg.dense_layers:
                 W = tables.shape[1]
                 width = max(page_idx.shape[2], W)
                 every_page = torch.arange(W, dtype=torch.int32, device=q.device)[None, None, :].expand(
-                    ctx.shape[0], self.num_kv_heads, W)
-                d = self._dense_rows.get((layer, str(q.device)))
+                    ctx.shape[0], n_kv, W)
+                key = (layer, str(q.device), heads is not None)
+                d = self._dense_rows.get(key)
                 if d is None:  # built once, before any CUDA-graph capture replays this step
-                    d = self._dense_rows[(layer, str(q.device))] = torch.tensor(dense_row, device=q.device)
+                    d = self._dense_rows[key] = torch.tensor(dense_row, device=q.device)
                 page_idx = torch.where(d[None, :, None], _pad(every_page, width), _pad(page_idx, width))
                 num_sel = torch.where(d[None, :], ((ctx + BS - 1) // BS).to(torch.int32)[:, None], num_sel)
             if n_stream:
@@ -447,10 +461,10 @@ class SparseAttention(AttentionBackend):
     def _torch_decode(self, q, k_cache, v_cache, ks, vs, tables, ctx, page_idx, num_sel):
         """paged_decode over a page list in torch: keys outside the selected pages are masked."""
         n, W = tables.shape
-        BS = k_cache.shape[1]
-        g = self.num_heads // self.num_kv_heads
+        BS, Hkv = k_cache.shape[1], k_cache.shape[2]  # the heads of q and k_cache (a ring call passes a subset)
+        g = q.shape[1] // Hkv
         valid = torch.arange(page_idx.shape[2], device=q.device)[None, None, :] < num_sel[..., None]
-        keep = torch.zeros(n, self.num_kv_heads, W + 1, dtype=torch.bool, device=q.device)
+        keep = torch.zeros(n, Hkv, W + 1, dtype=torch.bool, device=q.device)
         keep.scatter_(2, torch.where(valid, page_idx.long(), W), True)  # unused entries go to column W
         tok = keep[..., :W].repeat_interleave(BS, 2) & (torch.arange(W * BS, device=q.device) < ctx[:, None, None])
         bt = tables.long()

@@ -109,6 +109,8 @@ def configs(argv: list[str] | None = None):
     try:
         server = ServerConfig(**server_kw)
         engine = EngineConfig(**args)
+        if engine.streaming_kv == "ring" and server.role != "both":  # KV transfer moves the paged cache only
+            raise ValueError(f"streaming_kv='ring' cannot serve role {server.role!r} (KV transfer needs streaming_kv='full')")
     except ValueError as e:
         parser.error(str(e))
     return engine, server, extra
