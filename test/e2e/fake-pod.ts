@@ -2,8 +2,11 @@
  * A scripted pod for the disconnect tests: a Node HTTP server speaking the pod protocol
  * (shared/spec/pod-protocol.md) to the real edge in wrangler dev. /v1/generate streams one
  * tokens record every `tokenMs` until max_tokens; /v1/cancel is recorded. It registers and
- * heartbeats like the real pod. It stands only for the pod: what it records (tokens written per
- * request, cancels) is what the real pod could not report exactly.
+ * heartbeats like the real pod, and like a real pod started with the pod secret it answers only
+ * requests carrying `Authorization: Bearer <DEV_POD_SECRET>` (a 401 `unauthorized` otherwise, not
+ * recorded as a generate or cancel; the path goes to `refused`), so the tests that see its
+ * generates and cancels prove the edge sends the secret. It stands only for the pod: what it
+ * records (tokens written per request, cancels) is what the real pod could not report exactly.
  */
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { DEV_POD_SECRET, MODEL, type Edge } from "./stack";
@@ -26,6 +29,8 @@ export interface FakePod {
   podId: string;
   generates: GenerateSeen[];
   cancels: string[];
+  /** Paths of requests refused for a missing or wrong secret. */
+  refused: string[];
   stop: () => Promise<void>;
 }
 
@@ -40,8 +45,15 @@ export async function startFakePod(edge: Edge, opts: { podId?: string; tokenMs?:
   const tokenMs = opts.tokenMs ?? 25;
   const generates: GenerateSeen[] = [];
   const cancels: string[] = [];
+  const refused: string[] = [];
   const server: Server = createServer(async (req, res) => {
     const b = await body(req);
+    if (req.headers.authorization !== `Bearer ${DEV_POD_SECRET}`) {
+      refused.push(req.url ?? "");
+      const error = { code: "unauthorized", message: `${req.method} ${req.url} needs 'Authorization: Bearer <pod secret>'`, param: null };
+      res.writeHead(401, { "content-type": "application/json", "www-authenticate": "Bearer" }).end(JSON.stringify({ type: "error", request_id: null, error }));
+      return;
+    }
     if (req.url === "/v1/cancel") {
       cancels.push(b.request_id);
       res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ request_id: b.request_id, cancelled: true }));
@@ -95,6 +107,7 @@ export async function startFakePod(edge: Edge, opts: { podId?: string; tokenMs?:
     podId,
     generates,
     cancels,
+    refused,
     stop: async () => {
       clearInterval(beat);
       server.closeAllConnections();
