@@ -232,6 +232,10 @@ class ModelRunner:
         """Bytes of the streaming heads' rings (0 unless streaming_kv='ring'); independent of max_model_len."""
         return self.attn.ring_bytes(self.arch.num_layers) if self.ring else 0
 
+    def blocks_for_budget(self, budget: float) -> int:
+        """Paged-cache blocks that `budget` bytes of KV memory give, after the rings (ring mode)."""
+        return int((budget - self.ring_bytes()) // self.block_bytes())
+
     @property
     def scratch_ring_slot(self) -> int | None:
         """The ring slot of padded rows and start-up passes (ring mode), else None."""
@@ -289,8 +293,8 @@ class ModelRunner:
         free, total = torch.cuda.mem_get_info(self.device)
         # logits + sampler scratch for a full decode batch, and CUDA-graph pools
         reserve = 4 * self.config.max_num_seqs * self.arch.vocab_size * 4 + (512 << 20)
-        budget = free - (1 - self.config.gpu_memory_utilization) * total - peak - reserve - self.ring_bytes()
-        n = int(budget // self.block_bytes())
+        budget = free - (1 - self.config.gpu_memory_utilization) * total - peak - reserve
+        n = self.blocks_for_budget(budget)
         if n < 2:
             raise ValueError(f"not enough GPU memory for the KV cache: {free / 2**30:.1f} GiB free, "
                              f"{peak / 2**30:.1f} GiB prefill peak, {self.ring_bytes() / 2**30:.1f} GiB of rings, "
