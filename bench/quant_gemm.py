@@ -366,7 +366,7 @@ def write_doc(out, name, dev, commit, command, bw, flops, metrics):
 MMA_VARIANTS = [(depth, wk) for depth in (3, 4, 6) for wk in (2, 4, 8)]
 
 
-def mma_shape(k, n, bw, flops, results, ms=(1, 16)):
+def mma_shape(k, n, bw, flops, results, ms=(1, 8, 16)):
     """The CUDA mma kernel (M <= 16) on one shape: every (D, WK) variant is checked against the
     float32 reference (fresh inputs, NaN-poisoned output) and timed; the schedule's pick, the
     Triton kernel's tuned config, cuBLAS bf16 and int4pack are timed in the same run."""
@@ -375,6 +375,7 @@ def mma_shape(k, n, bw, flops, results, ms=(1, 16)):
     r16 = copies_for(2 * n * k, 4, 48)
     qw, wd, ours, tiny, sz = make_weights(k, n, r4)
     mw = [MMA.MmaWeights.from_triton(*o, GROUP, k, torch.bfloat16) for o in ours]
+    sw = [MMA.SwapWeights.from_triton(*o, GROUP, k, torch.bfloat16) for o in ours]
     bf = [wd.clone() for _ in range(r16)]
     tinys = [(tiny.clone(), sz.clone()) for _ in range(r4)] if tiny is not None else None
     for m in ms:
@@ -403,6 +404,42 @@ def mma_shape(k, n, bw, flops, results, ms=(1, 16)):
         if not timed:
             raise RuntimeError(f"no mma variant passed the check at K={k} N={n} M={m}")
         best_v = min(timed, key=timed.get)
+        swap = {}  # the swapped-operand kernel, every (depth, wk) built
+        kp = sw[0].qw.shape[1] * 128
+        for d, wk in MMA.SWAP_VARIANTS:
+            if not MMA.swap_fits(m, kp, wk):
+                continue
+            errs = []
+            for _ in range(2):
+                out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
+                y = MMA.swap_matmul(x_chk, sw[0], d, wk, out=out)
+                errs.append(float("nan") if torch.isnan(y).any() else rel_err(y, ref))
+            e = max(errs)
+            if not e < MAX_ERR:
+                print(f"  swap D={d} WK={wk} rejected at K={k} N={n} M={m}: err {e:.2e}", flush=True)
+                swap[f"{d}x{wk}"] = {"rejected_err": e}
+                continue
+            t = graph_time_us([lambda i=i, a=d, b=wk: MMA.swap_matmul(xs[i % 4], sw[i], a, b) for i in range(r4)], replays=7)
+            swap[f"{d}x{wk}"] = {"us": t, "err": e}
+            # the same kernel reading the Triton layout's own operands (what the engine can use)
+            errs = []
+            for _ in range(2):
+                out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
+                y = MMA.swap_matmul_triton_layout(x_chk, *ours[0], GROUP, d, wk, out=out)
+                errs.append(float("nan") if torch.isnan(y).any() else rel_err(y, ref))
+            e = max(errs)
+            if not e < MAX_ERR:
+                print(f"  swap-tl D={d} WK={wk} rejected at K={k} N={n} M={m}: err {e:.2e}", flush=True)
+                swap[f"tl{d}x{wk}"] = {"rejected_err": e}
+                continue
+            t = graph_time_us([lambda i=i, a=d, b=wk: MMA.swap_matmul_triton_layout(xs[i % 4], *ours[i], GROUP, a, b)
+                               for i in range(r4)], replays=7)
+            swap[f"tl{d}x{wk}"] = {"us": t, "err": e}
+        s_timed = {v: dd["us"] for v, dd in swap.items() if "us" in dd}
+        s_best = min(s_timed, key=s_timed.get) if s_timed else None
+        if s_best:
+            print(f"  swap best {s_best} {s_timed[s_best]:7.1f} ({t_bf / s_timed[s_best]:4.2f}x) "
+                  f"{ {v: round(t, 1) for v, t in s_timed.items()} }", flush=True)
         mt, wk = MMA.schedule_for(m)
         t_sched = graph_time_us([lambda i=i: MMA.mma_matmul(xs[i % 4], mw[i]) for i in range(r4)])
         y = MMA.mma_matmul(x_chk, mw[0])
@@ -417,8 +454,9 @@ def mma_shape(k, n, bw, flops, results, ms=(1, 16)):
               f"{ {v: round(t, 1) for v, t in timed.items()} }", flush=True)
         results.append({"K": k, "N": n, "M": m, "bf16_us": t_bf, "int4pack_us": t_tiny, "triton_us": t_tri,
                         "mma_sched_us": t_sched, "mma_sched": [mt, wk], "mma_best_us": timed[best_v], "mma_best": best_v,
-                        "variants": variants, "limit_us": lim, "err_mma": e_sched, "err_triton": e_tri, "err_bf16": e_bf})
-    del bf, ours, mw, tinys
+                        "variants": variants, "swap_variants": swap, "swap_best": s_best,
+                        "swap_best_us": s_timed[s_best] if s_best else None, "limit_us": lim, "err_mma": e_sched, "err_triton": e_tri, "err_bf16": e_bf})
+    del bf, ours, mw, sw, tinys
     torch.cuda.empty_cache()
 
 
@@ -445,11 +483,15 @@ def mma_main(args):
                       "best_variant": r["mma_best"], "best_variant_us": r["mma_best_us"],
                       "triton_tuned_us": r["triton_us"], "int4pack_mm_us": r["int4pack_us"],
                       "rel_err_vs_f32_ref": {"mma": r["err_mma"], "triton": r["err_triton"], "cublas_on_bf16_dequant": r["err_bf16"]},
-                      "variants": r["variants"]}})
+                      "variants": r["variants"], "swap_best": r["swap_best"], "swap_best_us": r["swap_best_us"],
+                      "swap_speedup_vs_bf16": (r["bf16_us"] / r["swap_best_us"]) if r["swap_best_us"] else None,
+                      "swap_variants": r["swap_variants"]}})
     write_doc(args.out, "quant_gemm_mma.json", dev, commit, "python bench/quant_gemm.py --mma", bw, flops, metrics)
-    print("\n# summary: speed-up over cuBLAS bf16 (mma schedule / mma best variant / triton tuned / int4pack)")
+    print("\n# summary: speed-up over cuBLAS bf16 (swap best / mma schedule / mma best variant / triton tuned / int4pack)")
     for r in results:
-        print(f"K={r['K']:5d} N={r['N']:5d} M={r['M']:3d}  {r['bf16_us'] / r['mma_sched_us']:5.2f}x "
+        print(f"K={r['K']:5d} N={r['N']:5d} M={r['M']:3d}  "
+              f"{(r['bf16_us'] / r['swap_best_us']) if r['swap_best_us'] else float('nan'):5.2f}x "
+              f"{r['bf16_us'] / r['mma_sched_us']:5.2f}x "
               f"{r['bf16_us'] / r['mma_best_us']:5.2f}x {r['bf16_us'] / r['triton_us']:5.2f}x "
               f"{(r['bf16_us'] / r['int4pack_us']) if r['int4pack_us'] else float('nan'):5.2f}x")
 

@@ -1,15 +1,23 @@
 """W4A16 GEMM in CUDA C++ (csrc/w4a16_mma.cu) for M <= 16: tensor cores fed from registers.
 
-Status: an experiment, measured and kept, NOT used by the engine (layers/linear_w4a16.py runs the
-Triton kernel). On the H100 (bench/results/quant/2026-11-23-h100-mma.json), at M = 1 its best
-variant vs the tuned Triton kernel, K x N: 9.0 vs 9.3 us on 4096 x 4096, 21.1 vs 21.7 on
-4096 x 14336, 19.4 vs 19.9 on 14336 x 4096 (2.5-4.0% faster), 12.5 vs 11.8 on 4096 x 6144
-(+6.5%) and 38.5 vs 35.7 on 4096 x 28672 (+7.7%); the default schedule (3x8, the metrics'
-values) took 8.9, 27.0, 19.7, 14.6 and 46.5 us on those shapes. At M = 16 the best variant is
-1.5-1.7x slower than Triton, where each 32-column CTA reads all of x (x traffic from L2 is
-twice the weight bytes). ncu (2026-11-23-h100-mma-ncu.log): issue-latency-bound at 2 warps per
-scheduler. Next steps: warps that split N and share one staged x, and more warps per SM; see the
-closing note of issue 7.
+Status: experiments, measured and kept, NOT used by the engine (layers/linear_w4a16.py runs the
+Triton kernel). Two kernels:
+- `mma_matmul` (x is the mma's A operand, 16 rows of which M are real): at M = 1 on the H100
+  within ~4% of the tuned Triton kernel (bench/results/quant/2026-11-23-h100-mma.json);
+  issue-latency-bound at 2 warps per scheduler.
+- `swap_matmul` (swapped operands: the weights are the A operand, so no mma row is wasted on
+  them; x staged once per CTA in shared memory; weights through a per-warp register ring of
+  16-byte loads). At M = 1 it is the fastest W4A16 kernel here (2026-11-23-h100-swap.json, vs
+  cuBLAS bf16 in the same run): 2.44x (4096 x 4096), 2.70x (4096 x 14336), 2.98x (14336 x 4096),
+  2.57x (4096 x 6144), against 1.78-2.27x for the tuned Triton kernel and 2.19-2.33x for
+  torch's int4pack. At M = 8 it is about even with Triton, and at M = 16 slower, because each
+  CTA stages all M x K of x from L2 (x traffic grows with M x N / 16).
+  Why not in the engine: it needs its own weight layout (repack_swap); the Triton kernel, which
+  the prefill (M > 16) needs, reads another, and two copies would double the weight memory.
+  `swap_matmul_triton_layout` runs the same kernel on the Triton layout (no copy) but its
+  4-byte scattered word loads give back most of the gain (5-10% over Triton at M = 1).
+  Next step: a Triton prefill kernel that reads the swap layout (per nibble, the codes form a
+  (32 k, BLOCK_N / 2 n) tile with a strided x slice, so it needs no permute), then one layout.
 
 Why a CUDA kernel beside the Triton one (w4a16.py): Triton's tl.dot takes its B operand through
 shared memory, so every dequantized tile makes a round trip there. Here the weights are repacked
@@ -96,6 +104,39 @@ def unpack_mma(qw: torch.Tensor) -> torch.Tensor:
     return c.reshape(nbk * NB, kpk * 32)
 
 
+def repack_swap(codes: torch.Tensor) -> torch.Tensor:
+    """codes (N, Kp) in [0, 15], N % 16 == 0, Kp % 128 == 0 -> (N/16, Kp/128, 2, 32, 4) int32, the
+    swapped-operand kernel's layout: column n = 16 t + 8 nn + g, row k = 128 b + 64 h + 16 e + 8 kk
+    + 2 c + e' goes to lane 4 g + c, int4 h, word e, nibble 4 e' + 2 kk + nn; so lop3 of
+    (word >> 4 i), i = 0..3, gives the mma's A registers a0..a3 for k-step 4 h + e."""
+    n, kp = codes.shape
+    if n % 16 or kp % IB:
+        raise ValueError(f"repack_swap needs N % 16 == 0 and Kp % 128 == 0, got {(n, kp)}")
+    c = codes.to(torch.int64).view(n // 16, 2, 8, kp // IB, 2, 4, 2, 4, 2)  # t nn g | b h e kk c e'
+    c = c.permute(0, 3, 4, 2, 7, 5, 8, 6, 1)  # t b h g c e | e' kk nn
+    c = c.reshape(n // 16, kp // IB, 2, 32, 4, 8)
+    shifts = torch.arange(8, device=codes.device, dtype=torch.int64) * 4
+    packed = (c << shifts).sum(-1)
+    return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
+
+
+def unpack_swap(qs: torch.Tensor) -> torch.Tensor:
+    """Inverse of repack_swap: (N/16, Kp/128, 2, 32, 4) int32 -> codes (N, Kp) int64."""
+    nt, nb = qs.shape[:2]
+    shifts = torch.arange(8, device=qs.device, dtype=torch.int64) * 4
+    c = (qs.to(torch.int64).unsqueeze(-1) >> shifts) & 0xF  # t b h lane e nibble
+    c = c.view(nt, nb, 2, 8, 4, 4, 2, 2, 2)  # t b h g c e e' kk nn
+    c = c.permute(0, 8, 3, 1, 2, 5, 7, 4, 6)  # t nn g b h e kk c e'
+    return c.reshape(nt * 16, nb * IB)
+
+
+def _magic_zeros(zeros: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(G, N) integer zero points -> (G, N) int32 holding MAGIC + z in both 16-bit halves (exact)."""
+    half = (zeros.to(torch.float32) + MAGIC[dtype]).to(dtype).view(torch.int16).to(torch.int64) & 0xFFFF
+    zc = half | (half << 16)
+    return torch.where(zc >= 2**31, zc - 2**32, zc).to(torch.int32).contiguous()
+
+
 @dataclass
 class MmaWeights:
     qw: torch.Tensor  # (N/32, Kp/32, 32, 4) int32
@@ -116,11 +157,16 @@ class MmaWeights:
             raise ValueError(f"the mma kernel takes bf16/fp16 activations, got {dtype}")
         if padded_k(in_features) != qweight.shape[0] * PACK:
             raise ValueError(f"qweight has {qweight.shape[0]} word rows, K={in_features} needs {padded_k(in_features) // PACK}")
-        qw = repack_mma(_codes_padded(qweight))
-        half = (zeros.to(torch.float32) + MAGIC[dtype]).to(dtype).view(torch.int16).to(torch.int64) & 0xFFFF
-        zc = half | (half << 16)
-        zc = torch.where(zc >= 2**31, zc - 2**32, zc).to(torch.int32).contiguous()
-        return cls(qw, zc, scales.to(torch.float32).contiguous(), dtype, group_size, in_features)
+        return cls(cls.repack(_codes_padded(qweight)), _magic_zeros(zeros, dtype), scales.to(torch.float32).contiguous(),
+                   dtype, group_size, in_features)
+
+    @staticmethod
+    def repack(codes: torch.Tensor) -> torch.Tensor:
+        return repack_mma(codes)
+
+    @staticmethod
+    def unpack(qw: torch.Tensor) -> torch.Tensor:
+        return unpack_mma(qw)
 
     def zeros_f32(self) -> torch.Tensor:
         """(G, N) float32 integer zero points, read back from zc's low halves."""
@@ -130,10 +176,28 @@ class MmaWeights:
 
     def dequantize(self) -> torch.Tensor:
         """-> W (N, K) float32, (q - z) * s: the reference of this layout."""
-        q = unpack_mma(self.qw)[:, :self.in_features].to(torch.float32)
+        q = self.unpack(self.qw)[:, :self.in_features].to(torch.float32)
         g = torch.arange(self.in_features, device=q.device) // self.group_size
         z = self.zeros_f32()
         return (q - z.t()[:, g]) * self.sc.t()[:, g]
+
+
+@dataclass
+class SwapWeights(MmaWeights):
+    """The swapped-operand kernel's operands: qw (N/16, Kp/128, 2, 32, 4) int32 (repack_swap), zc and
+    sc as MmaWeights."""
+
+    @property
+    def out_features(self) -> int:
+        return self.qw.shape[0] * 16
+
+    @staticmethod
+    def repack(codes: torch.Tensor) -> torch.Tensor:
+        return repack_swap(codes)
+
+    @staticmethod
+    def unpack(qw: torch.Tensor) -> torch.Tensor:
+        return unpack_swap(qw)
 
 
 def supported(in_features: int, out_features: int, group_size: int) -> bool:
@@ -175,9 +239,12 @@ def _build() -> ctypes.CDLL:
             raise RuntimeError(f"nvcc failed ({' '.join(cmd)}):\n{p.stderr[-4000:]}")
         os.replace(tmp, lib)
     dll = ctypes.CDLL(lib)
-    fn = dll.edgeserve_w4a16_mma
+    fn = dll.edgeserve_w4a16_mma  # see the .cu's extern "C" functions
     fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 10 + [ctypes.c_void_p]  # see the .cu's extern "C"
+    fn.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 10 + [ctypes.c_void_p]
+    fn = dll.edgeserve_w4a16_swap
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 11 + [ctypes.c_void_p]
     return dll
 
 
@@ -256,3 +323,67 @@ def mma_matmul(x: torch.Tensor, w: MmaWeights, depth: int | None = None, wk: int
     if err:
         raise RuntimeError(f"W4A16 mma kernel launch failed: cudaError {err}")
     return y.view(*lead, n)
+
+
+SWAP_VARIANTS = ((2, 4), (2, 8), (4, 2), (4, 4), (4, 8), (8, 2), (8, 4), (8, 8), (1, 16), (2, 16))  # (depth, wk) built in the .cu
+
+
+def swap_smem_bytes(m: int, kp: int, wk: int) -> int:
+    """x staged (M rows of Kp + 8 elements) + the (WK, 8 MT, 16) float reduction tile."""
+    return m * (kp + 8) * 2 + wk * 8 * (2 if m > 8 else 1) * 16 * 4
+
+
+def swap_fits(m: int, kp: int, wk: int) -> bool:
+    limit = SMEM_LIMIT if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9 else 163 * 1024
+    return swap_smem_bytes(m, kp, wk) <= limit
+
+
+def _swap_call(x: torch.Tensor, n: int, kp: int, qw, sc, zc, group_size: int, depth: int, wk: int, tl: int,
+               out: torch.Tensor | None) -> torch.Tensor:
+    if (depth, wk) not in SWAP_VARIANTS:
+        raise ValueError(f"(depth, wk) must be one of {SWAP_VARIANTS}, got {(depth, wk)}")
+    lib = _lib()
+    if lib is None:
+        raise RuntimeError(f"the W4A16 mma kernel is unavailable: {_LIB.get('error')}")
+    k = x.shape[-1]
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, k)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    m = x2.shape[0]
+    if m > MAX_M:
+        raise ValueError(f"the swap kernel takes M <= {MAX_M} rows, got {m}")
+    if not swap_fits(m, kp, wk):
+        raise ValueError(f"M={m} x Kp={kp} needs {swap_smem_bytes(m, kp, wk)} B of shared memory")
+    y = out if out is not None else torch.empty((m, n), device=x.device, dtype=x.dtype)
+    err = lib.edgeserve_w4a16_swap(x2.data_ptr(), qw.data_ptr(), sc.data_ptr(), zc.data_ptr(), y.data_ptr(),
+                                   m, n, k, kp, x2.stride(0), y.stride(0), group_size // IB,
+                                   int(x.dtype == torch.bfloat16), depth, wk, tl,
+                                   torch.cuda.current_stream(x.device).cuda_stream)
+    if err:
+        raise RuntimeError(f"W4A16 swap kernel launch failed: cudaError {err}")
+    return y.view(*lead, n)
+
+
+def swap_matmul(x: torch.Tensor, w: SwapWeights, depth: int = 2, wk: int = 8,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """x (..., K) bf16/fp16 on CUDA, at most 16 rows -> (..., N), the swapped-operand kernel on
+    the swap layout."""
+    if x.shape[-1] != w.in_features or x.dtype != w.dtype:
+        raise ValueError(f"x is ({x.shape[-1]}, {x.dtype}), the weights take ({w.in_features}, {w.dtype})")
+    return _swap_call(x, w.out_features, w.qw.shape[1] * IB, w.qw, w.sc, w.zc, w.group_size, depth, wk, 0, out)
+
+
+def swap_matmul_triton_layout(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+                              group_size: int, depth: int = 2, wk: int = 8,
+                              out: torch.Tensor | None = None) -> torch.Tensor:
+    """The same kernel on the Triton kernel's own operands (qweight (Kp/8, N) int32, scales (G, N)
+    fp16, zeros (G, N) uint8): no second copy of the weights. N % 16 == 0, group_size % 128 == 0."""
+    if x.dtype not in MAGIC:
+        raise ValueError(f"the swap kernel takes bf16/fp16 activations, got {x.dtype}")
+    kw, n = qweight.shape
+    if n % 16 or group_size % IB or kw * PACK != padded_k(x.shape[-1]):
+        raise ValueError(f"qweight {tuple(qweight.shape)} / group {group_size} do not fit x (..., {x.shape[-1]})")
+    if scales.dtype != torch.float16 or zeros.dtype != torch.uint8:
+        raise ValueError(f"scales must be float16 and zeros uint8, got {scales.dtype}, {zeros.dtype}")
+    return _swap_call(x, n, kw * PACK, qweight, scales, zeros, group_size, depth, wk, 1, out)

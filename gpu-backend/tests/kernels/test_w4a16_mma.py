@@ -15,14 +15,14 @@ from edgeserve_pod.kernels import w4a16 as W
 from edgeserve_pod.kernels import w4a16_mma as MMA
 
 
-def weights(n, k, group=128, seed=0, dtype=torch.bfloat16):
+def weights(n, k, group=128, seed=0, dtype=torch.bfloat16, mma=True):
     g = torch.Generator().manual_seed(seed)
     q = torch.randint(0, 16, (n, k), generator=g)
     ng = -(-k // group)
     s = (torch.rand(ng, n, generator=g) * 0.02 + 1e-3).half()
     z = torch.randint(0, 16, (ng, n), generator=g, dtype=torch.uint8)
     qw = W.pack_int4(q)
-    return q, qw, s, z, MMA.MmaWeights.from_triton(qw, s, z, group, k, dtype)
+    return q, qw, s, z, MMA.MmaWeights.from_triton(qw, s, z, group, k, dtype) if mma else None
 
 
 @pytest.mark.parametrize("n,k", [(32, 128), (64, 384), (96, 200)])
@@ -114,3 +114,66 @@ def test_kernel_strided_rows_and_batch_dims():
     ref = (x.float() @ mw.dequantize().t())
     assert y.shape == (2, 3, 64)
     assert ((y.float() - ref).norm() / ref.norm()).item() < 4e-3
+
+
+# ----------------------------------------------------------------- swapped-operand kernel
+
+def test_swap_layout_roundtrip_and_dequantize():
+    q, qw, s, z, _ = weights(48, 300, seed=5, mma=False)
+    sw = MMA.SwapWeights.from_triton(qw, s, z, 128, 300, torch.bfloat16)
+    assert sw.qw.shape == (3, 3, 2, 32, 4) and sw.out_features == 48
+    codes = MMA.unpack_swap(sw.qw)
+    assert torch.equal(codes[:, :300], q) and not codes[:, 300:].any()
+    assert torch.equal(sw.dequantize(), W.dequantize(qw, s, z, 128, 300))
+    with pytest.raises(ValueError):
+        MMA.repack_swap(torch.zeros(24, 128, dtype=torch.int64))
+
+
+def test_swap_fragment_contract():
+    """Each lane's word gives, through lop3 of word >> 4 i (nibbles i and i + 4), the PTX
+    mma.m16n8k16 A fragment of a row-major 16 x 16 tile whose rows are output columns: a0 = rows
+    l / 4, k 2 (l % 4) + {0, 1}; a1 = rows + 8; a2 = k + 8; a3 = both."""
+    n, k = 32, 256
+    q, qw, s, z, _ = weights(n, k, seed=6)
+    w = MMA.SwapWeights.from_triton(qw, s, z, 128, k, torch.bfloat16).qw.to(torch.int64)
+    checked = 0
+    for t in range(n // 16):
+        for b in range(k // 128):
+            for h in range(2):
+                for lane in range(32):
+                    for e in range(4):
+                        step = 4 * h + e
+                        for i in range(4):
+                            lo = int((w[t, b, h, lane, e] >> (4 * i)) & 0xF)
+                            hi = int((w[t, b, h, lane, e] >> (4 * i + 16)) & 0xF)
+                            col = 16 * t + lane // 4 + 8 * (i % 2)
+                            row = 128 * b + 16 * step + 2 * (lane % 4) + 8 * (i // 2)
+                            assert (lo, hi) == (int(q[col, row]), int(q[col, row + 1]))
+                            checked += 1
+    assert checked == (n // 16) * (k // 128) * 2 * 32 * 4 * 4
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("n,k,group", [(96, 200, 128), (4096, 4096, 128), (256, 1024, 256), (64, 14336, 128)])
+def test_swap_kernel_matches_reference(dtype, n, k, group):
+    _, qw, s, z, _ = weights(n, k, group, seed=7, dtype=dtype, mma=False)
+    sw = MMA.SwapWeights.from_triton(qw.cuda(), s.cuda(), z.cuda(), group, k, dtype)
+    wf = sw.dequantize()
+    for m in (1, 3, 8, 9, 16):
+        x = torch.randn(m, k, device="cuda", dtype=dtype)
+        ref = x.float() @ wf.t()
+        for depth, wk in MMA.SWAP_VARIANTS:
+            if not MMA.swap_fits(m, sw.qw.shape[1] * 128, wk):
+                continue
+            out = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
+            y = MMA.swap_matmul(x, sw, depth, wk, out=out)
+            err = ((y.float() - ref).norm() / ref.norm()).item()
+            assert err < 4e-3, (m, depth, wk, err)
+            out = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
+            y2 = MMA.swap_matmul_triton_layout(x, qw.cuda(), s.cuda(), z.cuda(), group, depth, wk, out=out)
+            assert torch.equal(y2, y), (m, depth, wk)  # same products, same order: bit for bit
+    x = torch.randn(2, 3, 2 * k + 8, device="cuda", dtype=dtype)[..., 3:3 + k]  # strided, unaligned rows
+    y = MMA.swap_matmul(x, sw)
+    ref = x.float() @ wf.t()
+    assert y.shape == (2, 3, n) and ((y.float() - ref).norm() / ref.norm()).item() < 4e-3
