@@ -9,6 +9,8 @@
   prefix_prefill (`--only prefix_prefill`): 4K new tokens over 28K cached, paged, GQA 32/8: ours
     with streaming-head masks (50% streaming kv heads) | ours dense paged prefill | SDPA lower-right causal
   correctness of every variant vs a float32 torch reference on fresh random inputs.
+  e2e / e2e_ring: the engine, 8B shape at 32K; e2e_ring: streaming_kv=ring vs full with a 50%
+    streaming head map (decode tok/s, paged-KV bytes per token, blocks allocated, ring bytes)
 
 Writes BENCH.md JSON to $OUT (or --out) as sparse-attention.json; copy it into
 bench/results/sparse-attention/<date>-<device>.json. `--smoke` runs tiny sizes on CPU through the
@@ -30,7 +32,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--smoke", action="store_true")
 ap.add_argument("--out", default=os.environ.get("OUT", "."))
 ap.add_argument("--commit", default="unknown")
-ap.add_argument("--only", default="decode,fp8,prefill,e2e")
+ap.add_argument("--only", default="decode,fp8,prefill,e2e,e2e_ring")
 ap.add_argument("--decode-cases", default=None, help="B:L,B:L,... (default: 1:32768,1:131072,8:32768)")
 ap.add_argument("--pages", default=None, help="page sizes for decode, e.g. 16,64")
 ap.add_argument("--prefill-variants", default=None,
@@ -816,10 +818,85 @@ def e2e():
                     f"{n} tokens after a {L}-token prompt; dense bf16 KV {rates['triton']:.1f} tok/s")
 
 
+def e2e_ring():
+    """streaming_kv='ring' vs 'full' in the engine, same head map (half the kv heads of every layer
+    streaming, sink 128 + window 4096; Quest budget 4096 for the retrieval heads), 8B shape (random
+    weights) at 32K, B = 1, CUDA graphs: decode tok/s, paged-KV bytes per token, KV blocks
+    allocated from the same memory budget, and the rings' bytes. --smoke: tiny shape on CPU (torch
+    path), to check the script only."""
+    import gc
+
+    from edgeserve_pod.config import EngineConfig
+    from edgeserve_pod.engine.engine import LLMEngine
+    from edgeserve_pod.engine.sequence import SamplingParams
+    from edgeserve_pod.tools.random_checkpoint import SHAPES, write_random_checkpoint
+
+    if CPU_ONLY:
+        shape, L, n, sink, window, budget = "tiny", 480, 16, 16, 64, 128
+        path = write_random_checkpoint(shape, "/tmp/ring-bench-tiny", seed=0, dtype=torch.float32)
+        kw = dict(device="cpu", max_num_batched_tokens=256, max_num_seqs=4)
+    else:
+        shape, L, n, sink, window, budget = "llama-3.1-8b", 32768, 128, 128, 4096, 4096
+        path = write_random_checkpoint(shape, "/tmp/llama-3.1-8b", seed=0, device="cuda")
+        kw = dict(device="cuda", max_num_batched_tokens=8192, max_num_seqs=8, gpu_memory_utilization=0.85,
+                  cuda_graph_max_batch=8)
+    sh = SHAPES[shape]
+    layers, hkv = sh["num_hidden_layers"], sh["num_key_value_heads"]
+    d = sh.get("head_dim", sh["hidden_size"] // sh["num_attention_heads"])
+    os.makedirs(args.out, exist_ok=True)
+    head_map = os.path.join(args.out, f"head-map-{shape}-stream50.json")
+    with open(head_map, "w") as f:  # a random model has no heads to find: every other kv head streams
+        json.dump({"streaming": [[h % 2 == 0 for h in range(hkv)] for _ in range(layers)], "sink_tokens": sink,
+                   "window_tokens": window, "token_budget": budget}, f)
+    prompt = torch.randint(0, min(sh["vocab_size"], 128000), (L,), generator=torch.Generator().manual_seed(1)).tolist()
+    sync = torch.cuda.synchronize if not CPU_ONLY else (lambda: None)
+    res = {}
+    for mode in ("full", "ring"):
+        eng = LLMEngine(EngineConfig(model=path, attention_backend="sparse", sparse_head_map=head_map, streaming_kv=mode,
+                                     max_model_len=L + 512, enable_prefix_caching=False, **kw))
+        r = []
+        for k in range(2):
+            eng.add_request(f"{mode}{k}", prompt, SamplingParams(max_tokens=n, ignore_eos=True))
+            t_first, got = None, 0
+            while eng.has_unfinished():
+                for o in eng.step():
+                    got += len(o.new_token_ids)
+                    if o.new_token_ids and t_first is None:
+                        sync()
+                        t_first, got = time.perf_counter(), got - len(o.new_token_ids)
+            sync()
+            r.append(got / (time.perf_counter() - t_first))
+        ru = eng.runner
+        res[mode] = dict(rate=max(r), blocks=ru.num_blocks, per_token=ru.block_bytes() / ru.block_size,
+                         ring=ru.ring_bytes(), weights=sum(t.numel() * t.element_size() for t in ru.model.state_dict().values()),
+                         elem=torch.empty(0, dtype=ru.kv_dtype).element_size())
+        print(f"  {mode}: {res[mode]}", flush=True)
+        del eng, ru
+        gc.collect()
+        if not CPU_ONLY:
+            torch.cuda.empty_cache()
+    f, g = res["full"], res["ring"]
+    # bytes one decode step must read at least: the weights, the retrieval heads' Quest pages and the
+    # streaming heads' sink + window (the same logical pages in both modes)
+    kv_read = layers * (hkv // 2) * (min(budget, L) + sink + window) * d * 2 * g["elem"]
+    limit = BW / (g["weights"] + kv_read)
+    case = f"engine,{shape}-shape,B=1,L={L},sparse=quest{budget}+stream50(sink{sink},window{window})"
+    metric(f"decode_tok_s[{case},kv=ring]", g["rate"], "tok/s", "higher",
+           peer=("same engine and head map, streaming_kv=full", f["rate"]),
+           limit=(limit, "copy bandwidth / (weight bytes + selected KV bytes per step)"),
+           note=f"{n} tokens after a {L}-token prompt, best of two; random weights")
+    metric(f"kv_bytes_per_token[{case},kv=ring]", g["per_token"], "B", "lower",
+           peer=("streaming_kv=full", f["per_token"]),
+           limit=(f["per_token"] / 2, "retrieval heads only: half the kv heads"),
+           note=f"plus rings: {g['ring'] / 2**20:.1f} MiB for max_num_seqs + 1 slots, independent of max_model_len")
+    metric(f"kv_blocks[{case},kv=ring]", g["blocks"], "blocks", "higher", peer=("streaming_kv=full", f["blocks"]),
+           note=f"from the same gpu_memory_utilization (CPU: a fixed count); rings take {g['ring'] / 2**20:.1f} MiB first")
+
+
 # passkey accuracy (dense vs sparse through the engine) moved to bench/passkey.py
 
 
 for part in args.only.split(","):
     section({"decode": decode, "fp8": fp8, "prefill": prefill, "prefix_prefill": prefix_prefill, "e2e": e2e,
-             "prefill_check": prefill_check}[part])
+             "e2e_ring": e2e_ring, "prefill_check": prefill_check}[part])
 print("done", flush=True)

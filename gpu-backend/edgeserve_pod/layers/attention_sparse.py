@@ -25,20 +25,15 @@ TRITON_INTERPRET=1 in the kernel tests) and "torch" (masks over the same page li
 plans, float32 on CPU), so the CPU engine can serve attention_backend="sparse" too (the
 passkey accuracy bench runs through it).
 
-What this does not do: streaming heads still have their K/V written for every token (the
-shared paged layout keeps all heads in one block), so their KV is not constant-size in memory,
-only in what each step reads. Design for constant-size streaming KV (not built: it changes the
-model runner's KV allocation, the block manager's bytes per block, the prefix cache and KV
-transfer, which this backend does not own): per layer, the paged cache holds only that layer's
-retrieval kv heads, (num_blocks, BS, r_l, D), so a block costs sum_l r_l instead of L * Hkv
-head-rows; streaming heads go to a per-sequence ring (slots, L, sink + window, s_l, D), token p
-at row p if p < sink else sink + (p - sink) % window; write_kv splits heads between the two;
-decode reads the ring for streaming heads (a second small split-K launch, valid rows =
-min(ctx, sink + window)) and the Quest pages for the rest; block-sparse prefill is unchanged
-(it reads k/v before they are cached), then writes the sink and the last `window` tokens to the
-ring. A prefix-cache hit must rebuild the ring (recompute the window's streaming-head K/V, or
-keep a ring snapshot with the cached block). 8B shape (32 layers, 8 kv heads, d 128, bf16),
-50% streaming: 128 KiB -> 64 KiB of KV per token, plus (sink + window) * 64 KiB per sequence.
+Constant-size streaming KV: in this backend (EngineConfig.streaming_kv="full") streaming heads
+have their K/V written for every token (the shared paged layout keeps all heads in one block),
+so their KV is constant-size only in what each step reads. streaming_kv="ring" is the sibling
+backend attention_sparse_ring.py (a subclass of this one): the paged cache holds only each
+layer's retrieval heads and streaming heads live in a per-sequence ring of sink + window + one
+chunk, read through a virtual block table by the same kernels. It gives up prefix caching, KV
+transfer, tensor parallelism and requests with sparse=false or a larger sink/window (see there).
+8B shape (32 layers, 8 kv heads, d 128, bf16), 50% streaming: 128 KiB -> 64 KiB of paged KV per
+token, plus one ring per running sequence ((sink + window + chunk) * 64 KiB, with some slack).
 
 Per-request overrides (protocol `attention`: sparse, token_budget, sink_tokens, window_tokens,
 and reselect_every here) come in meta.overrides, prefill sequences first, then decodes; they
