@@ -366,7 +366,7 @@ def write_doc(out, name, dev, commit, command, bw, flops, metrics):
 MMA_VARIANTS = [(depth, wk) for depth in (3, 4, 6) for wk in (2, 4, 8)]
 
 
-def mma_shape(k, n, bw, flops, results, ms=(1, 8, 16)):
+def mma_shape(k, n, bw, flops, results, ms=(1, 2, 4, 8, 16)):
     """The CUDA mma kernel (M <= 16) on one shape: every (D, WK) variant is checked against the
     float32 reference (fresh inputs, NaN-poisoned output) and timed; the schedule's pick, the
     Triton kernel's tuned config, cuBLAS bf16 and int4pack are timed in the same run."""
@@ -422,6 +422,8 @@ def mma_shape(k, n, bw, flops, results, ms=(1, 8, 16)):
             t = graph_time_us([lambda i=i, a=d, b=wk: MMA.swap_matmul(xs[i % 4], sw[i], a, b) for i in range(r4)], replays=7)
             swap[f"{d}x{wk}"] = {"us": t, "err": e}
             # the same kernel reading the Triton layout's own operands (what the engine can use)
+            if not MMA.swap_fits(m, kp, wk, d, True):
+                continue
             errs = []
             for _ in range(2):
                 out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)

@@ -1,23 +1,22 @@
 """W4A16 GEMM in CUDA C++ (csrc/w4a16_mma.cu) for M <= 16: tensor cores fed from registers.
 
-Status: experiments, measured and kept, NOT used by the engine (layers/linear_w4a16.py runs the
-Triton kernel). Two kernels:
+Two kernels; the engine (layers/linear_w4a16.py) runs the second, on the Triton layout, for
+M <= 2 (decode of one or two sequences), and the Triton kernel for everything else.
 - `mma_matmul` (x is the mma's A operand, 16 rows of which M are real): at M = 1 on the H100
   within ~4% of the tuned Triton kernel (bench/results/quant/2026-11-23-h100-mma.json);
-  issue-latency-bound at 2 warps per scheduler.
-- `swap_matmul` (swapped operands: the weights are the A operand, so no mma row is wasted on
-  them; x staged once per CTA in shared memory; weights through a per-warp register ring of
-  16-byte loads). At M = 1 it is the fastest W4A16 kernel here (2026-11-23-h100-swap.json, vs
-  cuBLAS bf16 in the same run): 2.44x (4096 x 4096), 2.70x (4096 x 14336), 2.98x (14336 x 4096),
-  2.57x (4096 x 6144), against 1.78-2.27x for the tuned Triton kernel and 2.19-2.33x for
-  torch's int4pack. At M = 8 it is about even with Triton, and at M = 16 slower, because each
-  CTA stages all M x K of x from L2 (x traffic grows with M x N / 16).
-  Why not in the engine: it needs its own weight layout (repack_swap); the Triton kernel, which
-  the prefill (M > 16) needs, reads another, and two copies would double the weight memory.
-  `swap_matmul_triton_layout` runs the same kernel on the Triton layout (no copy) but its
-  4-byte scattered word loads give back most of the gain (5-10% over Triton at M = 1).
-  Next step: a Triton prefill kernel that reads the swap layout (per nibble, the codes form a
-  (32 k, BLOCK_N / 2 n) tile with a strided x slice, so it needs no permute), then one layout.
+  issue-latency-bound at 2 warps per scheduler. Not used.
+- the swapped-operand kernel (the weights are the mma's A operand, so no mma row is wasted on
+  them; x staged once per CTA in shared memory). Two weight layouts:
+  `swap_matmul` reads its own layout (repack_swap: each lane's 16-byte word group is exactly its
+  A fragments; per-warp register ring of 16-byte loads); `swap_matmul_triton_layout` reads the
+  Triton kernel's qweight as it is: a block's 16 x 16 words come into a per-warp shared-memory
+  ring by cp.async and each lane picks its 8 words (no second copy of the weights).
+  H100, vs cuBLAS bf16 in the same run (2026-11-23-h100-swap-tl.json), M = 1 on the 8B shapes:
+  own layout 2.38-3.08x, Triton layout 2.14-2.71x, the tuned Triton kernel 1.90-2.39x; at M = 2
+  2.23-2.91x / 2.00-2.46x / 1.66-2.02x. From M = 4 on the Triton kernel is as fast or faster:
+  each CTA stages all M x K of x (x traffic grows with M x N / 16), hence the M <= 2 cut.
+  The own layout is ~10% faster still, but the Triton kernel (prefill) cannot read it at speed (a
+  Triton kernel on it measured 0.15-0.8x of the Triton layout's), so the engine keeps one layout.
 
 Why a CUDA kernel beside the Triton one (w4a16.py): Triton's tl.dot takes its B operand through
 shared memory, so every dequantized tile makes a round trip there. Here the weights are repacked
@@ -157,16 +156,8 @@ class MmaWeights:
             raise ValueError(f"the mma kernel takes bf16/fp16 activations, got {dtype}")
         if padded_k(in_features) != qweight.shape[0] * PACK:
             raise ValueError(f"qweight has {qweight.shape[0]} word rows, K={in_features} needs {padded_k(in_features) // PACK}")
-        return cls(cls.repack(_codes_padded(qweight)), _magic_zeros(zeros, dtype), scales.to(torch.float32).contiguous(),
+        return cls(repack_mma(_codes_padded(qweight)), _magic_zeros(zeros, dtype), scales.to(torch.float32).contiguous(),
                    dtype, group_size, in_features)
-
-    @staticmethod
-    def repack(codes: torch.Tensor) -> torch.Tensor:
-        return repack_mma(codes)
-
-    @staticmethod
-    def unpack(qw: torch.Tensor) -> torch.Tensor:
-        return unpack_mma(qw)
 
     def zeros_f32(self) -> torch.Tensor:
         """(G, N) float32 integer zero points, read back from zc's low halves."""
@@ -176,28 +167,42 @@ class MmaWeights:
 
     def dequantize(self) -> torch.Tensor:
         """-> W (N, K) float32, (q - z) * s: the reference of this layout."""
-        q = self.unpack(self.qw)[:, :self.in_features].to(torch.float32)
+        q = unpack_mma(self.qw)[:, :self.in_features].to(torch.float32)
         g = torch.arange(self.in_features, device=q.device) // self.group_size
         z = self.zeros_f32()
         return (q - z.t()[:, g]) * self.sc.t()[:, g]
 
 
 @dataclass
-class SwapWeights(MmaWeights):
-    """The swapped-operand kernel's operands: qw (N/16, Kp/128, 2, 32, 4) int32 (repack_swap), zc and
-    sc as MmaWeights."""
+class SwapWeights:
+    """The swapped-operand kernel's operands: qw (N/16, Kp/128, 2, 32, 4) int32 (repack_swap) and
+    the Triton layout's own scales (G, N) fp16 and zeros (G, N) uint8."""
+
+    qw: torch.Tensor
+    scales: torch.Tensor
+    zeros: torch.Tensor
+    dtype: torch.dtype  # the activation dtype
+    group_size: int
+    in_features: int
 
     @property
     def out_features(self) -> int:
         return self.qw.shape[0] * 16
 
-    @staticmethod
-    def repack(codes: torch.Tensor) -> torch.Tensor:
-        return repack_swap(codes)
+    @classmethod
+    def from_triton(cls, qweight, scales, zeros, group_size, in_features, dtype) -> "SwapWeights":
+        if dtype not in MAGIC:
+            raise ValueError(f"the swap kernel takes bf16/fp16 activations, got {dtype}")
+        if padded_k(in_features) != qweight.shape[0] * PACK:
+            raise ValueError(f"qweight has {qweight.shape[0]} word rows, K={in_features} needs {padded_k(in_features) // PACK}")
+        return cls(repack_swap(_codes_padded(qweight)), scales.contiguous(), zeros.contiguous(), dtype, group_size,
+                   in_features)
 
-    @staticmethod
-    def unpack(qw: torch.Tensor) -> torch.Tensor:
-        return unpack_swap(qw)
+    def dequantize(self) -> torch.Tensor:
+        """-> W (N, K) float32, (q - z) * s."""
+        q = unpack_swap(self.qw)[:, :self.in_features].to(torch.float32)
+        g = torch.arange(self.in_features, device=q.device) // self.group_size
+        return (q - self.zeros.to(torch.float32).t()[:, g]) * self.scales.to(torch.float32).t()[:, g]
 
 
 def supported(in_features: int, out_features: int, group_size: int) -> bool:
@@ -328,17 +333,18 @@ def mma_matmul(x: torch.Tensor, w: MmaWeights, depth: int | None = None, wk: int
 SWAP_VARIANTS = ((2, 4), (2, 8), (4, 2), (4, 4), (4, 8), (8, 2), (8, 4), (8, 8), (1, 16), (2, 16))  # (depth, wk) built in the .cu
 
 
-def swap_smem_bytes(m: int, kp: int, wk: int) -> int:
-    """x staged (M rows of Kp + 8 elements) + the (WK, 8 MT, 16) float reduction tile."""
-    return m * (kp + 8) * 2 + wk * 8 * (2 if m > 8 else 1) * 16 * 4
+def swap_smem_bytes(m: int, kp: int, wk: int, depth: int = 0, tl: bool = False) -> int:
+    """x staged (M rows of Kp + 8 elements) + the (WK, 8 MT, 16) float reduction tile (+ on the
+    Triton layout, the per-warp ring of depth staged blocks of 16 x 20 words)."""
+    return m * (kp + 8) * 2 + wk * 8 * (2 if m > 8 else 1) * 16 * 4 + (wk * depth * 16 * 20 * 4 if tl else 0)
 
 
-def swap_fits(m: int, kp: int, wk: int) -> bool:
+def swap_fits(m: int, kp: int, wk: int, depth: int = 0, tl: bool = False) -> bool:
     limit = SMEM_LIMIT if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9 else 163 * 1024
-    return swap_smem_bytes(m, kp, wk) <= limit
+    return swap_smem_bytes(m, kp, wk, depth, tl) <= limit
 
 
-def _swap_call(x: torch.Tensor, n: int, kp: int, qw, sc, zc, group_size: int, depth: int, wk: int, tl: int,
+def swap_call(x: torch.Tensor, n: int, kp: int, qw, sc, zc, group_size: int, depth: int, wk: int, tl: int,
                out: torch.Tensor | None) -> torch.Tensor:
     if (depth, wk) not in SWAP_VARIANTS:
         raise ValueError(f"(depth, wk) must be one of {SWAP_VARIANTS}, got {(depth, wk)}")
@@ -353,8 +359,8 @@ def _swap_call(x: torch.Tensor, n: int, kp: int, qw, sc, zc, group_size: int, de
     m = x2.shape[0]
     if m > MAX_M:
         raise ValueError(f"the swap kernel takes M <= {MAX_M} rows, got {m}")
-    if not swap_fits(m, kp, wk):
-        raise ValueError(f"M={m} x Kp={kp} needs {swap_smem_bytes(m, kp, wk)} B of shared memory")
+    if not swap_fits(m, kp, wk, depth, bool(tl)):
+        raise ValueError(f"M={m} x Kp={kp} needs {swap_smem_bytes(m, kp, wk, depth, bool(tl))} B of shared memory")
     y = out if out is not None else torch.empty((m, n), device=x.device, dtype=x.dtype)
     err = lib.edgeserve_w4a16_swap(x2.data_ptr(), qw.data_ptr(), sc.data_ptr(), zc.data_ptr(), y.data_ptr(),
                                    m, n, k, kp, x2.stride(0), y.stride(0), group_size // IB,
@@ -371,7 +377,7 @@ def swap_matmul(x: torch.Tensor, w: SwapWeights, depth: int = 2, wk: int = 8,
     the swap layout."""
     if x.shape[-1] != w.in_features or x.dtype != w.dtype:
         raise ValueError(f"x is ({x.shape[-1]}, {x.dtype}), the weights take ({w.in_features}, {w.dtype})")
-    return _swap_call(x, w.out_features, w.qw.shape[1] * IB, w.qw, w.sc, w.zc, w.group_size, depth, wk, 0, out)
+    return swap_call(x, w.out_features, w.qw.shape[1] * IB, w.qw, w.scales, w.zeros, w.group_size, depth, wk, 0, out)
 
 
 def swap_matmul_triton_layout(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
@@ -386,4 +392,4 @@ def swap_matmul_triton_layout(x: torch.Tensor, qweight: torch.Tensor, scales: to
         raise ValueError(f"qweight {tuple(qweight.shape)} / group {group_size} do not fit x (..., {x.shape[-1]})")
     if scales.dtype != torch.float16 or zeros.dtype != torch.uint8:
         raise ValueError(f"scales must be float16 and zeros uint8, got {scales.dtype}, {zeros.dtype}")
-    return _swap_call(x, n, kw * PACK, qweight, scales, zeros, group_size, depth, wk, 1, out)
+    return swap_call(x, n, kw * PACK, qweight, scales, zeros, group_size, depth, wk, 1, out)

@@ -170,6 +170,8 @@ def test_swap_kernel_matches_reference(dtype, n, k, group):
             y = MMA.swap_matmul(x, sw, depth, wk, out=out)
             err = ((y.float() - ref).norm() / ref.norm()).item()
             assert err < 4e-3, (m, depth, wk, err)
+            if not MMA.swap_fits(m, sw.qw.shape[1] * 128, wk, depth, True):
+                continue
             out = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
             y2 = MMA.swap_matmul_triton_layout(x, qw.cuda(), s.cuda(), z.cuda(), group, depth, wk, out=out)
             assert torch.equal(y2, y), (m, depth, wk)  # same products, same order: bit for bit
@@ -177,3 +179,33 @@ def test_swap_kernel_matches_reference(dtype, n, k, group):
     y = MMA.swap_matmul(x, sw)
     ref = x.float() @ wf.t()
     assert y.shape == (2, 3, n) and ((y.float() - ref).norm() / ref.norm()).item() < 4e-3
+
+
+def _linear(n, k, device, seed=8):
+    from edgeserve_pod.layers.linear_w4a16 import W4A16Linear
+
+    _, qw, s, z, _ = weights(n, k, 128, seed=seed, mma=False)
+    lin = W4A16Linear(k, n, False, torch.bfloat16, torch.device(device))
+    for name, t in (("qweight", qw), ("scales", s), ("zeros", z)):
+        lin.load(name, t.to(device))
+    return lin, W.dequantize(qw, s, z, 128, k)
+
+
+@gpu
+def test_linear_every_m(monkeypatch):
+    """Small M runs the CUDA kernel on the layer's own (Triton-layout) tensors, larger M the Triton
+    kernel; both against the float32 reference, and the CUDA path is really taken."""
+    from edgeserve_pod.layers import linear_w4a16 as L
+
+    lin, wf = _linear(4096, 4096, "cuda")
+    wf = wf.cuda()
+    calls = []
+    real = MMA.swap_matmul_triton_layout
+    monkeypatch.setattr(MMA, "swap_matmul_triton_layout", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    for m in (1, 2, 3, 4, 5, 16, 17, 64, 300):
+        x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
+        y = lin(x.view(1, m, 4096))
+        ref = x.float() @ wf.t()
+        assert y.shape == (1, m, 4096)
+        assert ((y[0].float() - ref).norm() / ref.norm()).item() < 5e-3, m
+    assert [s[1] for s in calls] == [m for m in (1, 2, 3, 4) if m <= L.SWAP_CUDA_MAX_M]

@@ -313,18 +313,16 @@ __device__ __forceinline__ int4 ld_stream(const int4* p) {  // read-once weights
   return v;
 }
 
-__device__ __forceinline__ uint32_t ld_stream32(const uint32_t* p) {
-  uint32_t v;
-  asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
-  return v;
-}
-
-// TL = false: qw is the swap layout (repack_swap), sc float32 scales, zc (MAGIC + z) x2 (G, N).
-// TL = true: the Triton kernel's own operands, read as they are (no second copy of the weights):
-// qw (Kp/8, N) int32 (word row 16 b + r holds k = 128 b + 16 j + r at nibble j), sc (G, N) fp16,
-// zc (G, N) uint8. A lane takes the 8 words of rows 2c, 2c+1, 2c+8, 2c+9 in columns g, g + 8 of
-// each block: one byte_perm per word pair puts the pair's nibble j side by side in 16-bit halves,
-// so lop3 of (pair >> 4 j) makes the A register of k-step j (0..7) as in the swap layout.
+// Scales and zeros are the Triton layout's (G, N) fp16 and uint8 in both cases (MAGIC + z is made
+// with one multiply-add). TL = false: qw is the swap layout (repack_swap). TL = true: the Triton
+// kernel's qweight (Kp/8, N) int32 as it is (word row 16 b + r holds k = 128 b + 16 j + r at
+// nibble j): no second copy of the weights. A block's 16 rows x 16 columns of words (1 KiB) come
+// into a per-warp shared-memory ring by 16-byte cp.async (rows padded to 20 words: the reads
+// below hit 32 different banks); a lane then reads the 8 words of rows 2c, 2c+1, 2c+8, 2c+9 in
+// columns g, g + 8, and one byte_perm per word pair puts the pair's nibble j side by side in
+// 16-bit halves, so lop3 of (pair >> 4 j) makes the A register of k-step j as in the swap layout.
+constexpr int TL_ROW = 20;               // words per staged row (16 + 4 padding)
+constexpr int TL_STAGE = 16 * TL_ROW;    // words per staged block
 template <bool BF16, int MT, int WK, int D, bool TL>
 __global__ void __launch_bounds__(32 * WK) w4a16_swap_kernel(const uint16_t* __restrict__ x,
                                                               const void* __restrict__ qw_,
@@ -336,6 +334,7 @@ __global__ void __launch_bounds__(32 * WK) w4a16_swap_kernel(const uint16_t* __r
   extern __shared__ __align__(16) unsigned char smem[];
   uint16_t* xs = reinterpret_cast<uint16_t*>(smem);                       // (M, xs_stride)
   float* red = reinterpret_cast<float*>(smem + (size_t)M * xs_stride * 2);  // (WK, 8 MT, 16)
+  uint32_t* ring = reinterpret_cast<uint32_t*>(red + WK * 8 * MT * 16);   // TL: (WK, D, 16, TL_ROW)
 
   const int t = blockIdx.x;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -344,7 +343,8 @@ __global__ void __launch_bounds__(32 * WK) w4a16_swap_kernel(const uint16_t* __r
   const int b_begin = warp * nblk / WK, b_end = (warp + 1) * nblk / WK;
   const int n0 = t * 16 + g, n1 = n0 + 8;
   const int4* wp = static_cast<const int4*>(qw_) + (size_t)t * nblk * 64 + lane;  // !TL
-  const uint32_t* tp = static_cast<const uint32_t*>(qw_) + (size_t)(2 * c) * N + n0;  // TL: row 2c, column g
+  const int4* tp = reinterpret_cast<const int4*>(static_cast<const uint32_t*>(qw_) + (size_t)t * 16);  // TL
+  uint32_t* my_ring = ring + (size_t)warp * D * TL_STAGE;
 
   // x first: its (L2-resident) reads go out ahead of the weight stream, so the barrier below does
   // not wait behind D blocks of weights. Each thread holds at most XV 16-byte pieces in registers.
@@ -375,32 +375,29 @@ __global__ void __launch_bounds__(32 * WK) w4a16_swap_kernel(const uint16_t* __r
   uint32_t w[D][8];
   float s[D][2];
   uint32_t z[D][2];
-  auto load_block = [&](uint32_t (&wj)[8], float (&sj)[2], uint32_t (&zj)[2], int b) {
+  auto load_block = [&](int j, uint32_t (&wj)[8], float (&sj)[2], uint32_t (&zj)[2], int b) {
     const size_t go = (size_t)(b / group_blocks) * N;
-    if constexpr (TL) {
-      const uint32_t* p = tp + (size_t)b * 16 * N;  // rows 2c, 2c+1, 2c+8, 2c+9; columns g, g + 8
+    const __half* sh = static_cast<const __half*>(sc_);
+    const uint8_t* zb = static_cast<const uint8_t*>(zc_);
+    sj[0] = __half2float(sh[go + n0]); sj[1] = __half2float(sh[go + n1]);
+    zj[0] = zb[go + n0]; zj[1] = zb[go + n1];  // MAGIC2 + z * 0x10001 at use
+    if constexpr (TL) {  // 64 16-byte pieces (16 rows x 4 column quads), two per lane
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const size_t ro = (size_t)((r & 1) + 8 * (r >> 1)) * N;
-        wj[2 * r] = ld_stream32(p + ro);
-        wj[2 * r + 1] = ld_stream32(p + ro + 8);
+      for (int i = 0; i < 2; ++i) {
+        const int idx = lane + 32 * i, row = idx >> 2, quad = idx & 3;
+        cp16_stream(my_ring + j * TL_STAGE + row * TL_ROW + quad * 4, tp + ((size_t)(b * 16 + row) * N >> 2) + quad);
       }
-      const __half* sh = static_cast<const __half*>(sc_);
-      const uint8_t* zb = static_cast<const uint8_t*>(zc_);
-      sj[0] = __half2float(sh[go + n0]); sj[1] = __half2float(sh[go + n1]);
-      zj[0] = zb[go + n0]; zj[1] = zb[go + n1];  // MAGIC2 + z * 0x10001 at use
     } else {
       const int4 v0 = ld_stream(wp + (size_t)b * 64), v1 = ld_stream(wp + (size_t)b * 64 + 32);
       wj[0] = v0.x; wj[1] = v0.y; wj[2] = v0.z; wj[3] = v0.w;
       wj[4] = v1.x; wj[5] = v1.y; wj[6] = v1.z; wj[7] = v1.w;
-      sj[0] = __ldg(static_cast<const float*>(sc_) + go + n0); sj[1] = __ldg(static_cast<const float*>(sc_) + go + n1);
-      zj[0] = __ldg(static_cast<const uint32_t*>(zc_) + go + n0); zj[1] = __ldg(static_cast<const uint32_t*>(zc_) + go + n1);
     }
   };
 #pragma unroll
   for (int j = 0; j < D; ++j) {  // the ring's first D blocks
     const int b = b_begin + j;
-    if (b < b_end) load_block(w[j], s[j], z[j], b);
+    if (b < b_end) load_block(j, w[j], s[j], z[j], b);
+    if constexpr (TL) cp_commit();  // one group per slot, even when empty: wait_group counts stay aligned
   }
 
 #pragma unroll
@@ -435,10 +432,19 @@ __global__ void __launch_bounds__(32 * WK) w4a16_swap_kernel(const uint16_t* __r
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
           for (int i = 0; i < 4; ++i) part[mt][i] = 0.f;
-        const uint32_t z0 = TL ? MAGIC2 + z[j][0] * 0x10001u : z[j][0];
-        const uint32_t z1 = TL ? MAGIC2 + z[j][1] * 0x10001u : z[j][1];
+        const uint32_t z0 = MAGIC2 + z[j][0] * 0x10001u, z1 = MAGIC2 + z[j][1] * 0x10001u;
         uint32_t pr[2][2][2];  // TL: [row pair (2c, 2c+1) / (2c+8, 2c+9)][column g / g+8][nibbles 0-3 / 4-7]
         if constexpr (TL) {
+          cp_wait<D - 1>();  // this slot's group (the oldest of D in flight) has landed, for this lane
+          __syncwarp();      // ... and for every lane: the words below were copied by other lanes
+          const uint32_t* st = my_ring + j * TL_STAGE;
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            const int row = 2 * c + (r & 1) + 8 * (r >> 1);
+            w[j][2 * r] = st[row * TL_ROW + g];
+            w[j][2 * r + 1] = st[row * TL_ROW + g + 8];
+          }
+          __syncwarp();  // every lane has its words: the slot may be refilled
 #pragma unroll
           for (int rp = 0; rp < 2; ++rp)
 #pragma unroll
@@ -480,7 +486,8 @@ __global__ void __launch_bounds__(32 * WK) w4a16_swap_kernel(const uint16_t* __r
           acc[mt][3] += s1 * part[mt][3];
         }
         const int nb = b + D;  // refill this ring slot
-        if (nb < b_end) load_block(w[j], s[j], z[j], nb);
+        if (nb < b_end) load_block(j, w[j], s[j], z[j], nb);
+        if constexpr (TL) cp_commit();
       }
     }
   }
@@ -511,7 +518,7 @@ template <bool BF16, int MT, int WK, int D, bool TL>
 cudaError_t launch_swap_one(cudaStream_t st, const uint16_t* x, const void* qs, const void* sc, const void* zc,
                             uint16_t* y, int M, int N, int K, int Kp, int ldx, int ldy, int gb) {
   const int xs_stride = Kp + 8;  // +16 bytes per row: rows start 4 banks apart
-  const int bytes = M * xs_stride * 2 + WK * 8 * MT * 16 * 4;
+  const int bytes = M * xs_stride * 2 + WK * 8 * MT * 16 * 4 + (TL ? WK * D * TL_STAGE * 4 : 0);
   static int configured = 0;  // the opt-in above 48 KiB, raised as needed per instantiation
   if (bytes > 48 * 1024 && bytes > configured) {
     cudaError_t e = cudaFuncSetAttribute(w4a16_swap_kernel<BF16, MT, WK, D, TL>,
@@ -570,8 +577,8 @@ extern "C" int edgeserve_w4a16_mma(const void* x, const void* qw, const void* sc
               : (int)launch<false>(depth, wk, st, xp, qp, sp, zp, yp, M, N, K, Kp, ldx, ldy, group_blocks);
 }
 
-// The swapped-operand kernel. tl = 0: qs from repack_swap, sc float32, zc (MAGIC + z) x2;
-// tl = 1: the Triton layout's qweight (Kp/8, N) int32, fp16 scales and uint8 zeros as they are.
+// The swapped-operand kernel. sc (G, N) fp16 scales, zc (G, N) uint8 zero points; tl = 0: qs from
+// repack_swap; tl = 1: the Triton layout's qweight (Kp/8, N) int32 as it is.
 // N % 16 == 0. depth: register-ring blocks per warp; wk: warps per CTA splitting K; the
 // (depth, wk) pairs built are SWAP_VARIANTS in w4a16_mma.py. Same return convention.
 extern "C" int edgeserve_w4a16_swap(const void* x, const void* qs, const void* sc, const void* zc, void* y, int M,
