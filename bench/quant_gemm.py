@@ -437,6 +437,23 @@ def mma_shape(k, n, bw, flops, results, ms=(1, 2, 4, 8, 16)):
             t = graph_time_us([lambda i=i, a=d, b=wk: MMA.swap_matmul_triton_layout(xs[i % 4], *ours[i], GROUP, a, b)
                                for i in range(r4)], replays=7)
             swap[f"tl{d}x{wk}"] = {"us": t, "err": e}
+        for (gnt, gwk) in MMA.GROUP_VARIANTS if m > 1 else ():  # grouped split-K kernel, Triton layout
+            for gks in (1, 2, 4, 8):
+                if n % (16 * gnt) or MMA.group_smem_bytes(m, kp, gnt, gwk, gks) > MMA.SMEM_LIMIT:
+                    continue
+                errs = []
+                for _ in range(3):  # the 2nd and 3rd calls check that the workspace was left zeroed
+                    out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
+                    y = MMA.group_matmul_triton_layout(x_chk, *ours[0], GROUP, gnt, gwk, gks, out=out)
+                    errs.append(float("nan") if torch.isnan(y).any() else rel_err(y, ref))
+                e = max(errs)
+                if not e < MAX_ERR:
+                    print(f"  group nt={gnt} wk={gwk} ks={gks} rejected at K={k} N={n} M={m}: err {e:.2e}", flush=True)
+                    swap[f"g{gnt}x{gwk}x{gks}"] = {"rejected_err": e}
+                    continue
+                t = graph_time_us([lambda i=i, a=gnt, b=gwk, cc=gks: MMA.group_matmul_triton_layout(
+                    xs[i % 4], *ours[i], GROUP, a, b, cc) for i in range(r4)], replays=7)
+                swap[f"g{gnt}x{gwk}x{gks}"] = {"us": t, "err": e}
         s_timed = {v: dd["us"] for v, dd in swap.items() if "us" in dd}
         s_best = min(s_timed, key=s_timed.get) if s_timed else None
         if s_best:

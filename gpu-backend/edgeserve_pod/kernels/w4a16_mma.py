@@ -1,7 +1,7 @@
 """W4A16 GEMM in CUDA C++ (csrc/w4a16_mma.cu) for M <= 16: tensor cores fed from registers.
 
-Two kernels; the engine (layers/linear_w4a16.py) runs the second, on the Triton layout, for
-M <= 2 (decode of one or two sequences), and the Triton kernel for everything else.
+Three kernels; the engine (layers/linear_w4a16.py: decode_kernel) runs the second and third on
+the Triton layout for decode batches of up to 8 rows, and the Triton kernel for everything else.
 - `mma_matmul` (x is the mma's A operand, 16 rows of which M are real): at M = 1 on the H100
   within ~4% of the tuned Triton kernel (bench/results/quant/2026-11-23-h100-mma.json);
   issue-latency-bound at 2 warps per scheduler. Not used.
@@ -17,6 +17,12 @@ M <= 2 (decode of one or two sequences), and the Triton kernel for everything el
   each CTA stages all M x K of x (x traffic grows with M x N / 16), hence the M <= 2 cut.
   The own layout is ~10% faster still, but the Triton kernel (prefill) cannot read it at speed (a
   Triton kernel on it measured 0.15-0.8x of the Triton layout's), so the engine keeps one layout.
+- `group_matmul_triton_layout` (2 <= M <= 16): the same dequantization and mma, but a CTA owns
+  4-8 column tiles that share one staged slice of x, and K is split across CTAs whose fp32
+  partials meet in a persistent workspace (the last CTA of a column group converts and re-zeroes
+  it; no memset). M = 2-8 on the 8B shapes (2026-11-23-h100-group.json): wide N (14336, 28672)
+  2.17-2.75x cuBLAS bf16 vs 1.72-2.14x for Triton; long K (14336 -> 4096) 2.13-2.34x vs 1.95-1.98x;
+  the narrow short layers (4096 x 4096, 6144) about even; M = 16 no better than Triton.
 
 Why a CUDA kernel beside the Triton one (w4a16.py): Triton's tl.dot takes its B operand through
 shared memory, so every dequantized tile makes a round trip there. Here the weights are repacked
@@ -250,6 +256,9 @@ def _build() -> ctypes.CDLL:
     fn = dll.edgeserve_w4a16_swap
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 11 + [ctypes.c_void_p]
+    fn = dll.edgeserve_w4a16_group
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 11 + [ctypes.c_void_p]
     return dll
 
 
@@ -393,3 +402,64 @@ def swap_matmul_triton_layout(x: torch.Tensor, qweight: torch.Tensor, scales: to
     if scales.dtype != torch.float16 or zeros.dtype != torch.uint8:
         raise ValueError(f"scales must be float16 and zeros uint8, got {scales.dtype}, {zeros.dtype}")
     return swap_call(x, n, kw * PACK, qweight, scales, zeros, group_size, depth, wk, 1, out)
+
+
+# ------------------------------------------------------- grouped split-K kernel (2 < M <= 16)
+
+GROUP_VARIANTS = ((2, 4), (4, 2), (4, 4), (8, 2))  # (n-tiles per CTA, warps per n-tile) built in the .cu
+GROUP_WS_COLS = 1 << 17  # workspace columns (N) per device: allocated once, so CUDA graphs keep valid pointers
+_GROUP_WS: dict = {}  # device -> (fp32 (16, GROUP_WS_COLS) zeros, int32 counters zeros)
+
+
+def _group_ws(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    ws = _GROUP_WS.get(device)
+    if ws is None:
+        ws = _GROUP_WS[device] = (torch.zeros(MAX_M, GROUP_WS_COLS, dtype=torch.float32, device=device),
+                                  torch.zeros(GROUP_WS_COLS // 16, dtype=torch.int32, device=device))
+    return ws
+
+
+def group_smem_bytes(m: int, kp: int, nt: int, wk: int, ks: int, depth: int = 2) -> int:
+    slice_k = -(-(kp // IB) // ks) * IB
+    return m * (slice_k + 8) * 2 + nt * wk * 8 * (2 if m > 8 else 1) * 16 * 4 + nt * wk * depth * 16 * 20 * 4
+
+
+def group_matmul_triton_layout(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+                               group_size: int, nt: int = 4, wk: int = 4, ks: int = 2,
+                               out: torch.Tensor | None = None) -> torch.Tensor:
+    """x (..., K) bf16/fp16, at most 16 rows, on the Triton layout's operands -> (..., N): CTAs of nt
+    16-column tiles share one staged slice of x; ks K slices add up through a persistent fp32
+    workspace (left zeroed). N % (16 nt) == 0."""
+    if x.dtype not in MAGIC:
+        raise ValueError(f"the group kernel takes bf16/fp16 activations, got {x.dtype}")
+    if (nt, wk) not in GROUP_VARIANTS:
+        raise ValueError(f"(nt, wk) must be one of {GROUP_VARIANTS}, got {(nt, wk)}")
+    kw, n = qweight.shape
+    k = x.shape[-1]
+    if n % (16 * nt) or group_size % IB or kw * PACK != padded_k(k) or n > GROUP_WS_COLS:
+        raise ValueError(f"qweight {tuple(qweight.shape)} / group {group_size} / nt {nt} do not fit x (..., {k})")
+    if scales.dtype != torch.float16 or zeros.dtype != torch.uint8:
+        raise ValueError(f"scales must be float16 and zeros uint8, got {scales.dtype}, {zeros.dtype}")
+    lib = _lib()
+    if lib is None:
+        raise RuntimeError(f"the W4A16 mma kernel is unavailable: {_LIB.get('error')}")
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, k)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    m, kp = x2.shape[0], kw * PACK
+    if m > MAX_M:
+        raise ValueError(f"the group kernel takes M <= {MAX_M} rows, got {m}")
+    ks = max(1, min(ks, kp // IB))
+    limit = SMEM_LIMIT if torch.cuda.get_device_capability()[0] >= 9 else 163 * 1024
+    if group_smem_bytes(m, kp, nt, wk, ks) > limit:
+        raise ValueError(f"M={m}, Kp={kp}, ks={ks} needs {group_smem_bytes(m, kp, nt, wk, ks)} B of shared memory")
+    ws, cnt = _group_ws(x.device)
+    y = out if out is not None else torch.empty((m, n), device=x.device, dtype=x.dtype)
+    err = lib.edgeserve_w4a16_group(x2.data_ptr(), qweight.data_ptr(), scales.data_ptr(), zeros.data_ptr(), y.data_ptr(),
+                                    ws.data_ptr(), cnt.data_ptr(), m, n, k, kp, x2.stride(0), y.stride(0),
+                                    group_size // IB, int(x.dtype == torch.bfloat16), nt, wk, ks,
+                                    torch.cuda.current_stream(x.device).cuda_stream)
+    if err:
+        raise RuntimeError(f"W4A16 group kernel launch failed: cudaError {err}")
+    return y.view(*lead, n)

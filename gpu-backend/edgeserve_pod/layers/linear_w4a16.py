@@ -2,9 +2,8 @@
 activations. On CUDA the Triton kernel runs (config chosen by M); elsewhere the torch
 dequantize-then-matmul reference, so CPU tests exercise the same tensors.
 
-Small batches on CUDA (at most SWAP_CUDA_MAX_M rows: decode) run the swapped-operand CUDA
-kernel (kernels/w4a16_mma.py: the weights as the mma's A operand), reading these same tensors;
-larger ones the Triton kernel. Without nvcc, or with EDGESERVE_W4A16_KERNEL=triton, the Triton
+Small batches on CUDA (decode: at most CUDA_MAX_M rows) run CUDA kernels (kernels/w4a16_mma.py,
+chosen by `decode_kernel`) that read these same tensors; larger ones the Triton kernel. Without nvcc, or with EDGESERVE_W4A16_KERNEL=triton, the Triton
 kernel serves every M.
 
 Loading: a quantized checkpoint (quant/checkpoint.py) hands over `qweight`, `scales`, `zeros`
@@ -23,20 +22,32 @@ from edgeserve_pod.kernels.w4a16 import IB, PACK, padded_k, w4a16_matmul
 from edgeserve_pod.layers.linear_base import LinearBase, LinearFactory
 
 GROUP_SIZE = 128
-# rows the CUDA kernel serves. On the layer's own (Triton) layout it is 1.10-1.19x faster than the
-# Triton kernel at M = 1 and 1.17-1.35x at M = 2 on the 8B shapes, and mixed from M = 4 on (it
-# stages M x K of x per 16 output columns): bench/results/quant/2026-11-23-h100-swap-tl.json
-SWAP_CUDA_MAX_M = 2
+# Small batches run CUDA kernels (kernels/w4a16_mma.py) on the layer's own Triton-layout tensors;
+# which one, by (M, N, K), from the H100 sweep of bench/quant_gemm.py --mma
+# (bench/results/quant/2026-11-23-h100-group.json), against the tuned Triton kernel in the same run:
+# - "swap" (weights as the mma A operand, x staged per 16 columns): M = 1: 1.10-1.19x Triton;
+#   from M = 3 on its x traffic (M x K per 16 columns) makes it lose on wide layers;
+# - "group" (CTAs of 4-8 column tiles share one staged x slice, split K through a self-cleaning fp32
+#   workspace): M = 2-8 on wide N (14336, 28672) 1.24-1.37x Triton, long K (14336) 1.09-1.15x;
+# - the Triton kernel: everything else (M > 8, and 5-8 rows on the narrow short layers where
+#   the three are within ~5%).
+CUDA_MAX_M = 8
 
 
-def swap_schedule(n: int, k: int) -> tuple[int, int]:
-    """(depth, warps per 16 columns) of the CUDA kernel, from the same sweep at M = 1, 2: long K or
-    narrow N splits K over 16 warps, wide N keeps 4 warps per 16 columns, the rest 8."""
-    if k >= 8192 or n <= 4096:
-        return 2, 16
-    if n >= 12288:
-        return 2, 4
-    return 2, 8
+def decode_kernel(m: int, n: int, k: int) -> tuple | None:
+    """("swap", depth, warps) | ("group", n_tiles, warps, k_slices) | None (the Triton kernel)."""
+    if m < 1 or m > CUDA_MAX_M or n % 16:
+        return None
+    wide, long_k = n >= 12288, k >= 8192
+    if m == 1 or (m == 2 and n < 24576) or (m <= 4 and not wide and not long_k):
+        if long_k or n <= 4096:
+            return "swap", 2, 16
+        return ("swap", 2, 4) if wide else ("swap", 2, 8)
+    if wide and n % 128 == 0:
+        return ("group", 8, 2, 1) if n >= 24576 else ("group", 4, 4, 1)
+    if long_k and n % 64 == 0:
+        return ("group", 4, 2, 8) if m <= 4 else ("group", 8, 2, 8)
+    return None
 
 
 class W4A16Linear(LinearBase):
@@ -55,8 +66,7 @@ class W4A16Linear(LinearBase):
         # the CUDA kernel's conditions that do not change per call (availability is checked per call:
         # it builds the kernel once, on first use)
         self.dtype = dtype
-        self.cuda_kernel_ok = dtype in MMA.MAGIC and out_features % 16 == 0
-        self.schedule = swap_schedule(out_features, in_features)
+        self.cuda_kernel_ok = dtype in MMA.MAGIC  # and decode_kernel() picks one for the call's M
 
     def load(self, name: str, tensor: torch.Tensor) -> None:
         if name == "weight":  # unquantized checkpoint: round-to-nearest on load
@@ -76,11 +86,17 @@ class W4A16Linear(LinearBase):
         super().load(name, tensor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
-        if (self.cuda_kernel_ok and x.is_cuda and x.dtype == self.dtype
-                and x.numel() <= SWAP_CUDA_MAX_M * self.in_features and MMA.available()):
-            y = MMA.swap_matmul_triton_layout(x, self.qweight, self.scales, self.zeros, self.group_size, *self.schedule)
-        else:
+        kern = None
+        if self.cuda_kernel_ok and x.is_cuda and x.dtype == self.dtype and x.numel() <= CUDA_MAX_M * self.in_features:
+            kern = decode_kernel(x.numel() // self.in_features, self.out_features, self.in_features)
+            if kern is not None and not MMA.available():
+                kern = None
+        if kern is None:
             y = w4a16_matmul(x, self.qweight, self.scales, self.zeros, self.group_size)
+        elif kern[0] == "swap":
+            y = MMA.swap_matmul_triton_layout(x, self.qweight, self.scales, self.zeros, self.group_size, *kern[1:])
+        else:
+            y = MMA.group_matmul_triton_layout(x, self.qweight, self.scales, self.zeros, self.group_size, *kern[1:])
         return y + self.bias if self.bias is not None else y
 
 

@@ -191,21 +191,37 @@ def _linear(n, k, device, seed=8):
     return lin, W.dequantize(qw, s, z, 128, k)
 
 
+def test_decode_kernel_choice():
+    from edgeserve_pod.layers.linear_w4a16 import decode_kernel
+
+    assert decode_kernel(1, 4096, 4096) == ("swap", 2, 16)
+    assert decode_kernel(1, 28672, 4096) == ("swap", 2, 4) and decode_kernel(1, 6144, 4096) == ("swap", 2, 8)
+    assert decode_kernel(2, 28672, 4096) == ("group", 8, 2, 1)  # wide N from M = 2
+    assert decode_kernel(4, 14336, 4096) == ("group", 4, 4, 1) and decode_kernel(8, 4096, 14336) == ("group", 8, 2, 8)
+    assert decode_kernel(4, 4096, 4096)[0] == "swap" and decode_kernel(8, 4096, 4096) is None
+    assert decode_kernel(9, 28672, 4096) is None and decode_kernel(0, 4096, 4096) is None
+    assert decode_kernel(1, 4104, 4096) is None  # N % 16
+
+
 @gpu
-def test_linear_every_m(monkeypatch):
-    """Small M runs the CUDA kernel on the layer's own (Triton-layout) tensors, larger M the Triton
-    kernel; both against the float32 reference, and the CUDA path is really taken."""
+@pytest.mark.parametrize("n,k", [(4096, 4096), (14336, 4096), (4096, 14336)])
+def test_linear_every_m(monkeypatch, n, k):
+    """Decode-sized M runs the CUDA kernel decode_kernel names, on the layer's own (Triton-layout)
+    tensors, larger M the Triton kernel; all against the float32 reference."""
     from edgeserve_pod.layers import linear_w4a16 as L
 
-    lin, wf = _linear(4096, 4096, "cuda")
+    lin, wf = _linear(n, k, "cuda")
     wf = wf.cuda()
     calls = []
-    real = MMA.swap_matmul_triton_layout
-    monkeypatch.setattr(MMA, "swap_matmul_triton_layout", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
-    for m in (1, 2, 3, 4, 5, 16, 17, 64, 300):
-        x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
-        y = lin(x.view(1, m, 4096))
+    for name in ("swap_matmul_triton_layout", "group_matmul_triton_layout"):
+        real = getattr(MMA, name)
+        monkeypatch.setattr(MMA, name, lambda *a, _r=real, _n=name, **kw: calls.append((_n, a[0].shape[1])) or _r(*a, **kw))
+    for m in (1, 2, 3, 4, 5, 8, 9, 16, 64):
+        calls.clear()
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        y = lin(x.view(1, m, k))
         ref = x.float() @ wf.t()
-        assert y.shape == (1, m, 4096)
+        assert y.shape == (1, m, n)
         assert ((y[0].float() - ref).norm() / ref.norm()).item() < 5e-3, m
-    assert [s[1] for s in calls] == [m for m in (1, 2, 3, 4) if m <= L.SWAP_CUDA_MAX_M]
+        want = L.decode_kernel(m, n, k)
+        assert calls == ([] if want is None else [(f"{want[0]}_matmul_triton_layout", m)]), (m, calls)

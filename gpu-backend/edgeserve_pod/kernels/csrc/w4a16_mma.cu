@@ -557,6 +557,242 @@ cudaError_t launch_swap(int tl, int depth, int wk, cudaStream_t st, const uint16
 }
 #undef SW_ARGS
 
+// ---------------------------------------------------------------------------------------------
+// Grouped variant for 2 < M <= 16 on the Triton layout: the swap kernel above stages all M x K of
+// x for every 16 output columns, so its x traffic grows with M x N / 16 and it loses to the Triton
+// kernel from M = 4 on. Here a CTA owns NT n-tiles (16 NT columns) and one of KS slices of K: x is
+// staged once per CTA for its K slice only, and its NT x WK warps (n-tile w % NT, K part w / NT)
+// share it. The KS slices of a column group add their fp32 partials into a workspace with
+// atomics; the last CTA of the group (a counter) converts them to the output and zeroes its
+// workspace and counter for the next call (no memset kernel). The dequantization and mma are the
+// swap kernel's (TL path: cp.async-staged 16 x 16-word blocks, byte_perm + lop3 + sub.x2).
+template <bool BF16, int MT, int NT, int WK, int D>
+__global__ void __launch_bounds__(32 * NT * WK) w4a16_group_kernel(
+    const uint16_t* __restrict__ x, const uint32_t* __restrict__ qt, const __half* __restrict__ sc,
+    const uint8_t* __restrict__ zb, uint16_t* __restrict__ y, float* __restrict__ ws, int* __restrict__ cnt, int M,
+    int N, int K, int Kp, int ldx, int ldy, int group_blocks, int xs_stride) {
+  constexpr uint32_t MAGIC2 = Traits<BF16>::MAGIC2;
+  constexpr int NW = NT * WK;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int nblk = Kp >> 7, KS = gridDim.y;
+  const int kb0 = blockIdx.y * nblk / KS, kb1 = (blockIdx.y + 1) * nblk / KS;  // this CTA's K blocks
+  uint16_t* xs = reinterpret_cast<uint16_t*>(smem);                           // (M, xs_stride), K slice
+  float* red = reinterpret_cast<float*>(smem + (size_t)M * xs_stride * 2);     // (NW, 8 MT, 16)
+  uint32_t* ring = reinterpret_cast<uint32_t*>(red + NW * 8 * MT * 16);        // (NW, D, 16, TL_ROW)
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, c = lane & 3;
+  const int nt = warp % NT, kw = warp / NT;
+  const int t = blockIdx.x * NT + nt;  // this warp's 16-column tile
+  const int nslice = kb1 - kb0;
+  const int b_begin = kb0 + kw * nslice / WK, b_end = kb0 + (kw + 1) * nslice / WK;
+  const int n0 = t * 16 + g, n1 = n0 + 8;
+  const int4* tp = reinterpret_cast<const int4*>(qt + (size_t)t * 16);
+  uint32_t* my_ring = ring + (size_t)warp * D * TL_STAGE;
+
+  // x slice [kb0 * 128, kb1 * 128) first (L2-resident), then the weight ring
+  const int k8s = nslice * 16, kbase = kb0 * 128;
+  const bool vec = ((ldx & 7) == 0) && ((reinterpret_cast<uintptr_t>(x) & 15) == 0);
+  const int nx = M * k8s;
+  auto x_piece = [&](int i) -> int4 {
+    const int row = i / k8s, k8 = kbase + (i - row * k8s) * 8;
+    const uint16_t* src = x + (size_t)row * ldx + k8;
+    if (vec && k8 + 8 <= K) return __ldg(reinterpret_cast<const int4*>(src));
+    uint16_t h[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) h[e] = k8 + e < K ? src[e] : (uint16_t)0;
+    return make_int4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));
+  };
+  constexpr int XV = 4;
+  int4 xv[XV];
+#pragma unroll
+  for (int j = 0; j < XV; ++j) {
+    const int i = threadIdx.x + j * 32 * NW;
+    if (i < nx) xv[j] = x_piece(i);
+  }
+  float s[D][2];
+  uint32_t z[D][2];
+  auto load_block = [&](int j, int b) {
+    const size_t go = (size_t)(b / group_blocks) * N;
+    s[j][0] = __half2float(sc[go + n0]); s[j][1] = __half2float(sc[go + n1]);
+    z[j][0] = zb[go + n0]; z[j][1] = zb[go + n1];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int idx = lane + 32 * i, row = idx >> 2, quad = idx & 3;
+      cp16_stream(my_ring + j * TL_STAGE + row * TL_ROW + quad * 4, tp + ((size_t)(b * 16 + row) * N >> 2) + quad);
+    }
+  };
+#pragma unroll
+  for (int j = 0; j < D; ++j) {
+    if (b_begin + j < b_end) load_block(j, b_begin + j);
+    cp_commit();
+  }
+#pragma unroll
+  for (int j = 0; j < XV; ++j) {
+    const int i = threadIdx.x + j * 32 * NW;
+    if (i < nx) {
+      const int row = i / k8s, k8 = (i - row * k8s) * 8;
+      *reinterpret_cast<int4*>(xs + (size_t)row * xs_stride + k8) = xv[j];
+    }
+  }
+  for (int i = threadIdx.x + XV * 32 * NW; i < nx; i += 32 * NW) {
+    const int row = i / k8s, k8 = (i - row * k8s) * 8;
+    *reinterpret_cast<int4*>(xs + (size_t)row * xs_stride + k8) = x_piece(i);
+  }
+  __syncthreads();
+
+  float acc[MT][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[mt][i] = 0.f;
+  const uint32_t* xrow[MT];
+  bool xok[MT];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    const int row = mt * 8 + g;
+    xok[mt] = row < M;
+    xrow[mt] = reinterpret_cast<const uint32_t*>(xs + (size_t)(xok[mt] ? row : 0) * xs_stride);
+  }
+
+  for (int base = b_begin; base < b_end; base += D) {
+#pragma unroll
+    for (int j = 0; j < D; ++j) {
+      const int b = base + j;
+      if (b < b_end) {
+        cp_wait<D - 1>();
+        __syncwarp();
+        const uint32_t* st = my_ring + j * TL_STAGE;
+        uint32_t w[8];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int row = 2 * c + (r & 1) + 8 * (r >> 1);
+          w[2 * r] = st[row * TL_ROW + g];
+          w[2 * r + 1] = st[row * TL_ROW + g + 8];
+        }
+        __syncwarp();
+        uint32_t pr[2][2][2];
+#pragma unroll
+        for (int rp = 0; rp < 2; ++rp)
+#pragma unroll
+          for (int cc = 0; cc < 2; ++cc) {
+            const uint32_t lo = w[2 * (2 * rp) + cc], hi = w[2 * (2 * rp + 1) + cc];
+            pr[rp][cc][0] = __byte_perm(lo, hi, 0x5410);
+            pr[rp][cc][1] = __byte_perm(lo, hi, 0x7632);
+          }
+        const uint32_t z0 = MAGIC2 + z[j][0] * 0x10001u, z1 = MAGIC2 + z[j][1] * 0x10001u;
+        const float s0 = s[j][0], s1 = s[j][1];
+        float part[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) part[mt][i] = 0.f;
+#pragma unroll
+        for (int stp = 0; stp < 8; ++stp) {
+          const int sh = 4 * (stp & 3), half = stp >> 2;
+          uint32_t a[4];
+          a[0] = sub2<BF16>(lop3_codes<MAGIC2>(pr[0][0][half] >> sh), z0);
+          a[1] = sub2<BF16>(lop3_codes<MAGIC2>(pr[0][1][half] >> sh), z1);
+          a[2] = sub2<BF16>(lop3_codes<MAGIC2>(pr[1][0][half] >> sh), z0);
+          a[3] = sub2<BF16>(lop3_codes<MAGIC2>(pr[1][1][half] >> sh), z1);
+          const int kw2 = ((b - kb0) * 128 + stp * 16 + 2 * c) >> 1;
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            const uint32_t b0 = xok[mt] ? xrow[mt][kw2] : 0u, b1 = xok[mt] ? xrow[mt][kw2 + 4] : 0u;
+            mma16816<BF16>(part[mt], a, b0, b1);
+          }
+        }
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          acc[mt][0] += s0 * part[mt][0];
+          acc[mt][1] += s0 * part[mt][1];
+          acc[mt][2] += s1 * part[mt][2];
+          acc[mt][3] += s1 * part[mt][3];
+        }
+        if (b + D < b_end) load_block(j, b + D);
+        cp_commit();
+      }
+    }
+  }
+  cp_wait<0>();
+
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    float* rw = red + (size_t)(warp * 8 * MT + mt * 8 + 2 * c) * 16;
+    rw[g] = acc[mt][0];
+    rw[16 + g] = acc[mt][1];
+    rw[g + 8] = acc[mt][2];
+    rw[16 + g + 8] = acc[mt][3];
+  }
+  __syncthreads();
+  // (8 MT rows) x (16 NT columns) of this CTA: sum the WK K-parts of each n-tile
+  const int col0 = blockIdx.x * NT * 16;
+  for (int i = threadIdx.x; i < 8 * MT * 16 * NT; i += 32 * NW) {
+    const int row = i / (16 * NT), cl = i - row * 16 * NT, ntl = cl >> 4, cc = cl & 15;
+    if (row < M) {
+      float v = 0.f;
+#pragma unroll
+      for (int q = 0; q < WK; ++q) v += red[(size_t)((q * NT + ntl) * 8 * MT + row) * 16 + cc];
+      if (KS == 1) {
+        y[(size_t)row * ldy + col0 + cl] =
+            BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v)) : __half_as_ushort(__float2half_rn(v));
+      } else {
+        atomicAdd(ws + (size_t)row * N + col0 + cl, v);
+      }
+    }
+  }
+  if (KS == 1) return;
+  __threadfence();  // this CTA's atomics are visible before the counter moves
+  __syncthreads();
+  __shared__ int last;
+  if (threadIdx.x == 0) last = atomicAdd(cnt + blockIdx.x, 1) == KS - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int i = threadIdx.x; i < M * 16 * NT; i += 32 * NW) {
+    const int row = i / (16 * NT), cl = i - row * 16 * NT;
+    float* p = ws + (size_t)row * N + col0 + cl;
+    const float v = __ldcg(p);
+    *p = 0.f;  // ready for the next call
+    y[(size_t)row * ldy + col0 + cl] =
+        BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v)) : __half_as_ushort(__float2half_rn(v));
+  }
+  if (threadIdx.x == 0) cnt[blockIdx.x] = 0;
+}
+
+template <bool BF16, int MT, int NT, int WK, int D>
+cudaError_t launch_group_one(cudaStream_t st, int ks, const uint16_t* x, const uint32_t* qt, const __half* sc,
+                             const uint8_t* zb, uint16_t* y, float* ws, int* cnt, int M, int N, int K, int Kp,
+                             int ldx, int ldy, int gb) {
+  const int nblk = Kp >> 7;
+  const int slice = (nblk + ks - 1) / ks;  // the most K blocks one CTA takes
+  const int xs_stride = slice * 128 + 8;
+  const int bytes = M * xs_stride * 2 + NT * WK * 8 * MT * 16 * 4 + NT * WK * D * TL_STAGE * 4;
+  static int configured = 0;
+  if (bytes > 48 * 1024 && bytes > configured) {
+    cudaError_t e = cudaFuncSetAttribute(w4a16_group_kernel<BF16, MT, NT, WK, D>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (e != cudaSuccess) return e;
+    configured = bytes;
+  }
+  w4a16_group_kernel<BF16, MT, NT, WK, D><<<dim3(N / (16 * NT), ks), 32 * NT * WK, bytes, st>>>(
+      x, qt, sc, zb, y, ws, cnt, M, N, K, Kp, ldx, ldy, gb, xs_stride);
+  return cudaGetLastError();
+}
+
+#define GR_ARGS st, ks, x, qt, sc, zb, y, ws, cnt, M, N, K, Kp, ldx, ldy, gb
+template <bool BF16, int MT>
+cudaError_t launch_group_mt(int nt, int wk, int ks, cudaStream_t st, const uint16_t* x, const uint32_t* qt,
+                            const __half* sc, const uint8_t* zb, uint16_t* y, float* ws, int* cnt, int M, int N,
+                            int K, int Kp, int ldx, int ldy, int gb) {
+  if (nt == 2 && wk == 4) return launch_group_one<BF16, MT, 2, 4, 2>(GR_ARGS);
+  if (nt == 4 && wk == 2) return launch_group_one<BF16, MT, 4, 2, 2>(GR_ARGS);
+  if (nt == 4 && wk == 4) return launch_group_one<BF16, MT, 4, 4, 2>(GR_ARGS);
+  if (nt == 8 && wk == 2) return launch_group_one<BF16, MT, 8, 2, 2>(GR_ARGS);
+  return cudaErrorInvalidValue;
+}
+#undef GR_ARGS
+
 }  // namespace
 
 // Returns a cudaError_t (0 = launched). The caller checks shapes (w4a16_mma.py): 1 <= M <= 16,
@@ -590,4 +826,28 @@ extern "C" int edgeserve_w4a16_swap(const void* x, const void* qs, const void* s
   if (M <= 0) return 0;
   return bf16 ? (int)launch_swap<true>(tl, depth, wk, st, xp, qs, sc, zc, yp, M, N, K, Kp, ldx, ldy, group_blocks)
               : (int)launch_swap<false>(tl, depth, wk, st, xp, qs, sc, zc, yp, M, N, K, Kp, ldx, ldy, group_blocks);
+}
+
+// The grouped split-K kernel on the Triton layout (fp16 scales, uint8 zeros): nt n-tiles of 16
+// columns per CTA, wk warps per n-tile splitting the CTA's K slice, ks K slices (grid.y). ws: fp32
+// (M, N) zeros, cnt: int32 (N / (16 nt)) zeros, both left zeroed by the call. N % (16 nt) == 0.
+extern "C" int edgeserve_w4a16_group(const void* x, const void* qt, const void* sc, const void* zb, void* y, void* ws,
+                                     void* cnt, int M, int N, int K, int Kp, int ldx, int ldy, int group_blocks,
+                                     int bf16, int nt, int wk, int ks, void* stream) {
+  cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
+  auto* xp = static_cast<const uint16_t*>(x);
+  auto* qp = static_cast<const uint32_t*>(qt);
+  auto* sp = static_cast<const __half*>(sc);
+  auto* zp = static_cast<const uint8_t*>(zb);
+  auto* yp = static_cast<uint16_t*>(y);
+  auto* wp = static_cast<float*>(ws);
+  auto* cp = static_cast<int*>(cnt);
+  if (M <= 0) return 0;
+  if (M > 16 || ks < 1) return (int)cudaErrorInvalidValue;
+  const bool two = M > 8;
+  if (bf16)
+    return two ? (int)launch_group_mt<true, 2>(nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks)
+               : (int)launch_group_mt<true, 1>(nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks);
+  return two ? (int)launch_group_mt<false, 2>(nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks)
+             : (int)launch_group_mt<false, 1>(nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks);
 }
