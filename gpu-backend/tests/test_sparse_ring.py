@@ -205,3 +205,43 @@ def test_ring_slots_come_back_after_finish_abort_and_preempt(tiny_model, head_ma
     check()
     out = run_all(eng)
     assert slots.num_free == 4 and sum(len(v) == 40 for k, v in out.items() if isinstance(k, str)) >= 1
+
+
+def test_ring_decode_graph_body_with_padding_and_multi_step(tiny_model, head_map):
+    """The decode graphs' static inputs carry the ring slots (padded rows: the scratch slot) and the
+    greedy advance grows the contexts with the slots fixed: the graph body, run eagerly on CPU for
+    k steps of a 3-row batch padded to 4, gives the tokens of eager serving."""
+    from edgeserve_pod.engine.cuda_graphs import DecodeGraphs, pick
+    from edgeserve_pod.engine.step_inputs import build_step_inputs
+
+    prompts = {k: PROMPTS[k] for k in ("r0", "r1", "r5")}
+    k, n = 8, 30
+    want = serve(engine(tiny_model, head_map, streaming_kv="ring"), prompts, {r: n for r in prompts})
+    eng = engine(tiny_model, head_map, streaming_kv="ring")
+    for rid, p in prompts.items():
+        eng.add_request(rid, p, greedy(n))
+    for _ in range(100):  # until all three decode (r0's 300-token prompt takes the longest)
+        eng.step()
+        if len(eng.scheduler.running) == 3 and all(s.num_uncomputed == 1 for s in eng.scheduler.running):
+            break
+    batch = eng.scheduler.schedule()
+    assert batch.num_prefill_seqs == 0 and len(batch.items) == 3
+    for seq, _ in batch.items:
+        assert eng.blocks.grow(seq, len(seq) + k - 1)
+    inp, _ = build_step_inputs(batch, 8)
+    ru = eng.runner
+    g = DecodeGraphs(ru.model, ru.kv_caches, ru.states, 4, ru.max_blocks_per_seq, ru.num_blocks, 8, ru.device,
+                     width_buckets=True, scratch_ring_slot=ru.scratch_ring_slot)
+    key = (pick(g.bs_buckets, 3), pick(g.w_buckets, inp.decode_block_tables.shape[1]))
+    assert key[0] == 4  # one padded row, on the scratch ring slot
+    g.graphs[key] = None  # no capture on CPU: the body runs eagerly below
+    g.stage(inp)
+    assert g.dev[5 * 4:6 * 4].tolist() == inp.seq_slots.tolist() + [ru.scratch_ring_slot]
+    with torch.inference_mode():
+        for _ in range(k):
+            g._body(*key)
+    got = g.ring[:3, :k].tolist()
+    done = {seq.request_id: seq.num_output_tokens for seq, _ in batch.items}
+    assert min(done.values()) >= 1 and max(done.values()) + k <= n
+    assert {seq.request_id: got[i] for i, (seq, _) in enumerate(batch.items)} == \
+        {r: want[r][done[r]:done[r] + k] for r in prompts}
