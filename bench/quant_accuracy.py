@@ -17,6 +17,12 @@ baseline and SmoothQuant+ with each refinement measured on its own row:
     ... + calib x32              (256 rows of 256, 64K tokens), with and without act order
     ... + calib x40              (320 rows of 256, 82K tokens: nearly all of it), with act order,
                                  with and without the clipping search (chosen for RTN, before GPTQ)
+    ... + calib x80 (+docstrings) 640 rows: the 325 rows of topics, then the standard library's
+                                 docstrings (text.calibration_text; held-out topics untouched)
+    ... + block recon            then block-wise reconstruction of the group scales and norms
+                                 (blockwise.py); the same job also measures its checkpoint before
+                                 the reconstruction (the row without "+ block recon", same
+                                 calibration and rounding)
     gptq w4 g128                 GPTQ alone (no smoothing), for reference
 then, on the best SmoothQuant+ g128 row of the run (the headline):
     ... + fp8 kv                 kv_dtype="fp8" (e4m3, per-head scales)
@@ -64,6 +70,7 @@ GGUF = os.path.join(ROOT, "models", "smollm2-135m-instruct-q4_1.gguf")
 HF = os.path.join(ROOT, "models", "smollm2-135m-instruct-hf")
 
 SQ = dict(method="smoothquant+")
+RECON_STEPS = 80
 CLIP = dict(SQ, clip=True)
 # (name, QuantizeConfig overrides); calib_rows in the overrides multiplies --calib-rows
 VARIANTS = [
@@ -88,7 +95,14 @@ VARIANTS = [
      dict(CLIP, calib_rows=40, rounding="gptq", act_order=True)),
     ("smoothquant+ w4 g128 + calib x40 + gptq rounding + act order",
      dict(SQ, calib_rows=40, rounding="gptq", act_order=True)),
+    ("smoothquant+ w4 g128 + clip + calib x40 + gptq rounding + act order + block recon",
+     dict(CLIP, calib_rows=40, rounding="gptq", act_order=True, recon_steps=RECON_STEPS)),
+    ("smoothquant+ w4 g128 + clip + calib x80 (+docstrings) + gptq rounding + act order",
+     dict(CLIP, calib_rows=80, calib_extra=True, rounding="gptq", act_order=True)),
+    ("smoothquant+ w4 g128 + clip + calib x80 (+docstrings) + gptq rounding + act order + block recon",
+     dict(CLIP, calib_rows=80, calib_extra=True, rounding="gptq", act_order=True, recon_steps=RECON_STEPS)),
 ]
+RECON = " + block recon"
 # then, on the best SmoothQuant+ row: FP8 KV, and groups of 64 and 32 (extra rows, for the curve)
 
 
@@ -107,23 +121,34 @@ def weight_error(group_sizes=(128, 64, 32)) -> dict:
 
 
 def run_job(over_json: str, evals: list, out: str, calib_seq_len: int, seq_len: int, rows: torch.Tensor) -> list:
-    """Quantize one checkpoint, then measure each (name, kv_dtype) on it -> [(name, ppl, config, kv)]."""
+    """Quantize one checkpoint, then measure each (name, kv_dtype) on it -> [(name, ppl, config, kv)].
+    A name without RECON in a job with block reconstruction is measured on the checkpoint as it
+    was before the reconstruction."""
     over = json.loads(over_json)
     g = over.pop("group_size", 128)
     t = time.time()
     cfg = QuantizeConfig(HF, out, tokenizer=GGUF, group_size=g, seq_len=calib_seq_len, dequantized=g % 128 != 0, **over)
-    man = quantize(cfg, log=lambda s: print(" ", s, flush=True))
+    pre = out + "-before-recon" if cfg.recon_steps else None
+    man = quantize(cfg, log=lambda s: print(" ", s, flush=True), before_recon_out=pre)
     secs = time.time() - t
     alphas = [e["alpha"] for e in man.get("layers", {}).values()]
     res = []
     for name, kv in evals:
         t = time.time()
-        v = perplexity(make_runner(out, None if cfg.dequantized else "w4a16", kv, seq_len), rows)
+        before = pre is not None and RECON not in name
+        v = perplexity(make_runner(pre if before else out, None if cfg.dequantized else "w4a16", kv, seq_len), rows)
         print(f"{name:60s} ppl {v:8.4f}  ({time.time() - t:.0f} s)", flush=True)
         conf = {"method": cfg.method, "group_size": g, "kv_dtype": kv, "calibration_rows": cfg.calib_rows if cfg.calibrated else 0,
                 "calibration_seq_len": cfg.seq_len if cfg.calibrated else 0, **cfg.refinements(),
                 "weights_in_engine": "dequantized float32 (group size not loadable by the W4A16 kernel)" if cfg.dequantized
                 else "W4A16 checkpoint", "quantize_seconds": round(secs, 1)}
+        if before:
+            conf["block_recon"] = None
+            conf["measured_on"] = "the same job's checkpoint before block reconstruction (same calibration and rounding)"
+        elif cfg.recon_steps:
+            layers = man["block_recon"]["layers"].values()
+            conf["block_objective_mean"] = {"before": sum(e["objective_before"] for e in layers) / len(layers),
+                                            "after": sum(e["objective_after"] for e in layers) / len(layers)}
         if cfg.objective == "block" and cfg.method == "smoothquant+":
             conf["block_rows"] = cfg.block_rows
         if alphas:
@@ -150,6 +175,7 @@ def main():
     ap.add_argument("--work", default=None, help="folder for the quantized checkpoints (default: a temp dir)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (1 is fastest on a shared host)")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes, one quantized checkpoint each")
+    ap.add_argument("--recon-steps", type=int, default=None, help=f"block recon steps per block (default {RECON_STEPS})")
     a = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
@@ -181,7 +207,12 @@ def main():
         for name, over, kv in named:
             over = dict(over)
             over["calib_rows"] = over.get("calib_rows", 1) * a.calib_rows
+            if over.get("recon_steps") and a.recon_steps is not None:
+                over["recon_steps"] = a.recon_steps
             jobs.setdefault(json.dumps(over, sort_keys=True), []).append((name, kv))
+            if name.endswith(RECON) and not any(n == name[:-len(RECON)] for n, _, _ in named):
+                # its checkpoint before the reconstruction, measured in the same job
+                jobs[json.dumps(over, sort_keys=True)].append((name[:-len(RECON)], kv))
         args = [(over, evals, os.path.join(work, f"ckpt{len(os.listdir(work)) + i}"), a.calib_seq_len, a.seq_len, rows)
                 for i, (over, evals) in enumerate(jobs.items())]
         if a.jobs > 1:  # independent checkpoints in worker processes, one torch thread each
@@ -202,9 +233,14 @@ def main():
     if headline is not None and not a.no_extras:
         over = dict(variants)[headline]
         later = [] if a.fp8_alongside else [(headline + " + fp8 kv", over, "fp8")]
-        later += [("extra: " + headline.replace("g128", f"g{g}"), dict(over, group_size=g), "auto") for g in (64, 32)]
+        # the extra group sizes are written dequantized: without block recon (it tunes the 4-bit scales)
+        later += [("extra: " + headline.replace("g128", f"g{g}").replace(RECON, ""), dict(over, group_size=g, recon_steps=0),
+                   "auto") for g in (64, 32)]
         by_name.update(run_all(later))
-    results = ([("bf16 weights", base, {}, None)] + [by_name[n] for n, _ in variants]
+    selected = [n for n, _ in variants]
+    # rows measured on a block-recon job's checkpoint before the reconstruction, not selected themselves
+    pre = [n[:-len(RECON)] for n in selected if n.endswith(RECON) and n[:-len(RECON)] not in selected]
+    results = ([("bf16 weights", base, {}, None)] + [by_name[n] for n in pre] + [by_name[n] for n, _ in variants]
                + [by_name[n + " + fp8 kv"] for n, _ in variants if a.fp8_alongside] + [by_name[n] for n, _, _ in later])
 
     rtn = next((v for n, v, _, _ in results if n == "rtn w4 g128"), None)

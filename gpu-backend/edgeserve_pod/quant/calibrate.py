@@ -60,7 +60,7 @@ def calibrate(model: TorchLlama, batches: list[torch.Tensor], n_samples: int = 5
             hooks.append(mod.register_forward_pre_hook(hook(f"layers.{i}.{grp}")))
     try:
         for b in batches:
-            model(b)
+            model(b, logits=False)
             cal.tokens += b.numel()
     finally:
         for h in hooks:

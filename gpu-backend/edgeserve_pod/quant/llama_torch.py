@@ -107,9 +107,10 @@ class TorchLlama(nn.Module):
         return L.mlp.down_proj(F.silu(L.mlp.gate_proj(h)) * L.mlp.up_proj(h))
 
     @torch.no_grad()
-    def forward(self, tokens: torch.Tensor, layer_inputs: list | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, layer_inputs: list | None = None, logits: bool = True) -> torch.Tensor | None:
         """(B, T) int64 -> logits (B, T, V) f32. layer_inputs, when given, receives each layer's
-        input residual stream (B, T, D)."""
+        input residual stream (B, T, D). logits=False stops after the last layer and returns None
+        (calibration needs only the layers' inputs; the LM head is a fifth of the FLOPs)."""
         x = F.embedding(tokens, self.embed)  # (B, T, D)
         rot = self.rotary(tokens.shape[1])
         for L in self.layers:
@@ -117,4 +118,6 @@ class TorchLlama(nn.Module):
                 layer_inputs.append(x)
             x = x + self.attn_block(L, x, rot)
             x = x + self.mlp_block(L, x)
+        if not logits:
+            return None
         return F.linear(self._rms(x, self.norm), self.lm_head).float()

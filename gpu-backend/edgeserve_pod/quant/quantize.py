@@ -3,14 +3,17 @@
     python -m edgeserve_pod.quant.quantize --model HF_DIR --out DIR --method smoothquant+|rtn \
         [--tokenizer GGUF] [--group-size 128] [--calib-rows 16] [--seq-len 256] [--samples 512] \
         [--clip] [--objective layer|block] [--scale-form max|mean] [--block-rows 4] [--rounding rtn|gptq] \
-        [--act-order]
+        [--act-order] [--calib-extra] [--recon-steps N] [--recon-rows 64] [--recon-lr 2e-3] [--recon-no-norms]
 
 smoothquant+ calibrates on real text (quant/text.py: Python's own documentation topics, the
 calibration half) tokenized with the GGUF file's tokenizer, smooths (smoothquant.py), then
 quantizes by round-to-nearest; rtn quantizes directly (with --clip it calibrates too and only
 searches the clipping); --act-order (with --rounding gptq) rounds the columns in descending order
 of the Hessian diagonal, with every group's scale and zero point fixed up front (gptq.py), so the
-checkpoint format is unchanged. Runs on CPU in float32.
+checkpoint format is unchanged. --calib-extra appends the standard library's docstrings to the
+calibration text (text.calibration_text), for --calib-rows beyond what the topics fill (325 rows of
+256). --recon-steps N > 0 tunes, after rounding, each block's group scales and norm weights on
+its output error, block by block (blockwise.py; codes and zeros unchanged). Runs on CPU in float32.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from safetensors import safe_open
 
 from edgeserve_pod.models.hf_folder import save_hf_folder
 from edgeserve_pod.quant import checkpoint, text
+from edgeserve_pod.quant.blockwise import ReconConfig, reconstruct
 from edgeserve_pod.quant.gptq import quantize_gptq_group
 from edgeserve_pod.quant.llama_torch import PROJ, TorchLlama, load_hf
 from edgeserve_pod.quant.rtn import fake_quantize, quantize_rtn
@@ -61,6 +65,11 @@ class QuantizeConfig:
     # write a plain HF folder of the quantize-dequantized weights (float32) instead of the 4-bit
     # checkpoint: for group sizes the W4A16 kernel does not take (64, 32), measured as a curve
     dequantized: bool = False
+    calib_extra: bool = False  # calibration text = topics + stdlib docstrings (text.calibration_text)
+    recon_steps: int = 0  # > 0: block-wise scale/norm reconstruction after rounding (blockwise.py)
+    recon_rows: int = 64  # calibration rows (evenly spaced over all of them) the reconstruction runs on
+    recon_lr: float = 2e-3
+    recon_norms: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -83,18 +92,24 @@ class QuantizeConfig:
             raise ValueError("act_order reorders GPTQ's rounding: it needs rounding='gptq'")
         if self.scale_form not in SCALE_FORMS:
             raise ValueError(f"scale_form must be one of {SCALE_FORMS}, got {self.scale_form!r}")
-        for name in ("calib_rows", "seq_len", "samples", "block_rows"):
+        if self.recon_steps < 0:
+            raise ValueError(f"recon_steps must be >= 0, got {self.recon_steps}")
+        if self.recon_steps and self.dequantized:
+            raise ValueError("block reconstruction tunes the 4-bit checkpoint's scales: not with dequantized=True")
+        for name in ("calib_rows", "seq_len", "samples", "block_rows", "recon_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
     @property
     def calibrated(self) -> bool:
-        return self.method == "smoothquant+" or self.clip or self.rounding == "gptq"
+        return self.method == "smoothquant+" or self.clip or self.rounding == "gptq" or self.recon_steps > 0
 
     def refinements(self) -> dict:
         return {"clip_search": self.clip, "objective": self.objective if self.method == "smoothquant+" else None,
                 "scale_form": self.scale_form if self.method == "smoothquant+" else None, "rounding": self.rounding,
-                "act_order": self.act_order}
+                "act_order": self.act_order, "calib_extra": self.calib_extra,
+                "block_recon": ({"steps": self.recon_steps, "rows": self.recon_rows, "lr": self.recon_lr,
+                                 "norms": self.recon_norms} if self.recon_steps else None)}
 
 
 def _source_dtypes(folder: str) -> dict[str, torch.dtype]:
@@ -110,7 +125,9 @@ def _dtype(name: str) -> torch.dtype:
     return {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}.get(name, torch.float32)
 
 
-def quantize(cfg: QuantizeConfig, log=print) -> dict:
+def quantize(cfg: QuantizeConfig, log=print, before_recon_out: str | None = None) -> dict:
+    """-> the manifest. before_recon_out: with recon_steps, also write the checkpoint as it is
+    before the reconstruction (same calibration and rounding: the ablation at no extra cost)."""
     t0 = time.time()
     config, weights = load_hf(cfg.model, torch.float32)
     src = _source_dtypes(cfg.model)
@@ -123,8 +140,7 @@ def quantize(cfg: QuantizeConfig, log=print) -> dict:
         from edgeserve_pod.quant.calibrate import calibrate
 
         tok = BPETokenizer.from_gguf(cfg.tokenizer)
-        calib_text, _ = text.split()
-        rows = text.rows(tok.encode(calib_text), cfg.seq_len, cfg.calib_rows)
+        rows = text.rows(tok.encode(text.calibration_text(cfg.calib_extra)), cfg.seq_len, cfg.calib_rows)
         cal = calibrate(model, list(rows.split(4)), cfg.samples, cfg.seed)
         log(f"calibrated on {cal.tokens} tokens in {time.time() - t0:.0f} s")
         block_inputs = None
@@ -137,7 +153,7 @@ def quantize(cfg: QuantizeConfig, log=print) -> dict:
             report, clips = smooth_model(model, cal, cfg.group_size, grid, objective=cfg.objective,
                                          scale_form=cfg.scale_form, clip=cfg.clip, block_inputs=block_inputs)
         manifest.update({
-            "calibration": {"text": text.SOURCE, "split": "topics not held out (every 4th topic by name is held out)",
+            "calibration": {"text": text.SOURCE + (" + " + text.EXTRA_SOURCE if cfg.calib_extra else ""), "split": "topics not held out (every 4th topic by name is held out)",
                             "tokenizer": os.path.abspath(cfg.tokenizer), "rows": int(rows.shape[0]),
                             "seq_len": cfg.seq_len, "tokens": cal.tokens, "samples_per_group": cfg.samples},
             "refinements": cfg.refinements(),
@@ -185,19 +201,38 @@ def quantize(cfg: QuantizeConfig, log=print) -> dict:
         # smoothed norms are kept in float32: the engine rounds them to its own dtype on load
         plain[f"model.layers.{i}.input_layernorm.weight"] = L.input_layernorm.detach().clone()
         plain[f"model.layers.{i}.post_attention_layernorm.weight"] = L.post_attention_layernorm.detach().clone()
+    if cfg.recon_steps:
+        if before_recon_out is not None:
+            _write(cfg, config, weights, src, plain, quantized, dict(manifest, refinements=dict(
+                manifest["refinements"], block_recon=None)), before_recon_out)
+            log(f"wrote {before_recon_out} (before block reconstruction)")
+        rc = ReconConfig(steps=cfg.recon_steps, lr=cfg.recon_lr, norms=cfg.recon_norms, seed=cfg.seed)
+        idx = torch.linspace(0, rows.shape[0] - 1, min(cfg.recon_rows, rows.shape[0])).round().long()
+        recon_report = reconstruct(model, quantized, rows[idx], rc, log=lambda s: log(f"{s} ({time.time() - t0:.0f} s)"))
+        for i, L in enumerate(model.layers):  # tuned norms (the scales were replaced in `quantized`)
+            plain[f"model.layers.{i}.input_layernorm.weight"] = L.input_layernorm.detach().clone()
+            plain[f"model.layers.{i}.post_attention_layernorm.weight"] = L.post_attention_layernorm.detach().clone()
+        manifest["block_recon"] = {"config": vars(rc), "rows": int(idx.numel()), "layers": recon_report}
+        log(f"block reconstruction done in {time.time() - t0:.0f} s")
+    _write(cfg, config, weights, src, plain, quantized, manifest, cfg.out)
+    log(f"wrote {cfg.out} ({cfg.method}, group {cfg.group_size}) in {time.time() - t0:.0f} s")
+    return manifest
+
+
+def _write(cfg: QuantizeConfig, config: dict, weights: dict, src: dict, plain: dict, quantized: dict, manifest: dict,
+           out: str) -> None:
+    plain = dict(plain)
     for name in ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"):
         if name in src:
             plain[name] = weights[name].to(_dtype(src[name])) if name in weights else None
     plain = {k: v for k, v in plain.items() if v is not None}
     if cfg.dequantized:
         cfg_out = dict(config, torch_dtype="float32")
-        save_hf_folder(cfg.out, plain, cfg_out)
-        with open(os.path.join(cfg.out, DEQUANTIZED_MANIFEST), "w") as f:
+        save_hf_folder(out, plain, cfg_out)
+        with open(os.path.join(out, DEQUANTIZED_MANIFEST), "w") as f:
             json.dump({"group_size": cfg.group_size, **manifest}, f, indent=2)
     else:
-        checkpoint.write(cfg.out, config, plain, quantized, manifest)
-    log(f"wrote {cfg.out} ({cfg.method}, group {cfg.group_size}) in {time.time() - t0:.0f} s")
-    return manifest
+        checkpoint.write(out, config, plain, quantized, manifest)
 
 
 def main(argv=None) -> None:
@@ -216,11 +251,17 @@ def main(argv=None) -> None:
     ap.add_argument("--block-rows", type=int, default=4)
     ap.add_argument("--rounding", default="rtn", choices=ROUNDINGS, help="last step: round-to-nearest or GPTQ")
     ap.add_argument("--act-order", action="store_true", help="GPTQ in descending Hessian-diagonal order, static groups")
+    ap.add_argument("--calib-extra", action="store_true", help="calibration text + the stdlib's docstrings")
+    ap.add_argument("--recon-steps", type=int, default=0, help="block-wise scale/norm reconstruction steps per block")
+    ap.add_argument("--recon-rows", type=int, default=64)
+    ap.add_argument("--recon-lr", type=float, default=2e-3)
+    ap.add_argument("--recon-no-norms", action="store_true", help="tune the group scales only")
     a = ap.parse_args(argv)
     try:
         cfg = QuantizeConfig(a.model, a.out, a.method, a.tokenizer, a.group_size, a.calib_rows, a.seq_len, a.samples,
                              clip=a.clip, objective=a.objective, scale_form=a.scale_form, block_rows=a.block_rows, rounding=a.rounding,
-                             act_order=a.act_order)
+                             act_order=a.act_order, calib_extra=a.calib_extra, recon_steps=a.recon_steps,
+                             recon_rows=a.recon_rows, recon_lr=a.recon_lr, recon_norms=not a.recon_no_norms)
     except ValueError as e:
         ap.error(str(e))
     quantize(cfg)
