@@ -153,7 +153,7 @@ def test_ring_admission_refuses_what_the_ring_lost(tiny_model, head_map):
     assert len(run_all(eng)["ok"]) == 3
 
 
-def test_ring_config_refusals(tiny_model, head_map, tmp_path):
+def test_ring_config_refusals(tiny_model, head_map, tmp_path, capsys):
     base = dict(model=tiny_model, attention_backend="sparse", sparse_head_map=head_map, streaming_kv="ring")
     with pytest.raises(ValueError, match="one rank"):
         EngineConfig(**{**base, "tensor_parallel_size": 2})
@@ -171,6 +171,7 @@ def test_ring_config_refusals(tiny_model, head_map, tmp_path):
     with pytest.raises(SystemExit):  # KV transfer roles: the CLI refuses (argparse error, exit 2)
         configs(["--model", tiny_model, "--attention-backend", "sparse", "--sparse-head-map", head_map,
                  "--streaming-kv", "ring", "--role", "prefill"])
+    assert "cannot serve role 'prefill'" in capsys.readouterr().err
 
 
 def test_ring_kv_transfer_refused(tiny_model, head_map):
@@ -245,3 +246,12 @@ def test_ring_decode_graph_body_with_padding_and_multi_step(tiny_model, head_map
     assert min(done.values()) >= 1 and max(done.values()) + k <= n
     assert {seq.request_id: got[i] for i, (seq, _) in enumerate(batch.items)} == \
         {r: want[r][done[r]:done[r] + k] for r in prompts}
+
+
+def test_ring_equals_full_mode_fp8(tiny_model, head_map):
+    """FP8 KV: the rings get their per-head scales from the same calibration tokens as full mode."""
+    prompts = {k: PROMPTS[k] for k in ("r0", "r3", "r5")}
+    full = serve(engine(tiny_model, head_map, kv_dtype="fp8"), prompts)
+    eng = engine(tiny_model, head_map, kv_dtype="fp8", streaming_kv="ring")
+    assert serve(eng, prompts) == full
+    assert all(float(st["ring_k_scale"].min()) > 0 for st in eng.runner.states)

@@ -64,7 +64,7 @@ from ..kernels.quest import update_page_minmax
 from ..kernels.sparse_kv_write import write_kv_minmax_decode
 from .attention_base import AttentionMetadata, OverrideError
 from .attention_sparse import SparseAttention
-from .kv_write import dequantize, write_kv
+from .kv_write import dequantize, quantize_fp8, write_kv
 
 
 @dataclass(frozen=True)
@@ -238,6 +238,8 @@ class RingSparseAttention(SparseAttention):
             if w is None:
                 w = meta.__dict__["_ring_w_p"] = self._prefill_ring_rows(meta, n_seq_p, k_s.device)
             idx, rows = w
+            if rks is not None and not self.fp8_scales_ready:  # the calibration: scales from every token, as in full mode
+                quantize_fp8(k_s, rks), quantize_fp8(v_s, rvs)
             write_kv(k_s.index_select(0, idx), v_s.index_select(0, idx), rk, rv, rows, rks, rvs)
         if meta.num_decode_tokens:
             rows = meta.__dict__.get("_ring_w_d")
