@@ -13,8 +13,10 @@ figure is the median replay time / R. Same method for ours and the peers.
 
     python bench/quant_gemm.py [--quick] [--out DIR]
     python bench/quant_gemm.py --compile-only --out DIR   # on a CPU: every candidate compiled for sm_90
-    python bench/quant_gemm.py --mma --out DIR            # the CUDA mma kernel (kernels/w4a16_mma.py):
-        its (MT, WK) variants vs the Triton kernel's tuned configs, cuBLAS bf16 and int4pack, same run
+    python bench/quant_gemm.py --mma --out DIR            # the CUDA kernels (kernels/w4a16_mma.py) at
+        M <= 16: the mma kernel's (D, WK) variants and the swapped-operand kernel's (nt, wk, ks)
+        launches (and the one the engine picks) vs the Triton kernel's tuned configs, cuBLAS bf16
+        and int4pack, same run
 Writes DIR/quant_gemm.json (BENCH.md format) and DIR/sweep.json (every config's time, or why it was
 rejected: a candidate whose output differs from the reference is never timed).
 """
@@ -38,6 +40,7 @@ from bench_common import copies_for, copy_bandwidth, graph_time_us, map_in_proce
 from edgeserve_pod.kernels import w4a16 as W  # noqa: E402
 from edgeserve_pod.kernels import w4a16_mma as MMA  # noqa: E402
 from edgeserve_pod.kernels import w4a16_configs as C  # noqa: E402
+from edgeserve_pod.layers import linear_w4a16 as LIN  # noqa: E402
 from edgeserve_pod.quant.rtn import quantize_rtn  # noqa: E402
 
 SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096)]  # (K, N): attention out, up/gate, down
@@ -375,7 +378,6 @@ def mma_shape(k, n, bw, flops, results, ms=(1, 2, 4, 8, 16)):
     r16 = copies_for(2 * n * k, 4, 48)
     qw, wd, ours, tiny, sz = make_weights(k, n, r4)
     mw = [MMA.MmaWeights.from_triton(*o, GROUP, k, torch.bfloat16) for o in ours]
-    sw = [MMA.SwapWeights.from_triton(*o, GROUP, k, torch.bfloat16) for o in ours]
     bf = [wd.clone() for _ in range(r16)]
     tinys = [(tiny.clone(), sz.clone()) for _ in range(r4)] if tiny is not None else None
     for m in ms:
@@ -404,57 +406,28 @@ def mma_shape(k, n, bw, flops, results, ms=(1, 2, 4, 8, 16)):
         if not timed:
             raise RuntimeError(f"no mma variant passed the check at K={k} N={n} M={m}")
         best_v = min(timed, key=timed.get)
-        swap = {}  # the swapped-operand kernel, every (depth, wk) built
-        kp = sw[0].qw.shape[1] * 128
-        for d, wk in MMA.SWAP_VARIANTS:
-            if not MMA.swap_fits(m, kp, wk):
-                continue
-            errs = []
-            for _ in range(2):
-                out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
-                y = MMA.swap_matmul(x_chk, sw[0], d, wk, out=out)
-                errs.append(float("nan") if torch.isnan(y).any() else rel_err(y, ref))
-            e = max(errs)
-            if not e < MAX_ERR:
-                print(f"  swap D={d} WK={wk} rejected at K={k} N={n} M={m}: err {e:.2e}", flush=True)
-                swap[f"{d}x{wk}"] = {"rejected_err": e}
-                continue
-            t = graph_time_us([lambda i=i, a=d, b=wk: MMA.swap_matmul(xs[i % 4], sw[i], a, b) for i in range(r4)], replays=7)
-            swap[f"{d}x{wk}"] = {"us": t, "err": e}
-            # the same kernel reading the Triton layout's own operands (what the engine can use)
-            if not MMA.swap_fits(m, kp, wk, d, True):
-                continue
-            errs = []
-            for _ in range(2):
-                out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
-                y = MMA.swap_matmul_triton_layout(x_chk, *ours[0], GROUP, d, wk, out=out)
-                errs.append(float("nan") if torch.isnan(y).any() else rel_err(y, ref))
-            e = max(errs)
-            if not e < MAX_ERR:
-                print(f"  swap-tl D={d} WK={wk} rejected at K={k} N={n} M={m}: err {e:.2e}", flush=True)
-                swap[f"tl{d}x{wk}"] = {"rejected_err": e}
-                continue
-            t = graph_time_us([lambda i=i, a=d, b=wk: MMA.swap_matmul_triton_layout(xs[i % 4], *ours[i], GROUP, a, b)
-                               for i in range(r4)], replays=7)
-            swap[f"tl{d}x{wk}"] = {"us": t, "err": e}
-        for (gnt, gwk) in MMA.GROUP_VARIANTS if m > 1 else ():  # grouped split-K kernel, Triton layout
+        swap = {}  # the swapped-operand kernel on the Triton layout: every (nt, wk) built, several K splits
+        kp = ours[0][0].shape[0] * 8
+        for (gnt, gwk) in MMA.SWAP_VARIANTS:
             for gks in (1, 2, 4, 8):
-                if n % (16 * gnt) or MMA.group_smem_bytes(m, kp, gnt, gwk, gks) > MMA.SMEM_LIMIT:
+                if n % (16 * gnt) or MMA.swap_smem_bytes(m, kp, gnt, gwk, gks) > MMA.SMEM_LIMIT:
                     continue
                 errs = []
                 for _ in range(3):  # the 2nd and 3rd calls check that the workspace was left zeroed
                     out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
-                    y = MMA.group_matmul_triton_layout(x_chk, *ours[0], GROUP, gnt, gwk, gks, out=out)
+                    y = MMA.swap_matmul(x_chk, *ours[0], GROUP, gnt, gwk, gks, out=out)
                     errs.append(float("nan") if torch.isnan(y).any() else rel_err(y, ref))
                 e = max(errs)
                 if not e < MAX_ERR:
-                    print(f"  group nt={gnt} wk={gwk} ks={gks} rejected at K={k} N={n} M={m}: err {e:.2e}", flush=True)
-                    swap[f"g{gnt}x{gwk}x{gks}"] = {"rejected_err": e}
+                    print(f"  swap nt={gnt} wk={gwk} ks={gks} rejected at K={k} N={n} M={m}: err {e:.2e}", flush=True)
+                    swap[f"{gnt}x{gwk}x{gks}"] = {"rejected_err": e}
                     continue
-                t = graph_time_us([lambda i=i, a=gnt, b=gwk, cc=gks: MMA.group_matmul_triton_layout(
+                t = graph_time_us([lambda i=i, a=gnt, b=gwk, cc=gks: MMA.swap_matmul(
                     xs[i % 4], *ours[i], GROUP, a, b, cc) for i in range(r4)], replays=7)
-                swap[f"g{gnt}x{gwk}x{gks}"] = {"us": t, "err": e}
+                swap[f"{gnt}x{gwk}x{gks}"] = {"us": t, "err": e}
         s_timed = {v: dd["us"] for v, dd in swap.items() if "us" in dd}
+        pick = LIN.decode_kernel(m, n, k)  # what the engine launches at this (M, N, K)
+        t_engine = s_timed.get("x".join(map(str, pick))) if pick else t_tri
         s_best = min(s_timed, key=s_timed.get) if s_timed else None
         if s_best:
             print(f"  swap best {s_best} {s_timed[s_best]:7.1f} ({t_bf / s_timed[s_best]:4.2f}x) "
@@ -474,8 +447,9 @@ def mma_shape(k, n, bw, flops, results, ms=(1, 2, 4, 8, 16)):
         results.append({"K": k, "N": n, "M": m, "bf16_us": t_bf, "int4pack_us": t_tiny, "triton_us": t_tri,
                         "mma_sched_us": t_sched, "mma_sched": [mt, wk], "mma_best_us": timed[best_v], "mma_best": best_v,
                         "variants": variants, "swap_variants": swap, "swap_best": s_best,
+                        "engine_pick": list(pick) if pick else "triton", "engine_us": t_engine,
                         "swap_best_us": s_timed[s_best] if s_best else None, "limit_us": lim, "err_mma": e_sched, "err_triton": e_tri, "err_bf16": e_bf})
-    del bf, ours, mw, sw, tinys
+    del bf, ours, mw, tinys
     torch.cuda.empty_cache()
 
 
@@ -504,11 +478,13 @@ def mma_main(args):
                       "rel_err_vs_f32_ref": {"mma": r["err_mma"], "triton": r["err_triton"], "cublas_on_bf16_dequant": r["err_bf16"]},
                       "variants": r["variants"], "swap_best": r["swap_best"], "swap_best_us": r["swap_best_us"],
                       "swap_speedup_vs_bf16": (r["bf16_us"] / r["swap_best_us"]) if r["swap_best_us"] else None,
-                      "swap_variants": r["swap_variants"]}})
+                      "swap_variants": r["swap_variants"], "engine_pick": r["engine_pick"], "engine_us": r["engine_us"],
+                      "engine_speedup_vs_bf16": (r["bf16_us"] / r["engine_us"]) if r["engine_us"] else None}})
     write_doc(args.out, "quant_gemm_mma.json", dev, commit, "python bench/quant_gemm.py --mma", bw, flops, metrics)
-    print("\n# summary: speed-up over cuBLAS bf16 (swap best / mma schedule / mma best variant / triton tuned / int4pack)")
+    print("\n# summary: speed-up over cuBLAS bf16 (engine pick / swap best / mma schedule / mma best variant / triton tuned / int4pack)")
     for r in results:
         print(f"K={r['K']:5d} N={r['N']:5d} M={r['M']:3d}  "
+              f"{(r['bf16_us'] / r['engine_us']) if r['engine_us'] else float('nan'):5.2f}x "
               f"{(r['bf16_us'] / r['swap_best_us']) if r['swap_best_us'] else float('nan'):5.2f}x "
               f"{r['bf16_us'] / r['mma_sched_us']:5.2f}x "
               f"{r['bf16_us'] / r['mma_best_us']:5.2f}x {r['bf16_us'] / r['triton_us']:5.2f}x "

@@ -1,28 +1,24 @@
-"""W4A16 GEMM in CUDA C++ (csrc/w4a16_mma.cu) for M <= 16: tensor cores fed from registers.
+"""W4A16 GEMM in CUDA C++ (csrc/w4a16_mma.cu) for decode batches (M <= 16): tensor cores fed
+from registers.
 
-Three kernels; the engine (layers/linear_w4a16.py: decode_kernel) runs the second and third on
-the Triton layout for decode batches of up to 8 rows, and the Triton kernel for everything else.
-- `mma_matmul` (x is the mma's A operand, 16 rows of which M are real): at M = 1 on the H100
-  within ~4% of the tuned Triton kernel (bench/results/quant/2026-11-23-h100-mma.json);
-  issue-latency-bound at 2 warps per scheduler. Not used.
-- the swapped-operand kernel (the weights are the mma's A operand, so no mma row is wasted on
-  them; x staged once per CTA in shared memory). Two weight layouts:
-  `swap_matmul` reads its own layout (repack_swap: each lane's 16-byte word group is exactly its
-  A fragments; per-warp register ring of 16-byte loads); `swap_matmul_triton_layout` reads the
-  Triton kernel's qweight as it is: a block's 16 x 16 words come into a per-warp shared-memory
-  ring by cp.async and each lane picks its 8 words (no second copy of the weights).
-  H100, vs cuBLAS bf16 in the same run (2026-11-23-h100-swap-tl.json), M = 1 on the 8B shapes:
-  own layout 2.38-3.08x, Triton layout 2.14-2.71x, the tuned Triton kernel 1.90-2.39x; at M = 2
-  2.23-2.91x / 2.00-2.46x / 1.66-2.02x. From M = 4 on the Triton kernel is as fast or faster:
-  each CTA stages all M x K of x (x traffic grows with M x N / 16), hence the M <= 2 cut.
-  The own layout is ~10% faster still, but the Triton kernel (prefill) cannot read it at speed (a
-  Triton kernel on it measured 0.15-0.8x of the Triton layout's), so the engine keeps one layout.
-- `group_matmul_triton_layout` (2 <= M <= 16): the same dequantization and mma, but a CTA owns
-  4-8 column tiles that share one staged slice of x, and K is split across CTAs whose fp32
-  partials meet in a persistent workspace (the last CTA of a column group converts and re-zeroes
-  it; no memset). M = 2-8 on the 8B shapes (2026-11-23-h100-group.json): wide N (14336, 28672)
-  2.17-2.75x cuBLAS bf16 vs 1.72-2.14x for Triton; long K (14336 -> 4096) 2.13-2.34x vs 1.95-1.98x;
-  the narrow short layers (4096 x 4096, 6144) about even; M = 16 no better than Triton.
+Two kernels:
+- `swap_matmul`: what the engine runs (layers/linear_w4a16.py: decode_kernel picks the launch per
+  layer shape and M <= 8; larger M runs the Triton kernel). Swapped operands: the weights are the
+  mma's A operand (no mma row wasted on them), x the B operand. It reads the Triton kernel's own
+  qweight / scales / zeros (no second copy): 16 x 16-word blocks staged per warp by cp.async, each
+  lane picks its 8 words. A CTA owns nt column tiles that share one staged slice of x, K splits
+  across ks CTAs meet in a persistent fp32 workspace (the last CTA of a column group converts and
+  re-zeroes it). H100, vs cuBLAS bf16 in the same run (bench/results/quant/2026-11-23-h100-group.json,
+  `python bench/quant_gemm.py --mma`), 8B shapes: M = 1 (nt = 1) 2.13-2.53x vs 1.85-2.29x for the
+  tuned Triton kernel; M = 2-8 on the wide layers (N 14336, 28672; nt 4-8) 2.17-2.75x vs
+  1.72-2.14x, long K (14336 -> 4096) 2.13-2.34x vs 1.95-1.98x; the narrow short layers about even;
+  M = 16 no better than Triton. Its own 16-byte-per-lane layout (a one-time repack) was ~10% faster
+  at M = 1 (2.38-3.08x, 2026-11-23-h100-swap.json) but the Triton kernel (prefill) read it at
+  0.15-0.8x its own speed, so the engine keeps one layout and that variant was dropped (commit
+  8db027f has it).
+- `mma_matmul` (x is the mma's A operand, 16 rows of which M are real): at M = 1 within ~4% of the
+  tuned Triton kernel (2026-11-23-h100-mma.json); issue-latency-bound at 2 warps per scheduler.
+  Not used by the engine; kept as the measured baseline of the bench's --mma section.
 
 Why a CUDA kernel beside the Triton one (w4a16.py): Triton's tl.dot takes its B operand through
 shared memory, so every dequantized tile makes a round trip there. Here the weights are repacked
@@ -109,32 +105,6 @@ def unpack_mma(qw: torch.Tensor) -> torch.Tensor:
     return c.reshape(nbk * NB, kpk * 32)
 
 
-def repack_swap(codes: torch.Tensor) -> torch.Tensor:
-    """codes (N, Kp) in [0, 15], N % 16 == 0, Kp % 128 == 0 -> (N/16, Kp/128, 2, 32, 4) int32, the
-    swapped-operand kernel's layout: column n = 16 t + 8 nn + g, row k = 128 b + 64 h + 16 e + 8 kk
-    + 2 c + e' goes to lane 4 g + c, int4 h, word e, nibble 4 e' + 2 kk + nn; so lop3 of
-    (word >> 4 i), i = 0..3, gives the mma's A registers a0..a3 for k-step 4 h + e."""
-    n, kp = codes.shape
-    if n % 16 or kp % IB:
-        raise ValueError(f"repack_swap needs N % 16 == 0 and Kp % 128 == 0, got {(n, kp)}")
-    c = codes.to(torch.int64).view(n // 16, 2, 8, kp // IB, 2, 4, 2, 4, 2)  # t nn g | b h e kk c e'
-    c = c.permute(0, 3, 4, 2, 7, 5, 8, 6, 1)  # t b h g c e | e' kk nn
-    c = c.reshape(n // 16, kp // IB, 2, 32, 4, 8)
-    shifts = torch.arange(8, device=codes.device, dtype=torch.int64) * 4
-    packed = (c << shifts).sum(-1)
-    return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
-
-
-def unpack_swap(qs: torch.Tensor) -> torch.Tensor:
-    """Inverse of repack_swap: (N/16, Kp/128, 2, 32, 4) int32 -> codes (N, Kp) int64."""
-    nt, nb = qs.shape[:2]
-    shifts = torch.arange(8, device=qs.device, dtype=torch.int64) * 4
-    c = (qs.to(torch.int64).unsqueeze(-1) >> shifts) & 0xF  # t b h lane e nibble
-    c = c.view(nt, nb, 2, 8, 4, 4, 2, 2, 2)  # t b h g c e e' kk nn
-    c = c.permute(0, 8, 3, 1, 2, 5, 7, 4, 6)  # t nn g b h e kk c e'
-    return c.reshape(nt * 16, nb * IB)
-
-
 def _magic_zeros(zeros: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(G, N) integer zero points -> (G, N) int32 holding MAGIC + z in both 16-bit halves (exact)."""
     half = (zeros.to(torch.float32) + MAGIC[dtype]).to(dtype).view(torch.int16).to(torch.int64) & 0xFFFF
@@ -177,38 +147,6 @@ class MmaWeights:
         g = torch.arange(self.in_features, device=q.device) // self.group_size
         z = self.zeros_f32()
         return (q - z.t()[:, g]) * self.sc.t()[:, g]
-
-
-@dataclass
-class SwapWeights:
-    """The swapped-operand kernel's operands: qw (N/16, Kp/128, 2, 32, 4) int32 (repack_swap) and
-    the Triton layout's own scales (G, N) fp16 and zeros (G, N) uint8."""
-
-    qw: torch.Tensor
-    scales: torch.Tensor
-    zeros: torch.Tensor
-    dtype: torch.dtype  # the activation dtype
-    group_size: int
-    in_features: int
-
-    @property
-    def out_features(self) -> int:
-        return self.qw.shape[0] * 16
-
-    @classmethod
-    def from_triton(cls, qweight, scales, zeros, group_size, in_features, dtype) -> "SwapWeights":
-        if dtype not in MAGIC:
-            raise ValueError(f"the swap kernel takes bf16/fp16 activations, got {dtype}")
-        if padded_k(in_features) != qweight.shape[0] * PACK:
-            raise ValueError(f"qweight has {qweight.shape[0]} word rows, K={in_features} needs {padded_k(in_features) // PACK}")
-        return cls(repack_swap(_codes_padded(qweight)), scales.contiguous(), zeros.contiguous(), dtype, group_size,
-                   in_features)
-
-    def dequantize(self) -> torch.Tensor:
-        """-> W (N, K) float32, (q - z) * s."""
-        q = unpack_swap(self.qw)[:, :self.in_features].to(torch.float32)
-        g = torch.arange(self.in_features, device=q.device) // self.group_size
-        return (q - self.zeros.to(torch.float32).t()[:, g]) * self.scales.to(torch.float32).t()[:, g]
 
 
 def supported(in_features: int, out_features: int, group_size: int) -> bool:
@@ -254,9 +192,6 @@ def _build() -> ctypes.CDLL:
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 10 + [ctypes.c_void_p]
     fn = dll.edgeserve_w4a16_swap
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 11 + [ctypes.c_void_p]
-    fn = dll.edgeserve_w4a16_group
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 11 + [ctypes.c_void_p]
     return dll
@@ -339,104 +274,39 @@ def mma_matmul(x: torch.Tensor, w: MmaWeights, depth: int | None = None, wk: int
     return y.view(*lead, n)
 
 
-SWAP_VARIANTS = ((2, 4), (2, 8), (4, 2), (4, 4), (4, 8), (8, 2), (8, 4), (8, 8), (1, 16), (2, 16))  # (depth, wk) built in the .cu
+# ------------------------------------------- swapped-operand kernel on the Triton layout (M <= 16)
+
+SWAP_VARIANTS = ((1, 4), (1, 8), (1, 16), (2, 4), (4, 2), (4, 4), (8, 2))  # (n-tiles per CTA, warps per n-tile) built in the .cu
+SWAP_WS_COLS = 1 << 17  # workspace columns (N) per device: allocated once, so CUDA graphs keep valid pointers
+_SWAP_WS: dict = {}  # device -> (fp32 (16, SWAP_WS_COLS) zeros, int32 counters zeros)
 
 
-def swap_smem_bytes(m: int, kp: int, wk: int, depth: int = 0, tl: bool = False) -> int:
-    """x staged (M rows of Kp + 8 elements) + the (WK, 8 MT, 16) float reduction tile (+ on the
-    Triton layout, the per-warp ring of depth staged blocks of 16 x 20 words)."""
-    return m * (kp + 8) * 2 + wk * 8 * (2 if m > 8 else 1) * 16 * 4 + (wk * depth * 16 * 20 * 4 if tl else 0)
-
-
-def swap_fits(m: int, kp: int, wk: int, depth: int = 0, tl: bool = False) -> bool:
-    limit = SMEM_LIMIT if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9 else 163 * 1024
-    return swap_smem_bytes(m, kp, wk, depth, tl) <= limit
-
-
-def swap_call(x: torch.Tensor, n: int, kp: int, qw, sc, zc, group_size: int, depth: int, wk: int, tl: int,
-               out: torch.Tensor | None) -> torch.Tensor:
-    if (depth, wk) not in SWAP_VARIANTS:
-        raise ValueError(f"(depth, wk) must be one of {SWAP_VARIANTS}, got {(depth, wk)}")
-    lib = _lib()
-    if lib is None:
-        raise RuntimeError(f"the W4A16 mma kernel is unavailable: {_LIB.get('error')}")
-    k = x.shape[-1]
-    lead = x.shape[:-1]
-    x2 = x.reshape(-1, k)
-    if x2.stride(-1) != 1:
-        x2 = x2.contiguous()
-    m = x2.shape[0]
-    if m > MAX_M:
-        raise ValueError(f"the swap kernel takes M <= {MAX_M} rows, got {m}")
-    if not swap_fits(m, kp, wk, depth, bool(tl)):
-        raise ValueError(f"M={m} x Kp={kp} needs {swap_smem_bytes(m, kp, wk, depth, bool(tl))} B of shared memory")
-    y = out if out is not None else torch.empty((m, n), device=x.device, dtype=x.dtype)
-    err = lib.edgeserve_w4a16_swap(x2.data_ptr(), qw.data_ptr(), sc.data_ptr(), zc.data_ptr(), y.data_ptr(),
-                                   m, n, k, kp, x2.stride(0), y.stride(0), group_size // IB,
-                                   int(x.dtype == torch.bfloat16), depth, wk, tl,
-                                   torch.cuda.current_stream(x.device).cuda_stream)
-    if err:
-        raise RuntimeError(f"W4A16 swap kernel launch failed: cudaError {err}")
-    return y.view(*lead, n)
-
-
-def swap_matmul(x: torch.Tensor, w: SwapWeights, depth: int = 2, wk: int = 8,
-                out: torch.Tensor | None = None) -> torch.Tensor:
-    """x (..., K) bf16/fp16 on CUDA, at most 16 rows -> (..., N), the swapped-operand kernel on
-    the swap layout."""
-    if x.shape[-1] != w.in_features or x.dtype != w.dtype:
-        raise ValueError(f"x is ({x.shape[-1]}, {x.dtype}), the weights take ({w.in_features}, {w.dtype})")
-    return swap_call(x, w.out_features, w.qw.shape[1] * IB, w.qw, w.scales, w.zeros, w.group_size, depth, wk, 0, out)
-
-
-def swap_matmul_triton_layout(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
-                              group_size: int, depth: int = 2, wk: int = 8,
-                              out: torch.Tensor | None = None) -> torch.Tensor:
-    """The same kernel on the Triton kernel's own operands (qweight (Kp/8, N) int32, scales (G, N)
-    fp16, zeros (G, N) uint8): no second copy of the weights. N % 16 == 0, group_size % 128 == 0."""
-    if x.dtype not in MAGIC:
-        raise ValueError(f"the swap kernel takes bf16/fp16 activations, got {x.dtype}")
-    kw, n = qweight.shape
-    if n % 16 or group_size % IB or kw * PACK != padded_k(x.shape[-1]):
-        raise ValueError(f"qweight {tuple(qweight.shape)} / group {group_size} do not fit x (..., {x.shape[-1]})")
-    if scales.dtype != torch.float16 or zeros.dtype != torch.uint8:
-        raise ValueError(f"scales must be float16 and zeros uint8, got {scales.dtype}, {zeros.dtype}")
-    return swap_call(x, n, kw * PACK, qweight, scales, zeros, group_size, depth, wk, 1, out)
-
-
-# ------------------------------------------------------- grouped split-K kernel (2 < M <= 16)
-
-GROUP_VARIANTS = ((2, 4), (4, 2), (4, 4), (8, 2))  # (n-tiles per CTA, warps per n-tile) built in the .cu
-GROUP_WS_COLS = 1 << 17  # workspace columns (N) per device: allocated once, so CUDA graphs keep valid pointers
-_GROUP_WS: dict = {}  # device -> (fp32 (16, GROUP_WS_COLS) zeros, int32 counters zeros)
-
-
-def _group_ws(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    ws = _GROUP_WS.get(device)
+def _swap_ws(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    ws = _SWAP_WS.get(device)
     if ws is None:
-        ws = _GROUP_WS[device] = (torch.zeros(MAX_M, GROUP_WS_COLS, dtype=torch.float32, device=device),
-                                  torch.zeros(GROUP_WS_COLS // 16, dtype=torch.int32, device=device))
+        ws = _SWAP_WS[device] = (torch.zeros(MAX_M, SWAP_WS_COLS, dtype=torch.float32, device=device),
+                                  torch.zeros(SWAP_WS_COLS // 16, dtype=torch.int32, device=device))
     return ws
 
 
-def group_smem_bytes(m: int, kp: int, nt: int, wk: int, ks: int, depth: int = 2) -> int:
+def swap_smem_bytes(m: int, kp: int, nt: int, wk: int, ks: int, depth: int = 2) -> int:
     slice_k = -(-(kp // IB) // ks) * IB
     return m * (slice_k + 8) * 2 + nt * wk * 8 * (2 if m > 8 else 1) * 16 * 4 + nt * wk * depth * 16 * 20 * 4
 
 
-def group_matmul_triton_layout(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+def swap_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                                group_size: int, nt: int = 4, wk: int = 4, ks: int = 2,
                                out: torch.Tensor | None = None) -> torch.Tensor:
     """x (..., K) bf16/fp16, at most 16 rows, on the Triton layout's operands -> (..., N): CTAs of nt
     16-column tiles share one staged slice of x; ks K slices add up through a persistent fp32
     workspace (left zeroed). N % (16 nt) == 0."""
     if x.dtype not in MAGIC:
-        raise ValueError(f"the group kernel takes bf16/fp16 activations, got {x.dtype}")
-    if (nt, wk) not in GROUP_VARIANTS:
-        raise ValueError(f"(nt, wk) must be one of {GROUP_VARIANTS}, got {(nt, wk)}")
+        raise ValueError(f"the swap kernel takes bf16/fp16 activations, got {x.dtype}")
+    if (nt, wk) not in SWAP_VARIANTS:
+        raise ValueError(f"(nt, wk) must be one of {SWAP_VARIANTS}, got {(nt, wk)}")
     kw, n = qweight.shape
     k = x.shape[-1]
-    if n % (16 * nt) or group_size % IB or kw * PACK != padded_k(k) or n > GROUP_WS_COLS:
+    if n % (16 * nt) or group_size % IB or kw * PACK != padded_k(k) or n > SWAP_WS_COLS:
         raise ValueError(f"qweight {tuple(qweight.shape)} / group {group_size} / nt {nt} do not fit x (..., {k})")
     if scales.dtype != torch.float16 or zeros.dtype != torch.uint8:
         raise ValueError(f"scales must be float16 and zeros uint8, got {scales.dtype}, {zeros.dtype}")
@@ -449,17 +319,17 @@ def group_matmul_triton_layout(x: torch.Tensor, qweight: torch.Tensor, scales: t
         x2 = x2.contiguous()
     m, kp = x2.shape[0], kw * PACK
     if m > MAX_M:
-        raise ValueError(f"the group kernel takes M <= {MAX_M} rows, got {m}")
+        raise ValueError(f"the swap kernel takes M <= {MAX_M} rows, got {m}")
     ks = max(1, min(ks, kp // IB))
     limit = SMEM_LIMIT if torch.cuda.get_device_capability()[0] >= 9 else 163 * 1024
-    if group_smem_bytes(m, kp, nt, wk, ks) > limit:
-        raise ValueError(f"M={m}, Kp={kp}, ks={ks} needs {group_smem_bytes(m, kp, nt, wk, ks)} B of shared memory")
-    ws, cnt = _group_ws(x.device)
+    if swap_smem_bytes(m, kp, nt, wk, ks) > limit:
+        raise ValueError(f"M={m}, Kp={kp}, ks={ks} needs {swap_smem_bytes(m, kp, nt, wk, ks)} B of shared memory")
+    ws, cnt = _swap_ws(x.device)
     y = out if out is not None else torch.empty((m, n), device=x.device, dtype=x.dtype)
-    err = lib.edgeserve_w4a16_group(x2.data_ptr(), qweight.data_ptr(), scales.data_ptr(), zeros.data_ptr(), y.data_ptr(),
+    err = lib.edgeserve_w4a16_swap(x2.data_ptr(), qweight.data_ptr(), scales.data_ptr(), zeros.data_ptr(), y.data_ptr(),
                                     ws.data_ptr(), cnt.data_ptr(), m, n, k, kp, x2.stride(0), y.stride(0),
                                     group_size // IB, int(x.dtype == torch.bfloat16), nt, wk, ks,
                                     torch.cuda.current_stream(x.device).cuda_stream)
     if err:
-        raise RuntimeError(f"W4A16 group kernel launch failed: cudaError {err}")
+        raise RuntimeError(f"W4A16 swap kernel launch failed: cudaError {err}")
     return y.view(*lead, n)

@@ -2,9 +2,9 @@
 activations. On CUDA the Triton kernel runs (config chosen by M); elsewhere the torch
 dequantize-then-matmul reference, so CPU tests exercise the same tensors.
 
-Small batches on CUDA (decode: at most CUDA_MAX_M rows) run CUDA kernels (kernels/w4a16_mma.py,
-chosen by `decode_kernel`) that read these same tensors; larger ones the Triton kernel. Without nvcc, or with EDGESERVE_W4A16_KERNEL=triton, the Triton
-kernel serves every M.
+Small batches on CUDA (decode: at most CUDA_MAX_M rows) run a CUDA kernel (kernels/w4a16_mma.py,
+launch chosen by `decode_kernel`) that reads these same tensors; larger ones the Triton kernel.
+Without nvcc, or with EDGESERVE_W4A16_KERNEL=triton, the Triton kernel serves every M.
 
 Loading: a quantized checkpoint (quant/checkpoint.py) hands over `qweight`, `scales`, `zeros`
 per projection; fused projections (q|k|v, gate|up) arrive concatenated along N, which is the
@@ -22,31 +22,31 @@ from edgeserve_pod.kernels.w4a16 import IB, PACK, padded_k, w4a16_matmul
 from edgeserve_pod.layers.linear_base import LinearBase, LinearFactory
 
 GROUP_SIZE = 128
-# Small batches run CUDA kernels (kernels/w4a16_mma.py) on the layer's own Triton-layout tensors;
-# which one, by (M, N, K), from the H100 sweep of bench/quant_gemm.py --mma
-# (bench/results/quant/2026-11-23-h100-group.json), against the tuned Triton kernel in the same run:
-# - "swap" (weights as the mma A operand, x staged per 16 columns): M = 1: 1.10-1.19x Triton;
-#   from M = 3 on its x traffic (M x K per 16 columns) makes it lose on wide layers;
-# - "group" (CTAs of 4-8 column tiles share one staged x slice, split K through a self-cleaning fp32
-#   workspace): M = 2-8 on wide N (14336, 28672) 1.24-1.37x Triton, long K (14336) 1.09-1.15x;
-# - the Triton kernel: everything else (M > 8, and 5-8 rows on the narrow short layers where
-#   the three are within ~5%).
+# Decode batches (M <= CUDA_MAX_M) run the swapped-operand CUDA kernel (kernels/w4a16_mma.py) on the
+# layer's own Triton-layout tensors, launched per (M, N, K) as below, from the H100 sweep of
+# bench/quant_gemm.py --mma (bench/results/quant/2026-11-23-h100-group.json), against the tuned
+# Triton kernel in the same run:
+# - M = 1 (and M = 2 off the widest layer): one 16-column tile per CTA, no K split: 1.10-1.19x Triton;
+# - M = 2-8 on wide N (14336, 28672): 4-8 tiles share one staged x, 1.24-1.37x Triton; long K
+#   (14336): 4-8 tiles and 8 K slices, 1.09-1.15x; on the narrow short layers (4096 x 4096, 6144)
+#   M = 3-4 keep one tile per CTA and M = 5-8 go to Triton (all within ~5%);
+# - M > 8: the Triton kernel.
 CUDA_MAX_M = 8
 
 
-def decode_kernel(m: int, n: int, k: int) -> tuple | None:
-    """("swap", depth, warps) | ("group", n_tiles, warps, k_slices) | None (the Triton kernel)."""
+def decode_kernel(m: int, n: int, k: int) -> tuple[int, int, int] | None:
+    """(column tiles per CTA, warps per tile, K slices) of the CUDA kernel, or None (Triton)."""
     if m < 1 or m > CUDA_MAX_M or n % 16:
         return None
     wide, long_k = n >= 12288, k >= 8192
     if m == 1 or (m == 2 and n < 24576) or (m <= 4 and not wide and not long_k):
         if long_k or n <= 4096:
-            return "swap", 2, 16
-        return ("swap", 2, 4) if wide else ("swap", 2, 8)
+            return 1, 16, 1
+        return (1, 4, 1) if wide else (1, 8, 1)
     if wide and n % 128 == 0:
-        return ("group", 8, 2, 1) if n >= 24576 else ("group", 4, 4, 1)
+        return (8, 2, 1) if n >= 24576 else (4, 4, 1)
     if long_k and n % 64 == 0:
-        return ("group", 4, 2, 8) if m <= 4 else ("group", 8, 2, 8)
+        return (4, 2, 8) if m <= 4 else (8, 2, 8)
     return None
 
 
@@ -93,10 +93,8 @@ class W4A16Linear(LinearBase):
                 kern = None
         if kern is None:
             y = w4a16_matmul(x, self.qweight, self.scales, self.zeros, self.group_size)
-        elif kern[0] == "swap":
-            y = MMA.swap_matmul_triton_layout(x, self.qweight, self.scales, self.zeros, self.group_size, *kern[1:])
         else:
-            y = MMA.group_matmul_triton_layout(x, self.qweight, self.scales, self.zeros, self.group_size, *kern[1:])
+            y = MMA.swap_matmul(x, self.qweight, self.scales, self.zeros, self.group_size, *kern)
         return y + self.bias if self.bias is not None else y
 
 

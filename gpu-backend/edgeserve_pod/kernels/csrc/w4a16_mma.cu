@@ -293,281 +293,29 @@ cudaError_t launch(int depth, int wk, cudaStream_t st, const uint16_t* x, const 
 #undef ES_ARGS
 
 // ---------------------------------------------------------------------------------------------
-// Swapped operands (y^T = W . x^T): the weights are the mma's A operand (16 output columns x 16 k
-// per mma) and x its B operand (8 rows of x per n-tile). No mma row is wasted on the weight side,
-// so one dequantized word (8 codes) feeds one mma, and at 8 < M <= 16 it feeds two (MT = 2).
-// Operand layout qs int32 (N/16, Kp/128, 2, 32 lanes, 4 words) (w4a16_mma.py: repack_swap): lane
-// l = 4 g + c, word e of int4 h covers k-step s = 4 h + e of the 128-k block; its nibble
-// i = 4 e' + 2 kk + nn holds the code of column 16 t + 8 nn + g, k = 128 b + 16 s + 8 kk + 2 c + e',
-// so lop3 of (word >> 4 i), i = 0..3, gives A registers a0..a3 (rows g / g + 8, k pairs 2c / 2c + 8).
-// x is staged once per CTA in shared memory (rows padded so B-fragment reads are conflict-free);
-// the weights and their scales/zeros stream through a D-deep register ring per warp (each lane
-// loads only what it multiplies: no shared memory, no barrier in the loop). A CTA owns 16 columns;
-// its WK warps split the K blocks and reduce through shared memory.
-
-__device__ __forceinline__ int4 ld_stream(const int4* p) {  // read-once weights: skip L1
-  int4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
-// Scales and zeros are the Triton layout's (G, N) fp16 and uint8 in both cases (MAGIC + z is made
-// with one multiply-add). TL = false: qw is the swap layout (repack_swap). TL = true: the Triton
-// kernel's qweight (Kp/8, N) int32 as it is (word row 16 b + r holds k = 128 b + 16 j + r at
-// nibble j): no second copy of the weights. A block's 16 rows x 16 columns of words (1 KiB) come
-// into a per-warp shared-memory ring by 16-byte cp.async (rows padded to 20 words: the reads
-// below hit 32 different banks); a lane then reads the 8 words of rows 2c, 2c+1, 2c+8, 2c+9 in
-// columns g, g + 8, and one byte_perm per word pair puts the pair's nibble j side by side in
-// 16-bit halves, so lop3 of (pair >> 4 j) makes the A register of k-step j as in the swap layout.
+// Swapped operands on the Triton layout, for the decode batches (M <= 16): y^T = W . x^T, the
+// weights are the mma's A operand (16 output columns x 16 k per m16n8k16; no mma row is wasted on
+// them) and x its B operand (8 rows of x per n-tile; MT = 2 tiles for 8 < M <= 16).
+// - Weights: the Triton kernel's qweight (Kp/8, N) int32 as it is (word row 16 b + r holds
+//   k = 128 b + 16 j + r at nibble j), scales (G, N) fp16, zeros (G, N) uint8: no second copy.
+//   A block's 16 rows x 16 columns of words (1 KiB) come into a per-warp shared-memory ring
+//   (D stages) by 16-byte cp.async, rows padded to TL_ROW words so the reads below hit 32 banks;
+//   a lane reads the 8 words of rows 2c, 2c+1, 2c+8, 2c+9 in columns g, g + 8, one byte_perm per
+//   word pair puts the pair's nibble j side by side in 16-bit halves, and lop3 of (pair >> 4 j)
+//   (+ one sub.x2 of MAGIC + z) makes the exact (q - z) A register of k-step j. Each 128-k block's
+//   partial is scaled in fp32.
+// - Grid: a CTA owns NT n-tiles (16 NT columns) and one of KS slices of K. x is staged once per CTA
+//   for its K slice (rows padded 16 bytes: conflict-free B-fragment reads) and its NT x WK warps
+//   (n-tile w % NT, K part w / NT) share it: x traffic is M x K x N / (16 NT), which is what makes
+//   NT > 1 win from M = 2-4 on wide layers, while NT = 1, KS = 1 (the most CTAs) suits M = 1.
+// - KS > 1: the slices of a column group add their fp32 partials into a workspace with atomics;
+//   the last CTA of the group (a counter) converts them to the output and zeroes its workspace and
+//   counter for the next call (no memset kernel; CUDA-graph safe, one stream at a time).
 constexpr int TL_ROW = 20;               // words per staged row (16 + 4 padding)
 constexpr int TL_STAGE = 16 * TL_ROW;    // words per staged block
-template <bool BF16, int MT, int WK, int D, bool TL>
-__global__ void __launch_bounds__(32 * WK) w4a16_swap_kernel(const uint16_t* __restrict__ x,
-                                                              const void* __restrict__ qw_,
-                                                              const void* __restrict__ sc_,
-                                                              const void* __restrict__ zc_,
-                                                              uint16_t* __restrict__ y, int M, int N, int K, int Kp,
-                                                              int ldx, int ldy, int group_blocks, int xs_stride) {
-  constexpr uint32_t MAGIC2 = Traits<BF16>::MAGIC2;
-  extern __shared__ __align__(16) unsigned char smem[];
-  uint16_t* xs = reinterpret_cast<uint16_t*>(smem);                       // (M, xs_stride)
-  float* red = reinterpret_cast<float*>(smem + (size_t)M * xs_stride * 2);  // (WK, 8 MT, 16)
-  uint32_t* ring = reinterpret_cast<uint32_t*>(red + WK * 8 * MT * 16);   // TL: (WK, D, 16, TL_ROW)
 
-  const int t = blockIdx.x;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int g = lane >> 2, c = lane & 3;
-  const int nblk = Kp >> 7;
-  const int b_begin = warp * nblk / WK, b_end = (warp + 1) * nblk / WK;
-  const int n0 = t * 16 + g, n1 = n0 + 8;
-  const int4* wp = static_cast<const int4*>(qw_) + (size_t)t * nblk * 64 + lane;  // !TL
-  const int4* tp = reinterpret_cast<const int4*>(static_cast<const uint32_t*>(qw_) + (size_t)t * 16);  // TL
-  uint32_t* my_ring = ring + (size_t)warp * D * TL_STAGE;
-
-  // x first: its (L2-resident) reads go out ahead of the weight stream, so the barrier below does
-  // not wait behind D blocks of weights. Each thread holds at most XV 16-byte pieces in registers.
-  const int k8s = Kp >> 3;
-  const bool vec = ((ldx & 7) == 0) && ((reinterpret_cast<uintptr_t>(x) & 15) == 0);
-  constexpr int XV = 4;
-  int4 xv[XV];
-  const int nx = M * k8s;
-  auto x_piece = [&](int i) -> int4 {
-    const int row = i / k8s, k8 = (i - row * k8s) * 8;
-    const uint16_t* src = x + (size_t)row * ldx + k8;
-    if (vec && k8 + 8 <= K) return __ldg(reinterpret_cast<const int4*>(src));
-    uint16_t h[8];
-#pragma unroll
-    for (int e = 0; e < 8; ++e) h[e] = k8 + e < K ? src[e] : (uint16_t)0;
-    return make_int4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));
-  };
-  auto x_store = [&](int i, int4 v) {
-    const int row = i / k8s, k8 = (i - row * k8s) * 8;
-    *reinterpret_cast<int4*>(xs + (size_t)row * xs_stride + k8) = v;
-  };
-#pragma unroll
-  for (int j = 0; j < XV; ++j) {
-    const int i = threadIdx.x + j * 32 * WK;
-    if (i < nx) xv[j] = x_piece(i);
-  }
-
-  uint32_t w[D][8];
-  float s[D][2];
-  uint32_t z[D][2];
-  auto load_block = [&](int j, uint32_t (&wj)[8], float (&sj)[2], uint32_t (&zj)[2], int b) {
-    const size_t go = (size_t)(b / group_blocks) * N;
-    const __half* sh = static_cast<const __half*>(sc_);
-    const uint8_t* zb = static_cast<const uint8_t*>(zc_);
-    sj[0] = __half2float(sh[go + n0]); sj[1] = __half2float(sh[go + n1]);
-    zj[0] = zb[go + n0]; zj[1] = zb[go + n1];  // MAGIC2 + z * 0x10001 at use
-    if constexpr (TL) {  // 64 16-byte pieces (16 rows x 4 column quads), two per lane
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const int idx = lane + 32 * i, row = idx >> 2, quad = idx & 3;
-        cp16_stream(my_ring + j * TL_STAGE + row * TL_ROW + quad * 4, tp + ((size_t)(b * 16 + row) * N >> 2) + quad);
-      }
-    } else {
-      const int4 v0 = ld_stream(wp + (size_t)b * 64), v1 = ld_stream(wp + (size_t)b * 64 + 32);
-      wj[0] = v0.x; wj[1] = v0.y; wj[2] = v0.z; wj[3] = v0.w;
-      wj[4] = v1.x; wj[5] = v1.y; wj[6] = v1.z; wj[7] = v1.w;
-    }
-  };
-#pragma unroll
-  for (int j = 0; j < D; ++j) {  // the ring's first D blocks
-    const int b = b_begin + j;
-    if (b < b_end) load_block(j, w[j], s[j], z[j], b);
-    if constexpr (TL) cp_commit();  // one group per slot, even when empty: wait_group counts stay aligned
-  }
-
-#pragma unroll
-  for (int j = 0; j < XV; ++j) {
-    const int i = threadIdx.x + j * 32 * WK;
-    if (i < nx) x_store(i, xv[j]);
-  }
-  for (int i = threadIdx.x + XV * 32 * WK; i < nx; i += 32 * WK) x_store(i, x_piece(i));  // large M x K
-  __syncthreads();
-
-  float acc[MT][4];
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) acc[mt][i] = 0.f;
-  const uint32_t* xrow[MT];
-  bool xok[MT];
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    const int row = mt * 8 + g;
-    xok[mt] = row < M;
-    xrow[mt] = reinterpret_cast<const uint32_t*>(xs + (size_t)(xok[mt] ? row : 0) * xs_stride);
-  }
-
-  for (int base = b_begin; base < b_end; base += D) {
-#pragma unroll
-    for (int j = 0; j < D; ++j) {
-      const int b = base + j;
-      if (b < b_end) {
-        float part[MT][4];
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) part[mt][i] = 0.f;
-        const uint32_t z0 = MAGIC2 + z[j][0] * 0x10001u, z1 = MAGIC2 + z[j][1] * 0x10001u;
-        uint32_t pr[2][2][2];  // TL: [row pair (2c, 2c+1) / (2c+8, 2c+9)][column g / g+8][nibbles 0-3 / 4-7]
-        if constexpr (TL) {
-          cp_wait<D - 1>();  // this slot's group (the oldest of D in flight) has landed, for this lane
-          __syncwarp();      // ... and for every lane: the words below were copied by other lanes
-          const uint32_t* st = my_ring + j * TL_STAGE;
-#pragma unroll
-          for (int r = 0; r < 4; ++r) {
-            const int row = 2 * c + (r & 1) + 8 * (r >> 1);
-            w[j][2 * r] = st[row * TL_ROW + g];
-            w[j][2 * r + 1] = st[row * TL_ROW + g + 8];
-          }
-          __syncwarp();  // every lane has its words: the slot may be refilled
-#pragma unroll
-          for (int rp = 0; rp < 2; ++rp)
-#pragma unroll
-            for (int cc = 0; cc < 2; ++cc) {
-              const uint32_t lo = w[j][2 * (2 * rp) + cc], hi = w[j][2 * (2 * rp + 1) + cc];
-              pr[rp][cc][0] = __byte_perm(lo, hi, 0x5410);
-              pr[rp][cc][1] = __byte_perm(lo, hi, 0x7632);
-            }
-        }
-#pragma unroll
-        for (int st = 0; st < 8; ++st) {
-          uint32_t a[4];
-          if constexpr (TL) {
-            const int sh = 4 * (st & 3), half = st >> 2;
-            a[0] = sub2<BF16>(lop3_codes<MAGIC2>(pr[0][0][half] >> sh), z0);
-            a[1] = sub2<BF16>(lop3_codes<MAGIC2>(pr[0][1][half] >> sh), z1);
-            a[2] = sub2<BF16>(lop3_codes<MAGIC2>(pr[1][0][half] >> sh), z0);
-            a[3] = sub2<BF16>(lop3_codes<MAGIC2>(pr[1][1][half] >> sh), z1);
-          } else {
-            const uint32_t word = w[j][st];
-            a[0] = sub2<BF16>(lop3_codes<MAGIC2>(word), z0);
-            a[1] = sub2<BF16>(lop3_codes<MAGIC2>(word >> 4), z1);
-            a[2] = sub2<BF16>(lop3_codes<MAGIC2>(word >> 8), z0);
-            a[3] = sub2<BF16>(lop3_codes<MAGIC2>(word >> 12), z1);
-          }
-          const int kw = (b * 128 + st * 16 + 2 * c) >> 1;  // 32-bit word index of (k, k + 1) in a row
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt) {
-            const uint32_t b0 = xok[mt] ? xrow[mt][kw] : 0u, b1 = xok[mt] ? xrow[mt][kw + 4] : 0u;
-            mma16816<BF16>(part[mt], a, b0, b1);
-          }
-        }
-        const float s0 = s[j][0], s1 = s[j][1];
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          acc[mt][0] += s0 * part[mt][0];
-          acc[mt][1] += s0 * part[mt][1];
-          acc[mt][2] += s1 * part[mt][2];
-          acc[mt][3] += s1 * part[mt][3];
-        }
-        const int nb = b + D;  // refill this ring slot
-        if (nb < b_end) load_block(j, w[j], s[j], z[j], nb);
-        if constexpr (TL) cp_commit();
-      }
-    }
-  }
-
-  // C fragment: (column g, rows 2c, 2c + 1) and (column g + 8, same rows) of each 8-row tile
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    float* rw = red + (size_t)(warp * 8 * MT + mt * 8 + 2 * c) * 16;
-    rw[g] = acc[mt][0];
-    rw[16 + g] = acc[mt][1];
-    rw[g + 8] = acc[mt][2];
-    rw[16 + g + 8] = acc[mt][3];
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < 8 * MT * 16; i += 32 * WK) {
-    const int row = i >> 4, col = i & 15;
-    if (row < M) {
-      float v = 0.f;
-#pragma unroll
-      for (int wq = 0; wq < WK; ++wq) v += red[(size_t)(wq * 8 * MT) * 16 + i];
-      y[(size_t)row * ldy + t * 16 + col] =
-          BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v)) : __half_as_ushort(__float2half_rn(v));
-    }
-  }
-}
-
-template <bool BF16, int MT, int WK, int D, bool TL>
-cudaError_t launch_swap_one(cudaStream_t st, const uint16_t* x, const void* qs, const void* sc, const void* zc,
-                            uint16_t* y, int M, int N, int K, int Kp, int ldx, int ldy, int gb) {
-  const int xs_stride = Kp + 8;  // +16 bytes per row: rows start 4 banks apart
-  const int bytes = M * xs_stride * 2 + WK * 8 * MT * 16 * 4 + (TL ? WK * D * TL_STAGE * 4 : 0);
-  static int configured = 0;  // the opt-in above 48 KiB, raised as needed per instantiation
-  if (bytes > 48 * 1024 && bytes > configured) {
-    cudaError_t e = cudaFuncSetAttribute(w4a16_swap_kernel<BF16, MT, WK, D, TL>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-    if (e != cudaSuccess) return e;
-    configured = bytes;
-  }
-  w4a16_swap_kernel<BF16, MT, WK, D, TL><<<dim3(N / 16), 32 * WK, bytes, st>>>(x, qs, sc, zc, y, M, N, K, Kp, ldx,
-                                                                               ldy, gb, xs_stride);
-  return cudaGetLastError();
-}
-
-#define SW_ARGS st, x, qs, sc, zc, y, M, N, K, Kp, ldx, ldy, gb
-template <bool BF16, int MT, bool TL>
-cudaError_t launch_swap_mt(int depth, int wk, cudaStream_t st, const uint16_t* x, const void* qs, const void* sc,
-                           const void* zc, uint16_t* y, int M, int N, int K, int Kp, int ldx, int ldy, int gb) {
-  if (wk == 4 && depth == 2) return launch_swap_one<BF16, MT, 4, 2, TL>(SW_ARGS);
-  if (wk == 4 && depth == 4) return launch_swap_one<BF16, MT, 4, 4, TL>(SW_ARGS);
-  if (wk == 4 && depth == 8) return launch_swap_one<BF16, MT, 4, 8, TL>(SW_ARGS);
-  if (wk == 8 && depth == 2) return launch_swap_one<BF16, MT, 8, 2, TL>(SW_ARGS);
-  if (wk == 8 && depth == 4) return launch_swap_one<BF16, MT, 8, 4, TL>(SW_ARGS);
-  if (wk == 8 && depth == 8) return launch_swap_one<BF16, MT, 8, 8, TL>(SW_ARGS);
-  if (wk == 2 && depth == 4) return launch_swap_one<BF16, MT, 2, 4, TL>(SW_ARGS);
-  if (wk == 2 && depth == 8) return launch_swap_one<BF16, MT, 2, 8, TL>(SW_ARGS);
-  if (wk == 16 && depth == 1) return launch_swap_one<BF16, MT, 16, 1, TL>(SW_ARGS);
-  if (wk == 16 && depth == 2) return launch_swap_one<BF16, MT, 16, 2, TL>(SW_ARGS);
-  return cudaErrorInvalidValue;
-}
-
-template <bool BF16>
-cudaError_t launch_swap(int tl, int depth, int wk, cudaStream_t st, const uint16_t* x, const void* qs, const void* sc,
-                        const void* zc, uint16_t* y, int M, int N, int K, int Kp, int ldx, int ldy, int gb) {
-  if (M > 16) return cudaErrorInvalidValue;
-  if (tl) return M > 8 ? launch_swap_mt<BF16, 2, true>(depth, wk, SW_ARGS) : launch_swap_mt<BF16, 1, true>(depth, wk, SW_ARGS);
-  return M > 8 ? launch_swap_mt<BF16, 2, false>(depth, wk, SW_ARGS) : launch_swap_mt<BF16, 1, false>(depth, wk, SW_ARGS);
-}
-#undef SW_ARGS
-
-// ---------------------------------------------------------------------------------------------
-// Grouped variant for 2 < M <= 16 on the Triton layout: the swap kernel above stages all M x K of
-// x for every 16 output columns, so its x traffic grows with M x N / 16 and it loses to the Triton
-// kernel from M = 4 on. Here a CTA owns NT n-tiles (16 NT columns) and one of KS slices of K: x is
-// staged once per CTA for its K slice only, and its NT x WK warps (n-tile w % NT, K part w / NT)
-// share it. The KS slices of a column group add their fp32 partials into a workspace with
-// atomics; the last CTA of the group (a counter) converts them to the output and zeroes its
-// workspace and counter for the next call (no memset kernel). The dequantization and mma are the
-// swap kernel's (TL path: cp.async-staged 16 x 16-word blocks, byte_perm + lop3 + sub.x2).
 template <bool BF16, int MT, int NT, int WK, int D>
-__global__ void __launch_bounds__(32 * NT * WK) w4a16_group_kernel(
+__global__ void __launch_bounds__(32 * NT * WK) w4a16_swap_kernel(
     const uint16_t* __restrict__ x, const uint32_t* __restrict__ qt, const __half* __restrict__ sc,
     const uint8_t* __restrict__ zb, uint16_t* __restrict__ y, float* __restrict__ ws, int* __restrict__ cnt, int M,
     int N, int K, int Kp, int ldx, int ldy, int group_blocks, int xs_stride) {
@@ -761,7 +509,7 @@ __global__ void __launch_bounds__(32 * NT * WK) w4a16_group_kernel(
 }
 
 template <bool BF16, int MT, int NT, int WK, int D>
-cudaError_t launch_group_one(cudaStream_t st, int ks, const uint16_t* x, const uint32_t* qt, const __half* sc,
+cudaError_t launch_swap_one(cudaStream_t st, int ks, const uint16_t* x, const uint32_t* qt, const __half* sc,
                              const uint8_t* zb, uint16_t* y, float* ws, int* cnt, int M, int N, int K, int Kp,
                              int ldx, int ldy, int gb) {
   const int nblk = Kp >> 7;
@@ -770,25 +518,28 @@ cudaError_t launch_group_one(cudaStream_t st, int ks, const uint16_t* x, const u
   const int bytes = M * xs_stride * 2 + NT * WK * 8 * MT * 16 * 4 + NT * WK * D * TL_STAGE * 4;
   static int configured = 0;
   if (bytes > 48 * 1024 && bytes > configured) {
-    cudaError_t e = cudaFuncSetAttribute(w4a16_group_kernel<BF16, MT, NT, WK, D>,
+    cudaError_t e = cudaFuncSetAttribute(w4a16_swap_kernel<BF16, MT, NT, WK, D>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     if (e != cudaSuccess) return e;
     configured = bytes;
   }
-  w4a16_group_kernel<BF16, MT, NT, WK, D><<<dim3(N / (16 * NT), ks), 32 * NT * WK, bytes, st>>>(
+  w4a16_swap_kernel<BF16, MT, NT, WK, D><<<dim3(N / (16 * NT), ks), 32 * NT * WK, bytes, st>>>(
       x, qt, sc, zb, y, ws, cnt, M, N, K, Kp, ldx, ldy, gb, xs_stride);
   return cudaGetLastError();
 }
 
 #define GR_ARGS st, ks, x, qt, sc, zb, y, ws, cnt, M, N, K, Kp, ldx, ldy, gb
 template <bool BF16, int MT>
-cudaError_t launch_group_mt(int nt, int wk, int ks, cudaStream_t st, const uint16_t* x, const uint32_t* qt,
+cudaError_t launch_swap_mt(int nt, int wk, int ks, cudaStream_t st, const uint16_t* x, const uint32_t* qt,
                             const __half* sc, const uint8_t* zb, uint16_t* y, float* ws, int* cnt, int M, int N,
                             int K, int Kp, int ldx, int ldy, int gb) {
-  if (nt == 2 && wk == 4) return launch_group_one<BF16, MT, 2, 4, 2>(GR_ARGS);
-  if (nt == 4 && wk == 2) return launch_group_one<BF16, MT, 4, 2, 2>(GR_ARGS);
-  if (nt == 4 && wk == 4) return launch_group_one<BF16, MT, 4, 4, 2>(GR_ARGS);
-  if (nt == 8 && wk == 2) return launch_group_one<BF16, MT, 8, 2, 2>(GR_ARGS);
+  if (nt == 1 && wk == 4) return launch_swap_one<BF16, MT, 1, 4, 2>(GR_ARGS);
+  if (nt == 1 && wk == 8) return launch_swap_one<BF16, MT, 1, 8, 2>(GR_ARGS);
+  if (nt == 1 && wk == 16) return launch_swap_one<BF16, MT, 1, 16, 2>(GR_ARGS);
+  if (nt == 2 && wk == 4) return launch_swap_one<BF16, MT, 2, 4, 2>(GR_ARGS);
+  if (nt == 4 && wk == 2) return launch_swap_one<BF16, MT, 4, 2, 2>(GR_ARGS);
+  if (nt == 4 && wk == 4) return launch_swap_one<BF16, MT, 4, 4, 2>(GR_ARGS);
+  if (nt == 8 && wk == 2) return launch_swap_one<BF16, MT, 8, 2, 2>(GR_ARGS);
   return cudaErrorInvalidValue;
 }
 #undef GR_ARGS
@@ -813,25 +564,10 @@ extern "C" int edgeserve_w4a16_mma(const void* x, const void* qw, const void* sc
               : (int)launch<false>(depth, wk, st, xp, qp, sp, zp, yp, M, N, K, Kp, ldx, ldy, group_blocks);
 }
 
-// The swapped-operand kernel. sc (G, N) fp16 scales, zc (G, N) uint8 zero points; tl = 0: qs from
-// repack_swap; tl = 1: the Triton layout's qweight (Kp/8, N) int32 as it is.
-// N % 16 == 0. depth: register-ring blocks per warp; wk: warps per CTA splitting K; the
-// (depth, wk) pairs built are SWAP_VARIANTS in w4a16_mma.py. Same return convention.
-extern "C" int edgeserve_w4a16_swap(const void* x, const void* qs, const void* sc, const void* zc, void* y, int M,
-                                    int N, int K, int Kp, int ldx, int ldy, int group_blocks, int bf16, int depth,
-                                    int wk, int tl, void* stream) {
-  cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
-  auto* xp = static_cast<const uint16_t*>(x);
-  auto* yp = static_cast<uint16_t*>(y);
-  if (M <= 0) return 0;
-  return bf16 ? (int)launch_swap<true>(tl, depth, wk, st, xp, qs, sc, zc, yp, M, N, K, Kp, ldx, ldy, group_blocks)
-              : (int)launch_swap<false>(tl, depth, wk, st, xp, qs, sc, zc, yp, M, N, K, Kp, ldx, ldy, group_blocks);
-}
-
-// The grouped split-K kernel on the Triton layout (fp16 scales, uint8 zeros): nt n-tiles of 16
+// The swapped-operand kernel on the Triton layout (fp16 scales, uint8 zeros): nt n-tiles of 16
 // columns per CTA, wk warps per n-tile splitting the CTA's K slice, ks K slices (grid.y). ws: fp32
 // (M, N) zeros, cnt: int32 (N / (16 nt)) zeros, both left zeroed by the call. N % (16 nt) == 0.
-extern "C" int edgeserve_w4a16_group(const void* x, const void* qt, const void* sc, const void* zb, void* y, void* ws,
+extern "C" int edgeserve_w4a16_swap(const void* x, const void* qt, const void* sc, const void* zb, void* y, void* ws,
                                      void* cnt, int M, int N, int K, int Kp, int ldx, int ldy, int group_blocks,
                                      int bf16, int nt, int wk, int ks, void* stream) {
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
@@ -846,8 +582,8 @@ extern "C" int edgeserve_w4a16_group(const void* x, const void* qt, const void* 
   if (M > 16 || ks < 1) return (int)cudaErrorInvalidValue;
   const bool two = M > 8;
   if (bf16)
-    return two ? (int)launch_group_mt<true, 2>(nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks)
-               : (int)launch_group_mt<true, 1>(nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks);
-  return two ? (int)launch_group_mt<false, 2>(nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks)
-             : (int)launch_group_mt<false, 1>(nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks);
+    return two ? (int)launch_swap_mt<true, 2>(nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks)
+               : (int)launch_swap_mt<true, 1>(nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks);
+  return two ? (int)launch_swap_mt<false, 2>(nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks)
+             : (int)launch_swap_mt<false, 1>(nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks);
 }
