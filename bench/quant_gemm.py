@@ -386,22 +386,25 @@ def mma_shape(k, n, bw, flops, results, ms=(1, 2, 4, 8, 16)):
         t_tri = graph_time_us([lambda i=i: W.w4a16_matmul(xs[i % 4], *ours[i], GROUP) for i in range(r4)])
         x_chk = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         ref = W.w4a16_reference(x_chk.float(), qw.qweight, qw.scales, qw.zeros, GROUP)
-        variants = {}
-        for mt, wk in MMA_VARIANTS:
-            if not MMA.fits(m, mt, wk):
-                continue
+        def checked(table, key, call, timed_calls, reps=2):
+            """call(out) on the check input (NaN-poisoned output, reps times: a kernel that leaves
+            state behind must still be right), then time the graph of timed_calls if it passed."""
             errs = []
-            for _ in range(2):
-                out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
-                y = MMA.mma_matmul(x_chk, mw[0], mt, wk, out=out)
+            for _ in range(reps):
+                y = call(torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16))
                 errs.append(float("nan") if torch.isnan(y).any() else rel_err(y, ref))
             e = max(errs)
             if not e < MAX_ERR:
-                print(f"  mma D={mt} WK={wk} rejected at K={k} N={n} M={m}: err {e:.2e}", flush=True)
-                variants[f"{mt}x{wk}"] = {"rejected_err": e}
-                continue
-            t = graph_time_us([lambda i=i, a=mt, b=wk: MMA.mma_matmul(xs[i % 4], mw[i], a, b) for i in range(r4)], replays=7)
-            variants[f"{mt}x{wk}"] = {"us": t, "err": e}
+                print(f"  {key} rejected at K={k} N={n} M={m}: err {e:.2e}", flush=True)
+                table[key] = {"rejected_err": e}
+                return
+            table[key] = {"us": graph_time_us(timed_calls, replays=7), "err": e}
+
+        variants = {}
+        for mt, wk in MMA_VARIANTS:
+            if MMA.fits(m, mt, wk):
+                checked(variants, f"{mt}x{wk}", lambda out, a=mt, b=wk: MMA.mma_matmul(x_chk, mw[0], a, b, out=out),
+                        [lambda i=i, a=mt, b=wk: MMA.mma_matmul(xs[i % 4], mw[i], a, b) for i in range(r4)])
         timed = {v: d["us"] for v, d in variants.items() if "us" in d}
         if not timed:
             raise RuntimeError(f"no mma variant passed the check at K={k} N={n} M={m}")
@@ -412,19 +415,10 @@ def mma_shape(k, n, bw, flops, results, ms=(1, 2, 4, 8, 16)):
             for gks in (1, 2, 4, 8):
                 if n % (16 * gnt) or MMA.swap_smem_bytes(m, kp, gnt, gwk, gks) > MMA.SMEM_LIMIT:
                     continue
-                errs = []
-                for _ in range(3):  # the 2nd and 3rd calls check that the workspace was left zeroed
-                    out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
-                    y = MMA.swap_matmul(x_chk, *ours[0], GROUP, gnt, gwk, gks, out=out)
-                    errs.append(float("nan") if torch.isnan(y).any() else rel_err(y, ref))
-                e = max(errs)
-                if not e < MAX_ERR:
-                    print(f"  swap nt={gnt} wk={gwk} ks={gks} rejected at K={k} N={n} M={m}: err {e:.2e}", flush=True)
-                    swap[f"{gnt}x{gwk}x{gks}"] = {"rejected_err": e}
-                    continue
-                t = graph_time_us([lambda i=i, a=gnt, b=gwk, cc=gks: MMA.swap_matmul(
-                    xs[i % 4], *ours[i], GROUP, a, b, cc) for i in range(r4)], replays=7)
-                swap[f"{gnt}x{gwk}x{gks}"] = {"us": t, "err": e}
+                checked(swap, f"{gnt}x{gwk}x{gks}",  # 3 checks: the workspace must be left zeroed
+                        lambda out, a=gnt, b=gwk, cc=gks: MMA.swap_matmul(x_chk, *ours[0], GROUP, a, b, cc, out=out),
+                        [lambda i=i, a=gnt, b=gwk, cc=gks: MMA.swap_matmul(xs[i % 4], *ours[i], GROUP, a, b, cc)
+                         for i in range(r4)], reps=3)
         s_timed = {v: dd["us"] for v, dd in swap.items() if "us" in dd}
         pick = LIN.decode_kernel(m, n, k)  # what the engine launches at this (M, N, K)
         t_engine = s_timed.get("x".join(map(str, pick))) if pick else t_tri

@@ -219,6 +219,18 @@ def unavailable_reason() -> str | None:
     return None if _lib() is not None else _LIB.get("error")
 
 
+def _prepare(x: torch.Tensor, k: int, aligned: bool = False):
+    """-> (the built library, x's leading shape, x as (M, K) rows with unit stride (and 4-byte
+    aligned rows when `aligned`))."""
+    lib = _lib()
+    if lib is None:
+        raise RuntimeError(f"the W4A16 mma kernel is unavailable: {_LIB.get('error')}")
+    x2 = x.reshape(-1, k)
+    if x2.stride(-1) != 1 or (aligned and (x2.stride(0) % 2 or x2.data_ptr() % 4)):
+        x2 = x2.contiguous()
+    return lib, x.shape[:-1], x2
+
+
 SMEM_LIMIT = 227 * 1024  # bytes of shared memory one CTA may opt into (sm_90; sm_80: 163 KiB)
 
 
@@ -251,13 +263,7 @@ def mma_matmul(x: torch.Tensor, w: MmaWeights, depth: int | None = None, wk: int
         raise ValueError(f"x has K={k}, the weights {w.in_features}")
     if x.dtype != w.dtype:
         raise ValueError(f"x is {x.dtype}, the weights were prepared for {w.dtype}")
-    lib = _lib()
-    if lib is None:
-        raise RuntimeError(f"the W4A16 mma kernel is unavailable: {_LIB.get('error')}")
-    lead = x.shape[:-1]
-    x2 = x.reshape(-1, k)
-    if x2.stride(-1) != 1 or x2.stride(0) % 2 or x2.data_ptr() % 4:
-        x2 = x2.contiguous()
+    lib, lead, x2 = _prepare(x, k, aligned=True)
     m, n = x2.shape[0], w.out_features
     if m > MAX_M:
         raise ValueError(f"the mma kernel takes M <= {MAX_M} rows, got {m}")
@@ -310,13 +316,7 @@ def swap_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, ze
         raise ValueError(f"qweight {tuple(qweight.shape)} / group {group_size} / nt {nt} do not fit x (..., {k})")
     if scales.dtype != torch.float16 or zeros.dtype != torch.uint8:
         raise ValueError(f"scales must be float16 and zeros uint8, got {scales.dtype}, {zeros.dtype}")
-    lib = _lib()
-    if lib is None:
-        raise RuntimeError(f"the W4A16 mma kernel is unavailable: {_LIB.get('error')}")
-    lead = x.shape[:-1]
-    x2 = x.reshape(-1, k)
-    if x2.stride(-1) != 1:
-        x2 = x2.contiguous()
+    lib, lead, x2 = _prepare(x, k)
     m, kp = x2.shape[0], kw * PACK
     if m > MAX_M:
         raise ValueError(f"the swap kernel takes M <= {MAX_M} rows, got {m}")
