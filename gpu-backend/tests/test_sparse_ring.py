@@ -255,3 +255,12 @@ def test_ring_equals_full_mode_fp8(tiny_model, head_map):
     eng = engine(tiny_model, head_map, kv_dtype="fp8", streaming_kv="ring")
     assert serve(eng, prompts) == full
     assert all(float(st["ring_k_scale"].min()) > 0 for st in eng.runner.states)
+
+
+def test_ring_equals_full_mode_with_quest_reselection(tiny_model, tmp_path):
+    """Quest keeps page lists for 4 steps (LServe): its per-layer state is the retrieval heads' only."""
+    path = tmp_path / "map4.json"
+    path.write_text(json.dumps({**MAP, "streaming": [[True, False], [False, True]], "reselect_every": 4}))
+    prompts = {k: PROMPTS[k] for k in ("r0", "r1", "r4")}
+    full = serve(engine(tiny_model, str(path)), prompts)
+    assert serve(engine(tiny_model, str(path), streaming_kv="ring"), prompts) == full
