@@ -72,6 +72,8 @@ class Cursor {
 
 // GGUF metadata value types.
 const enum VT { U8, I8, U16, I16, U32, I32, F32, BOOL, STRING, ARRAY, U64, I64, F64 }
+/** The fewest bytes one value of each type takes (a string: its u64 length; an array: type + count). */
+const MIN_BYTES = [1, 1, 2, 2, 4, 4, 4, 1, 8, 12, 8, 8, 8];
 
 function readValue(c: Cursor, type: number): GGUFValue {
   switch (type) {
@@ -90,6 +92,8 @@ function readValue(c: Cursor, type: number): GGUFValue {
     case VT.ARRAY: {
       const itemType = c.u32();
       const n = c.size("array length");
+      // The count comes from the file: the bytes must be there before it sizes an allocation.
+      c.need(n * (MIN_BYTES[itemType] ?? 1));
       const out: GGUFValue[] = new Array(n);
       for (let i = 0; i < n; i++) out[i] = readValue(c, itemType);
       return out;

@@ -61,6 +61,8 @@ export function modelConfigFromGGUF(h: GGUFHeader): ModelConfig {
     rmsEps: Number(md["llama.attention.layer_norm_rms_epsilon"] ?? 1e-5),
   };
   if (!Number.isInteger(headDim) || headDim % 4 !== 0) throw new Error(`head dim ${headDim} must be an integer multiple of 4`);
+  // assembly/attention.ts: the P·V accumulators are 64 × 256 floats (it traps above)
+  if (headDim > 256) throw new Error(`head dim ${headDim} is above 256, the most the attention kernel holds`);
   if (nHeads % nKVHeads !== 0) throw new Error(`head_count ${nHeads} is not a multiple of head_count_kv ${nKVHeads}`);
   if (dim % 32 !== 0 || cfg.hiddenDim % 32 !== 0) throw new Error(`dims ${dim}/${cfg.hiddenDim} must be multiples of 32`);
   const rd = md["llama.rope.dimension_count"];

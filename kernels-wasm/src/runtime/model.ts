@@ -21,7 +21,11 @@ export class Model {
   /** Activation layout the 4-bit kernels of this build read. */
   private readonly q4Act: number;
 
-  constructor(readonly kernels: Kernels, readonly header: GGUFHeader, options: Partial<RuntimeOptions> = {}) {
+  /**
+   * The header is read here and not kept: its metadata (vocabulary, merges, chat template: ~4 MB
+   * of JS heap for SmolLM2) would otherwise live as long as the model.
+   */
+  constructor(readonly kernels: Kernels, header: GGUFHeader, options: Partial<RuntimeOptions> = {}) {
     this.cfg = modelConfigFromGGUF(header);
     this.opts = validateRuntimeOptions(options);
     this.kv = new StreamingKV(this.opts);

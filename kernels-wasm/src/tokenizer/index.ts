@@ -1,3 +1,3 @@
-export { Tokenizer, type ChatMessage, type EncodeOptions } from "./tokenizer";
+export { Tokenizer, type ChatMessage, type DecodeOptions, type EncodeOptions } from "./tokenizer";
 export type { StreamDecoder } from "./stream-decoder";
 export { tokenizerDataFromGGUF, validateTokenizerData, TOKENIZER_FORMAT, type TokenizerData } from "./data";

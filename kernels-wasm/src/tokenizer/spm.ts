@@ -11,7 +11,7 @@ export class SPMModel {
 
   constructor(
     private vocab: Map<string, number>,
-    private scores: number[],
+    private scores: ArrayLike<number>,
     private addSpacePrefix: boolean,
     private unkId: number | null,
   ) {

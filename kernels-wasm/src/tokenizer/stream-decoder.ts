@@ -13,7 +13,9 @@ export function createStreamDecoder(toBytes: (ids: number[], atStart: boolean) =
   return {
     push(ids) {
       const bytes = toBytes(ids, atStart);
-      if (ids.length > 0) atStart = false;
+      // Tokens left out (control tokens) do not end the start: SentencePiece's prefix space is
+      // dropped from the first text.
+      if (bytes.length > 0) atStart = false;
       return dec.decode(bytes, { stream: true });
     },
     flush() {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { readFileSync } from "node:fs";
-import { Tokenizer } from "./index";
+import { Tokenizer, tokenizerDataFromGGUF } from "./index";
 import { bytesToByteLevel } from "./byte-level";
 import { readHeader } from "../../test/model-file";
 
@@ -12,7 +12,8 @@ const greedy = JSON.parse(readFileSync(new URL("../../golden/greedy-smollm2.json
   runs: { user: string; promptIds: number[] }[];
 };
 
-const tok = Tokenizer.fromGGUF(readHeader().metadata);
+const data = tokenizerDataFromGGUF(readHeader().metadata);
+const tok = Tokenizer.fromJSON(data);
 
 describe("Tokenizer (SmolLM2 byte-level BPE) against llama.cpp's ids", () => {
   it.each(golden.cases.map((c) => [JSON.stringify(c.text).slice(0, 50), c] as const))("encode %s", (_, c) => {
@@ -20,7 +21,7 @@ describe("Tokenizer (SmolLM2 byte-level BPE) against llama.cpp's ids", () => {
   });
 
   it("decodes every golden case back to its text", () => {
-    for (const c of golden.cases) expect(tok.decode(c.ids)).toBe(c.text);
+    for (const c of golden.cases) expect(tok.decode(c.ids, { skipSpecial: false })).toBe(c.text);
   });
 
   it("renders the GGUF chat template to the prompt ids llama.cpp saw", () => {
@@ -44,10 +45,28 @@ describe("Tokenizer (SmolLM2 byte-level BPE) against llama.cpp's ids", () => {
     expect(tok.decode(ids)).toBe("<|im_end|>");
   });
 
-  it("round-trips through toJSON/fromJSON", () => {
-    const copy = Tokenizer.fromJSON(JSON.parse(JSON.stringify(tok.toJSON())));
+  it("builds the same tokenizer from JSON text as from GGUF metadata", () => {
+    const copy = Tokenizer.fromJSON(JSON.parse(JSON.stringify(data)));
     for (const c of golden.cases) expect(copy.encode(c.text)).toEqual(c.ids);
     expect(copy.eosTokenIds).toEqual(tok.eosTokenIds);
+  });
+
+  it("leaves control tokens out of decoded text unless skipSpecial is false (A4 item 7)", () => {
+    // A4's case: the model generated <|im_start|> (id 1), a control token, mid-answer.
+    const ids = tok.encode("Sure.\n<|im_start|>assistant\nHi<|endoftext|>");
+    expect(ids).toContain(1);
+    expect(ids).toContain(0);
+    expect(tok.isControl(1) && tok.isControl(0) && !tok.isControl(ids[0])).toBe(true);
+    expect(tok.decode(ids)).toBe("Sure.\nassistant\nHi");
+    expect(tok.decode(ids, { skipSpecial: false })).toBe("Sure.\n<|im_start|>assistant\nHi<|endoftext|>");
+    const d = tok.newStreamDecoder();
+    expect(ids.map((id) => d.push([id])).join("") + d.flush()).toBe("Sure.\nassistant\nHi");
+    const raw = tok.newStreamDecoder({ skipSpecial: false });
+    expect(raw.push(ids) + raw.flush()).toBe("Sure.\n<|im_start|>assistant\nHi<|endoftext|>");
+    // every control token of the vocabulary decodes to nothing
+    const controls = data.tokenTypes.flatMap((t, i) => (t === 3 ? [i] : []));
+    expect(controls.length).toBe(17);
+    expect(tok.decode(controls)).toBe("");
   });
 
   it("rejects bad input with clear errors", () => {
@@ -82,7 +101,6 @@ describe("long text", () => {
 describe("BPE merges (heap) against the plain rescanning algorithm", () => {
   // The textbook loop: find the lowest-ranked adjacent pair, merge all its occurrences left to
   // right, repeat. O(n^2) per word; the tokenizer's heap must give the same symbols.
-  const data = tok.toJSON();
   const ranks = new Map(data.merges.map((m, i) => [m, i] as const));
   const vocab = new Map<string, number>();
   data.tokens.forEach((t, i) => { if (!vocab.has(t)) vocab.set(t, i); });
@@ -126,7 +144,7 @@ describe("BPE merges (heap) against the plain rescanning algorithm", () => {
 describe("stream decoder", () => {
   it("never splits a multi-byte character across pushes, one token at a time", () => {
     for (const c of golden.cases) {
-      const d = tok.newStreamDecoder();
+      const d = tok.newStreamDecoder({ skipSpecial: false });
       let out = "";
       for (const id of c.ids) {
         const piece = d.push([id]);
@@ -140,7 +158,7 @@ describe("stream decoder", () => {
 
   it("holds back an incomplete character and flushes it as U+FFFD if it never completes", () => {
     // One byte-level token per byte of "😀" (4 bytes), pushed one at a time.
-    const tokens = tok.toJSON().tokens;
+    const tokens = data.tokens;
     const ids = [...new TextEncoder().encode("😀")].map((b) => tokens.indexOf(bytesToByteLevel(Uint8Array.of(b))));
     expect(ids.every((i) => i >= 0)).toBe(true);
     const d = tok.newStreamDecoder();
