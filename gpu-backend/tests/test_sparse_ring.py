@@ -70,13 +70,19 @@ def test_ring_equals_full_mode_under_preemption(tiny_model, head_map):
     assert eng.scheduler.ring_slots.num_free == 4
 
 
-def test_ring_triton_kernels_interpreted(tiny_model, head_map):
-    """The decode / prefill kernels read the ring through the virtual block table (on CPU: the
-    Triton interpreter), a later chunk included."""
+def test_ring_triton_kernels(tiny_model, head_map):
+    """The decode / prefill kernels read the ring through the virtual block table, a later chunk
+    included. CPU: the Triton interpreter. GPU: natively, with the decode CUDA graphs (ring slots as
+    static inputs) and multi-step greedy replay."""
     prompts = {"r1": PROMPTS["r1"][:90], "r3": PROMPTS["r3"]}
     max_tokens = {"r1": 4, "r3": 6}
-    full = serve(engine(tiny_model, head_map, impl="triton"), prompts, max_tokens)
-    assert serve(engine(tiny_model, head_map, impl="triton", streaming_kv="ring"), prompts, max_tokens) == full
+    gpu = dict(device="cuda", dtype="float32") if torch.cuda.is_available() else {}
+    if gpu:
+        max_tokens = {"r1": 24, "r3": 30}
+    full = serve(engine(tiny_model, head_map, impl="triton", **gpu), prompts, max_tokens)
+    eng = engine(tiny_model, head_map, impl="triton", streaming_kv="ring", **gpu)
+    assert serve(eng, prompts, max_tokens) == full
+    assert (eng.runner.graphs is not None) == bool(gpu)
 
 
 def _stream_lo(p, sink_end, window, bm, bn):  # paged_attention.StreamingMask's lo(p)
