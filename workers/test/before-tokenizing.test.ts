@@ -6,7 +6,9 @@ import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { RateLimiter } from "../src/durable/rate-limiter";
-import { expectError, MODEL, post, seedTokenizer, tokenizerData } from "./helpers";
+import { expectError, MODEL, post, registration, seedTokenizer, tokenizerData } from "./helpers";
+
+const registry = () => env.POD_REGISTRY.get(env.POD_REGISTRY.idFromName("global"));
 
 beforeAll(seedTokenizer);
 
@@ -70,11 +72,14 @@ describe("text beyond any tokenization of the context is a 400 before tokenizing
   it("the bound is sound: text just under it that fits the context is not refused by it", async () => {
     // 81-byte tokens (a newline and 80 spaces) make the densest text: 8000 of them are 648 000
     // characters and 8000 tokens, under the 8192 context. The request gets past the bound and
-    // the tokenizer (no pod, no weights: 503), not a 400.
+    // the tokenizer, not a 400. A pod serves the model on this deployment (so the context is the
+    // catalog's 8192, not the in-Worker runtime's 512) but none is live: a 503 no_backend.
+    await registry().upsert(registration("pod-stale", "http://pod-stale.test"), Date.now() - 60_000);
     const dense = ("\n" + " ".repeat(80)).repeat(8_000) + "x";
     expect(tokenizerData.tokens.some((t: string) => t === "Ċ" + "Ġ".repeat(80))).toBe(true);
     const res = await post("/v1/completions", { model: MODEL, prompt: dense, max_tokens: 1 });
     expect(res.status).toBe(503);
-    await res.body?.cancel();
+    expect(((await res.json()) as any).error.code).toBe("no_backend");
+    await registry().remove("pod-stale");
   });
 });

@@ -76,7 +76,8 @@ describe("happy path through a pod", () => {
     // The pod sees the edge's own unique id, never the client's x-request-id.
     expect(sent.request_id).toMatch(/^req-[0-9a-f]{32}$/);
     expect(sent.sampling).toEqual({ temperature: 0.5, top_p: 1, top_k: 0, seed: 3 });
-    expect(sent.stop_token_ids).toEqual(tok.eosTokenIds);
+    // Chat: EOS and the template's turn marker <|im_start|> (workers/src/tokenize chatStopTokenIds).
+    expect(sent.stop_token_ids).toEqual([...tok.eosTokenIds, tok.encode("<|im_start|>")[0]]);
     expect(sent.slo?.class).toBeDefined();
     expect(body).toMatchObject({
       object: "chat.completion",

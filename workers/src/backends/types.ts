@@ -31,7 +31,8 @@ export interface BackendUsage {
 
 export type BackendEvent =
   | { type: "tokens"; tokenIds: number[] }
-  | { type: "final"; finishReason: FinishReason; usage: BackendUsage }
+  /** `cutBy`: a limit of the backend (not max_tokens) ended the answer, e.g. "wasm_time_limit"; logged. */
+  | { type: "final"; finishReason: FinishReason; usage: BackendUsage; cutBy?: string }
   /** `retryable`: nothing was produced yet and another backend may take the request. */
   | { type: "error"; code: string; message: string; retryable: boolean };
 

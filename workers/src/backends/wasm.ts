@@ -4,6 +4,13 @@
  * request runs at a time per isolate (one KV cache); others wait in FIFO order, within the
  * lock's bounds (wasm/mutex.ts: queue length, wait, hold time). The KV of the previous request
  * is reused for a shared prompt prefix (reported as cachedTokens).
+ *
+ * Its KV cache holds `sinkTokens + windowTokens` positions (512 for SmolLM2): that is the
+ * runtime's context. A request whose prompt + max_tokens exceeds it is refused (`prompt_too_long`,
+ * a 400 context_length_exceeded) unless WASM_STREAMING_WINDOW opts in to StreamingLLM windowing,
+ * which keeps the first `sinkTokens` and the last `windowTokens` and silently forgets the middle.
+ * The router (forward/router.ts) and buildJob (generate/job.ts) send such requests to a pod or
+ * refuse them before any work; the check here is the backend's own.
  */
 import { Sampler } from "@edgeserve/kernels-wasm/runtime";
 import type { ModelSpec } from "../models";
@@ -22,17 +29,58 @@ export const WASM_MODELS: Record<string, WasmModelConfig> = {
   },
 };
 
+/** Positions the runtime's KV cache holds: its context (prompt + completion) without windowing. */
+export function wasmCapacity(cfg: WasmModelConfig): number {
+  return cfg.runtime.sinkTokens + cfg.runtime.windowTokens;
+}
+
+/**
+ * The in-Worker runtime's context for `modelId` on this deployment, or null when it does not
+ * serve the model. With WASM_STREAMING_WINDOW opted in, `windowed` is true and the runtime takes
+ * prompts up to the catalog's context (StreamingLLM: the middle is forgotten).
+ */
+export function wasmContext(env: Env, modelId: string): { capacity: number; windowed: boolean } | null {
+  const cfg = WASM_MODELS[modelId];
+  return cfg ? { capacity: wasmCapacity(cfg), windowed: streamingWindowOptIn(env) } : null;
+}
+
+/** WASM_STREAMING_WINDOW = "1" or "true": serve prompts beyond the KV capacity by windowing. Off by default. */
+export function streamingWindowOptIn(env: Env): boolean {
+  const v = (env as unknown as Partial<Record<string, unknown>>).WASM_STREAMING_WINDOW;
+  return v === "1" || v === "true";
+}
+
+/**
+ * Prefill cost used for the up-front refusal: lower than any measured rate (bench/results/wasm:
+ * 16-40 ms a token batched in workerd; 11.4 ms a token in audit A4's 7000-token run), so a prompt
+ * refused by it could not have been read within WASM_MAX_HOLD_MS on any host seen so far.
+ */
+export const OPTIMISTIC_PREFILL_MS_PER_TOKEN = 10;
+
+export interface WasmBackendOptions {
+  limits?: LockLimits;
+  /** StreamingLLM windowing beyond the KV capacity (WASM_STREAMING_WINDOW). */
+  windowed?: boolean;
+}
+
 export class WasmBackend implements InferenceBackend {
   readonly id = "wasm";
+  private readonly limits: LockLimits;
+  private readonly windowed: boolean;
   constructor(
     private readonly bucket: R2Bucket,
     private readonly cfg: WasmModelConfig,
-    private readonly limits: LockLimits = defaultLockLimits,
-  ) {}
+    opts: WasmBackendOptions = {},
+  ) {
+    this.limits = opts.limits ?? defaultLockLimits;
+    this.windowed = opts.windowed ?? false;
+  }
 
   async *generate(p: GenerateParams): AsyncGenerator<BackendEvent> {
     const bad = checkParams(p);
     if (bad) { yield { type: "error", code: "invalid_request", message: bad, retryable: false }; return; }
+    const tooLong = this.refuseUpFront(p);
+    if (tooLong) return yield tooLong;
     let rt;
     try {
       rt = await getRuntime(this.bucket, this.cfg);
@@ -63,6 +111,8 @@ export class WasmBackend implements InferenceBackend {
     let cached = 0;
     const interrupted = (): BackendEvent | null => {
       if (lease.held && lease.overdue) lease.revoke("hold");
+      // An answer cut by the hold bound ends like one cut by max_tokens: "length", with its text.
+      if (lease.revokedFor === "hold" && produced > 0) return final(p, "length", produced, cached, "wasm_time_limit");
       if (lease.revokedFor) return revokedError(lease, produced);
       if (p.signal.aborted || !lease.held) return cancelled(p, produced, cached);
       lease.touch();
@@ -110,12 +160,40 @@ export class WasmBackend implements InferenceBackend {
       lease.release();
     }
   }
+
+  /**
+   * Before any work (no weights loaded, no lock taken): prompt + max_tokens beyond the KV
+   * capacity (unless windowed), or a prompt that even at OPTIMISTIC_PREFILL_MS_PER_TOKEN could
+   * not be read within the hold bound (nothing would come out).
+   */
+  private refuseUpFront(p: GenerateParams): BackendEvent | null {
+    const cap = wasmCapacity(this.cfg);
+    const n = p.promptTokenIds.length;
+    if (!this.windowed && n + p.maxTokens > cap) {
+      return {
+        type: "error",
+        code: "prompt_too_long",
+        message: `the in-Worker runtime holds ${cap} tokens (prompt + completion); this request needs ${n + p.maxTokens} (${n} in the prompt, ${p.maxTokens} for the completion)`,
+        retryable: false,
+      };
+    }
+    const prefillMs = n * OPTIMISTIC_PREFILL_MS_PER_TOKEN;
+    if (prefillMs > this.limits.maxHoldMs) {
+      return {
+        type: "error",
+        code: "prompt_too_long",
+        message: `reading the ${n}-token prompt would take the in-Worker runtime at least ${prefillMs} ms, more than one request may hold it (WASM_MAX_HOLD_MS ${this.limits.maxHoldMs})`,
+        retryable: false,
+      };
+    }
+    return null;
+  }
 }
 
 /** The router's factory (backends/local-runtime.ts): a backend for models the runtime knows. */
 export function createWasmBackend(env: Env, spec: ModelSpec): InferenceBackend | null {
   const cfg = WASM_MODELS[spec.id];
-  return cfg ? new WasmBackend(env.MODELS, cfg, lockLimits(env)) : null;
+  return cfg ? new WasmBackend(env.MODELS, cfg, { limits: lockLimits(env), windowed: streamingWindowOptIn(env) }) : null;
 }
 
 /**
@@ -146,8 +224,9 @@ function checkParams(p: GenerateParams): string | null {
   return null;
 }
 
-function final(p: GenerateParams, finishReason: "stop" | "length", produced: number, cached: number): BackendEvent {
-  return { type: "final", finishReason, usage: { promptTokens: p.promptTokenIds.length, completionTokens: produced, cachedTokens: cached } };
+function final(p: GenerateParams, finishReason: "stop" | "length", produced: number, cached: number, cutBy?: string): BackendEvent {
+  const usage = { promptTokens: p.promptTokenIds.length, completionTokens: produced, cachedTokens: cached };
+  return cutBy ? { type: "final", finishReason, usage, cutBy } : { type: "final", finishReason, usage };
 }
 
 function cancelled(p: GenerateParams, produced: number, cached: number): BackendEvent {

@@ -83,6 +83,17 @@ export class PodRegistry extends DurableObject<Env> {
     return out;
   }
 
+  /**
+   * For one model: the live pods, and how many pods serving it the registry knows at all (stale
+   * ones included, until FORGET_AFTER_MS). `known` > 0 means this deployment has pods for the
+   * model, even if none is live now (generate/job.ts: 503 rather than 400).
+   */
+  podsServing(model: string, nowMs: number = Date.now()): { live: PodInfo[]; known: number } {
+    let known = 0;
+    for (const p of this.pods.values()) if (p.models.includes(model)) known++;
+    return { live: this.livePods(model, nowMs), known };
+  }
+
   /** Every known pod, stale ones included (for /health and debugging). */
   allPods(): PodInfo[] {
     return [...this.pods.values()];

@@ -22,6 +22,11 @@ export interface RouteInput {
   maxTokens: number;
   slo: SloTargets;
   /**
+   * max_tokens for the in-Worker runtime (a default one may be shorter than the pods'), or null
+   * when the request does not fit its context: pods only. Undefined: the request's own.
+   */
+  localMaxTokens?: number | null;
+  /**
    * Output-length estimate after `generated` tokens (the route's estimator). With it, the pod that
    * decodes gets refined estimates while tokens flow (forward/slo-updates.ts).
    */
@@ -120,11 +125,12 @@ export async function planRoute(input: RouteInput, deps: RouterDeps, livePods: P
       }
     }
   }
-  if (spec.backends.includes("wasm") && localRuntime) {
+  if (spec.backends.includes("wasm") && localRuntime && input.localMaxTokens !== null) {
     // Last in line: it serves when no pod can, or as the retry when only one pod is live.
     const local = localRuntime(deps.env, spec);
     if (local) {
-      backends.push(local);
+      const maxTokens = input.localMaxTokens;
+      backends.push(maxTokens === undefined || maxTokens === input.maxTokens ? local : { id: local.id, generate: (p) => local.generate({ ...p, maxTokens }) });
       notes.push("wasm");
     }
   }

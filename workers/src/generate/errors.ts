@@ -18,7 +18,9 @@ export function backendErrorToApi(ev: Failure | undefined, kind: Kind): ApiError
     case "pod_timeout":
       return new ApiError(504, `The backend did not answer in time. (${ev.message})`, { code: "backend_timeout" });
     case "wasm_time_limit":
-      return new ApiError(504, `The answer took longer than the in-Worker runtime allows one request: ${ev.message}. Ask for fewer max_tokens.`, { code: "backend_timeout" });
+      // Only before the first token (a cut after it is finish_reason "length"): the prompt was
+      // not read in time, so a shorter prompt is what helps, not fewer max_tokens.
+      return new ApiError(504, `The in-Worker runtime could not read the prompt within the time one request may hold it (${ev.message}). Send a shorter prompt.`, { code: "backend_timeout" });
     default:
       return new ApiError(502, `The backend failed before producing output. (${ev.code}: ${ev.message})`, { code: "backend_error" });
   }

@@ -9,7 +9,8 @@ import type { SloTargets } from "@edgeserve/shared";
 import type { BackendEvent, GenerateParams } from "../backends/types";
 import { ApiError } from "../errors";
 import { withFallback, type Attempt } from "../forward/with-fallback";
-import { planRoute, registryStub, type RouterDeps } from "../forward/router";
+import { planRoute, type RouterDeps } from "../forward/router";
+import type { PodInfo } from "../routing";
 import type { ModelSpec } from "../models";
 import { answerId, completion, type Kind } from "../openai/responses";
 import type { Tokenizer } from "../tokenize";
@@ -33,6 +34,15 @@ export interface Job {
   topK: number;
   seed?: number;
   stop: string[];
+  /** Token ids that end the answer, hidden from the text (EOS; for chat also the turn marker). */
+  stopTokenIds: readonly number[];
+  /** Live pods serving the model (read by buildJob). */
+  livePods: PodInfo[];
+  /**
+   * max_tokens the in-Worker runtime runs this request with (it fits the runtime's context), or
+   * null: the runtime may not serve it (pods only).
+   */
+  localMaxTokens: number | null;
   stream: boolean;
   includeUsage: boolean;
   slo: SloTargets;
@@ -51,10 +61,8 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
   const fetchFn = deps.fetch ?? ((input: RequestInfo | URL, init?: RequestInit) => fetch(input, init));
   sweepStalled({ env: c.env, fetch: fetchFn, waitUntil }, stalledStreamMs(c.env));
 
-  const [, pods] = await Promise.all([
-    admit(c, job.promptTokenIds.length),
-    registryStub(c.env).livePods(job.spec.id),
-  ]);
+  await admit(c, job.promptTokenIds.length);
+  const pods = job.livePods;
   const routerDeps: RouterDeps = { env: c.env, config, fetch: deps.fetch, waitUntil };
   const plan = await planRoute(
     {
@@ -63,6 +71,7 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
       promptTokenIds: job.promptTokenIds,
       maxTokens: job.maxTokens,
       slo: job.slo,
+      localMaxTokens: job.localMaxTokens,
       estimate: (generated) => sharedEstimator.estimate(c.get("apiKey").name, job.spec.id, job.maxTokens, generated),
     },
     routerDeps,
@@ -99,7 +108,7 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
     topP: job.topP,
     topK: job.topK,
     seed: job.seed,
-    stopTokenIds: job.tokenizer.eosTokenIds,
+    stopTokenIds: [...job.stopTokenIds],
     signal: upstream.signal,
   };
   const attempts: Attempt[] = [];
@@ -109,7 +118,7 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
   let delivered = 0;
   const events = textStream(countTokens(withFallback(plan.backends, params, attempts), (n) => (delivered += n)), {
     decoder: job.tokenizer.newStreamDecoder(),
-    stopTokenIds: job.tokenizer.eosTokenIds,
+    stopTokenIds: job.stopTokenIds,
     stop: job.stop,
     promptTokens: job.promptTokenIds.length,
     onFirstToken: () => {
@@ -119,7 +128,9 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
   });
   let ended = false;
   /** Once per request, whichever comes first: the final event, a failure, or the client leaving. */
-  const done = (ev: Extract<TextEvent, { type: "final" | "error" }> | undefined) => {
+  // `charge`: completion tokens to charge when the answer ends without a final event (default:
+  // all the backends produced; a non-streamed failure delivers nothing, so 0).
+  const done = (ev: Extract<TextEvent, { type: "final" | "error" }> | undefined, charge = delivered) => {
     if (ended) return false;
     ended = true;
     clientSignal?.removeEventListener("abort", onClientGone);
@@ -127,11 +138,12 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
     log.set({ backend: used, retries: Math.max(0, attempts.length - 1), ttft_ms: firstTokenMs });
     if (ev?.type === "final") {
       log.set({ completion_tokens: ev.usage.completionTokens, cached_tokens: ev.usage.cachedTokens, finish_reason: ev.finishReason });
+      if (ev.cutBy) log.set({ cut_by: ev.cutBy });
       chargeLater(c, ev.usage.completionTokens);
       sharedEstimator.observe(c.env.OUTPUT_LENGTHS, c.get("apiKey").name, job.spec.id, ev.usage.completionTokens, waitUntil);
     } else {
-      log.set({ completion_tokens: delivered });
-      chargeLater(c, delivered);
+      log.set({ completion_tokens: charge });
+      chargeLater(c, charge);
       if (ev?.type === "error") log.set({ error_code: ev.code, error: ev.message });
       else log.set({ finish_reason: "cancelled" });
     }
@@ -190,7 +202,8 @@ export async function respond(c: Context<AppEnv>, job: Job, deps: RespondDeps = 
     ev = n.value;
   }
   if (ev.type !== "final") {
-    done(ev.type === "error" ? ev : undefined);
+    // The text so far is thrown away with the error: none of it is charged.
+    done(ev.type === "error" ? ev : undefined, 0);
     throw backendErrorToApi(ev.type === "error" ? ev : undefined, job.kind);
   }
   done(ev);

@@ -10,7 +10,7 @@ import { StopMatcher } from "./stop-matcher";
 
 export type TextEvent =
   | { type: "text"; text: string }
-  | { type: "final"; finishReason: FinishReason; usage: BackendUsage }
+  | { type: "final"; finishReason: FinishReason; usage: BackendUsage; cutBy?: string }
   | { type: "error"; code: string; message: string; retryable: boolean; produced: boolean };
 
 export interface TextStreamOptions {
@@ -27,16 +27,29 @@ export async function* textStream(events: AsyncIterable<BackendEvent>, o: TextSt
   const matcher = new StopMatcher(o.stop);
   let completionTokens = 0;
   let produced = false;
+  let afterStop = false;
   // The loop is left with `break` so that the backend's iterator is closed (and its work
   // cancelled) before the final event is handed on.
   let end: TextEvent | undefined;
   for await (const ev of events) {
     if (ev.type === "tokens") {
       if (!produced) o.onFirstToken?.();
-      completionTokens += ev.tokenIds.length;
       produced = true;
-      const visible = ev.tokenIds.filter((t) => !hidden.has(t));
-      const { text, stopped } = matcher.push(o.decoder.push(visible));
+      // A stop token ends the answer even if the backend goes on after it (one that ignores
+      // stop_token_ids): nothing after it is shown or counted. A stop token that ends its record
+      // waits for the backend's final record (its usage, cached tokens) unless more tokens come.
+      const at = afterStop ? 0 : ev.tokenIds.findIndex((t) => hidden.has(t));
+      const cut = at >= 0 && (afterStop || at < ev.tokenIds.length - 1);
+      const ids = cut ? ev.tokenIds.slice(0, at + (afterStop ? 0 : 1)) : ev.tokenIds;
+      if (at >= 0) afterStop = true;
+      completionTokens += ids.length;
+      const visible = ids.filter((t) => !hidden.has(t));
+      let { text, stopped } = matcher.push(o.decoder.push(visible));
+      if (cut && !stopped) {
+        const last = matcher.push(o.decoder.flush());
+        text += last.stopped ? last.text : last.text + matcher.flush();
+        stopped = true;
+      }
       if (text) yield { type: "text", text };
       if (stopped) {
         end = { type: "final", finishReason: "stop", usage: { promptTokens: o.promptTokens, completionTokens, cachedTokens: 0 } };
@@ -46,7 +59,7 @@ export async function* textStream(events: AsyncIterable<BackendEvent>, o: TextSt
       const { text, stopped } = matcher.push(o.decoder.flush());
       const rest = stopped ? text : text + matcher.flush();
       if (rest) yield { type: "text", text: rest };
-      end = { type: "final", finishReason: stopped ? "stop" : ev.finishReason, usage: ev.usage };
+      end = { type: "final", finishReason: stopped || afterStop ? "stop" : ev.finishReason, usage: ev.usage, ...(ev.cutBy && !stopped && { cutBy: ev.cutBy }) };
       break;
     } else {
       end = { ...ev, produced };
@@ -55,3 +68,4 @@ export async function* textStream(events: AsyncIterable<BackendEvent>, o: TextSt
   }
   yield end ?? { type: "error", code: "backend_ended", message: "the backend ended without a final record", retryable: false, produced };
 }
+

@@ -16,6 +16,8 @@ export interface LogFields {
   completion_tokens?: number;
   cached_tokens?: number;
   finish_reason?: string;
+  /** A backend limit that ended the answer (finish_reason "length"), e.g. wasm_time_limit. */
+  cut_by?: string;
   ttft_ms?: number;
   total_ms?: number;
   retries?: number;

@@ -19,7 +19,7 @@ export function chatCompletions(deps: RespondDeps = {}) {
     let prompt: string;
     try {
       prompt = tokenizer.applyChatTemplate(
-        body.messages.map((m) => ({ role: m.role, content: messageText(m) })),
+        body.messages.map(templateMessage),
         { addGenerationPrompt: true },
       );
     } catch (e) {
@@ -32,4 +32,15 @@ export function chatCompletions(deps: RespondDeps = {}) {
     const job = await buildJob(c, "chat", spec, tokenizer, ids, body.max_completion_tokens ?? body.max_tokens, maxParam, body);
     return respond(c, job, deps);
   };
+}
+
+/**
+ * One message as the chat template gets it. `developer` (OpenAI's newer name for the system
+ * role) becomes `system`: templates, SmolLM2's included, know only system/user/assistant.
+ * `name` is passed on as `message.name` for templates that use it; SmolLM2's does not, so there
+ * it has no effect.
+ */
+export function templateMessage(m: ChatCompletionRequest["messages"][number]): { role: string; content: string; name?: string } {
+  const role = m.role === "developer" ? "system" : m.role;
+  return m.name !== undefined ? { role, content: messageText(m), name: m.name } : { role, content: messageText(m) };
 }

@@ -18,7 +18,10 @@ export interface LockLimits {
   maxIdleMs: number;
 }
 
-export const defaultLockLimits: LockLimits = { maxQueue: 8, maxWaitMs: 60_000, maxHoldMs: 120_000, maxIdleMs: 10_000 };
+// maxIdleMs: a token takes ~30-100 ms and a prefill batch of 16 ~0.2-0.6 s in workerd, so 2 s
+// without one means the holder's request is gone (a disconnect workerd did not report) or its
+// client does not read; it was 10 s, which every next request waited after such a drop (A4).
+export const defaultLockLimits: LockLimits = { maxQueue: 8, maxWaitMs: 60_000, maxHoldMs: 120_000, maxIdleMs: 2_000 };
 
 export class QueueFullError extends Error {
   constructor(readonly max: number) {
