@@ -294,10 +294,12 @@ class RingSparseAttention(SparseAttention):
                          heads=sp.r_heads)
             out.index_copy_(1, sp.rq, o_r)
         if sp.s_heads:  # sink + window pages over the ring
-            _, _, idx_s, num_s, _, _ = meta.__dict__["_sparse_step"]
             s = len(sp.s_heads)
-            page_idx = idx_s[:, None, :].expand(-1, s, -1).contiguous()
-            num_sel = num_s[:, None].expand(-1, s).contiguous()
+            lists = meta.__dict__.setdefault("_ring_pages", {})  # per step and streaming-head count
+            if s not in lists:
+                _, _, idx_s, num_s, _, _ = meta.__dict__["_sparse_step"]
+                lists[s] = (idx_s[:, None, :].expand(-1, s, -1).contiguous(), num_s[:, None].expand(-1, s).contiguous())
+            page_idx, num_sel = lists[s]
             vt = self._decode_vt(meta, n_seq_p)
             rk, rv, rks, rvs = state["ring_k"], state["ring_v"], state.get("ring_k_scale"), state.get("ring_v_scale")
             q_s = q.index_select(1, sp.sq)
