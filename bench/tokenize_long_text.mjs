@@ -5,9 +5,11 @@
 // BPE merge loop this tokenizer used until commit e244200 (rescanning every pair per merge),
 // taken from git. Limit: the pre-tokenizer's regex pass alone over the same text (encode cannot
 // be faster than splitting the text once). Each figure is the median of 5 runs, a fresh BPE
-// model per run (no cache carried over), single thread.
+// model per run (no cache carried over), single thread. Also, as `previous`, the tokenizer of
+// commit 60569f2 (string-keyed merges, before the id-keyed merge table): its BPE speed on the same
+// texts, and the time and retained memory (JS heap + ArrayBuffers, after GC) of Tokenizer.fromJSON.
 //
-//   taskset -c 1 node bench/tokenize_long_text.mjs
+//   taskset -c 1 node --expose-gc bench/tokenize_long_text.mjs
 //
 // Writes bench/results/edge/<date>-<cpu>-tokenize.json (BENCH.md format; a new file per run).
 import { build } from "esbuild";
@@ -18,11 +20,16 @@ import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const PEER_COMMIT = "e244200";
+const PREV_COMMIT = "60569f2";
 const cache = join(root, ".cache/bench-tokenize");
 mkdirSync(cache, { recursive: true });
 writeFileSync(join(cache, "rescan-bpe.ts"), execSync(`git show ${PEER_COMMIT}:kernels-wasm/src/tokenizer/bpe.ts`, { cwd: root }).toString().replace('from "./byte-level"', 'from "../../kernels-wasm/src/tokenizer/byte-level"').replace('from "./pre-tokenizer"', 'from "../../kernels-wasm/src/tokenizer/pre-tokenizer"'));
+mkdirSync(join(cache, "prev"), { recursive: true });
+execSync(`git archive ${PREV_COMMIT} kernels-wasm/src/tokenizer kernels-wasm/src/gguf | tar -x -C ${join(cache, "prev")}`, { cwd: root });
 await build({ entryPoints: [join(root, "bench/tokenize/entry.ts")], bundle: true, platform: "node", format: "esm", outfile: join(cache, "bundle.mjs"), logLevel: "warning" });
-const { Tokenizer, BPEModel, RescanBPEModel, preTokenizerFor } = await import(join(cache, "bundle.mjs"));
+const { Tokenizer, BPEModel, RescanBPEModel, preTokenizerFor, PrevTokenizer, PrevBPEModel } = await import(join(cache, "bundle.mjs"));
+const gc = globalThis.gc;
+if (!gc) throw new Error("run with node --expose-gc (see the header)");
 
 const data = JSON.parse(readFileSync(join(root, ".cache/tokenizers/smollm2-135m-instruct.json"), "utf8"));
 const vocab = new Map();
@@ -54,20 +61,24 @@ function time(fn) {
   }
   return median(ms);
 }
-const encodeWith = (Model, text) => () => { const m = new Model(vocab, data.merges, pre, data.unkTokenId); const out = []; return () => m.encode(text, out); };
+// the BPE of today takes the token strings; the older two a string → id map
+const encodeWith = (Model, text) => () => { const m = Model === BPEModel ? new Model(data.tokens, data.merges, pre, data.unkTokenId) : new Model(vocab, data.merges, pre, data.unkTokenId); const out = []; return () => m.encode(text, out); };
 
 // Same ids from both before timing anything.
 for (const { name, text } of texts) {
   const a = [], b = [];
-  new BPEModel(vocab, data.merges, pre, data.unkTokenId).encode(text, a);
+  const c = [];
+  new BPEModel(data.tokens, data.merges, pre, data.unkTokenId).encode(text, a);
   new RescanBPEModel(vocab, data.merges, pre, data.unkTokenId).encode(text, b);
-  if (a.length !== b.length || a.some((v, i) => v !== b[i])) throw new Error(`the two BPE loops disagree on ${name}`);
+  new PrevBPEModel(vocab, data.merges, pre, data.unkTokenId).encode(text, c);
+  if (a.length !== b.length || a.some((v, i) => v !== b[i] || v !== c[i])) throw new Error(`the BPE loops disagree on ${name}`);
 }
 const tok = Tokenizer.fromJSON(data);
 const metrics = [];
 for (const { name, text } of texts) {
   const ours = time(encodeWith(BPEModel, text));
   const peer = time(encodeWith(RescanBPEModel, text));
+  const prev = time(encodeWith(PrevBPEModel, text));
   const limit = time(() => () => pre(text));
   const perS = (ms) => Math.round(text.length / (ms / 1000));
   metrics.push({
@@ -76,9 +87,42 @@ for (const { name, text } of texts) {
     ms: Math.round(ours * 10) / 10,
     peer: { name: `rescanning BPE loop (${PEER_COMMIT})`, value: perS(peer), ms: Math.round(peer * 10) / 10 },
     limit: { value: perS(limit), how: "the pre-tokenizer's regex pass alone over the same text, measured in this run" },
+    previous: { name: `string-keyed heap BPE (${PREV_COMMIT})`, value: perS(prev), ms: Math.round(prev * 10) / 10 },
   });
-  console.log(`${name}: ${ours.toFixed(1)} ms (peer ${peer.toFixed(1)} ms, regex pass ${limit.toFixed(1)} ms)`);
+  console.log(`${name}: ${ours.toFixed(1)} ms (peer ${peer.toFixed(1)} ms, ${PREV_COMMIT} ${prev.toFixed(1)} ms, regex pass ${limit.toFixed(1)} ms)`);
 }
+
+// Tokenizer.fromJSON: time and what it keeps (JS heap + ArrayBuffer backing stores after GC),
+// today's against 60569f2's, each from a fresh JSON.parse of the same text.
+const jsonText = readFileSync(join(root, ".cache/tokenizers/smollm2-135m-instruct.json"), "utf8");
+const retained = () => { gc(); gc(); const u = process.memoryUsage(); return u.heapUsed + u.arrayBuffers; };
+function load(T) {
+  const ms = [], mib = [];
+  for (let r = 0; r < REPS; r++) {
+    const m0 = retained();
+    let parsed = JSON.parse(jsonText);
+    const t0 = performance.now();
+    let t = T.fromJSON(parsed);
+    ms.push(performance.now() - t0);
+    parsed = null; // garbage from here on, unless the tokenizer keeps it
+    t.encode("warm up 123");
+    const m1 = retained();
+    mib.push((m1 - m0) / 1048576);
+    t = null;
+  }
+  return { ms: median(ms), mib: median(mib) };
+}
+const ld = load(Tokenizer), ldPrev = load(PrevTokenizer);
+metrics.push({
+  name: "tokenizer_load_ms[smollm2,Tokenizer.fromJSON]", value: Math.round(ld.ms * 10) / 10, unit: "ms", better: "lower",
+  peer: { name: `Tokenizer.fromJSON of ${PREV_COMMIT}`, value: Math.round(ldPrev.ms * 10) / 10 }, note: "from an already parsed JSON; median of 5",
+});
+metrics.push({
+  name: "tokenizer_retained_mb[smollm2,JS heap + ArrayBuffers]", value: +ld.mib.toFixed(2), unit: "MB", better: "lower",
+  peer: { name: `Tokenizer.fromJSON of ${PREV_COMMIT}`, value: +ldPrev.mib.toFixed(2) },
+  note: "process heapUsed + arrayBuffers after a full GC: with the tokenizer alive (its JSON dropped by the caller) minus before JSON.parse, MiB; median of 5",
+});
+console.log(`Tokenizer.fromJSON: ${ld.ms.toFixed(1)} ms, keeps ${ld.mib.toFixed(2)} MiB (${PREV_COMMIT}: ${ldPrev.ms.toFixed(1)} ms, ${ldPrev.mib.toFixed(2)} MiB)`);
 
 const cpu = /model name\s*:\s*(.*)/.exec(readFileSync("/proc/cpuinfo", "utf8"))[1].trim();
 const slug = cpu.toLowerCase().replace(/\(r\)|\(tm\)|cpu|@.*$/g, "").trim().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "");
@@ -92,7 +136,7 @@ let file = join(dir, `${date}-${slug}-tokenize.json`);
 for (let i = 2; existsSync(file); i++) file = join(dir, `${date}-${slug}-tokenize-${i}.json`);
 const affinity = (() => { try { return execSync(`taskset -p ${process.pid}`).toString().trim(); } catch { return "?"; } })();
 writeFileSync(file, JSON.stringify({
-  topic: "edge", device: cpu, commit, command: "taskset -c 1 node bench/tokenize_long_text.mjs", date,
+  topic: "edge", device: cpu, commit, command: "taskset -c 1 node --expose-gc bench/tokenize_long_text.mjs", date,
   conditions: { node: process.version, affinity, load_average: readFileSync("/proc/loadavg", "utf8").trim(), uncommitted_changes_in_measured_code: dirty ? dirty.split("\n") : [], host: "2 vCPUs shared with other sessions; Node, not workerd (same V8 family)" },
   metrics,
 }, null, 2) + "\n");

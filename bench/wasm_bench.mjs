@@ -4,6 +4,11 @@
 // (workerd VmHWM minus its baseline), with the dot-product and memory-copy ceilings measured in
 // the same run. Peer, in the same run on the same GGUF files: wllama (@wllama/wllama, llama.cpp
 // compiled to WASM) single-threaded, in workerd too (bench/wasm/wllama-worker.ts).
+// Sampled decode (temperature 1, top_p 1, top_k 0: the OpenAI defaults) next to greedy, with the
+// sorting sampler used before (bench/wasm/sort-sampler.ts) as its peer. Isolate memory as the
+// edge holds it: the WASM memory + the isolate's JS memory (V8 used heap + ArrayBuffer backing
+// stores after a full GC, through workerd's inspector) with the model loaded and the edge's
+// tokenizer built from its JSON (SmolLM2 only).
 //
 //   .venv/bin/python bench/wasm_tiny_gguf.py            # once: .cache/bench/tiny15m-q4_1.gguf
 //   npm run build -w kernels-wasm
@@ -14,14 +19,14 @@ import { build } from "esbuild";
 import { execSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { bundleWorker, cpuSeconds, get, hwmKiB, median, outDir, putFile, root, withWorker } from "./wasm/harness.mjs";
+import { bundleWorker, cpuSeconds, get, hwmKiB, jsHeap, median, outDir, putFile, root, withWorker } from "./wasm/harness.mjs";
 import { writeWllamaGlue } from "./wasm/wllama-glue.mjs";
 
 const args = new Set(process.argv.slice(2));
 const quick = args.has("--quick");
 const REPS = quick ? 3 : 5;
 const MODELS = [
-  { id: "smollm2-135m", path: join(root, "models/smollm2-135m-instruct-q4_1.gguf"), target: 30, steps: quick ? 16 : 64 },
+  { id: "smollm2-135m", path: join(root, "models/smollm2-135m-instruct-q4_1.gguf"), target: 30, steps: quick ? 16 : 64, tokenizer: join(root, ".cache/tokenizers/smollm2-135m-instruct.json") },
   { id: "tiny15m", path: join(root, ".cache/bench/tiny15m-q4_1.gguf"), target: 300, steps: quick ? 64 : 256 },
 ];
 for (const m of MODELS) if (!existsSync(m.path)) throw new Error(`${m.path} missing (see the header of this file)`);
@@ -50,16 +55,27 @@ for (const variant of ["simd128", "relaxed"]) {
   });
   console.log("peak", variant, results.peak[variant]);
   for (const m of MODELS) {
+    const inspectorPort = 9300 + Math.floor(Math.random() * 600);
     const r = await withWorker(script, async (mf, pid) => {
       await putFile(mf, "m.gguf", m.path);
+      if (m.tokenizer) await putFile(mf, "tok.json", m.tokenizer);
       await get(mf, `/noop`).catch(() => {}); // the isolate is up before the baseline
       const base = pid ? hwmKiB(pid) : NaN;
+      // JS memory = V8 heap + ArrayBuffer backing stores (the WASM memory is counted apart)
+      const js = async () => { const h = await jsHeap(mf, inspectorPort); return { mib: (h.usedSize + h.backingStorageSize) / 1048576, ...h }; };
+      const heap0 = await js();
       const out = await get(mf, `/load?variant=${variant}&key=m.gguf`);
-      const phases = { batched: `/prefill?mode=batched&n=${m.steps}`, stepwise: `/prefill?mode=stepwise&n=${m.steps}`, decode: `/decode?n=${m.steps}` };
+      const heap1 = await js();
+      const phases = {
+        batched: `/prefill?mode=batched&n=${m.steps}`, stepwise: `/prefill?mode=stepwise&n=${m.steps}`, decode: `/decode?n=${m.steps}`,
+        sampled: `/decode?n=${m.steps}&sample=1`, sampledSort: `/decode?n=${m.steps}&sample=1&impl=sort`,
+      };
       for (const k of Object.keys(phases)) { out[`${k}Runs`] = []; out[`${k}CpuRuns`] = []; }
       for (let i = 0; i < REPS; i++) {
-        // stepwise prefill, then batched prefill, then decode after the batched prompt
-        for (const k of ["stepwise", "batched", "decode"]) {
+        // stepwise prefill, then batched prefill, then decode after the batched prompt; each
+        // sampled decode after the batched prompt again (same positions as the greedy decode)
+        for (const k of ["stepwise", "batched", "decode", "sampled", "sampledSort"]) {
+          if (k.startsWith("sampled")) await get(mf, `${phases.batched}&variant=${variant}`);
           const c0 = cpuSeconds(pid);
           const t = await get(mf, `${phases[k]}&variant=${variant}`);
           const c1 = cpuSeconds(pid);
@@ -68,11 +84,19 @@ for (const variant of ["simd128", "relaxed"]) {
         }
       }
       out.peakMemMB = pid ? (hwmKiB(pid) - base) / 1024 : null;
+      // the edge's tokenizer last, so that peakMemMB stays the model's alone (as in earlier runs)
+      if (m.tokenizer) {
+        const heap2 = await js();
+        out.tokenizer = await get(mf, `/tokenizer?key=tok.json`);
+        const heap3 = await js();
+        out.heap = { modelMiB: heap1.mib - heap0.mib, tokenizerMiB: heap3.mib - heap2.mib, baseMiB: heap0.mib, totalMiB: heap3.mib, raw: [heap0, heap1, heap2, heap3] };
+        out.peakWithTokenizerMB = pid ? (hwmKiB(pid) - base) / 1024 : null;
+      }
       return out;
-    });
-    for (const k of ["batched", "stepwise", "decode"]) { r[`${k}TokS`] = median(r[`${k}Runs`]); r[`${k}CpuTokS`] = median(r[`${k}CpuRuns`]); }
+    }, { inspectorPort });
+    for (const k of ["batched", "stepwise", "decode", "sampled", "sampledSort"]) { r[`${k}TokS`] = median(r[`${k}Runs`]); r[`${k}CpuTokS`] = median(r[`${k}CpuRuns`]); }
     r.model = m.id;
-    console.log(m.id, variant, { load_ms: Math.round(r.loadMs), prefill_batched: r.batchedCpuTokS, prefill_stepwise: r.stepwiseCpuTokS, decode: r.decodeCpuTokS, decode_wall: r.decodeTokS, mem_mb: r.peakMemMB, selfCheck: r.selfCheck });
+    console.log(m.id, variant, { load_ms: Math.round(r.loadMs), prefill_batched: r.batchedCpuTokS, prefill_stepwise: r.stepwiseCpuTokS, decode: r.decodeCpuTokS, decode_wall: r.decodeTokS, sampled_t1: r.sampledCpuTokS, sampled_t1_sort: r.sampledSortCpuTokS, mem_mb: r.peakMemMB, heap: r.heap, selfCheck: r.selfCheck });
     results.runs.push(r);
   }
 }
@@ -156,13 +180,39 @@ for (const r of results.runs) {
       runs: r[`stepwise${T}Runs`].map((x) => +x.toFixed(2)), note: `forward() token by token with logits every token (the previous prefill path); ${how}; median of ${REPS}`,
     });
   }
+  for (const timing of ["cpu", "wall"]) {
+    const T = timing === "cpu" ? "Cpu" : "";
+    metrics.push({
+      name: `decode_tok_s[${cond},sampling=temperature 1,timing=${timing}]`, value: +r[`sampled${T}TokS`].toFixed(2), unit: "tok/s", better: "higher",
+      peer: { name: "the sorting sampler used before (bench/wasm/sort-sampler.ts), same run, same positions", value: +r[`sampledSort${T}TokS`].toFixed(2) },
+      limit, target: { value: m.target, source: "issue 4" }, runs: r[`sampled${T}Runs`].map((x) => +x.toFixed(2)),
+      note: `${m.steps} steps sampled at temperature 1 (top_p 1, top_k 0) after a ${m.steps}-token prompt: forward + Sampler.sample; greedy decode in this run: ${r[`decode${T}TokS`].toFixed(2)} tok/s; median of ${REPS}`,
+    });
+    metrics.push({
+      name: `sample_ms_per_token[${cond},sampling=temperature 1,timing=${timing}]`, value: +(1000 / r[`sampled${T}TokS`] - 1000 / r[`decode${T}TokS`]).toFixed(2), unit: "ms", better: "lower",
+      peer: { name: "the sorting sampler used before, same run", value: +(1000 / r[`sampledSort${T}TokS`] - 1000 / r[`decode${T}TokS`]).toFixed(2) },
+      limit: { value: 0, how: "greedy decode's argmax (in WASM) costs ~0.2% of a step" },
+      note: "1/sampled − 1/greedy decode rate of this run (the sampler's cost per token over argmax's)",
+    });
+  }
+  if (r.heap) {
+    const wasmMiB = r.memoryBytes / 1048576;
+    metrics.push({
+      name: `isolate_memory_mb[${cond},wasm memory + js memory,tokenizer loaded]`, value: +(wasmMiB + r.heap.totalMiB).toFixed(1), unit: "MB", better: "lower",
+      limit: { value: +wasmMiB.toFixed(1), how: "the WASM memory alone (weights + KV + activations), MiB" },
+      target: { value: 128, source: "Workers isolate memory limit (A4 item 3)" },
+      note: `WASM memory ${wasmMiB.toFixed(1)} MiB + JS memory ${r.heap.totalMiB.toFixed(1)} MiB (V8 used heap + ArrayBuffer backing stores after a full GC, read through workerd's inspector: the bench worker's own ${r.heap.baseMiB.toFixed(1)} MiB, the Model's JS objects ${r.heap.modelMiB.toFixed(1)} MiB, the edge's Tokenizer built from its R2 JSON and one chat encoded ${r.heap.tokenizerMiB.toFixed(1)} MiB, the rest what the benchmark left). workerd VmHWM rise with the tokenizer loaded too: ${r.peakWithTokenizerMB?.toFixed(1)} MiB (its JSON parse's garbage included). Not counted: the edge app's own code and request state (Hono, routes), which this bench worker does not load`,
+    });
+    metrics.push({ name: `js_heap_mb[tokenizer=${r.model},workerd]`, value: +r.heap.tokenizerMiB.toFixed(2), unit: "MB", better: "lower", note: "V8 used heap + ArrayBuffer backing stores after a full GC (workerd inspector), after minus before Tokenizer.fromJSON + one chat encoded (kept alive), MiB" });
+    metrics.push({ name: `js_heap_mb[model=${r.model},${r.variant},workerd]`, value: +r.heap.modelMiB.toFixed(2), unit: "MB", better: "lower", note: "V8 used heap + ArrayBuffer backing stores after a full GC (workerd inspector), after minus before loadModel (the Model's JS objects; its WASM memory is counted apart), MiB" });
+  }
   metrics.push({
     name: `peak_memory_mb[${cond},kv_slots=512]`, value: r.peakMemMB === null ? null : +r.peakMemMB.toFixed(1), unit: "MB", better: "lower",
     limit: { value: +(r.memoryBytes / 1048576).toFixed(1), how: "the WASM memory itself (weights + KV + activations), MiB" },
     target: { value: 128, source: "issue 4 (Workers isolate limit)" }, note: "workerd VmHWM after load+bench minus VmHWM before, MiB",
   });
   metrics.push({ name: `load_ms[${cond}]`, value: Math.round(r.loadMs), unit: "ms", better: "lower" });
-  table.push({ model: r.model, kernels: r.variant, decode: r.decodeCpuTokS, wlDecode: wl?.decodeCpuTokS, prefill: r.batchedCpuTokS, stepwise: r.stepwiseCpuTokS, wlPrefill: wl?.prefillCpuTokS, limit: limit.value, pfLimit: prefillLimit.value, target: m.target });
+  table.push({ sampled: r.sampledCpuTokS, sampledSort: r.sampledSortCpuTokS, isolateMiB: r.heap ? r.memoryBytes / 1048576 + r.heap.totalMiB : undefined, model: r.model, kernels: r.variant, decode: r.decodeCpuTokS, wlDecode: wl?.decodeCpuTokS, prefill: r.batchedCpuTokS, stepwise: r.stepwiseCpuTokS, wlPrefill: wl?.prefillCpuTokS, limit: limit.value, pfLimit: prefillLimit.value, target: m.target });
 }
 metrics.push({ name: `relaxed_self_check[workerd]`, value: results.runs.find((r) => r.variant === "relaxed")?.selfCheck ? 1 : 0, unit: "pass", better: "higher" });
 
@@ -177,6 +227,9 @@ console.log("model         kernels  decode wllama ratio  limit target | prefill(
 for (const t of table) {
   console.log(`${t.model.padEnd(13)} ${t.kernels.padEnd(8)} ${f(t.decode)} ${f(t.wlDecode)} ${t.wlDecode ? (t.decode / t.wlDecode).toFixed(2).padStart(5) : "    -"} ${f(t.limit)} ${String(t.target).padStart(6)} | ${f(t.prefill)}           ${f(t.stepwise)} ${f(t.wlPrefill)} ${t.wlPrefill ? (t.prefill / t.wlPrefill).toFixed(2).padStart(5) : "    -"} ${f(t.pfLimit)}`);
 }
+
+console.log("\nSampled decode at temperature 1, CPU-time tok/s (new sampler vs the sorting one, same run); isolate memory = WASM + JS heap:");
+for (const t of table) console.log(`${t.model.padEnd(13)} ${t.kernels.padEnd(8)} sampled ${f(t.sampled)} sorting ${f(t.sampledSort)} greedy ${f(t.decode)}${t.isolateMiB ? `  isolate ${t.isolateMiB.toFixed(1)} MiB` : ""}`);
 
 const dir = join(root, "bench/results/wasm");
 mkdirSync(dir, { recursive: true });

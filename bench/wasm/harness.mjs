@@ -56,3 +56,33 @@ const TICK = Number(execSync("getconf CLK_TCK").toString());
 /** utime + stime of a process, seconds. */
 export const cpuSeconds = (pid) => { const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" "); return (Number(f[11]) + Number(f[12])) / TICK; };
 export const hwmKiB = (pid) => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))[1]);
+
+/**
+ * The isolate's JS memory through workerd's inspector, after a full GC: { usedSize (V8 heap),
+ * backingStorageSize (ArrayBuffer backing stores: typed arrays' data) } in bytes. Start the
+ * worker with withWorker(script, fn, { inspectorPort }). workerd runs the queued GC only when the
+ * isolate is entered, so a /ping request follows it.
+ */
+export async function jsHeap(mf, inspectorPort) {
+  const { default: WebSocket } = await import("ws");
+  const targets = await (await fetch(`http://127.0.0.1:${inspectorPort}/json/list`)).json();
+  const url = targets.find((t) => t.webSocketDebuggerUrl)?.webSocketDebuggerUrl;
+  if (!url) throw new Error(`no inspector target on port ${inspectorPort}`);
+  const ws = new WebSocket(url);
+  await new Promise((res, rej) => { ws.once("open", res); ws.once("error", rej); });
+  let id = 0;
+  const pending = new Map();
+  ws.on("message", (m) => { const d = JSON.parse(String(m)); const p = pending.get(d.id); if (p) { pending.delete(d.id); d.error ? p.rej(new Error(JSON.stringify(d.error))) : p.res(d.result); } });
+  const call = (method, params = {}) => new Promise((res, rej) => { pending.set(++id, { res, rej }); ws.send(JSON.stringify({ id, method, params })); });
+  const timeout = (p, what) => Promise.race([p, new Promise((_, rej) => setTimeout(() => rej(new Error(`inspector: ${what} timed out`)), 30_000))]);
+  try {
+    await timeout(call("HeapProfiler.enable"), "HeapProfiler.enable");
+    for (let i = 0; i < 2; i++) {
+      const gc = call("HeapProfiler.collectGarbage");
+      await (await mf.dispatchFetch("http://bench/ping")).text();
+      await timeout(gc, "HeapProfiler.collectGarbage");
+    }
+    const u = await timeout(call("Runtime.getHeapUsage"), "Runtime.getHeapUsage");
+    return { usedSize: u.usedSize, backingStorageSize: u.backingStorageSize ?? 0 };
+  } finally { ws.close(); }
+}
