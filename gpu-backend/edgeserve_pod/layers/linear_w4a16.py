@@ -45,8 +45,11 @@ def decode_kernel(m: int, n: int, k: int) -> tuple[int, int, int] | None:
         return (1, 4, 1) if wide else (1, 8, 1)
     if wide and n % 128 == 0:
         return (8, 2, 1) if n >= 24576 else (4, 4, 1)
-    if long_k and n % 64 == 0:
-        return (4, 2, 8) if m <= 4 else (8, 2, 8)
+    if long_k:  # a launch of nt column tiles needs N % (16 nt) == 0
+        if m <= 4 and n % 64 == 0:
+            return 4, 2, 8
+        if m > 4 and n % 128 == 0:
+            return 8, 2, 8
     return None
 
 

@@ -138,10 +138,12 @@ def test_decode_kernel_choice():
     assert decode_kernel(4, 4096, 4096) == (1, 16, 1) and decode_kernel(8, 4096, 4096) is None
     assert decode_kernel(9, 28672, 4096) is None and decode_kernel(0, 4096, 4096) is None
     assert decode_kernel(1, 4104, 4096) is None  # N % 16
+    assert decode_kernel(8, 4160, 14336) is None and decode_kernel(4, 4160, 14336) == (4, 2, 8)  # N % 128, % 64
     from edgeserve_pod.kernels.w4a16_mma import SWAP_VARIANTS
 
     for m in range(1, 9):  # every launch the table names is one the .cu builds
-        for n, k in ((4096, 4096), (6144, 4096), (14336, 4096), (28672, 4096), (4096, 14336)):
+        for n, k in ((4096, 4096), (6144, 4096), (14336, 4096), (28672, 4096), (4096, 14336), (4160, 14336),
+                     (12304, 4096)):
             pick = decode_kernel(m, n, k)
             assert pick is None or (pick[:2] in SWAP_VARIANTS and n % (16 * pick[0]) == 0)
 
