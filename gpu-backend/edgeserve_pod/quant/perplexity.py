@@ -28,8 +28,8 @@ def make_runner(folder: str, quantization: str | None, kv_dtype: str, seq_len: i
 
 
 @torch.inference_mode()
-def row_nll(runner: ModelRunner, row: torch.Tensor) -> tuple[float, int]:
-    """row: (T,) int64 -> (sum of next-token NLL over T-1 predictions, T-1)."""
+def token_nll(runner: ModelRunner, row: torch.Tensor) -> torch.Tensor:
+    """row: (T,) int64 -> (T-1,) float32 next-token NLL at each position."""
     T = row.shape[0]
     B = runner.block_size
     nb = -(-T // B)
@@ -39,12 +39,38 @@ def row_nll(runner: ModelRunner, row: torch.Tensor) -> tuple[float, int]:
         prefill_block_tables=torch.arange(nb, dtype=torch.int32)[None], decode_block_tables=None,
         decode_context_lens=None, logits_indices=torch.arange(T - 1), overrides=[None])
     logits = runner.forward(inp).float().cpu()  # (T-1, V)
-    return float(F.cross_entropy(logits, row[1:], reduction="sum")), T - 1
+    return F.cross_entropy(logits, row[1:], reduction="none")
 
 
-def perplexity(runner: ModelRunner, rows: torch.Tensor) -> float:
+def row_nll(runner: ModelRunner, row: torch.Tensor) -> tuple[float, int]:
+    """row: (T,) int64 -> (sum of next-token NLL over T-1 predictions, T-1)."""
+    nll = token_nll(runner, row)
+    return float(nll.sum()), nll.numel()
+
+
+def perplexity(runner: ModelRunner, rows: torch.Tensor, per_token: list | None = None) -> float:
+    """rows: (R, T) int64. per_token, when given, receives each row's (T-1,) NLL."""
     nll, n = 0.0, 0
     for r in rows:
-        a, b = row_nll(runner, r)
-        nll, n = nll + a, n + b
+        t = token_nll(runner, r)
+        if per_token is not None:
+            per_token.append(t)
+        nll, n = nll + float(t.sum()), n + t.numel()
     return math.exp(nll / n)
+
+
+def ratio_interval(nll_a: torch.Tensor, nll_b: torch.Tensor, chunk: int = 64, n: int = 2000, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float]:
+    """Paired block bootstrap of ppl_a / ppl_b on the same tokens: nll_a, nll_b (R, T-1) per-token
+    NLLs; the tokens are cut into chunks of `chunk` consecutive positions (neighbouring tokens'
+    losses are correlated) and chunks are resampled with replacement. -> the central `level`
+    interval of the ratio."""
+    if nll_a.shape != nll_b.shape:
+        raise ValueError(f"per-token NLLs of different shapes: {tuple(nll_a.shape)} vs {tuple(nll_b.shape)}")
+    diff = (nll_a - nll_b).double()  # (R, T-1)
+    d = torch.cat([c.sum(1) for c in diff.split(chunk, dim=1)])  # (C,) per-chunk NLL difference
+    cnt = torch.cat([torch.full((diff.shape[0],), c.shape[1], dtype=torch.float64) for c in diff.split(chunk, dim=1)])
+    idx = torch.randint(0, d.numel(), (n, d.numel()), generator=torch.Generator().manual_seed(seed))
+    ratios = torch.exp(d[idx].sum(1) / cnt[idx].sum(1))  # (n,)
+    lo, hi = torch.quantile(ratios, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+    return float(lo), float(hi)

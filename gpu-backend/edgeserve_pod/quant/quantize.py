@@ -3,7 +3,8 @@
     python -m edgeserve_pod.quant.quantize --model HF_DIR --out DIR --method smoothquant+|rtn \
         [--tokenizer GGUF] [--group-size 128] [--calib-rows 16] [--seq-len 256] [--samples 512] \
         [--clip] [--objective layer|block] [--scale-form max|mean] [--block-rows 4] [--rounding rtn|gptq] \
-        [--act-order] [--calib-extra] [--recon-steps N] [--recon-rows 64] [--recon-lr 2e-3] [--recon-no-norms]
+        [--act-order] [--calib-extra] [--recon-steps N] [--recon-rows 64] [--recon-lr 2e-3] [--recon-no-norms] \
+        [--recon-codes] [--recon-codes-lr 2e-2] [--recon-loss row|token] [--recon-val-rows 0] [--recon-eval-rows 0]
 
 smoothquant+ calibrates on real text (quant/text.py: Python's own documentation topics, the
 calibration half) tokenized with the GGUF file's tokenizer, smooths (smoothquant.py), then
@@ -13,7 +14,12 @@ of the Hessian diagonal, with every group's scale and zero point fixed up front 
 checkpoint format is unchanged. --calib-extra appends the standard library's docstrings to the
 calibration text (text.calibration_text), for --calib-rows beyond what the topics fill (325 rows of
 256). --recon-steps N > 0 tunes, after rounding, each block's group scales and norm weights on
-its output error, block by block (blockwise.py; codes and zeros unchanged). Runs on CPU in float32.
+its output error, block by block (blockwise.py; zeros unchanged); --recon-codes lets the 4-bit
+codes move too (straight-through rounding on the fixed grid), --recon-loss token normalises the
+error per token instead of per row; --recon-val-rows N holds N calibration rows out of the
+reconstruction (evenly spaced among those it does not train on) and keeps a block's tuning only
+if their objective drops too; --recon-eval-rows N measures the keep rule's objective on N of
+the training rows. Runs on CPU in float32.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from safetensors import safe_open
 
 from edgeserve_pod.models.hf_folder import save_hf_folder
 from edgeserve_pod.quant import checkpoint, text
-from edgeserve_pod.quant.blockwise import ReconConfig, reconstruct
+from edgeserve_pod.quant.blockwise import LOSSES, ReconConfig, reconstruct
 from edgeserve_pod.quant.gptq import quantize_gptq_group
 from edgeserve_pod.quant.llama_torch import PROJ, TorchLlama, load_hf
 from edgeserve_pod.quant.rtn import fake_quantize, quantize_rtn
@@ -70,6 +76,11 @@ class QuantizeConfig:
     recon_rows: int = 64  # calibration rows (evenly spaced over all of them) the reconstruction runs on
     recon_lr: float = 2e-3
     recon_norms: bool = True
+    recon_codes: bool = False  # the reconstruction also moves the 4-bit codes (blockwise.py)
+    recon_codes_lr: float = 2e-2
+    recon_loss: str = "row"  # or "token" (blockwise.py)
+    recon_val_rows: int = 0  # calibration rows held out of the reconstruction, checked by its keep rule
+    recon_eval_rows: int = 0  # > 0: the keep rule's objective on this many training rows (blockwise.py)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -94,8 +105,16 @@ class QuantizeConfig:
             raise ValueError(f"scale_form must be one of {SCALE_FORMS}, got {self.scale_form!r}")
         if self.recon_steps < 0:
             raise ValueError(f"recon_steps must be >= 0, got {self.recon_steps}")
+        if self.recon_loss not in LOSSES:
+            raise ValueError(f"recon_loss must be one of {LOSSES}, got {self.recon_loss!r}")
         if self.recon_steps and self.dequantized:
             raise ValueError("block reconstruction tunes the 4-bit checkpoint's scales: not with dequantized=True")
+        for name in ("recon_val_rows", "recon_eval_rows"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.recon_steps and self.recon_val_rows >= self.calib_rows:
+            raise ValueError(f"recon_val_rows {self.recon_val_rows} leaves none of the {self.calib_rows} calibration rows "
+                             "to train on")
         for name in ("calib_rows", "seq_len", "samples", "block_rows", "recon_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -109,7 +128,10 @@ class QuantizeConfig:
                 "scale_form": self.scale_form if self.method == "smoothquant+" else None, "rounding": self.rounding,
                 "act_order": self.act_order, "calib_extra": self.calib_extra,
                 "block_recon": ({"steps": self.recon_steps, "rows": self.recon_rows, "lr": self.recon_lr,
-                                 "norms": self.recon_norms} if self.recon_steps else None)}
+                                 "norms": self.recon_norms, "codes": self.recon_codes,
+                                 "codes_lr": self.recon_codes_lr if self.recon_codes else None,
+                                 "loss": self.recon_loss, "val_rows": self.recon_val_rows,
+                                 "eval_rows": self.recon_eval_rows} if self.recon_steps else None)}
 
 
 def _source_dtypes(folder: str) -> dict[str, torch.dtype]:
@@ -206,13 +228,22 @@ def quantize(cfg: QuantizeConfig, log=print, before_recon_out: str | None = None
             _write(cfg, config, weights, src, plain, quantized, dict(manifest, refinements=dict(
                 manifest["refinements"], block_recon=None)), before_recon_out)
             log(f"wrote {before_recon_out} (before block reconstruction)")
-        rc = ReconConfig(steps=cfg.recon_steps, lr=cfg.recon_lr, norms=cfg.recon_norms, seed=cfg.seed)
-        idx = torch.linspace(0, rows.shape[0] - 1, min(cfg.recon_rows, rows.shape[0])).round().long()
-        recon_report = reconstruct(model, quantized, rows[idx], rc, log=lambda s: log(f"{s} ({time.time() - t0:.0f} s)"))
+        rc = ReconConfig(steps=cfg.recon_steps, lr=cfg.recon_lr, norms=cfg.recon_norms, seed=cfg.seed,
+                         codes=cfg.recon_codes, codes_lr=cfg.recon_codes_lr, loss=cfg.recon_loss,
+                         eval_rows=cfg.recon_eval_rows)
+        n = min(cfg.recon_rows, rows.shape[0] - cfg.recon_val_rows)
+        idx = torch.linspace(0, rows.shape[0] - 1, n).round().long()
+        val = None
+        if cfg.recon_val_rows:
+            rest = torch.tensor(sorted(set(range(rows.shape[0])) - set(idx.tolist())))
+            val = rest[torch.linspace(0, len(rest) - 1, min(cfg.recon_val_rows, len(rest))).round().long()]
+        recon_report = reconstruct(model, quantized, rows[idx], rc, log=lambda s: log(f"{s} ({time.time() - t0:.0f} s)"),
+                                   val_rows=None if val is None else rows[val])
         for i, L in enumerate(model.layers):  # tuned norms (the scales were replaced in `quantized`)
             plain[f"model.layers.{i}.input_layernorm.weight"] = L.input_layernorm.detach().clone()
             plain[f"model.layers.{i}.post_attention_layernorm.weight"] = L.post_attention_layernorm.detach().clone()
-        manifest["block_recon"] = {"config": vars(rc), "rows": int(idx.numel()), "layers": recon_report}
+        manifest["block_recon"] = {"config": vars(rc), "rows": int(idx.numel()),
+                                   "val_rows": 0 if val is None else int(val.numel()), "layers": recon_report}
         log(f"block reconstruction done in {time.time() - t0:.0f} s")
     _write(cfg, config, weights, src, plain, quantized, manifest, cfg.out)
     log(f"wrote {cfg.out} ({cfg.method}, group {cfg.group_size}) in {time.time() - t0:.0f} s")
@@ -256,12 +287,19 @@ def main(argv=None) -> None:
     ap.add_argument("--recon-rows", type=int, default=64)
     ap.add_argument("--recon-lr", type=float, default=2e-3)
     ap.add_argument("--recon-no-norms", action="store_true", help="tune the group scales only")
+    ap.add_argument("--recon-codes", action="store_true", help="the reconstruction also moves the 4-bit codes")
+    ap.add_argument("--recon-codes-lr", type=float, default=2e-2, help="Adam lr on the code offsets (code units)")
+    ap.add_argument("--recon-loss", default="row", choices=LOSSES, help="relative error per row or per token")
+    ap.add_argument("--recon-val-rows", type=int, default=0, help="calibration rows held out, checked by the keep rule")
+    ap.add_argument("--recon-eval-rows", type=int, default=0, help="training rows the keep rule measures (0: all)")
     a = ap.parse_args(argv)
     try:
         cfg = QuantizeConfig(a.model, a.out, a.method, a.tokenizer, a.group_size, a.calib_rows, a.seq_len, a.samples,
                              clip=a.clip, objective=a.objective, scale_form=a.scale_form, block_rows=a.block_rows, rounding=a.rounding,
                              act_order=a.act_order, calib_extra=a.calib_extra, recon_steps=a.recon_steps,
-                             recon_rows=a.recon_rows, recon_lr=a.recon_lr, recon_norms=not a.recon_no_norms)
+                             recon_rows=a.recon_rows, recon_lr=a.recon_lr, recon_norms=not a.recon_no_norms,
+                             recon_codes=a.recon_codes, recon_codes_lr=a.recon_codes_lr, recon_loss=a.recon_loss,
+                             recon_val_rows=a.recon_val_rows, recon_eval_rows=a.recon_eval_rows)
     except ValueError as e:
         ap.error(str(e))
     quantize(cfg)
