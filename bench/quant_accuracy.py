@@ -23,6 +23,11 @@ baseline and SmoothQuant+ with each refinement measured on its own row:
                                  (blockwise.py); the same job also measures its checkpoint before
                                  the reconstruction (the row without "+ block recon", same
                                  calibration and rounding)
+    ... + block recon + codes    a second reconstruction stage per block also moves the 4-bit codes
+                                 (straight-through rounding on the fixed grid; blockwise.py), kept
+                                 only if 16 held-aside calibration rows' objective drops too;
+                                 "+ 256 rows": trained on 256 calibration rows instead of 64 (the
+                                 keep rule measuring 64 of them)
     gptq w4 g128                 GPTQ alone (no smoothing), for reference
 then, on the best SmoothQuant+ g128 row of the run (the headline):
     ... + fp8 kv                 kv_dtype="fp8" (e4m3, per-head scales)
@@ -60,7 +65,7 @@ sys.path.insert(0, os.path.join(ROOT, "gpu-backend"))
 from edgeserve_pod.quant import text  # noqa: E402
 from edgeserve_pod.quant.bpe import BPETokenizer  # noqa: E402
 from edgeserve_pod.quant.llama_torch import PROJ, load_hf  # noqa: E402
-from edgeserve_pod.quant.perplexity import make_runner, perplexity  # noqa: E402
+from edgeserve_pod.quant.perplexity import make_runner, perplexity, ratio_interval  # noqa: E402
 from edgeserve_pod.quant.quantize import QuantizeConfig, quantize  # noqa: E402
 from edgeserve_pod.quant.rtn import fake_quantize  # noqa: E402
 
@@ -72,6 +77,9 @@ HF = os.path.join(ROOT, "models", "smollm2-135m-instruct-hf")
 SQ = dict(method="smoothquant+")
 RECON_STEPS = 80
 CLIP = dict(SQ, clip=True)
+# the reconstruction's second stage moves the codes; 16 calibration rows held out of it decide,
+# with the training rows, whether a stage is kept (blockwise.py)
+CODES = dict(recon_codes=True, recon_codes_lr=2e-2, recon_val_rows=16)
 # (name, QuantizeConfig overrides); calib_rows in the overrides multiplies --calib-rows
 VARIANTS = [
     ("rtn w4 g128", dict(method="rtn")),
@@ -97,12 +105,22 @@ VARIANTS = [
      dict(SQ, calib_rows=40, rounding="gptq", act_order=True)),
     ("smoothquant+ w4 g128 + clip + calib x40 + gptq rounding + act order + block recon",
      dict(CLIP, calib_rows=40, rounding="gptq", act_order=True, recon_steps=RECON_STEPS)),
+    ("smoothquant+ w4 g128 + clip + calib x40 + gptq rounding + act order + block recon + codes",
+     dict(CLIP, calib_rows=40, rounding="gptq", act_order=True, recon_steps=RECON_STEPS, **CODES)),
+    ("smoothquant+ w4 g128 + clip + calib x40 + gptq rounding + act order + block recon + codes + 256 rows",
+     dict(CLIP, calib_rows=40, rounding="gptq", act_order=True, recon_steps=RECON_STEPS, **CODES, recon_rows=256,
+          recon_eval_rows=64)),
     ("smoothquant+ w4 g128 + clip + calib x80 (+docstrings) + gptq rounding + act order",
      dict(CLIP, calib_rows=80, calib_extra=True, rounding="gptq", act_order=True)),
     ("smoothquant+ w4 g128 + clip + calib x80 (+docstrings) + gptq rounding + act order + block recon",
      dict(CLIP, calib_rows=80, calib_extra=True, rounding="gptq", act_order=True, recon_steps=RECON_STEPS)),
 ]
 RECON = " + block recon"
+
+
+def before_recon(name: str) -> str:
+    """The row measured on a block-recon job's checkpoint before the reconstruction."""
+    return name.split(RECON)[0]
 # then, on the best SmoothQuant+ row: FP8 KV, and groups of 64 and 32 (extra rows, for the curve)
 
 
@@ -121,7 +139,8 @@ def weight_error(group_sizes=(128, 64, 32)) -> dict:
 
 
 def run_job(over_json: str, evals: list, out: str, calib_seq_len: int, seq_len: int, rows: torch.Tensor) -> list:
-    """Quantize one checkpoint, then measure each (name, kv_dtype) on it -> [(name, ppl, config, kv)].
+    """Quantize one checkpoint, then measure each (name, kv_dtype) on it
+    -> [(name, ppl, config, kv, per-token NLL (R, T-1))].
     A name without RECON in a job with block reconstruction is measured on the checkpoint as it
     was before the reconstruction."""
     over = json.loads(over_json)
@@ -136,7 +155,8 @@ def run_job(over_json: str, evals: list, out: str, calib_seq_len: int, seq_len: 
     for name, kv in evals:
         t = time.time()
         before = pre is not None and RECON not in name
-        v = perplexity(make_runner(pre if before else out, None if cfg.dequantized else "w4a16", kv, seq_len), rows)
+        nll = []
+        v = perplexity(make_runner(pre if before else out, None if cfg.dequantized else "w4a16", kv, seq_len), rows, nll)
         print(f"{name:60s} ppl {v:8.4f}  ({time.time() - t:.0f} s)", flush=True)
         conf = {"method": cfg.method, "group_size": g, "kv_dtype": kv, "calibration_rows": cfg.calib_rows if cfg.calibrated else 0,
                 "calibration_seq_len": cfg.seq_len if cfg.calibrated else 0, **cfg.refinements(),
@@ -155,7 +175,7 @@ def run_job(over_json: str, evals: list, out: str, calib_seq_len: int, seq_len: 
             conf["alpha_chosen_counts"] = {str(x): alphas.count(x) for x in sorted(set(alphas), key=lambda y: (y is None, y or 0))}
         if cfg.clip:
             conf["clip_ratio_mean"] = sum(man["clip_ratio_mean"].values()) / len(man["clip_ratio_mean"])
-        res.append((name, v, conf, kv))
+        res.append((name, v, conf, kv, torch.stack(nll)))
     return res
 
 
@@ -199,10 +219,12 @@ def main():
     werr = weight_error()
     print("weight-space error of plain RTN:", werr, flush=True)
     t = time.time()
-    base = perplexity(make_runner(HF, None, "auto", a.seq_len), rows)
+    base_nll = []
+    base = perplexity(make_runner(HF, None, "auto", a.seq_len), rows, base_nll)
+    base_nll = torch.stack(base_nll)  # (R, T-1)
     print(f"{'bf16 weights':60s} ppl {base:8.4f}  ({time.time() - t:.0f} s)", flush=True)
     def run_all(named: list) -> dict:
-        """[(name, overrides, kv_dtype)] -> {name: (name, ppl, config, kv)}; one job per checkpoint."""
+        """[(name, overrides, kv_dtype)] -> {name: (name, ppl, config, kv, nll)}; one job per checkpoint."""
         jobs: dict[str, list] = {}
         for name, over, kv in named:
             over = dict(over)
@@ -210,9 +232,9 @@ def main():
             if over.get("recon_steps") and a.recon_steps is not None:
                 over["recon_steps"] = a.recon_steps
             jobs.setdefault(json.dumps(over, sort_keys=True), []).append((name, kv))
-            if name.endswith(RECON) and not any(n == name[:-len(RECON)] for n, _, _ in named):
+            if RECON in name and kv == "auto" and not any(n == before_recon(name) for n, _, _ in named):
                 # its checkpoint before the reconstruction, measured in the same job
-                jobs[json.dumps(over, sort_keys=True)].append((name[:-len(RECON)], kv))
+                jobs[json.dumps(over, sort_keys=True)].append((before_recon(name), kv))
         args = [(over, evals, os.path.join(work, f"ckpt{len(os.listdir(work)) + i}"), a.calib_seq_len, a.seq_len, rows)
                 for i, (over, evals) in enumerate(jobs.items())]
         if a.jobs > 1:  # independent checkpoints in worker processes, one torch thread each
@@ -234,23 +256,30 @@ def main():
         over = dict(variants)[headline]
         later = [] if a.fp8_alongside else [(headline + " + fp8 kv", over, "fp8")]
         # the extra group sizes are written dequantized: without block recon (it tunes the 4-bit scales)
-        later += [("extra: " + headline.replace("g128", f"g{g}").replace(RECON, ""), dict(over, group_size=g, recon_steps=0),
+        later += [("extra: " + before_recon(headline).replace("g128", f"g{g}"), dict(over, group_size=g, recon_steps=0),
                    "auto") for g in (64, 32)]
         by_name.update(run_all(later))
     selected = [n for n, _ in variants]
     # rows measured on a block-recon job's checkpoint before the reconstruction, not selected themselves
-    pre = [n[:-len(RECON)] for n in selected if n.endswith(RECON) and n[:-len(RECON)] not in selected]
-    results = ([("bf16 weights", base, {}, None)] + [by_name[n] for n in pre] + [by_name[n] for n, _ in variants]
+    pre = list(dict.fromkeys(before_recon(n) for n in selected if RECON in n and before_recon(n) not in selected))
+    results = ([("bf16 weights", base, {}, None, base_nll)] + [by_name[n] for n in pre] + [by_name[n] for n, _ in variants]
                + [by_name[n + " + fp8 kv"] for n, _ in variants if a.fp8_alongside] + [by_name[n] for n, _, _ in later])
 
-    rtn = next((v for n, v, _, _ in results if n == "rtn w4 g128"), None)
+    rtn = next((v for n, v, _, _, _ in results if n == "rtn w4 g128"), None)
     metrics = []
-    for name, v, conf, _ in results:
+    nll_of = {name: nll for name, _, _, _, nll in results}
+    for name, v, conf, _, nll in results:
         m = {"name": f"perplexity[smollm2-135m-instruct,{name},heldout={rows.numel()}tok,seq={a.seq_len}]",
              "value": v, "unit": "ppl", "better": "lower",
              "peer": {"name": "bf16 weights, same engine, same rows", "value": base},
              "limit": {"value": base, "how": "the unquantized model's perplexity (quantization is not expected to improve it)"},
              "extra": {"vs_bf16": v / base - 1, "config": conf}}
+        if name != "bf16 weights":  # paired bootstrap over 64-token chunks of the same held-out tokens
+            lo, hi = ratio_interval(nll, base_nll)
+            m["extra"]["vs_bf16_ci95"] = [lo - 1, hi - 1]
+            if RECON in name and before_recon(name) in nll_of and " + fp8 kv" not in name:
+                lo, hi = ratio_interval(nll, nll_of[before_recon(name)])
+                m["extra"]["vs_before_recon_ci95"] = [lo - 1, hi - 1]
         if rtn is not None:
             m["extra"]["rtn_ppl"] = rtn
         if name.startswith("smoothquant+") and "g128" in name:
@@ -264,6 +293,8 @@ def main():
            "setup": {"model": "SmolLM2-135M-Instruct, dequantized from the Q4_1 GGUF to bf16 (tools/gguf_to_hf.py)",
                      "text": text.SOURCE + "; held-out = every 4th topic by name", "activations": "float32 (CPU)",
                      "kv_fp8": "engine kv_dtype='fp8' (e4m3, per-head scales from the engine's start-up calibration)",
+                     "ci95": "paired block bootstrap of the perplexity ratio: the held-out tokens cut into 64-token "
+                             "chunks, 2000 resamples (quant/perplexity.ratio_interval)",
                      "torch_threads": a.threads, "worker_processes": a.jobs, "heldout_tokens": rows.numel(), "heldout_rows": rows.shape[0], "seq_len": a.seq_len,
                      "weight_error": {"what": "relative weight-space error sum||Q(W)-W||^2/sum||W||^2 of plain RTN over "
                                       "the 210 projections; the source weights are Q4_1 (group 32) dequantized",
