@@ -535,13 +535,14 @@ def rtn_checkpoint(src: str, out: str) -> str:
 
 
 def w4a16_engine(R, path, tag, bw):
-    """Engine decode tok/s at batch 1 and 16: W4A16 (and W4A16 + FP8 KV) vs bf16, same run."""
+    """Engine decode tok/s at batch 1, 4, 16, 32, 64: W4A16 (and W4A16 + FP8 KV) vs bf16, and W4A16
+    with the CUDA kernels vs the Triton kernel at every M, same run."""
     t0 = time.time()
     q = rtn_checkpoint(path, "/tmp/llama-3.1-8b-w4a16")
     R.note(f"{tag}: W4A16 RTN checkpoint written in {time.time() - t0:.1f}s")
     wbytes, cfg = weight_read_bytes(path)
     V = cfg["vocab_size"]
-    prompts = make_prompts(16, V, 32, 32, seed=21)
+    prompts = make_prompts(64, V, 32, 32, seed=21)
     n = S["decode"]
     rates = {}
     from edgeserve_pod.layers import linear_w4a16 as L
@@ -555,7 +556,7 @@ def w4a16_engine(R, path, tag, bw):
         eng = engine(kw.pop("model", path), attention_backend=ATTN, **kw)
         gp = SamplingParams(max_tokens=n, ignore_eos=True)
         run(eng, {"warm": prompts[0]}, SamplingParams(max_tokens=32, ignore_eos=True))
-        for bs in (1, 4, 16):
+        for bs in (1, 4, 16, 32, 64):
             rs = []
             for k in range(3 if bs == 1 else 2):
                 out, ttft, wall = run(eng, {f"{label}{bs}-{k}-{i}": p for i, p in enumerate(prompts[:bs])}, gp)
@@ -568,7 +569,7 @@ def w4a16_engine(R, path, tag, bw):
     L.CUDA_MAX_M = cuda_m
     qbytes = sum(os.path.getsize(os.path.join(q, f)) for f in os.listdir(q) if f.endswith(".safetensors"))
     emb = cfg["vocab_size"] * cfg["hidden_size"] * 2  # input embedding: one row read per step
-    for bs in (1, 16):
+    for bs in (1, 16, 32, 64):
         tgt = (300, "issue 7: 8B W4A16 batch 1 >= 300 tok/s (SGLang + GemLite published 255)") if bs == 1 else None
         R.metric(f"decode_tok_s[{tag},batch={bs},prompt=32,out={n},w4a16]", rates[("w4a16", bs)], "tok/s", "higher",
                  peer=("same engine, bf16 weights", rates[("bf16", bs)]),
@@ -576,7 +577,7 @@ def w4a16_engine(R, path, tag, bw):
                                                    f"per step / {bw / 1e12:.2f} TB/s"), target=tgt)
         R.metric(f"decode_tok_s[{tag},batch={bs},prompt=32,out={n},w4a16,kv=fp8]", rates[("w4a16+fp8kv", bs)], "tok/s",
                  "higher", peer=("same engine, W4A16 with bf16 KV", rates[("w4a16", bs)]))
-    for bs in (1, 4, 16):
+    for bs in (1, 4, 16, 32, 64):
         R.metric(f"decode_tok_s[{tag},batch={bs},prompt=32,out={n},w4a16,cuda_decode_kernels_vs_triton]",
                  rates[("w4a16", bs)], "tok/s", "higher",
                  peer=("same engine, W4A16 on the Triton kernel at every M", rates[("w4a16-triton", bs)]))

@@ -13,10 +13,11 @@ figure is the median replay time / R. Same method for ours and the peers.
 
     python bench/quant_gemm.py [--quick] [--out DIR]
     python bench/quant_gemm.py --compile-only --out DIR   # on a CPU: every candidate compiled for sm_90
-    python bench/quant_gemm.py --mma --out DIR            # the CUDA kernels (kernels/w4a16_mma.py) at
-        M <= 16: the mma kernel's (D, WK) variants and the swapped-operand kernel's (nt, wk, ks)
-        launches (and the one the engine picks) vs the Triton kernel's tuned configs, cuBLAS bf16
-        and int4pack, same run
+    python bench/quant_gemm.py --mma [--ms 1,16,64] [--shapes 4096x4096] [--no-old-mma] --out DIR
+        the CUDA kernels (kernels/w4a16_mma.py) at M <= 64: the swapped-operand kernel's
+        (nt, wk, ks) launches and the one the engine picks (the headline figure), the x-as-A mma
+        kernel's (D, WK) variants at M <= 16, vs the Triton kernel's tuned configs, cuBLAS bf16 and
+        int4pack, same run
 Writes DIR/quant_gemm.json (BENCH.md format) and DIR/sweep.json (every config's time, or why it was
 rejected: a candidate whose output differs from the reference is never timed).
 """
@@ -369,15 +370,20 @@ def write_doc(out, name, dev, commit, command, bw, flops, metrics):
 MMA_VARIANTS = [(depth, wk) for depth in (3, 4, 6) for wk in (2, 4, 8)]
 
 
-def mma_shape(k, n, bw, flops, results, ms=(1, 2, 4, 8, 16)):
-    """The CUDA mma kernel (M <= 16) on one shape: every (D, WK) variant is checked against the
-    float32 reference (fresh inputs, NaN-poisoned output) and timed; the schedule's pick, the
+MMA_MS = (1, 2, 4, 8, 16, 32, 64)
+SWAP_KS = (1, 2, 4, 8, 16)
+
+
+def mma_shape(k, n, bw, flops, results, ms=MMA_MS, old_mma=True):
+    """The CUDA kernels on one shape: every swap (nt, wk, ks) launch and, for M <= 16, every (D, WK)
+    variant of the x-as-A mma kernel, each checked against the float32 reference (fresh inputs,
+    NaN-poisoned output) and timed; the engine's pick (decode_kernel, else the Triton kernel), the
     Triton kernel's tuned config, cuBLAS bf16 and int4pack are timed in the same run."""
     wbytes = n * k // 2 + (k // GROUP) * n * 8  # int4 codes + fp32 scales + 32-bit zeros
     r4 = copies_for(wbytes, 4, 48)
     r16 = copies_for(2 * n * k, 4, 48)
     qw, wd, ours, tiny, sz = make_weights(k, n, r4)
-    mw = [MMA.MmaWeights.from_triton(*o, GROUP, k, torch.bfloat16) for o in ours]
+    mw = [MMA.MmaWeights.from_triton(*o, GROUP, k, torch.bfloat16) for o in ours] if old_mma else None
     bf = [wd.clone() for _ in range(r16)]
     tinys = [(tiny.clone(), sz.clone()) for _ in range(r4)] if tiny is not None else None
     for m in ms:
@@ -400,49 +406,52 @@ def mma_shape(k, n, bw, flops, results, ms=(1, 2, 4, 8, 16)):
                 return
             table[key] = {"us": graph_time_us(timed_calls, replays=7), "err": e}
 
-        variants = {}
-        for mt, wk in MMA_VARIANTS:
-            if MMA.fits(m, mt, wk):
-                checked(variants, f"{mt}x{wk}", lambda out, a=mt, b=wk: MMA.mma_matmul(x_chk, mw[0], a, b, out=out),
-                        [lambda i=i, a=mt, b=wk: MMA.mma_matmul(xs[i % 4], mw[i], a, b) for i in range(r4)])
-        timed = {v: d["us"] for v, d in variants.items() if "us" in d}
-        if not timed:
-            raise RuntimeError(f"no mma variant passed the check at K={k} N={n} M={m}")
-        best_v = min(timed, key=timed.get)
+        variants, timed, best_v, t_sched, e_sched, sched = {}, {}, None, None, None, None
+        if old_mma and m <= MMA.MAX_M:
+            for mt, wk in MMA_VARIANTS:
+                if MMA.fits(m, mt, wk):
+                    checked(variants, f"{mt}x{wk}", lambda out, a=mt, b=wk: MMA.mma_matmul(x_chk, mw[0], a, b, out=out),
+                            [lambda i=i, a=mt, b=wk: MMA.mma_matmul(xs[i % 4], mw[i], a, b) for i in range(r4)])
+            timed = {v: d["us"] for v, d in variants.items() if "us" in d}
+            if not timed:
+                raise RuntimeError(f"no mma variant passed the check at K={k} N={n} M={m}")
+            best_v = min(timed, key=timed.get)
+            sched = list(MMA.schedule_for(m))
+            t_sched = graph_time_us([lambda i=i: MMA.mma_matmul(xs[i % 4], mw[i]) for i in range(r4)])
+            e_sched = rel_err(MMA.mma_matmul(x_chk, mw[0]), ref)
         swap = {}  # the swapped-operand kernel on the Triton layout: every (nt, wk) built, several K splits
         kp = ours[0][0].shape[0] * 8
-        for (gnt, gwk) in MMA.SWAP_VARIANTS:
-            for gks in (1, 2, 4, 8):
-                if n % (16 * gnt) or MMA.swap_smem_bytes(m, kp, gnt, gwk, gks) > MMA.SMEM_LIMIT:
-                    continue
-                checked(swap, f"{gnt}x{gwk}x{gks}",  # 3 checks: the workspace must be left zeroed
-                        lambda out, a=gnt, b=gwk, cc=gks: MMA.swap_matmul(x_chk, *ours[0], GROUP, a, b, cc, out=out),
-                        [lambda i=i, a=gnt, b=gwk, cc=gks: MMA.swap_matmul(xs[i % 4], *ours[i], GROUP, a, b, cc)
-                         for i in range(r4)], reps=3)
+        for sx in (False, True):  # staged x slice / streamed x (8 < M <= 64)
+            for (gnt, gwk) in MMA.swap_variants(m, sx):
+                for gks in SWAP_KS:
+                    if n % (16 * gnt) or gks > kp // 128 or MMA.swap_smem_bytes(m, kp, gnt, gwk, gks, sx) > MMA.SMEM_LIMIT:
+                        continue
+                    checked(swap, MMA.launch_key(gnt, gwk, gks, sx),  # 3 checks: the workspace must be left zeroed
+                            lambda out, a=gnt, b=gwk, cc=gks, d=sx: MMA.swap_matmul(x_chk, *ours[0], GROUP, a, b, cc, d, out=out),
+                            [lambda i=i, a=gnt, b=gwk, cc=gks, d=sx: MMA.swap_matmul(xs[i % 4], *ours[i], GROUP, a, b, cc, d)
+                             for i in range(r4)], reps=3)
         s_timed = {v: dd["us"] for v, dd in swap.items() if "us" in dd}
         pick = LIN.decode_kernel(m, n, k)  # what the engine launches at this (M, N, K)
-        t_engine = s_timed.get("x".join(map(str, pick))) if pick else t_tri
+        t_engine = s_timed.get(MMA.launch_key(*pick)) if pick else t_tri
         s_best = min(s_timed, key=s_timed.get) if s_timed else None
-        if s_best:
-            print(f"  swap best {s_best} {s_timed[s_best]:7.1f} ({t_bf / s_timed[s_best]:4.2f}x) "
-                  f"{ {v: round(t, 1) for v, t in s_timed.items()} }", flush=True)
-        mt, wk = MMA.schedule_for(m)
-        t_sched = graph_time_us([lambda i=i: MMA.mma_matmul(xs[i % 4], mw[i]) for i in range(r4)])
-        y = MMA.mma_matmul(x_chk, mw[0])
-        e_sched = rel_err(y, ref)
         y_tri = W.w4a16_matmul(x_chk, qw.qweight, qw.scales, qw.zeros, GROUP)
         e_tri = rel_err(y_tri, ref)
         e_bf = rel_err(x_chk @ wd.t(), ref)  # cuBLAS on the bf16-dequantized weight, same reference
         lim = max(wbytes / bw, 2 * m * n * k / flops) * 1e6
-        print(f"K={k:5d} N={n:5d} M={m:3d}: bf16 {t_bf:7.1f} | int4pack {t_tiny or float('nan'):7.1f} | triton {t_tri:7.1f} | "
-              f"mma sched {mt}x{wk} {t_sched:7.1f} ({t_bf / t_sched:4.2f}x) best {best_v} {timed[best_v]:7.1f} "
-              f"({t_bf / timed[best_v]:4.2f}x) | limit {lim:5.1f} | err mma {e_sched:.1e} triton {e_tri:.1e} bf16 {e_bf:.1e} | "
-              f"{ {v: round(t, 1) for v, t in timed.items()} }", flush=True)
+        print(f"K={k:5d} N={n:5d} M={m:3d}: bf16 {t_bf:7.1f} | int4pack {t_tiny or float('nan'):7.1f} | "
+              f"triton {t_tri:7.1f} ({t_bf / t_tri:4.2f}x) | engine {pick or 'triton'} {t_engine:7.1f} "
+              f"({t_bf / t_engine:4.2f}x) | swap best {s_best} {s_timed.get(s_best, float('nan')):7.1f} | "
+              f"limit {lim:5.1f} | err triton {e_tri:.1e} bf16 {e_bf:.1e}", flush=True)
+        if s_timed:
+            print(f"  swap {dict(sorted(((v, round(t, 1)) for v, t in s_timed.items()), key=lambda kv: kv[1])[:12])}", flush=True)
+        if timed:
+            print(f"  mma sched {sched} {t_sched:7.1f}, best {best_v} {timed[best_v]:7.1f}", flush=True)
         results.append({"K": k, "N": n, "M": m, "bf16_us": t_bf, "int4pack_us": t_tiny, "triton_us": t_tri,
-                        "mma_sched_us": t_sched, "mma_sched": [mt, wk], "mma_best_us": timed[best_v], "mma_best": best_v,
+                        "mma_sched_us": t_sched, "mma_sched": sched, "mma_best_us": timed.get(best_v), "mma_best": best_v,
                         "variants": variants, "swap_variants": swap, "swap_best": s_best,
                         "engine_pick": list(pick) if pick else "triton", "engine_us": t_engine,
-                        "swap_best_us": s_timed[s_best] if s_best else None, "limit_us": lim, "err_mma": e_sched, "err_triton": e_tri, "err_bf16": e_bf})
+                        "swap_best_us": s_timed[s_best] if s_best else None, "limit_us": lim, "err_mma": e_sched,
+                        "err_triton": e_tri, "err_bf16": e_bf})
     del bf, ours, mw, tinys
     torch.cuda.empty_cache()
 
@@ -453,36 +462,41 @@ def mma_main(args):
         raise SystemExit(f"mma kernel unavailable: {MMA.unavailable_reason()}")
     bw, flops = ceilings()
     print(f"{dev}: copy {bw / 1e12:.2f} TB/s, bf16 mm {flops / 1e12:.0f} TFLOP/s", flush=True)
+    ms = tuple(int(v) for v in args.ms.split(",")) if args.ms else MMA_MS
+    shapes = [s for s in SHAPES + DECODE_SHAPES if not args.shapes or f"{s[0]}x{s[1]}" in args.shapes.split(",")]
     results = []
-    for (k, n) in SHAPES + DECODE_SHAPES:
-        mma_shape(k, n, bw, flops, results)
+    for (k, n) in shapes:
+        mma_shape(k, n, bw, flops, results, ms, old_mma=not args.no_old_mma)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or args.commit
     metrics = []
     for r in results:
-        cond = f"K={r['K']},N={r['N']},M={r['M']},w4a16,g={GROUP},cuda-mma"
+        cond = f"K={r['K']},N={r['N']},M={r['M']},w4a16,g={GROUP},engine-pick"
         tgt = TARGETS.get(r["M"]) if (r["K"], r["N"]) in SHAPES else None
         metrics.append({
-            "name": f"gemm_us[{cond}]", "value": r["mma_sched_us"], "unit": "us", "better": "lower",
+            "name": f"gemm_us[{cond}]", "value": r["engine_us"], "unit": "us", "better": "lower",
             "peer": {"name": "cuBLAS bf16 (torch matmul)", "value": r["bf16_us"]},
             "limit": {"value": r["limit_us"], "how": "max(int4 codes + fp32 scale + 32-bit zero bytes / measured copy BW, FLOPs / measured bf16 mm rate)"},
             **({"target": {"value": r["bf16_us"] / tgt, "source": f"issue 7: >= {tgt}x cuBLAS bf16"}} if tgt else {}),
-            "extra": {"speedup_vs_bf16": r["bf16_us"] / r["mma_sched_us"], "schedule_D_WK": r["mma_sched"],
-                      "best_variant": r["mma_best"], "best_variant_us": r["mma_best_us"],
+            "extra": {"engine_pick": r["engine_pick"], "speedup_vs_bf16": r["bf16_us"] / r["engine_us"],
                       "triton_tuned_us": r["triton_us"], "int4pack_mm_us": r["int4pack_us"],
-                      "rel_err_vs_f32_ref": {"mma": r["err_mma"], "triton": r["err_triton"], "cublas_on_bf16_dequant": r["err_bf16"]},
-                      "variants": r["variants"], "swap_best": r["swap_best"], "swap_best_us": r["swap_best_us"],
+                      "swap_best": r["swap_best"], "swap_best_us": r["swap_best_us"],
                       "swap_speedup_vs_bf16": (r["bf16_us"] / r["swap_best_us"]) if r["swap_best_us"] else None,
-                      "swap_variants": r["swap_variants"], "engine_pick": r["engine_pick"], "engine_us": r["engine_us"],
-                      "engine_speedup_vs_bf16": (r["bf16_us"] / r["engine_us"]) if r["engine_us"] else None}})
-    write_doc(args.out, "quant_gemm_mma.json", dev, commit, "python bench/quant_gemm.py --mma", bw, flops, metrics)
-    print("\n# summary: speed-up over cuBLAS bf16 (engine pick / swap best / mma schedule / mma best variant / triton tuned / int4pack)")
+                      "swap_variants": r["swap_variants"],
+                      "rel_err_vs_f32_ref": {"mma_sched": r["err_mma"], "triton": r["err_triton"],
+                                             "cublas_on_bf16_dequant": r["err_bf16"]},
+                      "x_as_A_mma": {"schedule_D_WK": r["mma_sched"], "sched_us": r["mma_sched_us"],
+                                     "best_variant": r["mma_best"], "best_variant_us": r["mma_best_us"],
+                                     "variants": r["variants"]}}})
+    write_doc(args.out, "quant_gemm_mma.json", dev, commit, "python bench/quant_gemm.py --mma " + " ".join(
+        f"--{a.replace('_', '-')} {v}" if v is not True else f"--{a.replace('_', '-')}"
+        for a, v in (("ms", args.ms), ("shapes", args.shapes), ("no_old_mma", args.no_old_mma)) if v), bw, flops, metrics)
+    print("\n# summary: speed-up over cuBLAS bf16 (engine pick / swap best / triton tuned / int4pack / limit)")
     for r in results:
-        print(f"K={r['K']:5d} N={r['N']:5d} M={r['M']:3d}  "
-              f"{(r['bf16_us'] / r['engine_us']) if r['engine_us'] else float('nan'):5.2f}x "
+        print(f"K={r['K']:5d} N={r['N']:5d} M={r['M']:3d}  {r['bf16_us'] / r['engine_us']:5.2f}x "
               f"{(r['bf16_us'] / r['swap_best_us']) if r['swap_best_us'] else float('nan'):5.2f}x "
-              f"{r['bf16_us'] / r['mma_sched_us']:5.2f}x "
-              f"{r['bf16_us'] / r['mma_best_us']:5.2f}x {r['bf16_us'] / r['triton_us']:5.2f}x "
-              f"{(r['bf16_us'] / r['int4pack_us']) if r['int4pack_us'] else float('nan'):5.2f}x")
+              f"{r['bf16_us'] / r['triton_us']:5.2f}x "
+              f"{(r['bf16_us'] / r['int4pack_us']) if r['int4pack_us'] else float('nan'):5.2f}x "
+              f"{r['bf16_us'] / r['limit_us']:5.2f}x", flush=True)
 
 
 def main():
@@ -494,6 +508,9 @@ def main():
     ap.add_argument("--compile-only", action="store_true",
                     help="no GPU needed: compile every candidate for sm_90, report registers/spills/shared memory")
     ap.add_argument("--mma", action="store_true", help="the CUDA mma kernel against the peers (no Triton sweep)")
+    ap.add_argument("--ms", default=None, help="--mma: comma-separated M values (default 1,2,4,8,16,32,64)")
+    ap.add_argument("--shapes", default=None, help="--mma: comma-separated KxN shapes (default: all)")
+    ap.add_argument("--no-old-mma", action="store_true", help="--mma: skip the x-as-A mma kernel's variants")
     ap.add_argument("--commit", default="unknown")
     args = ap.parse_args()
     if args.mma:

@@ -191,9 +191,9 @@ def _build() -> ctypes.CDLL:
     fn = dll.edgeserve_w4a16_mma  # see the .cu's extern "C" functions
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 10 + [ctypes.c_void_p]
-    fn = dll.edgeserve_w4a16_swap
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 11 + [ctypes.c_void_p]
+    for fn in (dll.edgeserve_w4a16_swap, dll.edgeserve_w4a16_swapx):
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 11 + [ctypes.c_void_p]
     return dll
 
 
@@ -280,36 +280,62 @@ def mma_matmul(x: torch.Tensor, w: MmaWeights, depth: int | None = None, wk: int
     return y.view(*lead, n)
 
 
-# ------------------------------------------- swapped-operand kernel on the Triton layout (M <= 16)
+# ------------------------------------------- swapped-operand kernel on the Triton layout (M <= 64)
 
-SWAP_VARIANTS = ((1, 4), (1, 8), (1, 16), (2, 4), (4, 2), (4, 4), (8, 2))  # (n-tiles per CTA, warps per n-tile) built in the .cu
+SWAP_MAX_M = 64  # rows of x the swap kernel takes (MT = ceil(M / 8) mma n-tiles of 8 rows)
+# (n-tiles per CTA, warps per n-tile) built in the .cu (launch_swap_mt): decode batches (M <= 16) and
+# 16 < M <= 64, where wider CTAs share the larger x slice
+SWAP_VARIANTS_DECODE = ((1, 4), (1, 8), (1, 16), (2, 4), (4, 2), (4, 4), (8, 2))
+SWAP_VARIANTS_WIDE = ((4, 2), (4, 4), (8, 1), (8, 2), (16, 1))
 SWAP_WS_COLS = 1 << 17  # workspace columns (N) per device: allocated once, so CUDA graphs keep valid pointers
-_SWAP_WS: dict = {}  # device -> (fp32 (16, SWAP_WS_COLS) zeros, int32 counters zeros)
+_SWAP_WS: dict = {}  # device -> (fp32 (SWAP_MAX_M, SWAP_WS_COLS) zeros, int32 counters zeros)
+
+
+# the streamed-x kernel (w4a16_swapx_kernel), 8 < M <= 64: x through a D-stage ring per CTA
+SWAPX_VARIANTS = ((2, 2), (4, 1), (4, 2), (8, 1), (8, 2), (16, 1))
+SWAPX_D = 3
+
+
+def swap_variants(m: int, stream_x: bool = False) -> tuple[tuple[int, int], ...]:
+    """The (nt, wk) launches built for M rows."""
+    if stream_x:
+        return SWAPX_VARIANTS if 8 < m <= SWAP_MAX_M else ()
+    return SWAP_VARIANTS_DECODE if m <= 16 else SWAP_VARIANTS_WIDE
 
 
 def _swap_ws(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     ws = _SWAP_WS.get(device)
     if ws is None:
-        ws = _SWAP_WS[device] = (torch.zeros(MAX_M, SWAP_WS_COLS, dtype=torch.float32, device=device),
+        ws = _SWAP_WS[device] = (torch.zeros(SWAP_MAX_M, SWAP_WS_COLS, dtype=torch.float32, device=device),
                                   torch.zeros(SWAP_WS_COLS // 16, dtype=torch.int32, device=device))
     return ws
 
 
-def swap_smem_bytes(m: int, kp: int, nt: int, wk: int, ks: int, depth: int = 2) -> int:
-    slice_k = -(-(kp // IB) // ks) * IB
-    return m * (slice_k + 8) * 2 + nt * wk * 8 * (2 if m > 8 else 1) * 16 * 4 + nt * wk * depth * 16 * 20 * 4
+def launch_key(nt: int, wk: int, ks: int, stream_x: bool = False) -> str:
+    """The bench's and the engine table's name of a launch: "nt x wk x ks", "s" prefixed for stream_x."""
+    return f"{'s' if stream_x else ''}{nt}x{wk}x{ks}"
+
+
+def swap_smem_bytes(m: int, kp: int, nt: int, wk: int, ks: int, stream_x: bool = False) -> int:
+    """Mirrors launch_swap_one / launch_swapx_one: the x slice or x ring (later the reduction tile
+    over it) + the weight rings."""
+    mt = -(-m // 8)
+    if stream_x:
+        depth, xb = SWAPX_D, SWAPX_D * m * (wk * IB + 8) * 2
+    else:
+        depth, xb = 2, m * (-(-(kp // IB) // ks) * IB + 8) * 2
+    front = max(xb, nt * wk * 8 * mt * 16 * 4)
+    return -(-front // 16) * 16 + nt * wk * depth * 16 * 20 * 4
 
 
 def swap_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
-                               group_size: int, nt: int = 4, wk: int = 4, ks: int = 2,
-                               out: torch.Tensor | None = None) -> torch.Tensor:
-    """x (..., K) bf16/fp16, at most 16 rows, on the Triton layout's operands -> (..., N): CTAs of nt
-    16-column tiles share one staged slice of x; ks K slices add up through a persistent fp32
-    workspace (left zeroed). N % (16 nt) == 0."""
+                group_size: int, nt: int = 4, wk: int = 4, ks: int = 2, stream_x: bool = False,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """x (..., K) bf16/fp16, at most 64 rows, on the Triton layout's operands -> (..., N): CTAs of nt
+    16-column tiles share one staged slice of x (stream_x: x streamed through a ring, 8 < M <= 64);
+    ks K slices add up through a persistent fp32 workspace (left zeroed). N % (16 nt) == 0."""
     if x.dtype not in MAGIC:
         raise ValueError(f"the swap kernel takes bf16/fp16 activations, got {x.dtype}")
-    if (nt, wk) not in SWAP_VARIANTS:
-        raise ValueError(f"(nt, wk) must be one of {SWAP_VARIANTS}, got {(nt, wk)}")
     kw, n = qweight.shape
     k = x.shape[-1]
     if n % (16 * nt) or group_size % IB or kw * PACK != padded_k(k) or n > SWAP_WS_COLS:
@@ -318,18 +344,24 @@ def swap_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, ze
         raise ValueError(f"scales must be float16 and zeros uint8, got {scales.dtype}, {zeros.dtype}")
     lib, lead, x2 = _prepare(x, k)
     m, kp = x2.shape[0], kw * PACK
-    if m > MAX_M:
-        raise ValueError(f"the swap kernel takes M <= {MAX_M} rows, got {m}")
+    if m > SWAP_MAX_M:
+        raise ValueError(f"the swap kernel takes M <= {SWAP_MAX_M} rows, got {m}")
+    if m and (nt, wk) not in swap_variants(m, stream_x):
+        raise ValueError(f"(nt, wk) must be one of {swap_variants(m, stream_x)} at M={m}"
+                         f"{' (stream_x)' if stream_x else ''}, got {(nt, wk)}")
     ks = max(1, min(ks, kp // IB))
     limit = SMEM_LIMIT if torch.cuda.get_device_capability()[0] >= 9 else 163 * 1024
-    if swap_smem_bytes(m, kp, nt, wk, ks) > limit:
-        raise ValueError(f"M={m}, Kp={kp}, ks={ks} needs {swap_smem_bytes(m, kp, nt, wk, ks)} B of shared memory")
+    if swap_smem_bytes(m, kp, nt, wk, ks, stream_x) > limit:
+        raise ValueError(f"M={m}, Kp={kp}, ks={ks} needs {swap_smem_bytes(m, kp, nt, wk, ks, stream_x)} B of shared memory")
     ws, cnt = _swap_ws(x.device)
     y = out if out is not None else torch.empty((m, n), device=x.device, dtype=x.dtype)
-    err = lib.edgeserve_w4a16_swap(x2.data_ptr(), qweight.data_ptr(), scales.data_ptr(), zeros.data_ptr(), y.data_ptr(),
-                                    ws.data_ptr(), cnt.data_ptr(), m, n, k, kp, x2.stride(0), y.stride(0),
-                                    group_size // IB, int(x.dtype == torch.bfloat16), nt, wk, ks,
-                                    torch.cuda.current_stream(x.device).cuda_stream)
+    if m == 0:
+        return y.view(*lead, n)
+    fn = lib.edgeserve_w4a16_swapx if stream_x else lib.edgeserve_w4a16_swap
+    err = fn(x2.data_ptr(), qweight.data_ptr(), scales.data_ptr(), zeros.data_ptr(), y.data_ptr(),
+             ws.data_ptr(), cnt.data_ptr(), m, n, k, kp, x2.stride(0), y.stride(0),
+             group_size // IB, int(x.dtype == torch.bfloat16), nt, wk, ks,
+             torch.cuda.current_stream(x.device).cuda_stream)
     if err:
         raise RuntimeError(f"W4A16 swap kernel launch failed: cudaError {err}")
     return y.view(*lead, n)

@@ -22,23 +22,42 @@ from edgeserve_pod.kernels.w4a16 import IB, PACK, padded_k, w4a16_matmul
 from edgeserve_pod.layers.linear_base import LinearBase, LinearFactory
 
 GROUP_SIZE = 128
-# Decode batches (M <= CUDA_MAX_M) run the swapped-operand CUDA kernel (kernels/w4a16_mma.py) on the
-# layer's own Triton-layout tensors, launched per (M, N, K) as below, from the H100 sweep of
-# bench/quant_gemm.py --mma (bench/results/quant/2026-11-23-h100-group.json), against the tuned
-# Triton kernel in the same run:
+# Decode batches (M <= CUDA_MAX_M) run the swapped-operand CUDA kernels (kernels/w4a16_mma.py) on the
+# layer's own Triton-layout tensors where they beat the tuned Triton kernel, launched per (M, N, K) as
+# below, from the H100 sweeps of bench/quant_gemm.py --mma against the Triton kernel in the same run
+# (bench/results/quant/2026-11-23-h100-group.json for M <= 8, 2026-11-23-h100-swapx.json above):
 # - M = 1 (and M = 2 off the widest layer): one 16-column tile per CTA, no K split: 1.10-1.19x Triton;
 # - M = 2-8 on wide N (14336, 28672): 4-8 tiles share one staged x, 1.24-1.37x Triton; long K
 #   (14336): 4-8 tiles and 8 K slices, 1.09-1.15x; on the narrow short layers (4096 x 4096, 6144)
 #   M = 3-4 keep one tile per CTA and M = 5-8 go to Triton (all within ~5%);
-# - M > 8: the Triton kernel.
-CUDA_MAX_M = 8
+# - M = 9-16: the Triton kernel (the CUDA kernels were within +-5% of it);
+# - M = 17-64, streamed x, where the Triton configs are weak: the fused projections (tuned for the
+#   decode step only) 1.2-3.2x faster than on Triton (N 6144: 20.7 vs 35.6 us at M = 24, 29.8 vs
+#   71.8 at 48, 34.4 vs 45.5 at 64; N 28672: 59.3 vs 142.7, 84.6 vs 274.8, 89.5 vs 110.5); N 14336
+#   1.04-1.26x; long K (14336) past M = 32 1.01-1.28x; 4096 x 4096 and long K up to 32 stay on Triton.
+CUDA_MAX_M = 64
 
 
-def decode_kernel(m: int, n: int, k: int) -> tuple[int, int, int] | None:
-    """(column tiles per CTA, warps per tile, K slices) of the CUDA kernel, or None (Triton)."""
+def decode_kernel(m: int, n: int, k: int) -> tuple | None:
+    """(column tiles per CTA, warps per tile, K slices[, streamed x]) of the CUDA kernel, or None
+    (Triton)."""
     if m < 1 or m > CUDA_MAX_M or n % 16:
         return None
     wide, long_k = n >= 12288, k >= 8192
+    if m > 16:
+        if long_k:
+            pick = (8, 2, 4, True) if m > 32 else None
+        elif n <= 4096:
+            pick = None
+        elif n >= 24576:
+            pick = (8, 1, 1, True) if m <= 32 else (16, 1, 1, True)
+        elif wide:
+            pick = (8, 2, 1, True)
+        else:
+            pick = (4, 1, 4, True)
+        return pick if pick and n % (16 * pick[0]) == 0 else None
+    if m > 8:
+        return None
     if m == 1 or (m == 2 and n < 24576) or (m <= 4 and not wide and not long_k):
         if long_k or n <= 4096:
             return 1, 16, 1

@@ -137,19 +137,76 @@ def test_decode_kernel_choice():
     assert decode_kernel(4, 14336, 4096) == (4, 4, 1) and decode_kernel(8, 4096, 14336) == (8, 2, 8)
     assert decode_kernel(4, 4096, 4096) == (1, 16, 1) and decode_kernel(8, 4096, 4096) is None
     assert decode_kernel(9, 28672, 4096) is None and decode_kernel(0, 4096, 4096) is None
+    # 17 <= M <= 64, streamed x: wide and fused projections, long K past 32; 4096 x 4096 on Triton
+    assert decode_kernel(17, 28672, 4096) == (8, 1, 1, True) and decode_kernel(64, 28672, 4096) == (16, 1, 1, True)
+    assert decode_kernel(32, 6144, 4096) == (4, 1, 4, True) and decode_kernel(64, 6144, 4096) == (4, 1, 4, True)
+    assert decode_kernel(32, 14336, 4096) == (8, 2, 1, True) and decode_kernel(64, 14336, 4096) == (8, 2, 1, True)
+    assert decode_kernel(64, 4096, 4096) is None and decode_kernel(32, 4096, 14336) is None
+    assert decode_kernel(33, 4096, 14336) == (8, 2, 4, True) and decode_kernel(33, 4160, 14336) is None
+    assert decode_kernel(65, 28672, 4096) is None and decode_kernel(64, 28688, 4096) is None  # N % 256
     assert decode_kernel(1, 4104, 4096) is None  # N % 16
     assert decode_kernel(8, 4160, 14336) is None and decode_kernel(4, 4160, 14336) == (4, 2, 8)  # N % 128, % 64
-    from edgeserve_pod.kernels.w4a16_mma import SWAP_VARIANTS
-
-    for m in range(1, 9):  # every launch the table names is one the .cu builds
+    for m in range(1, MMA.SWAP_MAX_M + 1):  # every launch the table names is one the .cu builds, and fits
         for n, k in ((4096, 4096), (6144, 4096), (14336, 4096), (28672, 4096), (4096, 14336), (4160, 14336),
-                     (12304, 4096)):
+                     (12304, 4096), (2048, 8192), (1536, 8960), (8960, 1536)):
             pick = decode_kernel(m, n, k)
-            assert pick is None or (pick[:2] in SWAP_VARIANTS and n % (16 * pick[0]) == 0)
+            if pick is None:
+                continue
+            sx = len(pick) == 4 and pick[3]
+            assert pick[:2] in MMA.swap_variants(m, sx) and n % (16 * pick[0]) == 0, (m, n, k, pick)
+            assert MMA.swap_smem_bytes(m, W.padded_k(k), *pick) <= MMA.SMEM_LIMIT, (m, n, k, pick)
+
+
+def test_swap_variants_and_smem():
+    assert MMA.swap_variants(16) == MMA.SWAP_VARIANTS_DECODE and MMA.swap_variants(17) == MMA.SWAP_VARIANTS_WIDE
+    assert MMA.swap_variants(8, True) == () and MMA.swap_variants(9, True) == MMA.SWAPX_VARIANTS
+    assert MMA.swap_smem_bytes(64, 4096, 8, 1, 1, True) == 3 * 64 * 136 * 2 + 8 * 3 * 16 * 20 * 4
+    assert MMA.launch_key(8, 1, 2, True) == "s8x1x2" and MMA.launch_key(1, 16, 1) == "1x16x1"
+    # the x slice (M rows, padded by 8) and the reduction tile share the front of shared memory
+    assert MMA.swap_smem_bytes(64, 4096, 8, 2, 8) == 64 * 520 * 2 + 16 * 2 * 16 * 20 * 4
+    assert MMA.swap_smem_bytes(1, 128, 16, 1, 1) == 16 * 8 * 16 * 4 + 16 * 2 * 16 * 20 * 4
 
 
 @gpu
-@pytest.mark.parametrize("n,k", [(4096, 4096), (14336, 4096), (4096, 14336)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("n,k", [(512, 4096), (256, 200), (512, 1408)])
+def test_swap_every_launch(dtype, n, k):
+    """Every (nt, wk, ks) the .cu builds, staged and streamed x, at M = 1 .. 64 (each MT), against the float32 reference,
+    with a NaN-poisoned output, twice (the workspace must be left zeroed), on aligned rows (x by
+    cp.async) and on odd-strided rows (the synchronous path); K = 200 pads to 256 (zero-filled x)."""
+    _, qw, s, z, _ = weights(n, k, 128, seed=11, mma=False)
+    qw, s, z = qw.cuda(), s.cuda(), z.cuda()
+    wf = W.dequantize(qw, s, z, 128, k).cuda()
+    kp = W.padded_k(k)
+    checked = 0
+    for m in (1, 7, 9, 16, 17, 32, 33, 64):
+        big = torch.randn(m, k + 1, device="cuda", dtype=dtype)
+        for x in (big[:, :k].contiguous(), big[:, 1:]):  # aligned / row stride k + 1, 2-byte offset
+            ref = x.float() @ wf.t()
+            for sx in (False, True):
+                for nt, wk in MMA.swap_variants(m, sx):
+                    for ks in (1, 2, 4, 8):
+                        if n % (16 * nt) or ks > kp // 128 or MMA.swap_smem_bytes(m, kp, nt, wk, ks, sx) > MMA.SMEM_LIMIT:
+                            continue
+                        for _ in range(2):
+                            out = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
+                            y = MMA.swap_matmul(x, qw, s, z, 128, nt, wk, ks, sx, out=out)
+                            err = ((y.float() - ref).norm() / ref.norm()).item()
+                            assert err < 4e-3, (m, nt, wk, ks, sx, x.stride(), err)
+                        checked += 1
+    ws, cnt = MMA._swap_ws(torch.device("cuda", torch.cuda.current_device()))
+    assert not ws.any() and not cnt.any()
+    assert checked > 150
+    with pytest.raises(ValueError):
+        MMA.swap_matmul(torch.randn(65, k, device="cuda", dtype=dtype), qw, s, z, 128, 4, 2, 1)
+    with pytest.raises(ValueError):  # a decode-only launch at M > 16
+        MMA.swap_matmul(torch.randn(17, k, device="cuda", dtype=dtype), qw, s, z, 128, 1, 16, 1)
+    with pytest.raises(ValueError):  # streamed x starts past M = 8
+        MMA.swap_matmul(torch.randn(8, k, device="cuda", dtype=dtype), qw, s, z, 128, 8, 1, 1, True)
+
+
+@gpu
+@pytest.mark.parametrize("n,k", [(4096, 4096), (14336, 4096), (4096, 14336), (6144, 4096)])
 def test_linear_every_m(monkeypatch, n, k):
     """Decode-sized M runs the CUDA kernel decode_kernel names, on the layer's own (Triton-layout)
     tensors, larger M the Triton kernel; all against the float32 reference."""
@@ -159,8 +216,8 @@ def test_linear_every_m(monkeypatch, n, k):
     wf = wf.cuda()
     calls = []
     real = MMA.swap_matmul
-    monkeypatch.setattr(MMA, "swap_matmul", lambda *a, **kw: calls.append((a[0].shape[1], a[5:8])) or real(*a, **kw))
-    for m in (1, 2, 3, 4, 5, 8, 9, 16, 64):
+    monkeypatch.setattr(MMA, "swap_matmul", lambda *a, **kw: calls.append((a[0].shape[1], tuple(a[5:]))) or real(*a, **kw))
+    for m in (1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 64, 65):
         calls.clear()
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         y = lin(x.view(1, m, k))

@@ -61,6 +61,31 @@ __device__ __forceinline__ uint32_t sub2(uint32_t a, uint32_t b) {
 }
 
 template <bool BF16>
+__device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b) {
+  uint32_t d;
+  if constexpr (BF16) {
+    __nv_bfloat162 r = __hmul2(*reinterpret_cast<__nv_bfloat162*>(&a), *reinterpret_cast<__nv_bfloat162*>(&b));
+    d = *reinterpret_cast<uint32_t*>(&r);
+  } else {
+    __half2 r = __hmul2(*reinterpret_cast<__half2*>(&a), *reinterpret_cast<__half2*>(&b));
+    d = *reinterpret_cast<uint32_t*>(&r);
+  }
+  return d;
+}
+
+// a 16-bit scale in both halves, in the activation dtype
+template <bool BF16>
+__device__ __forceinline__ uint32_t scale2(__half s) {
+  uint16_t h;
+  if constexpr (BF16) {
+    h = __bfloat16_as_ushort(__float2bfloat16_rn(__half2float(s)));
+  } else {
+    h = __half_as_ushort(s);
+  }
+  return (uint32_t)h * 0x10001u;
+}
+
+template <bool BF16>
 __device__ __forceinline__ void mma16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
   if constexpr (BF16) {
     asm volatile(
@@ -293,9 +318,10 @@ cudaError_t launch(int depth, int wk, cudaStream_t st, const uint16_t* x, const 
 #undef ES_ARGS
 
 // ---------------------------------------------------------------------------------------------
-// Swapped operands on the Triton layout, for the decode batches (M <= 16): y^T = W . x^T, the
+// Swapped operands on the Triton layout, for decode and small batches (M <= 64): y^T = W . x^T, the
 // weights are the mma's A operand (16 output columns x 16 k per m16n8k16; no mma row is wasted on
-// them) and x its B operand (8 rows of x per n-tile; MT = 2 tiles for 8 < M <= 16).
+// them) and x its B operand (8 rows of x per n-tile; MT = ceil(M / 8) tiles, 1, 2, 4 or 8: every
+// dequantized A fragment feeds MT mmas).
 // - Weights: the Triton kernel's qweight (Kp/8, N) int32 as it is (word row 16 b + r holds
 //   k = 128 b + 16 j + r at nibble j), scales (G, N) fp16, zeros (G, N) uint8: no second copy.
 //   A block's 16 rows x 16 columns of words (1 KiB) come into a per-warp shared-memory ring
@@ -305,9 +331,12 @@ cudaError_t launch(int depth, int wk, cudaStream_t st, const uint16_t* x, const 
 //   (+ one sub.x2 of MAGIC + z) makes the exact (q - z) A register of k-step j. Each 128-k block's
 //   partial is scaled in fp32.
 // - Grid: a CTA owns NT n-tiles (16 NT columns) and one of KS slices of K. x is staged once per CTA
-//   for its K slice (rows padded 16 bytes: conflict-free B-fragment reads) and its NT x WK warps
-//   (n-tile w % NT, K part w / NT) share it: x traffic is M x K x N / (16 NT), which is what makes
-//   NT > 1 win from M = 2-4 on wide layers, while NT = 1, KS = 1 (the most CTAs) suits M = 1.
+//   for its K slice (rows padded 16 bytes: conflict-free B-fragment reads; by cp.async issued after
+//   the first weight blocks, so the DRAM latency of the weights overlaps the L2 reads of x) and its
+//   NT x WK warps (n-tile w % NT, K part w / NT) share it: x traffic is M x K x N / (16 NT), which is
+//   what makes NT > 1 win from M = 2-4 on wide layers, while NT = 1, KS = 1 (the most CTAs) suits
+//   M = 1. Past M = 16 the x slice limits KS from below (it must fit in shared memory).
+// - The cross-warp reduction tile reuses the x slice's shared memory once every warp is done.
 // - KS > 1: the slices of a column group add their fp32 partials into a workspace with atomics;
 //   the last CTA of the group (a counter) converts them to the output and zeroes its workspace and
 //   counter for the next call (no memset kernel; CUDA-graph safe, one stream at a time).
@@ -318,15 +347,15 @@ template <bool BF16, int MT, int NT, int WK, int D>
 __global__ void __launch_bounds__(32 * NT * WK) w4a16_swap_kernel(
     const uint16_t* __restrict__ x, const uint32_t* __restrict__ qt, const __half* __restrict__ sc,
     const uint8_t* __restrict__ zb, uint16_t* __restrict__ y, float* __restrict__ ws, int* __restrict__ cnt, int M,
-    int N, int K, int Kp, int ldx, int ldy, int group_blocks, int xs_stride) {
+    int N, int K, int Kp, int ldx, int ldy, int group_blocks, int xs_stride, int front_bytes) {
   constexpr uint32_t MAGIC2 = Traits<BF16>::MAGIC2;
   constexpr int NW = NT * WK;
   extern __shared__ __align__(16) unsigned char smem[];
   const int nblk = Kp >> 7, KS = gridDim.y;
   const int kb0 = blockIdx.y * nblk / KS, kb1 = (blockIdx.y + 1) * nblk / KS;  // this CTA's K blocks
   uint16_t* xs = reinterpret_cast<uint16_t*>(smem);                           // (M, xs_stride), K slice
-  float* red = reinterpret_cast<float*>(smem + (size_t)M * xs_stride * 2);     // (NW, 8 MT, 16)
-  uint32_t* ring = reinterpret_cast<uint32_t*>(red + NW * 8 * MT * 16);        // (NW, D, 16, TL_ROW)
+  float* red = reinterpret_cast<float*>(smem);  // (NW, 8 MT, 16) after the main loop, over xs
+  uint32_t* ring = reinterpret_cast<uint32_t*>(smem + (size_t)front_bytes);   // (NW, D, 16, TL_ROW)
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, c = lane & 3;
@@ -338,26 +367,6 @@ __global__ void __launch_bounds__(32 * NT * WK) w4a16_swap_kernel(
   const int4* tp = reinterpret_cast<const int4*>(qt + (size_t)t * 16);
   uint32_t* my_ring = ring + (size_t)warp * D * TL_STAGE;
 
-  // x slice [kb0 * 128, kb1 * 128) first (L2-resident), then the weight ring
-  const int k8s = nslice * 16, kbase = kb0 * 128;
-  const bool vec = ((ldx & 7) == 0) && ((reinterpret_cast<uintptr_t>(x) & 15) == 0);
-  const int nx = M * k8s;
-  auto x_piece = [&](int i) -> int4 {
-    const int row = i / k8s, k8 = kbase + (i - row * k8s) * 8;
-    const uint16_t* src = x + (size_t)row * ldx + k8;
-    if (vec && k8 + 8 <= K) return __ldg(reinterpret_cast<const int4*>(src));
-    uint16_t h[8];
-#pragma unroll
-    for (int e = 0; e < 8; ++e) h[e] = k8 + e < K ? src[e] : (uint16_t)0;
-    return make_int4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));
-  };
-  constexpr int XV = 4;
-  int4 xv[XV];
-#pragma unroll
-  for (int j = 0; j < XV; ++j) {
-    const int i = threadIdx.x + j * 32 * NW;
-    if (i < nx) xv[j] = x_piece(i);
-  }
   float s[D][2];
   uint32_t z[D][2];
   auto load_block = [&](int j, int b) {
@@ -370,23 +379,35 @@ __global__ void __launch_bounds__(32 * NT * WK) w4a16_swap_kernel(
       cp16_stream(my_ring + j * TL_STAGE + row * TL_ROW + quad * 4, tp + ((size_t)(b * 16 + row) * N >> 2) + quad);
     }
   };
+  // the x slice [kb0 * 128, kb1 * 128) (L2) by cp.async, then the first D weight blocks of every
+  // warp (DRAM): x lands while the weights fly
+  const int k8s = nslice * 16, kbase = kb0 * 128;
+  const int nx = M * k8s;
+  const bool x_async = ((ldx & 7) == 0) && ((reinterpret_cast<uintptr_t>(x) & 15) == 0) && (K & 7) == 0;
+  if (x_async) {
+    for (int i = threadIdx.x; i < nx; i += 32 * NW) {  // 16-byte pieces, zero-filled past K
+      const int row = i / k8s, k8 = (i - row * k8s) * 8;
+      const bool in = kbase + k8 < K;
+      cp_small<16>(xs + (size_t)row * xs_stride + k8, x + (size_t)row * ldx + (in ? kbase + k8 : 0), in);
+    }
+    cp_commit();
+  } else {
+    for (int i = threadIdx.x; i < nx; i += 32 * NW) {
+      const int row = i / k8s, k8 = (i - row * k8s) * 8;
+      const uint16_t* src = x + (size_t)row * ldx + kbase + k8;
+      uint32_t h[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) h[e] = kbase + k8 + e < K ? src[e] : 0u;
+      *reinterpret_cast<uint4*>(xs + (size_t)row * xs_stride + k8) =
+          make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));
+    }
+  }
 #pragma unroll
   for (int j = 0; j < D; ++j) {
     if (b_begin + j < b_end) load_block(j, b_begin + j);
     cp_commit();
   }
-#pragma unroll
-  for (int j = 0; j < XV; ++j) {
-    const int i = threadIdx.x + j * 32 * NW;
-    if (i < nx) {
-      const int row = i / k8s, k8 = (i - row * k8s) * 8;
-      *reinterpret_cast<int4*>(xs + (size_t)row * xs_stride + k8) = xv[j];
-    }
-  }
-  for (int i = threadIdx.x + XV * 32 * NW; i < nx; i += 32 * NW) {
-    const int row = i / k8s, k8 = (i - row * k8s) * 8;
-    *reinterpret_cast<int4*>(xs + (size_t)row * xs_stride + k8) = x_piece(i);
-  }
+  if (x_async) cp_wait<D>();  // the x group (older than the D weight groups) has landed
   __syncthreads();
 
   float acc[MT][4];
@@ -463,6 +484,7 @@ __global__ void __launch_bounds__(32 * NT * WK) w4a16_swap_kernel(
     }
   }
   cp_wait<0>();
+  __syncthreads();  // every warp is done with the x slice: the reduction tile goes over it
 
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
@@ -515,7 +537,9 @@ cudaError_t launch_swap_one(cudaStream_t st, int ks, const uint16_t* x, const ui
   const int nblk = Kp >> 7;
   const int slice = (nblk + ks - 1) / ks;  // the most K blocks one CTA takes
   const int xs_stride = slice * 128 + 8;
-  const int bytes = M * xs_stride * 2 + NT * WK * 8 * MT * 16 * 4 + NT * WK * D * TL_STAGE * 4;
+  const int x_bytes = M * xs_stride * 2, red_bytes = NT * WK * 8 * MT * 16 * 4;
+  const int front = ((x_bytes > red_bytes ? x_bytes : red_bytes) + 15) & ~15;  // x slice, later the reduction
+  const int bytes = front + NT * WK * D * TL_STAGE * 4;
   static int configured = 0;
   if (bytes > 48 * 1024 && bytes > configured) {
     cudaError_t e = cudaFuncSetAttribute(w4a16_swap_kernel<BF16, MT, NT, WK, D>,
@@ -524,7 +548,7 @@ cudaError_t launch_swap_one(cudaStream_t st, int ks, const uint16_t* x, const ui
     configured = bytes;
   }
   w4a16_swap_kernel<BF16, MT, NT, WK, D><<<dim3(N / (16 * NT), ks), 32 * NT * WK, bytes, st>>>(
-      x, qt, sc, zb, y, ws, cnt, M, N, K, Kp, ldx, ldy, gb, xs_stride);
+      x, qt, sc, zb, y, ws, cnt, M, N, K, Kp, ldx, ldy, gb, xs_stride, front);
   return cudaGetLastError();
 }
 
@@ -533,16 +557,256 @@ template <bool BF16, int MT>
 cudaError_t launch_swap_mt(int nt, int wk, int ks, cudaStream_t st, const uint16_t* x, const uint32_t* qt,
                             const __half* sc, const uint8_t* zb, uint16_t* y, float* ws, int* cnt, int M, int N,
                             int K, int Kp, int ldx, int ldy, int gb) {
-  if (nt == 1 && wk == 4) return launch_swap_one<BF16, MT, 1, 4, 2>(GR_ARGS);
-  if (nt == 1 && wk == 8) return launch_swap_one<BF16, MT, 1, 8, 2>(GR_ARGS);
-  if (nt == 1 && wk == 16) return launch_swap_one<BF16, MT, 1, 16, 2>(GR_ARGS);
-  if (nt == 2 && wk == 4) return launch_swap_one<BF16, MT, 2, 4, 2>(GR_ARGS);
-  if (nt == 4 && wk == 2) return launch_swap_one<BF16, MT, 4, 2, 2>(GR_ARGS);
-  if (nt == 4 && wk == 4) return launch_swap_one<BF16, MT, 4, 4, 2>(GR_ARGS);
-  if (nt == 8 && wk == 2) return launch_swap_one<BF16, MT, 8, 2, 2>(GR_ARGS);
+  if constexpr (MT <= 2) {  // decode: M <= 16
+    if (nt == 1 && wk == 4) return launch_swap_one<BF16, MT, 1, 4, 2>(GR_ARGS);
+    if (nt == 1 && wk == 8) return launch_swap_one<BF16, MT, 1, 8, 2>(GR_ARGS);
+    if (nt == 1 && wk == 16) return launch_swap_one<BF16, MT, 1, 16, 2>(GR_ARGS);
+    if (nt == 2 && wk == 4) return launch_swap_one<BF16, MT, 2, 4, 2>(GR_ARGS);
+    if (nt == 4 && wk == 2) return launch_swap_one<BF16, MT, 4, 2, 2>(GR_ARGS);
+    if (nt == 4 && wk == 4) return launch_swap_one<BF16, MT, 4, 4, 2>(GR_ARGS);
+    if (nt == 8 && wk == 2) return launch_swap_one<BF16, MT, 8, 2, 2>(GR_ARGS);
+  } else {  // 16 < M <= 64: wider CTAs share the (larger) x slice
+    if (nt == 4 && wk == 2) return launch_swap_one<BF16, MT, 4, 2, 2>(GR_ARGS);
+    if (nt == 4 && wk == 4) return launch_swap_one<BF16, MT, 4, 4, 2>(GR_ARGS);
+    if (nt == 8 && wk == 1) return launch_swap_one<BF16, MT, 8, 1, 2>(GR_ARGS);
+    if (nt == 8 && wk == 2) return launch_swap_one<BF16, MT, 8, 2, 2>(GR_ARGS);
+    if (nt == 16 && wk == 1) return launch_swap_one<BF16, MT, 16, 1, 2>(GR_ARGS);
+  }
   return cudaErrorInvalidValue;
 }
 #undef GR_ARGS
+
+// ---------------------------------------------------------------------------------------------
+// The same operands and arithmetic for 8 < M <= 64 with x streamed (Marlin's structure): instead of
+// one staged K slice of x per CTA (whose size forces K splits, and whose atomics then grow with
+// M x N x KS), x comes through a CTA-wide D-stage cp.async ring beside each warp's weight ring.
+// Step i stages x for the WK consecutive 128-k blocks kb0 + i WK + [0, WK) (rows padded 16 bytes)
+// and warp (n-tile w % NT, kw = w / NT) its weight block kb0 + i WK + kw; one barrier per step
+// (slot i % D has landed for every thread, slot (i - 1) % D is free to refill). K splits (KS > 1)
+// add through the workspace with 16-byte atomics (sm_90), the last CTA converting as above.
+// Unlike the staged kernel, the scale goes into the A fragment ((q - z) exact, times s, rounded once
+// to 16 bits, as a dequantized weight), so the mma accumulates straight into the output
+// registers: at MT = 8 the per-block partials would cost 32 registers and spill at 16 warps.
+template <bool BF16, int MT, int NT, int WK, int D>
+__global__ void __launch_bounds__(32 * NT * WK) w4a16_swapx_kernel(
+    const uint16_t* __restrict__ x, const uint32_t* __restrict__ qt, const __half* __restrict__ sc,
+    const uint8_t* __restrict__ zb, uint16_t* __restrict__ y, float* __restrict__ ws, int* __restrict__ cnt, int M,
+    int N, int K, int Kp, int ldx, int ldy, int group_blocks, int front_bytes) {
+  constexpr uint32_t MAGIC2 = Traits<BF16>::MAGIC2;
+  constexpr int NW = NT * WK;
+  constexpr int XROW = WK * 128 + 8;  // halfs per staged x row
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int nblk = Kp >> 7, KS = gridDim.y;
+  const int kb0 = blockIdx.y * nblk / KS, kb1 = (blockIdx.y + 1) * nblk / KS;
+  const int nsteps = (kb1 - kb0 + WK - 1) / WK;
+  uint16_t* xr = reinterpret_cast<uint16_t*>(smem);                           // (D, M, XROW)
+  float* red = reinterpret_cast<float*>(smem);                                 // (NW, 8 MT, 16), after the loop
+  uint32_t* ring = reinterpret_cast<uint32_t*>(smem + (size_t)front_bytes);   // (NW, D, 16, TL_ROW)
+  const int xslot = M * XROW;
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, c = lane & 3;
+  const int nt = warp % NT, kw = warp / NT;
+  const int t = blockIdx.x * NT + nt;
+  const int n0 = t * 16 + g, n1 = n0 + 8;
+  const int4* tp = reinterpret_cast<const int4*>(qt + (size_t)t * 16);
+  uint32_t* my_ring = ring + (size_t)warp * D * TL_STAGE;
+  const bool x_async = ((ldx & 7) == 0) && ((reinterpret_cast<uintptr_t>(x) & 15) == 0) && (K & 7) == 0;
+
+  uint32_t s2[D][2];  // scales, in both halves of a 16-bit pair
+  uint32_t z[D][2];
+  auto issue = [&](int j, int i) {  // step i into slot j (one commit group per call, even past the end)
+    if (i < nsteps) {
+      const int kx = (kb0 + i * WK) * 128;
+      uint16_t* xd = xr + (size_t)j * xslot;
+      for (int p = threadIdx.x; p < M * WK * 16; p += 32 * NW) {
+        const int row = p / (WK * 16), k8 = (p - row * (WK * 16)) * 8, k = kx + k8;
+        if (x_async) {
+          const bool in = k < K;
+          cp_small<16>(xd + row * XROW + k8, x + (size_t)row * ldx + (in ? k : 0), in);
+        } else {
+          const uint16_t* src = x + (size_t)row * ldx + k;
+          uint32_t h[8];
+#pragma unroll
+          for (int e = 0; e < 8; ++e) h[e] = k + e < K ? src[e] : 0u;
+          *reinterpret_cast<uint4*>(xd + row * XROW + k8) =
+              make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));
+        }
+      }
+      const int b = kb0 + i * WK + kw;
+      if (b < kb1) {
+        const size_t go = (size_t)(b / group_blocks) * N;
+        s2[j][0] = scale2<BF16>(sc[go + n0]); s2[j][1] = scale2<BF16>(sc[go + n1]);
+        z[j][0] = zb[go + n0]; z[j][1] = zb[go + n1];
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+          const int idx = lane + 32 * q, row = idx >> 2, quad = idx & 3;
+          cp16_stream(my_ring + j * TL_STAGE + row * TL_ROW + quad * 4, tp + ((size_t)(b * 16 + row) * N >> 2) + quad);
+        }
+      }
+    }
+    cp_commit();
+  };
+#pragma unroll
+  for (int j = 0; j < D - 1; ++j) issue(j, j);
+
+  float acc[MT][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[mt][i] = 0.f;
+  int xoff[MT];  // word offset of this lane's x row in a slot (rows >= M read as zeros)
+  bool xok[MT];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    const int row = mt * 8 + g;
+    xok[mt] = row < M;
+    xoff[mt] = (xok[mt] ? row : 0) * (XROW / 2) + kw * 64 + c;
+  }
+
+  for (int base = 0; base < nsteps; base += D) {
+#pragma unroll
+    for (int j = 0; j < D; ++j) {
+      const int i = base + j;
+      if (i < nsteps) {  // uniform across the CTA
+        cp_wait<D - 2>();  // step i has landed (this thread's copies)
+        __syncthreads();   // ... every thread's; and slot (i - 1) % D is read by no one
+        issue((j + D - 1) % D, i + D - 1);
+        if (kb0 + i * WK + kw < kb1) {
+          const uint32_t* st = my_ring + j * TL_STAGE;
+          const uint32_t* xw = reinterpret_cast<const uint32_t*>(xr + (size_t)j * xslot);
+          uint32_t w[8];
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            const int row = 2 * c + (r & 1) + 8 * (r >> 1);
+            w[2 * r] = st[row * TL_ROW + g];
+            w[2 * r + 1] = st[row * TL_ROW + g + 8];
+          }
+          uint32_t pr[2][2][2];
+#pragma unroll
+          for (int rp = 0; rp < 2; ++rp)
+#pragma unroll
+            for (int cc = 0; cc < 2; ++cc) {
+              const uint32_t lo = w[2 * (2 * rp) + cc], hi = w[2 * (2 * rp + 1) + cc];
+              pr[rp][cc][0] = __byte_perm(lo, hi, 0x5410);
+              pr[rp][cc][1] = __byte_perm(lo, hi, 0x7632);
+            }
+          const uint32_t z0 = MAGIC2 + z[j][0] * 0x10001u, z1 = MAGIC2 + z[j][1] * 0x10001u;
+          const uint32_t s0 = s2[j][0], s1 = s2[j][1];
+#pragma unroll
+          for (int stp = 0; stp < 8; ++stp) {
+            const int sh = 4 * (stp & 3), half = stp >> 2;
+            uint32_t a[4];  // (q - z) exact, times the scale: one rounding to 16 bits
+            a[0] = mul2<BF16>(sub2<BF16>(lop3_codes<MAGIC2>(pr[0][0][half] >> sh), z0), s0);
+            a[1] = mul2<BF16>(sub2<BF16>(lop3_codes<MAGIC2>(pr[0][1][half] >> sh), z1), s1);
+            a[2] = mul2<BF16>(sub2<BF16>(lop3_codes<MAGIC2>(pr[1][0][half] >> sh), z0), s0);
+            a[3] = mul2<BF16>(sub2<BF16>(lop3_codes<MAGIC2>(pr[1][1][half] >> sh), z1), s1);
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+              const uint32_t b0 = xok[mt] ? xw[xoff[mt] + stp * 8] : 0u, b1 = xok[mt] ? xw[xoff[mt] + stp * 8 + 4] : 0u;
+              mma16816<BF16>(acc[mt], a, b0, b1);
+            }
+          }
+        }
+      }
+    }
+  }
+  cp_wait<0>();
+  __syncthreads();  // the x ring is free: the reduction tile goes over it
+
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    float* rw = red + (size_t)(warp * 8 * MT + mt * 8 + 2 * c) * 16;
+    rw[g] = acc[mt][0];
+    rw[16 + g] = acc[mt][1];
+    rw[g + 8] = acc[mt][2];
+    rw[16 + g + 8] = acc[mt][3];
+  }
+  __syncthreads();
+  // (8 MT rows) x (16 NT columns), 4 columns per thread: sum the WK K-parts of each n-tile
+  const int col0 = blockIdx.x * NT * 16;
+  for (int i = threadIdx.x; i < 8 * MT * 4 * NT; i += 32 * NW) {
+    const int row = i / (4 * NT), cl = (i - row * 4 * NT) * 4, ntl = cl >> 4, cc = cl & 15;
+    if (row < M) {
+      float v[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int q = 0; q < WK; ++q) {
+        const float* rr = red + (size_t)((q * NT + ntl) * 8 * MT + row) * 16 + cc;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) v[e] += rr[e];
+      }
+      if (KS == 1) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          y[(size_t)row * ldy + col0 + cl + e] =
+              BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v[e])) : __half_as_ushort(__float2half_rn(v[e]));
+      } else {
+        float* p = ws + (size_t)row * N + col0 + cl;
+#if __CUDA_ARCH__ >= 900
+        atomicAdd(reinterpret_cast<float4*>(p), make_float4(v[0], v[1], v[2], v[3]));
+#else
+#pragma unroll
+        for (int e = 0; e < 4; ++e) atomicAdd(p + e, v[e]);
+#endif
+      }
+    }
+  }
+  if (KS == 1) return;
+  __threadfence();
+  __syncthreads();
+  __shared__ int last;
+  if (threadIdx.x == 0) last = atomicAdd(cnt + blockIdx.x, 1) == KS - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int i = threadIdx.x; i < M * 16 * NT; i += 32 * NW) {
+    const int row = i / (16 * NT), cl = i - row * 16 * NT;
+    float* p = ws + (size_t)row * N + col0 + cl;
+    const float v = __ldcg(p);
+    *p = 0.f;
+    y[(size_t)row * ldy + col0 + cl] =
+        BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v)) : __half_as_ushort(__float2half_rn(v));
+  }
+  if (threadIdx.x == 0) cnt[blockIdx.x] = 0;
+}
+
+constexpr int SWAPX_D = 3;
+
+template <bool BF16, int MT, int NT, int WK>
+cudaError_t launch_swapx_one(cudaStream_t st, int ks, const uint16_t* x, const uint32_t* qt, const __half* sc,
+                              const uint8_t* zb, uint16_t* y, float* ws, int* cnt, int M, int N, int K, int Kp,
+                              int ldx, int ldy, int gb) {
+  constexpr int D = SWAPX_D;
+  const int x_bytes = D * M * (WK * 128 + 8) * 2, red_bytes = NT * WK * 8 * MT * 16 * 4;
+  const int front = ((x_bytes > red_bytes ? x_bytes : red_bytes) + 15) & ~15;
+  const int bytes = front + NT * WK * D * TL_STAGE * 4;
+  static int configured = 0;
+  if (bytes > 48 * 1024 && bytes > configured) {
+    cudaError_t e = cudaFuncSetAttribute(w4a16_swapx_kernel<BF16, MT, NT, WK, D>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (e != cudaSuccess) return e;
+    configured = bytes;
+  }
+  w4a16_swapx_kernel<BF16, MT, NT, WK, D><<<dim3(N / (16 * NT), ks), 32 * NT * WK, bytes, st>>>(
+      x, qt, sc, zb, y, ws, cnt, M, N, K, Kp, ldx, ldy, gb, front);
+  return cudaGetLastError();
+}
+
+#define GX_ARGS st, ks, x, qt, sc, zb, y, ws, cnt, M, N, K, Kp, ldx, ldy, gb
+template <bool BF16, int MT>
+cudaError_t launch_swapx_mt(int nt, int wk, int ks, cudaStream_t st, const uint16_t* x, const uint32_t* qt,
+                             const __half* sc, const uint8_t* zb, uint16_t* y, float* ws, int* cnt, int M, int N,
+                             int K, int Kp, int ldx, int ldy, int gb) {
+  if (nt == 2 && wk == 2) return launch_swapx_one<BF16, MT, 2, 2>(GX_ARGS);
+  if (nt == 4 && wk == 1) return launch_swapx_one<BF16, MT, 4, 1>(GX_ARGS);
+  if (nt == 4 && wk == 2) return launch_swapx_one<BF16, MT, 4, 2>(GX_ARGS);
+  if (nt == 8 && wk == 1) return launch_swapx_one<BF16, MT, 8, 1>(GX_ARGS);
+  if (nt == 8 && wk == 2) return launch_swapx_one<BF16, MT, 8, 2>(GX_ARGS);
+  if (nt == 16 && wk == 1) return launch_swapx_one<BF16, MT, 16, 1>(GX_ARGS);
+  return cudaErrorInvalidValue;
+}
+#undef GX_ARGS
+
 
 }  // namespace
 
@@ -564,9 +828,10 @@ extern "C" int edgeserve_w4a16_mma(const void* x, const void* qw, const void* sc
               : (int)launch<false>(depth, wk, st, xp, qp, sp, zp, yp, M, N, K, Kp, ldx, ldy, group_blocks);
 }
 
-// The swapped-operand kernel on the Triton layout (fp16 scales, uint8 zeros): nt n-tiles of 16
-// columns per CTA, wk warps per n-tile splitting the CTA's K slice, ks K slices (grid.y). ws: fp32
-// (M, N) zeros, cnt: int32 (N / (16 nt)) zeros, both left zeroed by the call. N % (16 nt) == 0.
+// The swapped-operand kernel on the Triton layout (fp16 scales, uint8 zeros), 1 <= M <= 64: nt n-tiles
+// of 16 columns per CTA, wk warps per n-tile splitting the CTA's K slice, ks K slices (grid.y); the
+// (nt, wk) built depend on M (launch_swap_mt). ws: fp32 (M, N) zeros, cnt: int32 (N / (16 nt))
+// zeros, both left zeroed by the call. N % (16 nt) == 0.
 extern "C" int edgeserve_w4a16_swap(const void* x, const void* qt, const void* sc, const void* zb, void* y, void* ws,
                                      void* cnt, int M, int N, int K, int Kp, int ldx, int ldy, int group_blocks,
                                      int bf16, int nt, int wk, int ks, void* stream) {
@@ -579,11 +844,44 @@ extern "C" int edgeserve_w4a16_swap(const void* x, const void* qt, const void* s
   auto* wp = static_cast<float*>(ws);
   auto* cp = static_cast<int*>(cnt);
   if (M <= 0) return 0;
-  if (M > 16 || ks < 1) return (int)cudaErrorInvalidValue;
-  const bool two = M > 8;
-  if (bf16)
-    return two ? (int)launch_swap_mt<true, 2>(nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks)
-               : (int)launch_swap_mt<true, 1>(nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks);
-  return two ? (int)launch_swap_mt<false, 2>(nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks)
-             : (int)launch_swap_mt<false, 1>(nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks);
+  if (M > 64 || ks < 1) return (int)cudaErrorInvalidValue;
+#define SW_ARGS nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks
+  if (bf16) {
+    if (M <= 8) return (int)launch_swap_mt<true, 1>(SW_ARGS);
+    if (M <= 16) return (int)launch_swap_mt<true, 2>(SW_ARGS);
+    if (M <= 32) return (int)launch_swap_mt<true, 4>(SW_ARGS);
+    return (int)launch_swap_mt<true, 8>(SW_ARGS);
+  }
+  if (M <= 8) return (int)launch_swap_mt<false, 1>(SW_ARGS);
+  if (M <= 16) return (int)launch_swap_mt<false, 2>(SW_ARGS);
+  if (M <= 32) return (int)launch_swap_mt<false, 4>(SW_ARGS);
+  return (int)launch_swap_mt<false, 8>(SW_ARGS);
+#undef SW_ARGS
+}
+
+// The streamed-x variant (w4a16_swapx_kernel), 8 < M <= 64, same operands and contract as above;
+// (nt, wk) in launch_swapx_mt.
+extern "C" int edgeserve_w4a16_swapx(const void* x, const void* qt, const void* sc, const void* zb, void* y, void* ws,
+                                      void* cnt, int M, int N, int K, int Kp, int ldx, int ldy, int group_blocks,
+                                      int bf16, int nt, int wk, int ks, void* stream) {
+  cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
+  auto* xp = static_cast<const uint16_t*>(x);
+  auto* qp = static_cast<const uint32_t*>(qt);
+  auto* sp = static_cast<const __half*>(sc);
+  auto* zp = static_cast<const uint8_t*>(zb);
+  auto* yp = static_cast<uint16_t*>(y);
+  auto* wp = static_cast<float*>(ws);
+  auto* cp = static_cast<int*>(cnt);
+  if (M <= 0) return 0;
+  if (M <= 8 || M > 64 || ks < 1) return (int)cudaErrorInvalidValue;
+#define SX_ARGS nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks
+  if (bf16) {
+    if (M <= 16) return (int)launch_swapx_mt<true, 2>(SX_ARGS);
+    if (M <= 32) return (int)launch_swapx_mt<true, 4>(SX_ARGS);
+    return (int)launch_swapx_mt<true, 8>(SX_ARGS);
+  }
+  if (M <= 16) return (int)launch_swapx_mt<false, 2>(SX_ARGS);
+  if (M <= 32) return (int)launch_swapx_mt<false, 4>(SX_ARGS);
+  return (int)launch_swapx_mt<false, 8>(SX_ARGS);
+#undef SX_ARGS
 }
