@@ -26,6 +26,9 @@ baseline and SmoothQuant+ with each refinement measured on its own row:
     ... + block recon + codes    a second reconstruction stage per block also moves the 4-bit codes
                                  (straight-through rounding on the fixed grid; blockwise.py), kept
                                  only if 16 held-aside calibration rows' objective drops too;
+                                 "+ token loss": the relative error per token, not per row (from
+                                 block 11 on, SmolLM2's first token of a row holds 99% of the row's
+                                 squared norm, so the per-row error measures that token alone);
                                  "+ 256 rows": trained on 256 calibration rows instead of 64 (the
                                  keep rule measuring 64 of them)
     gptq w4 g128                 GPTQ alone (no smoothing), for reference
@@ -107,9 +110,11 @@ VARIANTS = [
      dict(CLIP, calib_rows=40, rounding="gptq", act_order=True, recon_steps=RECON_STEPS)),
     ("smoothquant+ w4 g128 + clip + calib x40 + gptq rounding + act order + block recon + codes",
      dict(CLIP, calib_rows=40, rounding="gptq", act_order=True, recon_steps=RECON_STEPS, **CODES)),
-    ("smoothquant+ w4 g128 + clip + calib x40 + gptq rounding + act order + block recon + codes + 256 rows",
-     dict(CLIP, calib_rows=40, rounding="gptq", act_order=True, recon_steps=RECON_STEPS, **CODES, recon_rows=256,
-          recon_eval_rows=64)),
+    ("smoothquant+ w4 g128 + clip + calib x40 + gptq rounding + act order + block recon + codes + token loss",
+     dict(CLIP, calib_rows=40, rounding="gptq", act_order=True, recon_steps=RECON_STEPS, **CODES, recon_loss="token")),
+    ("smoothquant+ w4 g128 + clip + calib x40 + gptq rounding + act order + block recon + codes + token loss + 256 rows",
+     dict(CLIP, calib_rows=40, rounding="gptq", act_order=True, recon_steps=RECON_STEPS, **CODES, recon_loss="token",
+          recon_rows=256, recon_eval_rows=64)),
     ("smoothquant+ w4 g128 + clip + calib x80 (+docstrings) + gptq rounding + act order",
      dict(CLIP, calib_rows=80, calib_extra=True, rounding="gptq", act_order=True)),
     ("smoothquant+ w4 g128 + clip + calib x80 (+docstrings) + gptq rounding + act order + block recon",
