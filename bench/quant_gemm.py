@@ -430,8 +430,17 @@ def mma_shape(k, n, bw, flops, results, ms=MMA_MS, old_mma=True):
                             lambda out, a=gnt, b=gwk, cc=gks, d=sx: MMA.swap_matmul(x_chk, *ours[0], GROUP, a, b, cc, d, out=out),
                             [lambda i=i, a=gnt, b=gwk, cc=gks, d=sx: MMA.swap_matmul(xs[i % 4], *ours[i], GROUP, a, b, cc, d)
                              for i in range(r4)], reps=3)
+        if 8 < m <= MMA.SWAP_MAX_M and MMA.wg_supported():  # warpgroup MMA (H100)
+            for gwg in MMA.WG_VARIANTS:
+                for gks in SWAP_KS:
+                    if n % (64 * gwg) or gks > kp // 128 or MMA.wg_smem_bytes(m, gwg) > MMA.SMEM_LIMIT:
+                        continue
+                    checked(swap, MMA.launch_key("wg", gwg, gks),
+                            lambda out, a=gwg, cc=gks: MMA.wg_matmul(x_chk, *ours[0], GROUP, a, cc, out=out),
+                            [lambda i=i, a=gwg, cc=gks: MMA.wg_matmul(xs[i % 4], *ours[i], GROUP, a, cc)
+                             for i in range(r4)], reps=3)
         s_timed = {v: dd["us"] for v, dd in swap.items() if "us" in dd}
-        pick = LIN.decode_kernel(m, n, k)  # what the engine launches at this (M, N, K)
+        pick = LIN.decode_kernel(m, n, k, MMA.wg_supported())  # what the engine launches at this (M, N, K)
         t_engine = s_timed.get(MMA.launch_key(*pick)) if pick else t_tri
         s_best = min(s_timed, key=s_timed.get) if s_timed else None
         y_tri = W.w4a16_matmul(x_chk, qw.qweight, qw.scales, qw.zeros, GROUP)

@@ -47,6 +47,7 @@ layout in CI.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
@@ -182,7 +183,9 @@ def _build() -> ctypes.CDLL:
     lib = os.path.join(cache, f"w4a16_mma-{tag}.so")
     if not os.path.exists(lib):
         tmp = f"{lib}.{os.getpid()}.tmp"
-        cmd = [nvcc, "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", f"-arch={arch}", "-o", tmp, SRC]
+        # sm_90 builds the arch-specific target (sm_90a): the warpgroup-MMA kernel needs it
+        target = ["-gencode", "arch=compute_90a,code=sm_90a"] if arch == "sm_90" else [f"-arch={arch}"]
+        cmd = [nvcc, "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", *target, "-o", tmp, SRC]
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode:
             raise RuntimeError(f"nvcc failed ({' '.join(cmd)}):\n{p.stderr[-4000:]}")
@@ -194,6 +197,9 @@ def _build() -> ctypes.CDLL:
     for fn in (dll.edgeserve_w4a16_swap, dll.edgeserve_w4a16_swapx):
         fn.restype = ctypes.c_int
         fn.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 11 + [ctypes.c_void_p]
+    fn = dll.edgeserve_w4a16_wg
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 10 + [ctypes.c_void_p]
     return dll
 
 
@@ -311,9 +317,62 @@ def _swap_ws(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return ws
 
 
-def launch_key(nt: int, wk: int, ks: int, stream_x: bool = False) -> str:
-    """The bench's and the engine table's name of a launch: "nt x wk x ks", "s" prefixed for stream_x."""
-    return f"{'s' if stream_x else ''}{nt}x{wk}x{ks}"
+def launch_key(*pick) -> str:
+    """The bench's and the engine table's name of a launch: "nt x wk x ks" ("s" prefixed for
+    streamed x), or "wg" + warpgroups x ks for the warpgroup-MMA kernel."""
+    if pick[0] == "wg":
+        return f"wg{pick[1]}x{pick[2]}"
+    nt, wk, ks, *sx = pick
+    return f"{'s' if sx and sx[0] else ''}{nt}x{wk}x{ks}"
+
+
+# the warpgroup-MMA kernel (w4a16_wg_kernel, sm_90a): 8 < M <= 64, wg warpgroups of 64 columns per CTA
+WG_VARIANTS = (1, 2, 4)
+WG_D = 4
+
+
+@functools.lru_cache(maxsize=None)
+def wg_supported() -> bool:
+    """The warpgroup-MMA kernel runs on sm_90 (built as sm_90a) only."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+
+
+def wg_smem_bytes(m: int, wg: int) -> int:
+    mt = -(-m // 8)
+    front = max(WG_D * mt * 16 * 128, 4 * wg * 8 * mt * 16 * 4)
+    return -(-front // 128) * 128 + 4 * wg * WG_D * 16 * 20 * 4
+
+
+def wg_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group_size: int,
+              wg: int = 2, ks: int = 1, out: torch.Tensor | None = None) -> torch.Tensor:
+    """x (..., K) bf16/fp16, 9 to 64 rows, on the Triton layout's operands -> (..., N) by warpgroup
+    MMA (H100): CTAs of wg x 64 columns, ks K slices through the workspace. N % (64 wg) == 0."""
+    if x.dtype not in MAGIC:
+        raise ValueError(f"the wgmma kernel takes bf16/fp16 activations, got {x.dtype}")
+    if wg not in WG_VARIANTS:
+        raise ValueError(f"wg must be one of {WG_VARIANTS}, got {wg}")
+    if not wg_supported():
+        raise RuntimeError("the wgmma kernel needs an sm_90 GPU")
+    kw, n = qweight.shape
+    k = x.shape[-1]
+    if n % (64 * wg) or group_size % IB or kw * PACK != padded_k(k) or n > SWAP_WS_COLS:
+        raise ValueError(f"qweight {tuple(qweight.shape)} / group {group_size} / wg {wg} do not fit x (..., {k})")
+    if scales.dtype != torch.float16 or zeros.dtype != torch.uint8:
+        raise ValueError(f"scales must be float16 and zeros uint8, got {scales.dtype}, {zeros.dtype}")
+    lib, lead, x2 = _prepare(x, k)
+    m, kp = x2.shape[0], kw * PACK
+    if not 8 < m <= SWAP_MAX_M:
+        raise ValueError(f"the wgmma kernel takes 8 < M <= {SWAP_MAX_M} rows, got {m}")
+    ks = max(1, min(ks, kp // IB))
+    ws, cnt = _swap_ws(x.device)
+    y = out if out is not None else torch.empty((m, n), device=x.device, dtype=x.dtype)
+    err = lib.edgeserve_w4a16_wg(x2.data_ptr(), qweight.data_ptr(), scales.data_ptr(), zeros.data_ptr(), y.data_ptr(),
+                                 ws.data_ptr(), cnt.data_ptr(), m, n, k, kp, x2.stride(0), y.stride(0),
+                                 group_size // IB, int(x.dtype == torch.bfloat16), wg, ks,
+                                 torch.cuda.current_stream(x.device).cuda_stream)
+    if err:
+        raise RuntimeError(f"W4A16 wgmma kernel launch failed: cudaError {err}")
+    return y.view(*lead, n)
 
 
 def swap_smem_bytes(m: int, kp: int, nt: int, wk: int, ks: int, stream_x: bool = False) -> int:

@@ -34,17 +34,22 @@ GROUP_SIZE = 128
 # - M = 17-64, streamed x, where the Triton configs are weak: the fused projections (tuned for the
 #   decode step only) 1.2-3.2x faster than on Triton (N 6144: 20.7 vs 35.6 us at M = 24, 29.8 vs
 #   71.8 at 48, 34.4 vs 45.5 at 64; N 28672: 59.3 vs 142.7, 84.6 vs 274.8, 89.5 vs 110.5); N 14336
-#   1.04-1.26x; long K (14336) past M = 32 1.01-1.28x; 4096 x 4096 and long K up to 32 stay on Triton.
+#   1.04-1.26x; long K (14336) past M = 32 1.01-1.28x; 4096 x 4096 and long K up to 32 stay on Triton;
+# - on an H100 the widest (N >= 24576: fused gate|up) at M = 17-64 run the warpgroup-MMA kernel
+#   instead: 59.3 vs 62.2 us (streamed x) at M = 32, 77.7 vs 88.5 at M = 64.
 CUDA_MAX_M = 64
 
 
-def decode_kernel(m: int, n: int, k: int) -> tuple | None:
-    """(column tiles per CTA, warps per tile, K slices[, streamed x]) of the CUDA kernel, or None
-    (Triton)."""
+def decode_kernel(m: int, n: int, k: int, hopper: bool = False) -> tuple | None:
+    """(column tiles per CTA, warps per tile, K slices[, streamed x]) of the CUDA kernel,
+    ("wg", warpgroups per CTA, K slices) for the warpgroup-MMA kernel (`hopper`: an sm_90 GPU), or
+    None (Triton)."""
     if m < 1 or m > CUDA_MAX_M or n % 16:
         return None
     wide, long_k = n >= 12288, k >= 8192
     if m > 16:
+        if hopper and n >= 24576 and not long_k and n % 256 == 0:
+            return "wg", 4, 1
         if long_k:
             pick = (8, 2, 4, True) if m > 32 else None
         elif n <= 4096:
@@ -110,11 +115,14 @@ class W4A16Linear(LinearBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
         kern = None
         if self.cuda_kernel_ok and x.is_cuda and x.dtype == self.dtype and x.numel() <= CUDA_MAX_M * self.in_features:
-            kern = decode_kernel(x.numel() // self.in_features, self.out_features, self.in_features)
+            kern = decode_kernel(x.numel() // self.in_features, self.out_features, self.in_features,
+                                 MMA.wg_supported())
             if kern is not None and not MMA.available():
                 kern = None
         if kern is None:
             y = w4a16_matmul(x, self.qweight, self.scales, self.zeros, self.group_size)
+        elif kern[0] == "wg":
+            y = MMA.wg_matmul(x, self.qweight, self.scales, self.zeros, self.group_size, *kern[1:])
         else:
             y = MMA.swap_matmul(x, self.qweight, self.scales, self.zeros, self.group_size, *kern)
         return y + self.bias if self.bias is not None else y

@@ -144,17 +144,25 @@ def test_decode_kernel_choice():
     assert decode_kernel(64, 4096, 4096) is None and decode_kernel(32, 4096, 14336) is None
     assert decode_kernel(33, 4096, 14336) == (8, 2, 4, True) and decode_kernel(33, 4160, 14336) is None
     assert decode_kernel(65, 28672, 4096) is None and decode_kernel(64, 28688, 4096) is None  # N % 256
+    # an H100: the widest layers past M = 16 run the warpgroup-MMA kernel
+    assert decode_kernel(17, 28672, 4096, hopper=True) == ("wg", 4, 1) and decode_kernel(16, 28672, 4096, hopper=True) is None
+    assert decode_kernel(64, 6144, 4096, hopper=True) == (4, 1, 4, True) and decode_kernel(64, 28688, 4096, True) is None
     assert decode_kernel(1, 4104, 4096) is None  # N % 16
     assert decode_kernel(8, 4160, 14336) is None and decode_kernel(4, 4160, 14336) == (4, 2, 8)  # N % 128, % 64
     for m in range(1, MMA.SWAP_MAX_M + 1):  # every launch the table names is one the .cu builds, and fits
         for n, k in ((4096, 4096), (6144, 4096), (14336, 4096), (28672, 4096), (4096, 14336), (4160, 14336),
                      (12304, 4096), (2048, 8192), (1536, 8960), (8960, 1536)):
-            pick = decode_kernel(m, n, k)
-            if pick is None:
-                continue
-            sx = len(pick) == 4 and pick[3]
-            assert pick[:2] in MMA.swap_variants(m, sx) and n % (16 * pick[0]) == 0, (m, n, k, pick)
-            assert MMA.swap_smem_bytes(m, W.padded_k(k), *pick) <= MMA.SMEM_LIMIT, (m, n, k, pick)
+            for hopper in (False, True):
+                pick = decode_kernel(m, n, k, hopper)
+                if pick is None:
+                    continue
+                if pick[0] == "wg":
+                    assert 8 < m and pick[1] in MMA.WG_VARIANTS and n % (64 * pick[1]) == 0, (m, n, k, pick)
+                    assert MMA.wg_smem_bytes(m, pick[1]) <= MMA.SMEM_LIMIT
+                    continue
+                sx = len(pick) == 4 and pick[3]
+                assert pick[:2] in MMA.swap_variants(m, sx) and n % (16 * pick[0]) == 0, (m, n, k, pick)
+                assert MMA.swap_smem_bytes(m, W.padded_k(k), *pick) <= MMA.SMEM_LIMIT, (m, n, k, pick)
 
 
 def test_swap_variants_and_smem():
@@ -162,6 +170,8 @@ def test_swap_variants_and_smem():
     assert MMA.swap_variants(8, True) == () and MMA.swap_variants(9, True) == MMA.SWAPX_VARIANTS
     assert MMA.swap_smem_bytes(64, 4096, 8, 1, 1, True) == 3 * 64 * 136 * 2 + 8 * 3 * 16 * 20 * 4
     assert MMA.launch_key(8, 1, 2, True) == "s8x1x2" and MMA.launch_key(1, 16, 1) == "1x16x1"
+    assert MMA.launch_key("wg", 2, 4) == "wg2x4"
+    assert MMA.wg_smem_bytes(64, 4) == 4 * 8 * 16 * 128 + 16 * 4 * 16 * 20 * 4
     # the x slice (M rows, padded by 8) and the reduction tile share the front of shared memory
     assert MMA.swap_smem_bytes(64, 4096, 8, 2, 8) == 64 * 520 * 2 + 16 * 2 * 16 * 20 * 4
     assert MMA.swap_smem_bytes(1, 128, 16, 1, 1) == 16 * 8 * 16 * 4 + 16 * 2 * 16 * 20 * 4
@@ -206,7 +216,7 @@ def test_swap_every_launch(dtype, n, k):
 
 
 @gpu
-@pytest.mark.parametrize("n,k", [(4096, 4096), (14336, 4096), (4096, 14336), (6144, 4096)])
+@pytest.mark.parametrize("n,k", [(4096, 4096), (14336, 4096), (4096, 14336), (6144, 4096), (28672, 4096)])
 def test_linear_every_m(monkeypatch, n, k):
     """Decode-sized M runs the CUDA kernel decode_kernel names, on the layer's own (Triton-layout)
     tensors, larger M the Triton kernel; all against the float32 reference."""
@@ -217,6 +227,8 @@ def test_linear_every_m(monkeypatch, n, k):
     calls = []
     real = MMA.swap_matmul
     monkeypatch.setattr(MMA, "swap_matmul", lambda *a, **kw: calls.append((a[0].shape[1], tuple(a[5:]))) or real(*a, **kw))
+    real_wg = MMA.wg_matmul
+    monkeypatch.setattr(MMA, "wg_matmul", lambda *a, **kw: calls.append((a[0].shape[1], ("wg", *a[5:]))) or real_wg(*a, **kw))
     for m in (1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 64, 65):
         calls.clear()
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
@@ -224,5 +236,37 @@ def test_linear_every_m(monkeypatch, n, k):
         ref = x.float() @ wf.t()
         assert y.shape == (1, m, n)
         assert ((y[0].float() - ref).norm() / ref.norm()).item() < 5e-3, m
-        want = L.decode_kernel(m, n, k)
+        want = L.decode_kernel(m, n, k, MMA.wg_supported())
         assert calls == ([] if want is None else [(m, want)]), (m, calls)
+
+
+@pytest.mark.skipif(not MMA.wg_supported() or not MMA.available(), reason="needs an sm_90 GPU and nvcc")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("n,k", [(512, 4096), (256, 200), (512, 1408)])
+def test_wg_every_launch(dtype, n, k):
+    """The warpgroup-MMA kernel: every (wg, ks) at M = 9 .. 64 (each N of the instruction), aligned
+    and odd-strided x, twice (workspace left zeroed), against the float32 reference."""
+    _, qw, s, z, _ = weights(n, k, 128, seed=12, mma=False)
+    qw, s, z = qw.cuda(), s.cuda(), z.cuda()
+    wf = W.dequantize(qw, s, z, 128, k).cuda()
+    kp = W.padded_k(k)
+    checked = 0
+    for m in (9, 16, 17, 31, 32, 33, 64):
+        big = torch.randn(m, k + 1, device="cuda", dtype=dtype)
+        for x in (big[:, :k].contiguous(), big[:, 1:]):
+            ref = x.float() @ wf.t()
+            for wg in MMA.WG_VARIANTS:
+                for ks in (1, 2, 4):
+                    if n % (64 * wg) or ks > kp // 128:
+                        continue
+                    for _ in range(2):
+                        out = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
+                        y = MMA.wg_matmul(x, qw, s, z, 128, wg, ks, out=out)
+                        err = ((y.float() - ref).norm() / ref.norm()).item()
+                        assert err < 4e-3, (m, wg, ks, x.stride(), err)
+                    checked += 1
+    ws, cnt = MMA._swap_ws(torch.device("cuda", torch.cuda.current_device()))
+    assert not ws.any() and not cnt.any()
+    assert checked > 60
+    with pytest.raises(ValueError):
+        MMA.wg_matmul(torch.randn(8, k, device="cuda", dtype=dtype), qw, s, z, 128, 1, 1)

@@ -808,6 +808,318 @@ cudaError_t launch_swapx_mt(int nt, int wk, int ks, cudaStream_t st, const uint1
 #undef GX_ARGS
 
 
+// ---------------------------------------------------------------------------------------------
+// Hopper (sm_90a) variant for 8 < M <= 64: warpgroup MMA with the weights' A fragments in
+// registers and x in shared memory read by the tensor cores themselves (wgmma.mma_async
+// m64nNk16, N = 8 MT). The streamed-x kernel above spends two 32-bit shared loads per mma on x;
+// here a warpgroup (4 warps = 4 adjacent 16-column tiles = the instruction's 64 rows) issues one
+// wgmma per 16-k step that reads x from shared memory directly.
+// - x: a CTA-wide D-stage cp.async ring, one 128-k block per stage, in the no-swizzle K-major core
+//   matrix layout (8 rows x 16 bytes per 128-byte core matrix; K-adjacent core matrices 128 bytes
+//   apart (LBO), 8-row groups 2 KiB apart (SBO)); rows M .. 8 MT - 1 zeroed once.
+// - weights: each warp's own ring, dequantized as in the kernels above (scale folded into A), all
+//   8 k-steps of a block into registers, then 8 wgmma issued back to back and waited for (other
+//   warpgroups dequantize meanwhile). Keeping the wgmma of one block in flight while dequantizing
+//   the next (two register sets, x prefetched D - 2 ahead) measured the same (77.7 us at
+//   4096 x 28672, M = 64), so this simpler form stays.
+// - cp.async writes through the generic proxy and wgmma reads through the async proxy, hence the
+//   fence.proxy.async before the per-step barrier.
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define ES_WGMMA 1
+#else
+#define ES_WGMMA 0
+#endif
+
+template <bool BF16>
+__device__ __forceinline__ void wgmma_rs16(float* d, const uint32_t* a, uint64_t desc) {
+#if ES_WGMMA
+  if constexpr (BF16)
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+  else
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+#endif
+}
+
+template <bool BF16>
+__device__ __forceinline__ void wgmma_rs32(float* d, const uint32_t* a, uint64_t desc) {
+#if ES_WGMMA
+  if constexpr (BF16)
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+  else
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+#endif
+}
+
+template <bool BF16>
+__device__ __forceinline__ void wgmma_rs64(float* d, const uint32_t* a, uint64_t desc) {
+#if ES_WGMMA
+  if constexpr (BF16)
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                 "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+  else
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                 "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+#endif
+}
+
+template <bool BF16, int MT>
+__device__ __forceinline__ void wgmma_rs(float* d, const uint32_t* a, uint64_t desc) {
+  if constexpr (MT == 2) wgmma_rs16<BF16>(d, a, desc);
+  else if constexpr (MT == 4) wgmma_rs32<BF16>(d, a, desc);
+  else wgmma_rs64<BF16>(d, a, desc);
+}
+
+// keeps registers live and unmoved across the asynchronous wgmma (the compiler does not know that
+// the instruction still reads them after it is issued)
+__device__ __forceinline__ void pin4(uint32_t* a) {
+  asm volatile("" : "+r"(a[0]), "+r"(a[1]), "+r"(a[2]), "+r"(a[3])::"memory");
+}
+__device__ __forceinline__ void pin4f(float* d) {
+  asm volatile("" : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])::"memory");
+}
+
+// no-swizzle shared-memory matrix descriptor: start, LBO (K-adjacent core matrices), SBO (8-row groups)
+__device__ __forceinline__ uint64_t wg_desc(const void* p, uint32_t lbo, uint32_t sbo) {
+  const uint32_t a = smem_addr(p);
+  return (uint64_t)((a >> 4) & 0x3FFF) | ((uint64_t)((lbo >> 4) & 0x3FFF) << 16) |
+         ((uint64_t)((sbo >> 4) & 0x3FFF) << 32);
+}
+
+constexpr int WG_XCORE = 128;        // bytes per core matrix (8 rows x 16 bytes)
+constexpr int WG_XGROUP = 16 * 128;  // bytes per 8 rows of one 128-k block
+
+template <bool BF16, int MT, int WG, int D>
+__global__ void __launch_bounds__(128 * WG) w4a16_wg_kernel(
+    const uint16_t* __restrict__ x, const uint32_t* __restrict__ qt, const __half* __restrict__ sc,
+    const uint8_t* __restrict__ zb, uint16_t* __restrict__ y, float* __restrict__ ws, int* __restrict__ cnt, int M,
+    int N, int K, int Kp, int ldx, int ldy, int group_blocks, int front_bytes) {
+#if ES_WGMMA
+  constexpr uint32_t MAGIC2 = Traits<BF16>::MAGIC2;
+  constexpr int NW = 4 * WG;
+  constexpr int XS = MT * WG_XGROUP;  // bytes per x stage (8 MT rows x 128 k)
+  static_assert(D >= 2, "a ring of at least two stages");
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int nblk = Kp >> 7, KS = gridDim.y;
+  const int kb0 = blockIdx.y * nblk / KS, kb1 = (blockIdx.y + 1) * nblk / KS;
+  const int nsteps = kb1 - kb0;
+  unsigned char* xr = smem;                                                    // (D, XS)
+  float* red = reinterpret_cast<float*>(smem);                                 // after the loop
+  uint32_t* ring = reinterpret_cast<uint32_t*>(smem + (size_t)front_bytes);   // (NW, D, 16, TL_ROW)
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, c = lane & 3;
+  const int t = blockIdx.x * NW + warp;
+  const int n0 = t * 16 + g, n1 = n0 + 8;
+  const int4* tp = reinterpret_cast<const int4*>(qt + (size_t)t * 16);
+  uint32_t* my_ring = ring + (size_t)warp * D * TL_STAGE;
+  const bool x_async = ((ldx & 7) == 0) && ((reinterpret_cast<uintptr_t>(x) & 15) == 0) && (K & 7) == 0;
+
+  // rows M .. 8 MT - 1 of every stage: zeros, never written again
+  for (int i = threadIdx.x; i < D * (8 * MT - M) * 16; i += 128 * WG) {
+    const int j = i / ((8 * MT - M) * 16), rem = i - j * (8 * MT - M) * 16, row = M + rem / 16, q = rem % 16;
+    *reinterpret_cast<uint4*>(xr + j * XS + (row >> 3) * WG_XGROUP + q * WG_XCORE + (row & 7) * 16) = make_uint4(0, 0, 0, 0);
+  }
+
+  uint32_t s2[D][2], z[D][2];
+  auto issue = [&](int j, int i) {
+    if (i < nsteps) {
+      const int b = kb0 + i, kx = b * 128;
+      unsigned char* xd = xr + j * XS;
+      for (int p = threadIdx.x; p < M * 16; p += 128 * WG) {
+        const int row = p >> 4, q = p & 15, k = kx + q * 8;
+        void* dst = xd + (row >> 3) * WG_XGROUP + q * WG_XCORE + (row & 7) * 16;
+        if (x_async) {
+          const bool in = k < K;
+          cp_small<16>(dst, x + (size_t)row * ldx + (in ? k : 0), in);
+        } else {
+          const uint16_t* src = x + (size_t)row * ldx + k;
+          uint32_t h[8];
+#pragma unroll
+          for (int e = 0; e < 8; ++e) h[e] = k + e < K ? src[e] : 0u;
+          *reinterpret_cast<uint4*>(dst) =
+              make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));
+        }
+      }
+      const size_t go = (size_t)(b / group_blocks) * N;
+      s2[j][0] = scale2<BF16>(sc[go + n0]); s2[j][1] = scale2<BF16>(sc[go + n1]);
+      z[j][0] = zb[go + n0]; z[j][1] = zb[go + n1];
+#pragma unroll
+      for (int q = 0; q < 2; ++q) {
+        const int idx = lane + 32 * q, row = idx >> 2, quad = idx & 3;
+        cp16_stream(my_ring + j * TL_STAGE + row * TL_ROW + quad * 4, tp + ((size_t)(b * 16 + row) * N >> 2) + quad);
+      }
+    }
+    cp_commit();
+  };
+#pragma unroll
+  for (int j = 0; j < D - 1; ++j) issue(j, j);
+
+  float acc[4 * MT];
+#pragma unroll
+  for (int i = 0; i < 4 * MT; ++i) acc[i] = 0.f;
+
+  for (int base = 0; base < nsteps; base += D) {
+#pragma unroll
+    for (int j = 0; j < D; ++j) {
+      const int i = base + j;
+      if (i < nsteps) {
+        cp_wait<D - 2>();
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // x by cp.async -> read by wgmma
+        __syncthreads();
+        issue((j + D - 1) % D, i + D - 1);
+        const uint32_t* st = my_ring + j * TL_STAGE;
+        uint32_t w[8];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int row = 2 * c + (r & 1) + 8 * (r >> 1);
+          w[2 * r] = st[row * TL_ROW + g];
+          w[2 * r + 1] = st[row * TL_ROW + g + 8];
+        }
+        uint32_t pr[2][2][2];
+#pragma unroll
+        for (int rp = 0; rp < 2; ++rp)
+#pragma unroll
+          for (int cc = 0; cc < 2; ++cc) {
+            const uint32_t lo = w[2 * (2 * rp) + cc], hi = w[2 * (2 * rp + 1) + cc];
+            pr[rp][cc][0] = __byte_perm(lo, hi, 0x5410);
+            pr[rp][cc][1] = __byte_perm(lo, hi, 0x7632);
+          }
+        const uint32_t z0 = MAGIC2 + z[j][0] * 0x10001u, z1 = MAGIC2 + z[j][1] * 0x10001u;
+        const uint32_t s0 = s2[j][0], s1 = s2[j][1];
+        uint32_t a[8][4];
+#pragma unroll
+        for (int stp = 0; stp < 8; ++stp) {
+          const int sh = 4 * (stp & 3), half = stp >> 2;
+          a[stp][0] = mul2<BF16>(sub2<BF16>(lop3_codes<MAGIC2>(pr[0][0][half] >> sh), z0), s0);
+          a[stp][1] = mul2<BF16>(sub2<BF16>(lop3_codes<MAGIC2>(pr[0][1][half] >> sh), z1), s1);
+          a[stp][2] = mul2<BF16>(sub2<BF16>(lop3_codes<MAGIC2>(pr[1][0][half] >> sh), z0), s0);
+          a[stp][3] = mul2<BF16>(sub2<BF16>(lop3_codes<MAGIC2>(pr[1][1][half] >> sh), z1), s1);
+          pin4(a[stp]);
+        }
+#pragma unroll
+        for (int q = 0; q < MT; ++q) pin4f(acc + 4 * q);
+        asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+        const unsigned char* xs = xr + j * XS;
+#pragma unroll
+        for (int stp = 0; stp < 8; ++stp)
+          wgmma_rs<BF16, MT>(acc, a[stp], wg_desc(xs + stp * 2 * WG_XCORE, WG_XCORE, WG_XGROUP));
+        asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+        asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+#pragma unroll
+        for (int stp = 0; stp < 8; ++stp) pin4(a[stp]);
+#pragma unroll
+        for (int q = 0; q < MT; ++q) pin4f(acc + 4 * q);
+      }
+    }
+  }
+  cp_wait<0>();
+  __syncthreads();  // the x ring is free: the reduction tile goes over it
+
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    float* rw = red + (size_t)(warp * 8 * MT + mt * 8 + 2 * c) * 16;
+    rw[g] = acc[4 * mt];
+    rw[16 + g] = acc[4 * mt + 1];
+    rw[g + 8] = acc[4 * mt + 2];
+    rw[16 + g + 8] = acc[4 * mt + 3];
+  }
+  __syncthreads();
+  const int col0 = blockIdx.x * NW * 16;
+  for (int i = threadIdx.x; i < 8 * MT * 4 * NW; i += 128 * WG) {
+    const int row = i / (4 * NW), cl = (i - row * 4 * NW) * 4, ntl = cl >> 4, cc = cl & 15;
+    if (row < M) {
+      const float* rr = red + (size_t)(ntl * 8 * MT + row) * 16 + cc;
+      if (KS == 1) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          y[(size_t)row * ldy + col0 + cl + e] =
+              BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(rr[e])) : __half_as_ushort(__float2half_rn(rr[e]));
+      } else {
+        atomicAdd(reinterpret_cast<float4*>(ws + (size_t)row * N + col0 + cl), make_float4(rr[0], rr[1], rr[2], rr[3]));
+      }
+    }
+  }
+  if (KS == 1) return;
+  __threadfence();
+  __syncthreads();
+  __shared__ int last;
+  if (threadIdx.x == 0) last = atomicAdd(cnt + blockIdx.x, 1) == KS - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int i = threadIdx.x; i < M * 16 * NW; i += 128 * WG) {
+    const int row = i / (16 * NW), cl = i - row * 16 * NW;
+    float* p = ws + (size_t)row * N + col0 + cl;
+    const float v = __ldcg(p);
+    *p = 0.f;
+    y[(size_t)row * ldy + col0 + cl] =
+        BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v)) : __half_as_ushort(__float2half_rn(v));
+  }
+  if (threadIdx.x == 0) cnt[blockIdx.x] = 0;
+#else
+  __trap();  // built only for sm_90a (the host refuses other devices)
+#endif
+}
+
+constexpr int WG_D = 4;
+
+template <bool BF16, int MT, int WG>
+cudaError_t launch_wg_one(cudaStream_t st, int ks, const uint16_t* x, const uint32_t* qt, const __half* sc,
+                          const uint8_t* zb, uint16_t* y, float* ws, int* cnt, int M, int N, int K, int Kp, int ldx,
+                          int ldy, int gb) {
+  constexpr int D = WG_D;
+  const int x_bytes = D * MT * WG_XGROUP, red_bytes = 4 * WG * 8 * MT * 16 * 4;
+  const int front = ((x_bytes > red_bytes ? x_bytes : red_bytes) + 127) & ~127;
+  const int bytes = front + 4 * WG * D * TL_STAGE * 4;
+  static int configured = 0;
+  if (bytes > 48 * 1024 && bytes > configured) {
+    cudaError_t e = cudaFuncSetAttribute(w4a16_wg_kernel<BF16, MT, WG, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         bytes);
+    if (e != cudaSuccess) return e;
+    configured = bytes;
+  }
+  w4a16_wg_kernel<BF16, MT, WG, D><<<dim3(N / (64 * WG), ks), 128 * WG, bytes, st>>>(
+      x, qt, sc, zb, y, ws, cnt, M, N, K, Kp, ldx, ldy, gb, front);
+  return cudaGetLastError();
+}
+
+template <bool BF16, int MT>
+cudaError_t launch_wg_mt(int wg, int ks, cudaStream_t st, const uint16_t* x, const uint32_t* qt, const __half* sc,
+                         const uint8_t* zb, uint16_t* y, float* ws, int* cnt, int M, int N, int K, int Kp, int ldx,
+                         int ldy, int gb) {
+  if (wg == 1) return launch_wg_one<BF16, MT, 1>(st, ks, x, qt, sc, zb, y, ws, cnt, M, N, K, Kp, ldx, ldy, gb);
+  if (wg == 2) return launch_wg_one<BF16, MT, 2>(st, ks, x, qt, sc, zb, y, ws, cnt, M, N, K, Kp, ldx, ldy, gb);
+  if (wg == 4) return launch_wg_one<BF16, MT, 4>(st, ks, x, qt, sc, zb, y, ws, cnt, M, N, K, Kp, ldx, ldy, gb);
+  return cudaErrorInvalidValue;
+}
+
+
 }  // namespace
 
 // Returns a cudaError_t (0 = launched). The caller checks shapes (w4a16_mma.py): 1 <= M <= 16,
@@ -884,4 +1196,31 @@ extern "C" int edgeserve_w4a16_swapx(const void* x, const void* qt, const void* 
   if (M <= 32) return (int)launch_swapx_mt<false, 4>(SX_ARGS);
   return (int)launch_swapx_mt<false, 8>(SX_ARGS);
 #undef SX_ARGS
+}
+
+// The Hopper warpgroup-MMA variant (w4a16_wg_kernel), 8 < M <= 64, sm_90a only; wg warpgroups
+// (64 columns each) per CTA, ks K slices. Same operands and contract as above.
+extern "C" int edgeserve_w4a16_wg(const void* x, const void* qt, const void* sc, const void* zb, void* y, void* ws,
+                                   void* cnt, int M, int N, int K, int Kp, int ldx, int ldy, int group_blocks,
+                                   int bf16, int wg, int ks, void* stream) {
+  cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
+  auto* xp = static_cast<const uint16_t*>(x);
+  auto* qp = static_cast<const uint32_t*>(qt);
+  auto* sp = static_cast<const __half*>(sc);
+  auto* zp = static_cast<const uint8_t*>(zb);
+  auto* yp = static_cast<uint16_t*>(y);
+  auto* wp = static_cast<float*>(ws);
+  auto* cp = static_cast<int*>(cnt);
+  if (M <= 0) return 0;
+  if (M <= 8 || M > 64 || ks < 1) return (int)cudaErrorInvalidValue;
+#define WG_ARGS wg, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks
+  if (bf16) {
+    if (M <= 16) return (int)launch_wg_mt<true, 2>(WG_ARGS);
+    if (M <= 32) return (int)launch_wg_mt<true, 4>(WG_ARGS);
+    return (int)launch_wg_mt<true, 8>(WG_ARGS);
+  }
+  if (M <= 16) return (int)launch_wg_mt<false, 2>(WG_ARGS);
+  if (M <= 32) return (int)launch_wg_mt<false, 4>(WG_ARGS);
+  return (int)launch_wg_mt<false, 8>(WG_ARGS);
+#undef WG_ARGS
 }
