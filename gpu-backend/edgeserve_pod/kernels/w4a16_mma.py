@@ -1,21 +1,28 @@
-"""W4A16 GEMM in CUDA C++ (csrc/w4a16_mma.cu) for decode batches (M <= 16): tensor cores fed
-from registers.
+"""W4A16 GEMM in CUDA C++ (csrc/w4a16_mma.cu) for decode and small batches (M <= 64): tensor cores
+fed from registers.
 
-Two kernels:
-- `swap_matmul`: what the engine runs (layers/linear_w4a16.py: decode_kernel picks the launch per
-  layer shape and M <= 8; larger M runs the Triton kernel). Swapped operands: the weights are the
-  mma's A operand (no mma row wasted on them), x the B operand. It reads the Triton kernel's own
-  qweight / scales / zeros (no second copy): 16 x 16-word blocks staged per warp by cp.async, each
-  lane picks its 8 words. A CTA owns nt column tiles that share one staged slice of x, K splits
-  across ks CTAs meet in a persistent fp32 workspace (the last CTA of a column group converts and
-  re-zeroes it). H100, vs cuBLAS bf16 in the same run (bench/results/quant/2026-11-23-h100-group.json,
-  `python bench/quant_gemm.py --mma`), 8B shapes: M = 1 (nt = 1) 2.13-2.53x vs 1.85-2.29x for the
-  tuned Triton kernel; M = 2-8 on the wide layers (N 14336, 28672; nt 4-8) 2.17-2.75x vs
-  1.72-2.14x, long K (14336 -> 4096) 2.13-2.34x vs 1.95-1.98x; the narrow short layers about even;
-  M = 16 no better than Triton. Its own 16-byte-per-lane layout (a one-time repack) was ~10% faster
-  at M = 1 (2.38-3.08x, 2026-11-23-h100-swap.json) but the Triton kernel (prefill) read it at
-  0.15-0.8x its own speed, so the engine keeps one layout and that variant was dropped (commit
-  8db027f has it).
+The kernels:
+- `swap_matmul`: what the engine runs at M <= 8, and at M = 17-64 on the layers where the Triton
+  configs are weak (layers/linear_w4a16.py: decode_kernel picks the launch per layer shape and M).
+  Swapped operands: the weights are the mma's A operand (no mma row wasted on them), x the B
+  operand (MT = ceil(M / 8) n-tiles of 8 rows). It reads the Triton kernel's own qweight / scales /
+  zeros (no second copy): 16 x 16-word blocks staged per warp by cp.async, each lane picks its 8
+  words. Two ways to bring x: a staged K slice per CTA that its nt column tiles share (M <= 8 and
+  the bench's M <= 64 variants), or `stream_x`: a CTA-wide ring of 128-k blocks (8 < M <= 64), with
+  the scale folded into the A fragment. K splits across ks CTAs meet in a persistent fp32 workspace
+  (the last CTA of a column group converts and re-zeroes it). H100, vs cuBLAS bf16 in the same run
+  (bench/results/quant/2026-11-23-h100-swapx-wg.json, `python bench/quant_gemm.py --mma`), 8B
+  shapes: M = 1 2.02-2.41x (the tuned Triton kernel 1.75-2.26x); M = 2-8 on the wide layers
+  2.12-2.55x vs 1.58-1.97x; M = 24-64 on the fused layers (6144, 28672) 0.64-1.53x vs 0.32-0.77x.
+  Its own 16-byte-per-lane layout (a one-time repack) was ~10% faster at M = 1 (2.38-3.08x,
+  2026-11-23-h100-swap.json) but the Triton kernel (prefill) read it at 0.15-0.8x its own speed,
+  so the engine keeps one layout and that variant was dropped (commit 8db027f has it).
+- `wg_matmul` (sm_90 only, built as sm_90a): warpgroup MMA (wgmma m64nNk16, N = 8 MT) with the
+  dequantized weights as register A fragments and x read by the tensor cores from shared memory;
+  the engine runs it for the widest layers (fused gate|up) past M = 16 on an H100: 1.11-1.53x
+  cuBLAS at M = 24-64 vs 0.32-0.77x for Triton.
+  Past M = 16 none of these reaches the weight-read limit (3.6-5x cuBLAS): they are bound by
+  instruction issue (ncu: ~0.5 issued per cycle per scheduler, 17-27% of DRAM bandwidth).
 - `mma_matmul` (x is the mma's A operand, 16 rows of which M are real): at M = 1 within ~4% of the
   tuned Triton kernel (2026-11-23-h100-mma.json); issue-latency-bound at 2 warps per scheduler.
   Not used by the engine; kept as the measured baseline of the bench's --mma section.
@@ -63,7 +70,7 @@ SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "w4a16_mm
 NB = 32  # output columns per CTA (4 mma n-tiles of 8)
 MAGIC = {torch.bfloat16: 128.0, torch.float16: 1024.0}
 
-MAX_M = 16  # one 16-row mma tile; larger batches go to the Triton kernel
+MAX_M = 16  # mma_matmul: one 16-row mma tile
 # (max M, D = cp.async pipeline stages of 128-k blocks per warp, WK = warps splitting K); H100
 # sweep in bench/quant_gemm.py --mma
 DEFAULT_SCHEDULE = ((8, 3, 8), (16, 3, 8))
