@@ -324,6 +324,23 @@ def _swap_ws(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return ws
 
 
+def _triton_operands(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+                     group_size: int, cols: int, what: str):
+    """Checks shared by the kernels on the Triton layout; cols: output columns per CTA (N % cols).
+    -> (library, x's leading shape, x as (M, K) rows, M, N, K, Kp)."""
+    if x.dtype not in MAGIC:
+        raise ValueError(f"the {what} kernel takes bf16/fp16 activations, got {x.dtype}")
+    kw, n = qweight.shape
+    k = x.shape[-1]
+    if n % cols or group_size % IB or kw * PACK != padded_k(k) or n > SWAP_WS_COLS:
+        raise ValueError(f"qweight {tuple(qweight.shape)} / group {group_size} / {cols} columns per CTA do not fit "
+                         f"x (..., {k})")
+    if scales.dtype != torch.float16 or zeros.dtype != torch.uint8:
+        raise ValueError(f"scales must be float16 and zeros uint8, got {scales.dtype}, {zeros.dtype}")
+    lib, lead, x2 = _prepare(x, k)
+    return lib, lead, x2, x2.shape[0], n, k, kw * PACK
+
+
 def launch_key(*pick) -> str:
     """The bench's and the engine table's name of a launch: "nt x wk x ks" ("s" prefixed for
     streamed x), or "wg" + warpgroups x ks for the warpgroup-MMA kernel."""
@@ -354,20 +371,11 @@ def wg_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zero
               wg: int = 2, ks: int = 1, out: torch.Tensor | None = None) -> torch.Tensor:
     """x (..., K) bf16/fp16, 9 to 64 rows, on the Triton layout's operands -> (..., N) by warpgroup
     MMA (H100): CTAs of wg x 64 columns, ks K slices through the workspace. N % (64 wg) == 0."""
-    if x.dtype not in MAGIC:
-        raise ValueError(f"the wgmma kernel takes bf16/fp16 activations, got {x.dtype}")
     if wg not in WG_VARIANTS:
         raise ValueError(f"wg must be one of {WG_VARIANTS}, got {wg}")
     if not wg_supported():
         raise RuntimeError("the wgmma kernel needs an sm_90 GPU")
-    kw, n = qweight.shape
-    k = x.shape[-1]
-    if n % (64 * wg) or group_size % IB or kw * PACK != padded_k(k) or n > SWAP_WS_COLS:
-        raise ValueError(f"qweight {tuple(qweight.shape)} / group {group_size} / wg {wg} do not fit x (..., {k})")
-    if scales.dtype != torch.float16 or zeros.dtype != torch.uint8:
-        raise ValueError(f"scales must be float16 and zeros uint8, got {scales.dtype}, {zeros.dtype}")
-    lib, lead, x2 = _prepare(x, k)
-    m, kp = x2.shape[0], kw * PACK
+    lib, lead, x2, m, n, k, kp = _triton_operands(x, qweight, scales, zeros, group_size, 64 * wg, "wgmma")
     if not 8 < m <= SWAP_MAX_M:
         raise ValueError(f"the wgmma kernel takes 8 < M <= {SWAP_MAX_M} rows, got {m}")
     ks = max(1, min(ks, kp // IB))
@@ -400,16 +408,7 @@ def swap_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, ze
     """x (..., K) bf16/fp16, at most 64 rows, on the Triton layout's operands -> (..., N): CTAs of nt
     16-column tiles share one staged slice of x (stream_x: x streamed through a ring, 8 < M <= 64);
     ks K slices add up through a persistent fp32 workspace (left zeroed). N % (16 nt) == 0."""
-    if x.dtype not in MAGIC:
-        raise ValueError(f"the swap kernel takes bf16/fp16 activations, got {x.dtype}")
-    kw, n = qweight.shape
-    k = x.shape[-1]
-    if n % (16 * nt) or group_size % IB or kw * PACK != padded_k(k) or n > SWAP_WS_COLS:
-        raise ValueError(f"qweight {tuple(qweight.shape)} / group {group_size} / nt {nt} do not fit x (..., {k})")
-    if scales.dtype != torch.float16 or zeros.dtype != torch.uint8:
-        raise ValueError(f"scales must be float16 and zeros uint8, got {scales.dtype}, {zeros.dtype}")
-    lib, lead, x2 = _prepare(x, k)
-    m, kp = x2.shape[0], kw * PACK
+    lib, lead, x2, m, n, k, kp = _triton_operands(x, qweight, scales, zeros, group_size, 16 * nt, "swap")
     if m > SWAP_MAX_M:
         raise ValueError(f"the swap kernel takes M <= {SWAP_MAX_M} rows, got {m}")
     if m and (nt, wk) not in swap_variants(m, stream_x):

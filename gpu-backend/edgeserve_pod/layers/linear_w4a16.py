@@ -27,6 +27,8 @@ GROUP_SIZE = 128
 # below, from the H100 sweeps of bench/quant_gemm.py --mma against the Triton kernel in the same run
 # (bench/results/quant/2026-11-23-h100-group.json for M <= 8, 2026-11-23-h100-swapx.json above):
 # - M = 1 (and M = 2 off the widest layer): one 16-column tile per CTA, no K split: 1.10-1.19x Triton;
+#   the widest (fused gate|up, 28672) two tiles: 2.56-2.71x cuBLAS against 2.20-2.28x with one
+#   (three runs of 2026-11-23);
 # - M = 2-8 on wide N (14336, 28672): 4-8 tiles share one staged x, 1.24-1.37x Triton; long K
 #   (14336): 4-8 tiles and 8 K slices, 1.09-1.15x; on the narrow short layers (4096 x 4096, 6144)
 #   M = 3-4 keep one tile per CTA and M = 5-8 go to Triton (all within ~5%);
@@ -66,6 +68,8 @@ def decode_kernel(m: int, n: int, k: int, hopper: bool = False) -> tuple | None:
     if m == 1 or (m == 2 and n < 24576) or (m <= 4 and not wide and not long_k):
         if long_k or n <= 4096:
             return 1, 16, 1
+        if m == 1 and n >= 24576 and n % 32 == 0:
+            return 2, 4, 1
         return (1, 4, 1) if wide else (1, 8, 1)
     if wide and n % 128 == 0:
         return (8, 2, 1) if n >= 24576 else (4, 4, 1)

@@ -132,7 +132,8 @@ def test_decode_kernel_choice():
     from edgeserve_pod.layers.linear_w4a16 import decode_kernel
 
     assert decode_kernel(1, 4096, 4096) == (1, 16, 1)
-    assert decode_kernel(1, 28672, 4096) == (1, 4, 1) and decode_kernel(1, 6144, 4096) == (1, 8, 1)
+    assert decode_kernel(1, 28672, 4096) == (2, 4, 1) and decode_kernel(1, 14336, 4096) == (1, 4, 1)
+    assert decode_kernel(1, 6144, 4096) == (1, 8, 1)
     assert decode_kernel(2, 28672, 4096) == (8, 2, 1)  # wide N from M = 2
     assert decode_kernel(4, 14336, 4096) == (4, 4, 1) and decode_kernel(8, 4096, 14336) == (8, 2, 8)
     assert decode_kernel(4, 4096, 4096) == (1, 16, 1) and decode_kernel(8, 4096, 4096) is None

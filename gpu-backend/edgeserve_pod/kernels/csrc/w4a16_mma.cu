@@ -26,6 +26,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 namespace {
 
 template <bool BF16>
@@ -47,31 +49,23 @@ __device__ __forceinline__ uint32_t lop3_codes(uint32_t w) {
   return d;
 }
 
-template <bool BF16>
-__device__ __forceinline__ uint32_t sub2(uint32_t a, uint32_t b) {
-  uint32_t d;
-  if constexpr (BF16) {
-    __nv_bfloat162 r = __hsub2(*reinterpret_cast<__nv_bfloat162*>(&a), *reinterpret_cast<__nv_bfloat162*>(&b));
-    d = *reinterpret_cast<uint32_t*>(&r);
+// a - b (MUL: a * b) on packed pairs of the activation dtype
+template <bool BF16, bool MUL = false>
+__device__ __forceinline__ uint32_t op2(uint32_t a, uint32_t b) {
+  using T2 = std::conditional_t<BF16, __nv_bfloat162, __half2>;
+  const T2 x = *reinterpret_cast<T2*>(&a), y = *reinterpret_cast<T2*>(&b);
+  T2 r;
+  if constexpr (MUL) {
+    r = __hmul2(x, y);
   } else {
-    __half2 r = __hsub2(*reinterpret_cast<__half2*>(&a), *reinterpret_cast<__half2*>(&b));
-    d = *reinterpret_cast<uint32_t*>(&r);
+    r = __hsub2(x, y);
   }
-  return d;
+  return *reinterpret_cast<uint32_t*>(&r);
 }
-
 template <bool BF16>
-__device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b) {
-  uint32_t d;
-  if constexpr (BF16) {
-    __nv_bfloat162 r = __hmul2(*reinterpret_cast<__nv_bfloat162*>(&a), *reinterpret_cast<__nv_bfloat162*>(&b));
-    d = *reinterpret_cast<uint32_t*>(&r);
-  } else {
-    __half2 r = __hmul2(*reinterpret_cast<__half2*>(&a), *reinterpret_cast<__half2*>(&b));
-    d = *reinterpret_cast<uint32_t*>(&r);
-  }
-  return d;
-}
+__device__ __forceinline__ uint32_t sub2(uint32_t a, uint32_t b) { return op2<BF16, false>(a, b); }
+template <bool BF16>
+__device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b) { return op2<BF16, true>(a, b); }
 
 // a 16-bit scale in both halves, in the activation dtype
 template <bool BF16>
@@ -343,6 +337,156 @@ cudaError_t launch(int depth, int wk, cudaStream_t st, const uint16_t* x, const 
 constexpr int TL_ROW = 20;               // words per staged row (16 + 4 padding)
 constexpr int TL_STAGE = 16 * TL_ROW;    // words per staged block
 
+// ---- pieces shared by the swapped-operand kernels (swap, swapx, wg)
+
+// 128-k block b of the 16-column tile at tp (16 word rows x 16 words) into a warp's staged block
+__device__ __forceinline__ void stage_weights(uint32_t* dst, const int4* tp, int b, int N, int lane) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int idx = lane + 32 * i, row = idx >> 2, quad = idx & 3;
+    cp16_stream(dst + row * TL_ROW + quad * 4, tp + ((size_t)(b * 16 + row) * N >> 2) + quad);
+  }
+}
+
+// the lane's 8 words of a staged block (rows 2c, 2c + 1, 2c + 8, 2c + 9; columns g, g + 8), paired
+// so that nibble j of both rows of a pair sits side by side: pr[row pair][column][half]
+__device__ __forceinline__ void block_pairs(const uint32_t* st, int g, int c, uint32_t (&pr)[2][2][2]) {
+  uint32_t w[8];
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int row = 2 * c + (r & 1) + 8 * (r >> 1);
+    w[2 * r] = st[row * TL_ROW + g];
+    w[2 * r + 1] = st[row * TL_ROW + g + 8];
+  }
+#pragma unroll
+  for (int rp = 0; rp < 2; ++rp)
+#pragma unroll
+    for (int cc = 0; cc < 2; ++cc) {
+      const uint32_t lo = w[2 * (2 * rp) + cc], hi = w[2 * (2 * rp + 1) + cc];
+      pr[rp][cc][0] = __byte_perm(lo, hi, 0x5410);
+      pr[rp][cc][1] = __byte_perm(lo, hi, 0x7632);
+    }
+}
+
+// the A fragment of k-step stp: (q - z) exact (z0, z1: MAGIC + z in both halves); with SCALE also
+// times the scale pair s0, s1, rounded once to 16 bits
+template <bool BF16, bool SCALE>
+__device__ __forceinline__ void a_fragment(const uint32_t (&pr)[2][2][2], int stp, uint32_t z0, uint32_t z1,
+                                           uint32_t s0, uint32_t s1, uint32_t (&a)[4]) {
+  constexpr uint32_t MAGIC2 = Traits<BF16>::MAGIC2;
+  const int sh = 4 * (stp & 3), half = stp >> 2;
+  a[0] = sub2<BF16>(lop3_codes<MAGIC2>(pr[0][0][half] >> sh), z0);
+  a[1] = sub2<BF16>(lop3_codes<MAGIC2>(pr[0][1][half] >> sh), z1);
+  a[2] = sub2<BF16>(lop3_codes<MAGIC2>(pr[1][0][half] >> sh), z0);
+  a[3] = sub2<BF16>(lop3_codes<MAGIC2>(pr[1][1][half] >> sh), z1);
+  if constexpr (SCALE) {
+    a[0] = mul2<BF16>(a[0], s0);
+    a[1] = mul2<BF16>(a[1], s1);
+    a[2] = mul2<BF16>(a[2], s0);
+    a[3] = mul2<BF16>(a[3], s1);
+  }
+}
+
+// 8 values of an x row from k on, zeros past K (the synchronous path: unaligned rows or K % 8)
+__device__ __forceinline__ uint4 x_piece(const uint16_t* row, int k, int K) {
+  uint32_t h[8];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) h[e] = k + e < K ? row[k + e] : 0u;
+  return make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));
+}
+
+// whether x's rows can be copied in 16-byte pieces (cp.async)
+__device__ __forceinline__ bool x_aligned(const uint16_t* x, int ldx, int K) {
+  return ((ldx & 7) == 0) && ((reinterpret_cast<uintptr_t>(x) & 15) == 0) && (K & 7) == 0;
+}
+
+// one 16-byte piece of x row `row` from k on into shared memory: cp.async (zero-filled past K) when
+// rows are 16-byte aligned and K % 8 == 0, else synchronously
+__device__ __forceinline__ void stage_x(void* dst, const uint16_t* x, int row, int ldx, int k, int K, bool x_async) {
+  if (x_async) {
+    const bool in = k < K;
+    cp_small<16>(dst, x + (size_t)row * ldx + (in ? k : 0), in);
+  } else {
+    *reinterpret_cast<uint4*>(dst) = x_piece(x + (size_t)row * ldx, k, K);
+  }
+}
+
+// block b's scales (as 16-bit pairs of the activation dtype) and zeros of columns n0, n1
+template <bool BF16>
+__device__ __forceinline__ void scale_zero(const __half* sc, const uint8_t* zb, int b, int group_blocks, int N, int n0,
+                                           int n1, uint32_t (&s2)[2], uint32_t (&z)[2]) {
+  const size_t go = (size_t)(b / group_blocks) * N;
+  s2[0] = scale2<BF16>(sc[go + n0]);
+  s2[1] = scale2<BF16>(sc[go + n1]);
+  z[0] = zb[go + n0];
+  z[1] = zb[go + n1];
+}
+
+// The end of every swapped-operand kernel: acc (MT n-tiles x 4 C values per lane; value i of tile mt
+// at acc[4 mt + i]) -> the CTA's reduction tile red (NW, 8 MT, 16) -> the sum of the WK K-parts of
+// each of the NT n-tiles -> y (one K slice) or, with KS = gridDim.y > 1 slices, the fp32 workspace
+// (16-byte atomics on sm_90), the last CTA of the column group converting it to y and re-zeroing
+// it and its counter for the next call (no memset kernel; CUDA-graph safe, one stream at a time).
+// The caller has synchronised the CTA (red overlays the x buffer).
+template <bool BF16, int MT, int NT, int WK>
+__device__ __forceinline__ void reduce_out(float* red, const float* acc, uint16_t* y, float* ws, int* cnt, int M,
+                                           int N, int ldy) {
+  constexpr int NW = NT * WK;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  const int KS = gridDim.y, col0 = blockIdx.x * NT * 16;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    float* rw = red + (size_t)(warp * 8 * MT + mt * 8 + 2 * c) * 16;
+    rw[g] = acc[4 * mt];
+    rw[16 + g] = acc[4 * mt + 1];
+    rw[g + 8] = acc[4 * mt + 2];
+    rw[16 + g + 8] = acc[4 * mt + 3];
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < 8 * MT * 4 * NT; i += 32 * NW) {  // 4 columns per thread
+    const int row = i / (4 * NT), cl = (i - row * 4 * NT) * 4, ntl = cl >> 4, cc = cl & 15;
+    if (row >= M) continue;
+    float v[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int q = 0; q < WK; ++q) {
+      const float* rr = red + (size_t)((q * NT + ntl) * 8 * MT + row) * 16 + cc;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) v[e] += rr[e];
+    }
+    if (KS == 1) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        y[(size_t)row * ldy + col0 + cl + e] =
+            BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v[e])) : __half_as_ushort(__float2half_rn(v[e]));
+    } else {
+      float* p = ws + (size_t)row * N + col0 + cl;
+#if __CUDA_ARCH__ >= 900
+      atomicAdd(reinterpret_cast<float4*>(p), make_float4(v[0], v[1], v[2], v[3]));
+#else
+#pragma unroll
+      for (int e = 0; e < 4; ++e) atomicAdd(p + e, v[e]);
+#endif
+    }
+  }
+  if (KS == 1) return;
+  __threadfence();  // this CTA's atomics are visible before the counter moves
+  __syncthreads();
+  __shared__ int last;
+  if (threadIdx.x == 0) last = atomicAdd(cnt + blockIdx.x, 1) == KS - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int i = threadIdx.x; i < M * 16 * NT; i += 32 * NW) {
+    const int row = i / (16 * NT), cl = i - row * 16 * NT;
+    float* p = ws + (size_t)row * N + col0 + cl;
+    const float v = __ldcg(p);
+    *p = 0.f;  // ready for the next call
+    y[(size_t)row * ldy + col0 + cl] =
+        BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v)) : __half_as_ushort(__float2half_rn(v));
+  }
+  if (threadIdx.x == 0) cnt[blockIdx.x] = 0;
+}
+
 template <bool BF16, int MT, int NT, int WK, int D>
 __global__ void __launch_bounds__(32 * NT * WK) w4a16_swap_kernel(
     const uint16_t* __restrict__ x, const uint32_t* __restrict__ qt, const __half* __restrict__ sc,
@@ -373,35 +517,18 @@ __global__ void __launch_bounds__(32 * NT * WK) w4a16_swap_kernel(
     const size_t go = (size_t)(b / group_blocks) * N;
     s[j][0] = __half2float(sc[go + n0]); s[j][1] = __half2float(sc[go + n1]);
     z[j][0] = zb[go + n0]; z[j][1] = zb[go + n1];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const int idx = lane + 32 * i, row = idx >> 2, quad = idx & 3;
-      cp16_stream(my_ring + j * TL_STAGE + row * TL_ROW + quad * 4, tp + ((size_t)(b * 16 + row) * N >> 2) + quad);
-    }
+    stage_weights(my_ring + j * TL_STAGE, tp, b, N, lane);
   };
   // the x slice [kb0 * 128, kb1 * 128) (L2) by cp.async, then the first D weight blocks of every
   // warp (DRAM): x lands while the weights fly
   const int k8s = nslice * 16, kbase = kb0 * 128;
   const int nx = M * k8s;
-  const bool x_async = ((ldx & 7) == 0) && ((reinterpret_cast<uintptr_t>(x) & 15) == 0) && (K & 7) == 0;
-  if (x_async) {
-    for (int i = threadIdx.x; i < nx; i += 32 * NW) {  // 16-byte pieces, zero-filled past K
-      const int row = i / k8s, k8 = (i - row * k8s) * 8;
-      const bool in = kbase + k8 < K;
-      cp_small<16>(xs + (size_t)row * xs_stride + k8, x + (size_t)row * ldx + (in ? kbase + k8 : 0), in);
-    }
-    cp_commit();
-  } else {
-    for (int i = threadIdx.x; i < nx; i += 32 * NW) {
-      const int row = i / k8s, k8 = (i - row * k8s) * 8;
-      const uint16_t* src = x + (size_t)row * ldx + kbase + k8;
-      uint32_t h[8];
-#pragma unroll
-      for (int e = 0; e < 8; ++e) h[e] = kbase + k8 + e < K ? src[e] : 0u;
-      *reinterpret_cast<uint4*>(xs + (size_t)row * xs_stride + k8) =
-          make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));
-    }
+  const bool x_async = x_aligned(x, ldx, K);
+  for (int i = threadIdx.x; i < nx; i += 32 * NW) {  // 16-byte pieces, zero-filled past K
+    const int row = i / k8s, k8 = (i - row * k8s) * 8;
+    stage_x(xs + (size_t)row * xs_stride + k8, x, row, ldx, kbase + k8, K, x_async);
   }
+  if (x_async) cp_commit();
 #pragma unroll
   for (int j = 0; j < D; ++j) {
     if (b_begin + j < b_end) load_block(j, b_begin + j);
@@ -432,23 +559,9 @@ __global__ void __launch_bounds__(32 * NT * WK) w4a16_swap_kernel(
         cp_wait<D - 1>();
         __syncwarp();
         const uint32_t* st = my_ring + j * TL_STAGE;
-        uint32_t w[8];
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const int row = 2 * c + (r & 1) + 8 * (r >> 1);
-          w[2 * r] = st[row * TL_ROW + g];
-          w[2 * r + 1] = st[row * TL_ROW + g + 8];
-        }
-        __syncwarp();
         uint32_t pr[2][2][2];
-#pragma unroll
-        for (int rp = 0; rp < 2; ++rp)
-#pragma unroll
-          for (int cc = 0; cc < 2; ++cc) {
-            const uint32_t lo = w[2 * (2 * rp) + cc], hi = w[2 * (2 * rp + 1) + cc];
-            pr[rp][cc][0] = __byte_perm(lo, hi, 0x5410);
-            pr[rp][cc][1] = __byte_perm(lo, hi, 0x7632);
-          }
+        block_pairs(st, g, c, pr);
+        __syncwarp();
         const uint32_t z0 = MAGIC2 + z[j][0] * 0x10001u, z1 = MAGIC2 + z[j][1] * 0x10001u;
         const float s0 = s[j][0], s1 = s[j][1];
         float part[MT][4];
@@ -458,12 +571,8 @@ __global__ void __launch_bounds__(32 * NT * WK) w4a16_swap_kernel(
           for (int i = 0; i < 4; ++i) part[mt][i] = 0.f;
 #pragma unroll
         for (int stp = 0; stp < 8; ++stp) {
-          const int sh = 4 * (stp & 3), half = stp >> 2;
           uint32_t a[4];
-          a[0] = sub2<BF16>(lop3_codes<MAGIC2>(pr[0][0][half] >> sh), z0);
-          a[1] = sub2<BF16>(lop3_codes<MAGIC2>(pr[0][1][half] >> sh), z1);
-          a[2] = sub2<BF16>(lop3_codes<MAGIC2>(pr[1][0][half] >> sh), z0);
-          a[3] = sub2<BF16>(lop3_codes<MAGIC2>(pr[1][1][half] >> sh), z1);
+          a_fragment<BF16, false>(pr, stp, z0, z1, 0u, 0u, a);
           const int kw2 = ((b - kb0) * 128 + stp * 16 + 2 * c) >> 1;
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt) {
@@ -485,49 +594,21 @@ __global__ void __launch_bounds__(32 * NT * WK) w4a16_swap_kernel(
   }
   cp_wait<0>();
   __syncthreads();  // every warp is done with the x slice: the reduction tile goes over it
+  reduce_out<BF16, MT, NT, WK>(red, &acc[0][0], y, ws, cnt, M, N, ldy);
+}
 
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    float* rw = red + (size_t)(warp * 8 * MT + mt * 8 + 2 * c) * 16;
-    rw[g] = acc[mt][0];
-    rw[16 + g] = acc[mt][1];
-    rw[g + 8] = acc[mt][2];
-    rw[16 + g + 8] = acc[mt][3];
-  }
-  __syncthreads();
-  // (8 MT rows) x (16 NT columns) of this CTA: sum the WK K-parts of each n-tile
-  const int col0 = blockIdx.x * NT * 16;
-  for (int i = threadIdx.x; i < 8 * MT * 16 * NT; i += 32 * NW) {
-    const int row = i / (16 * NT), cl = i - row * 16 * NT, ntl = cl >> 4, cc = cl & 15;
-    if (row < M) {
-      float v = 0.f;
-#pragma unroll
-      for (int q = 0; q < WK; ++q) v += red[(size_t)((q * NT + ntl) * 8 * MT + row) * 16 + cc];
-      if (KS == 1) {
-        y[(size_t)row * ldy + col0 + cl] =
-            BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v)) : __half_as_ushort(__float2half_rn(v));
-      } else {
-        atomicAdd(ws + (size_t)row * N + col0 + cl, v);
-      }
-    }
-  }
-  if (KS == 1) return;
-  __threadfence();  // this CTA's atomics are visible before the counter moves
-  __syncthreads();
-  __shared__ int last;
-  if (threadIdx.x == 0) last = atomicAdd(cnt + blockIdx.x, 1) == KS - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  for (int i = threadIdx.x; i < M * 16 * NT; i += 32 * NW) {
-    const int row = i / (16 * NT), cl = i - row * 16 * NT;
-    float* p = ws + (size_t)row * N + col0 + cl;
-    const float v = __ldcg(p);
-    *p = 0.f;  // ready for the next call
-    y[(size_t)row * ldy + col0 + cl] =
-        BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v)) : __half_as_ushort(__float2half_rn(v));
-  }
-  if (threadIdx.x == 0) cnt[blockIdx.x] = 0;
+// the front of a swapped-operand kernel's shared memory: the x buffer, later the reduction tile
+inline int front_size(int x_bytes, int red_bytes, int align) {
+  return ((x_bytes > red_bytes ? x_bytes : red_bytes) + align - 1) & ~(align - 1);
+}
+
+// opts a kernel into `bytes` of dynamic shared memory past 48 KiB (once per larger size)
+template <typename Kernel>
+cudaError_t smem_opt_in(Kernel kernel, int bytes, int& configured) {
+  if (bytes <= 48 * 1024 || bytes <= configured) return cudaSuccess;
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e == cudaSuccess) configured = bytes;
+  return e;
 }
 
 template <bool BF16, int MT, int NT, int WK, int D>
@@ -538,15 +619,10 @@ cudaError_t launch_swap_one(cudaStream_t st, int ks, const uint16_t* x, const ui
   const int slice = (nblk + ks - 1) / ks;  // the most K blocks one CTA takes
   const int xs_stride = slice * 128 + 8;
   const int x_bytes = M * xs_stride * 2, red_bytes = NT * WK * 8 * MT * 16 * 4;
-  const int front = ((x_bytes > red_bytes ? x_bytes : red_bytes) + 15) & ~15;  // x slice, later the reduction
+  const int front = front_size(x_bytes, red_bytes, 16);
   const int bytes = front + NT * WK * D * TL_STAGE * 4;
   static int configured = 0;
-  if (bytes > 48 * 1024 && bytes > configured) {
-    cudaError_t e = cudaFuncSetAttribute(w4a16_swap_kernel<BF16, MT, NT, WK, D>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-    if (e != cudaSuccess) return e;
-    configured = bytes;
-  }
+  if (cudaError_t e = smem_opt_in(w4a16_swap_kernel<BF16, MT, NT, WK, D>, bytes, configured)) return e;
   w4a16_swap_kernel<BF16, MT, NT, WK, D><<<dim3(N / (16 * NT), ks), 32 * NT * WK, bytes, st>>>(
       x, qt, sc, zb, y, ws, cnt, M, N, K, Kp, ldx, ldy, gb, xs_stride, front);
   return cudaGetLastError();
@@ -611,7 +687,7 @@ __global__ void __launch_bounds__(32 * NT * WK) w4a16_swapx_kernel(
   const int n0 = t * 16 + g, n1 = n0 + 8;
   const int4* tp = reinterpret_cast<const int4*>(qt + (size_t)t * 16);
   uint32_t* my_ring = ring + (size_t)warp * D * TL_STAGE;
-  const bool x_async = ((ldx & 7) == 0) && ((reinterpret_cast<uintptr_t>(x) & 15) == 0) && (K & 7) == 0;
+  const bool x_async = x_aligned(x, ldx, K);
 
   uint32_t s2[D][2];  // scales, in both halves of a 16-bit pair
   uint32_t z[D][2];
@@ -620,29 +696,13 @@ __global__ void __launch_bounds__(32 * NT * WK) w4a16_swapx_kernel(
       const int kx = (kb0 + i * WK) * 128;
       uint16_t* xd = xr + (size_t)j * xslot;
       for (int p = threadIdx.x; p < M * WK * 16; p += 32 * NW) {
-        const int row = p / (WK * 16), k8 = (p - row * (WK * 16)) * 8, k = kx + k8;
-        if (x_async) {
-          const bool in = k < K;
-          cp_small<16>(xd + row * XROW + k8, x + (size_t)row * ldx + (in ? k : 0), in);
-        } else {
-          const uint16_t* src = x + (size_t)row * ldx + k;
-          uint32_t h[8];
-#pragma unroll
-          for (int e = 0; e < 8; ++e) h[e] = k + e < K ? src[e] : 0u;
-          *reinterpret_cast<uint4*>(xd + row * XROW + k8) =
-              make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));
-        }
+        const int row = p / (WK * 16), k8 = (p - row * (WK * 16)) * 8;
+        stage_x(xd + row * XROW + k8, x, row, ldx, kx + k8, K, x_async);
       }
       const int b = kb0 + i * WK + kw;
       if (b < kb1) {
-        const size_t go = (size_t)(b / group_blocks) * N;
-        s2[j][0] = scale2<BF16>(sc[go + n0]); s2[j][1] = scale2<BF16>(sc[go + n1]);
-        z[j][0] = zb[go + n0]; z[j][1] = zb[go + n1];
-#pragma unroll
-        for (int q = 0; q < 2; ++q) {
-          const int idx = lane + 32 * q, row = idx >> 2, quad = idx & 3;
-          cp16_stream(my_ring + j * TL_STAGE + row * TL_ROW + quad * 4, tp + ((size_t)(b * 16 + row) * N >> 2) + quad);
-        }
+        scale_zero<BF16>(sc, zb, b, group_blocks, N, n0, n1, s2[j], z[j]);
+        stage_weights(my_ring + j * TL_STAGE, tp, b, N, lane);
       }
     }
     cp_commit();
@@ -675,32 +735,14 @@ __global__ void __launch_bounds__(32 * NT * WK) w4a16_swapx_kernel(
         if (kb0 + i * WK + kw < kb1) {
           const uint32_t* st = my_ring + j * TL_STAGE;
           const uint32_t* xw = reinterpret_cast<const uint32_t*>(xr + (size_t)j * xslot);
-          uint32_t w[8];
-#pragma unroll
-          for (int r = 0; r < 4; ++r) {
-            const int row = 2 * c + (r & 1) + 8 * (r >> 1);
-            w[2 * r] = st[row * TL_ROW + g];
-            w[2 * r + 1] = st[row * TL_ROW + g + 8];
-          }
           uint32_t pr[2][2][2];
-#pragma unroll
-          for (int rp = 0; rp < 2; ++rp)
-#pragma unroll
-            for (int cc = 0; cc < 2; ++cc) {
-              const uint32_t lo = w[2 * (2 * rp) + cc], hi = w[2 * (2 * rp + 1) + cc];
-              pr[rp][cc][0] = __byte_perm(lo, hi, 0x5410);
-              pr[rp][cc][1] = __byte_perm(lo, hi, 0x7632);
-            }
+          block_pairs(st, g, c, pr);
           const uint32_t z0 = MAGIC2 + z[j][0] * 0x10001u, z1 = MAGIC2 + z[j][1] * 0x10001u;
           const uint32_t s0 = s2[j][0], s1 = s2[j][1];
 #pragma unroll
           for (int stp = 0; stp < 8; ++stp) {
-            const int sh = 4 * (stp & 3), half = stp >> 2;
             uint32_t a[4];  // (q - z) exact, times the scale: one rounding to 16 bits
-            a[0] = mul2<BF16>(sub2<BF16>(lop3_codes<MAGIC2>(pr[0][0][half] >> sh), z0), s0);
-            a[1] = mul2<BF16>(sub2<BF16>(lop3_codes<MAGIC2>(pr[0][1][half] >> sh), z1), s1);
-            a[2] = mul2<BF16>(sub2<BF16>(lop3_codes<MAGIC2>(pr[1][0][half] >> sh), z0), s0);
-            a[3] = mul2<BF16>(sub2<BF16>(lop3_codes<MAGIC2>(pr[1][1][half] >> sh), z1), s1);
+            a_fragment<BF16, true>(pr, stp, z0, z1, s0, s1, a);
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
               const uint32_t b0 = xok[mt] ? xw[xoff[mt] + stp * 8] : 0u, b1 = xok[mt] ? xw[xoff[mt] + stp * 8 + 4] : 0u;
@@ -713,61 +755,7 @@ __global__ void __launch_bounds__(32 * NT * WK) w4a16_swapx_kernel(
   }
   cp_wait<0>();
   __syncthreads();  // the x ring is free: the reduction tile goes over it
-
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    float* rw = red + (size_t)(warp * 8 * MT + mt * 8 + 2 * c) * 16;
-    rw[g] = acc[mt][0];
-    rw[16 + g] = acc[mt][1];
-    rw[g + 8] = acc[mt][2];
-    rw[16 + g + 8] = acc[mt][3];
-  }
-  __syncthreads();
-  // (8 MT rows) x (16 NT columns), 4 columns per thread: sum the WK K-parts of each n-tile
-  const int col0 = blockIdx.x * NT * 16;
-  for (int i = threadIdx.x; i < 8 * MT * 4 * NT; i += 32 * NW) {
-    const int row = i / (4 * NT), cl = (i - row * 4 * NT) * 4, ntl = cl >> 4, cc = cl & 15;
-    if (row < M) {
-      float v[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-      for (int q = 0; q < WK; ++q) {
-        const float* rr = red + (size_t)((q * NT + ntl) * 8 * MT + row) * 16 + cc;
-#pragma unroll
-        for (int e = 0; e < 4; ++e) v[e] += rr[e];
-      }
-      if (KS == 1) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          y[(size_t)row * ldy + col0 + cl + e] =
-              BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v[e])) : __half_as_ushort(__float2half_rn(v[e]));
-      } else {
-        float* p = ws + (size_t)row * N + col0 + cl;
-#if __CUDA_ARCH__ >= 900
-        atomicAdd(reinterpret_cast<float4*>(p), make_float4(v[0], v[1], v[2], v[3]));
-#else
-#pragma unroll
-        for (int e = 0; e < 4; ++e) atomicAdd(p + e, v[e]);
-#endif
-      }
-    }
-  }
-  if (KS == 1) return;
-  __threadfence();
-  __syncthreads();
-  __shared__ int last;
-  if (threadIdx.x == 0) last = atomicAdd(cnt + blockIdx.x, 1) == KS - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  for (int i = threadIdx.x; i < M * 16 * NT; i += 32 * NW) {
-    const int row = i / (16 * NT), cl = i - row * 16 * NT;
-    float* p = ws + (size_t)row * N + col0 + cl;
-    const float v = __ldcg(p);
-    *p = 0.f;
-    y[(size_t)row * ldy + col0 + cl] =
-        BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v)) : __half_as_ushort(__float2half_rn(v));
-  }
-  if (threadIdx.x == 0) cnt[blockIdx.x] = 0;
+  reduce_out<BF16, MT, NT, WK>(red, &acc[0][0], y, ws, cnt, M, N, ldy);
 }
 
 constexpr int SWAPX_D = 3;
@@ -778,15 +766,10 @@ cudaError_t launch_swapx_one(cudaStream_t st, int ks, const uint16_t* x, const u
                               int ldx, int ldy, int gb) {
   constexpr int D = SWAPX_D;
   const int x_bytes = D * M * (WK * 128 + 8) * 2, red_bytes = NT * WK * 8 * MT * 16 * 4;
-  const int front = ((x_bytes > red_bytes ? x_bytes : red_bytes) + 15) & ~15;
+  const int front = front_size(x_bytes, red_bytes, 16);
   const int bytes = front + NT * WK * D * TL_STAGE * 4;
   static int configured = 0;
-  if (bytes > 48 * 1024 && bytes > configured) {
-    cudaError_t e = cudaFuncSetAttribute(w4a16_swapx_kernel<BF16, MT, NT, WK, D>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-    if (e != cudaSuccess) return e;
-    configured = bytes;
-  }
+  if (cudaError_t e = smem_opt_in(w4a16_swapx_kernel<BF16, MT, NT, WK, D>, bytes, configured)) return e;
   w4a16_swapx_kernel<BF16, MT, NT, WK, D><<<dim3(N / (16 * NT), ks), 32 * NT * WK, bytes, st>>>(
       x, qt, sc, zb, y, ws, cnt, M, N, K, Kp, ldx, ldy, gb, front);
   return cudaGetLastError();
@@ -830,69 +813,39 @@ cudaError_t launch_swapx_mt(int nt, int wk, int ks, cudaStream_t st, const uint1
 #define ES_WGMMA 0
 #endif
 
-template <bool BF16>
-__device__ __forceinline__ void wgmma_rs16(float* d, const uint32_t* a, uint64_t desc) {
-#if ES_WGMMA
-  if constexpr (BF16)
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
-  else
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
-#endif
-}
-
-template <bool BF16>
-__device__ __forceinline__ void wgmma_rs32(float* d, const uint32_t* a, uint64_t desc) {
-#if ES_WGMMA
-  if constexpr (BF16)
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
-  else
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
-#endif
-}
-
-template <bool BF16>
-__device__ __forceinline__ void wgmma_rs64(float* d, const uint32_t* a, uint64_t desc) {
-#if ES_WGMMA
-  if constexpr (BF16)
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
-                 "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
-  else
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
-                 "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
-#endif
-}
+// wgmma m64nNk16 (N = 16, 32, 64), A from registers (4 per thread), B from shared memory (descriptor),
+// fp32 accumulators d (N / 2 per thread), D += A B (scale-d predicate 1)
+#define ES_DF8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
+                  "+f"(d[i + 6]), "+f"(d[i + 7])
+#define ES_WG_IN "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1)
+#define ES_WG_ASM(SHAPE, TY, DREGS, AREGS, DESC, PRED)                                             \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, %" PRED ", 0;\nwgmma.mma_async.sync.aligned." SHAPE ".f32." TY "." TY \
+  " {" DREGS "}, {" AREGS "}, %" DESC ", p, 1, 1, 0;\n}\n"
+#define ES_D16 "%0,%1,%2,%3,%4,%5,%6,%7"
+#define ES_D32 ES_D16 ",%8,%9,%10,%11,%12,%13,%14,%15"
+#define ES_D64 ES_D32 ",%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31"
+#define ES_WG16(TY) asm volatile(ES_WG_ASM("m64n16k16", TY, ES_D16, "%8,%9,%10,%11", "12", "13") : ES_DF8(0) : ES_WG_IN)
+#define ES_WG32(TY)                                                                         \
+  asm volatile(ES_WG_ASM("m64n32k16", TY, ES_D32, "%16,%17,%18,%19", "20", "21")           \
+               : ES_DF8(0), ES_DF8(8)                                                       \
+               : ES_WG_IN)
+#define ES_WG64(TY)                                                                         \
+  asm volatile(ES_WG_ASM("m64n64k16", TY, ES_D64, "%32,%33,%34,%35", "36", "37")           \
+               : ES_DF8(0), ES_DF8(8), ES_DF8(16), ES_DF8(24)                               \
+               : ES_WG_IN)
 
 template <bool BF16, int MT>
 __device__ __forceinline__ void wgmma_rs(float* d, const uint32_t* a, uint64_t desc) {
-  if constexpr (MT == 2) wgmma_rs16<BF16>(d, a, desc);
-  else if constexpr (MT == 4) wgmma_rs32<BF16>(d, a, desc);
-  else wgmma_rs64<BF16>(d, a, desc);
+#if ES_WGMMA
+  if constexpr (MT == 2) {
+    if constexpr (BF16) ES_WG16("bf16"); else ES_WG16("f16");
+  } else if constexpr (MT == 4) {
+    if constexpr (BF16) ES_WG32("bf16"); else ES_WG32("f16");
+  } else {
+    static_assert(MT == 8, "wgmma N = 8 MT in {16, 32, 64}");
+    if constexpr (BF16) ES_WG64("bf16"); else ES_WG64("f16");
+  }
+#endif
 }
 
 // keeps registers live and unmoved across the asynchronous wgmma (the compiler does not know that
@@ -938,7 +891,7 @@ __global__ void __launch_bounds__(128 * WG) w4a16_wg_kernel(
   const int n0 = t * 16 + g, n1 = n0 + 8;
   const int4* tp = reinterpret_cast<const int4*>(qt + (size_t)t * 16);
   uint32_t* my_ring = ring + (size_t)warp * D * TL_STAGE;
-  const bool x_async = ((ldx & 7) == 0) && ((reinterpret_cast<uintptr_t>(x) & 15) == 0) && (K & 7) == 0;
+  const bool x_async = x_aligned(x, ldx, K);
 
   // rows M .. 8 MT - 1 of every stage: zeros, never written again
   for (int i = threadIdx.x; i < D * (8 * MT - M) * 16; i += 128 * WG) {
@@ -952,28 +905,11 @@ __global__ void __launch_bounds__(128 * WG) w4a16_wg_kernel(
       const int b = kb0 + i, kx = b * 128;
       unsigned char* xd = xr + j * XS;
       for (int p = threadIdx.x; p < M * 16; p += 128 * WG) {
-        const int row = p >> 4, q = p & 15, k = kx + q * 8;
-        void* dst = xd + (row >> 3) * WG_XGROUP + q * WG_XCORE + (row & 7) * 16;
-        if (x_async) {
-          const bool in = k < K;
-          cp_small<16>(dst, x + (size_t)row * ldx + (in ? k : 0), in);
-        } else {
-          const uint16_t* src = x + (size_t)row * ldx + k;
-          uint32_t h[8];
-#pragma unroll
-          for (int e = 0; e < 8; ++e) h[e] = k + e < K ? src[e] : 0u;
-          *reinterpret_cast<uint4*>(dst) =
-              make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16), h[6] | (h[7] << 16));
-        }
+        const int row = p >> 4, q = p & 15;
+        stage_x(xd + (row >> 3) * WG_XGROUP + q * WG_XCORE + (row & 7) * 16, x, row, ldx, kx + q * 8, K, x_async);
       }
-      const size_t go = (size_t)(b / group_blocks) * N;
-      s2[j][0] = scale2<BF16>(sc[go + n0]); s2[j][1] = scale2<BF16>(sc[go + n1]);
-      z[j][0] = zb[go + n0]; z[j][1] = zb[go + n1];
-#pragma unroll
-      for (int q = 0; q < 2; ++q) {
-        const int idx = lane + 32 * q, row = idx >> 2, quad = idx & 3;
-        cp16_stream(my_ring + j * TL_STAGE + row * TL_ROW + quad * 4, tp + ((size_t)(b * 16 + row) * N >> 2) + quad);
-      }
+      scale_zero<BF16>(sc, zb, b, group_blocks, N, n0, n1, s2[j], z[j]);
+      stage_weights(my_ring + j * TL_STAGE, tp, b, N, lane);
     }
     cp_commit();
   };
@@ -994,32 +930,14 @@ __global__ void __launch_bounds__(128 * WG) w4a16_wg_kernel(
         __syncthreads();
         issue((j + D - 1) % D, i + D - 1);
         const uint32_t* st = my_ring + j * TL_STAGE;
-        uint32_t w[8];
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const int row = 2 * c + (r & 1) + 8 * (r >> 1);
-          w[2 * r] = st[row * TL_ROW + g];
-          w[2 * r + 1] = st[row * TL_ROW + g + 8];
-        }
         uint32_t pr[2][2][2];
-#pragma unroll
-        for (int rp = 0; rp < 2; ++rp)
-#pragma unroll
-          for (int cc = 0; cc < 2; ++cc) {
-            const uint32_t lo = w[2 * (2 * rp) + cc], hi = w[2 * (2 * rp + 1) + cc];
-            pr[rp][cc][0] = __byte_perm(lo, hi, 0x5410);
-            pr[rp][cc][1] = __byte_perm(lo, hi, 0x7632);
-          }
+        block_pairs(st, g, c, pr);
         const uint32_t z0 = MAGIC2 + z[j][0] * 0x10001u, z1 = MAGIC2 + z[j][1] * 0x10001u;
         const uint32_t s0 = s2[j][0], s1 = s2[j][1];
         uint32_t a[8][4];
 #pragma unroll
         for (int stp = 0; stp < 8; ++stp) {
-          const int sh = 4 * (stp & 3), half = stp >> 2;
-          a[stp][0] = mul2<BF16>(sub2<BF16>(lop3_codes<MAGIC2>(pr[0][0][half] >> sh), z0), s0);
-          a[stp][1] = mul2<BF16>(sub2<BF16>(lop3_codes<MAGIC2>(pr[0][1][half] >> sh), z1), s1);
-          a[stp][2] = mul2<BF16>(sub2<BF16>(lop3_codes<MAGIC2>(pr[1][0][half] >> sh), z0), s0);
-          a[stp][3] = mul2<BF16>(sub2<BF16>(lop3_codes<MAGIC2>(pr[1][1][half] >> sh), z1), s1);
+          a_fragment<BF16, true>(pr, stp, z0, z1, s0, s1, a[stp]);
           pin4(a[stp]);
         }
 #pragma unroll
@@ -1040,48 +958,7 @@ __global__ void __launch_bounds__(128 * WG) w4a16_wg_kernel(
   }
   cp_wait<0>();
   __syncthreads();  // the x ring is free: the reduction tile goes over it
-
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    float* rw = red + (size_t)(warp * 8 * MT + mt * 8 + 2 * c) * 16;
-    rw[g] = acc[4 * mt];
-    rw[16 + g] = acc[4 * mt + 1];
-    rw[g + 8] = acc[4 * mt + 2];
-    rw[16 + g + 8] = acc[4 * mt + 3];
-  }
-  __syncthreads();
-  const int col0 = blockIdx.x * NW * 16;
-  for (int i = threadIdx.x; i < 8 * MT * 4 * NW; i += 128 * WG) {
-    const int row = i / (4 * NW), cl = (i - row * 4 * NW) * 4, ntl = cl >> 4, cc = cl & 15;
-    if (row < M) {
-      const float* rr = red + (size_t)(ntl * 8 * MT + row) * 16 + cc;
-      if (KS == 1) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          y[(size_t)row * ldy + col0 + cl + e] =
-              BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(rr[e])) : __half_as_ushort(__float2half_rn(rr[e]));
-      } else {
-        atomicAdd(reinterpret_cast<float4*>(ws + (size_t)row * N + col0 + cl), make_float4(rr[0], rr[1], rr[2], rr[3]));
-      }
-    }
-  }
-  if (KS == 1) return;
-  __threadfence();
-  __syncthreads();
-  __shared__ int last;
-  if (threadIdx.x == 0) last = atomicAdd(cnt + blockIdx.x, 1) == KS - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  for (int i = threadIdx.x; i < M * 16 * NW; i += 128 * WG) {
-    const int row = i / (16 * NW), cl = i - row * 16 * NW;
-    float* p = ws + (size_t)row * N + col0 + cl;
-    const float v = __ldcg(p);
-    *p = 0.f;
-    y[(size_t)row * ldy + col0 + cl] =
-        BF16 ? __bfloat16_as_ushort(__float2bfloat16_rn(v)) : __half_as_ushort(__float2half_rn(v));
-  }
-  if (threadIdx.x == 0) cnt[blockIdx.x] = 0;
+  reduce_out<BF16, MT, NW, 1>(red, acc, y, ws, cnt, M, N, ldy);
 #else
   __trap();  // built only for sm_90a (the host refuses other devices)
 #endif
@@ -1095,15 +972,10 @@ cudaError_t launch_wg_one(cudaStream_t st, int ks, const uint16_t* x, const uint
                           int ldy, int gb) {
   constexpr int D = WG_D;
   const int x_bytes = D * MT * WG_XGROUP, red_bytes = 4 * WG * 8 * MT * 16 * 4;
-  const int front = ((x_bytes > red_bytes ? x_bytes : red_bytes) + 127) & ~127;
+  const int front = front_size(x_bytes, red_bytes, 128);
   const int bytes = front + 4 * WG * D * TL_STAGE * 4;
   static int configured = 0;
-  if (bytes > 48 * 1024 && bytes > configured) {
-    cudaError_t e = cudaFuncSetAttribute(w4a16_wg_kernel<BF16, MT, WG, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         bytes);
-    if (e != cudaSuccess) return e;
-    configured = bytes;
-  }
+  if (cudaError_t e = smem_opt_in(w4a16_wg_kernel<BF16, MT, WG, D>, bytes, configured)) return e;
   w4a16_wg_kernel<BF16, MT, WG, D><<<dim3(N / (64 * WG), ks), 128 * WG, bytes, st>>>(
       x, qt, sc, zb, y, ws, cnt, M, N, K, Kp, ldx, ldy, gb, front);
   return cudaGetLastError();
@@ -1119,6 +991,41 @@ cudaError_t launch_wg_mt(int wg, int ks, cudaStream_t st, const uint16_t* x, con
   return cudaErrorInvalidValue;
 }
 
+
+// ---- the host entries' shared plumbing (kernels on the Triton layout)
+
+struct TlArgs {  // one call's operands
+  const uint16_t* x;
+  const uint32_t* qt;
+  const __half* sc;
+  const uint8_t* zb;
+  uint16_t* y;
+  float* ws;
+  int* cnt;
+  int M, N, K, Kp, ldx, ldy, gb;
+};
+#define TL_ARGS a.x, a.qt, a.sc, a.zb, a.y, a.ws, a.cnt, a.M, a.N, a.K, a.Kp, a.ldx, a.ldy, a.gb
+
+TlArgs tl_args(const void* x, const void* qt, const void* sc, const void* zb, void* y, void* ws, void* cnt, int M, int N,
+               int K, int Kp, int ldx, int ldy, int gb) {
+  return TlArgs{static_cast<const uint16_t*>(x), static_cast<const uint32_t*>(qt), static_cast<const __half*>(sc),
+                static_cast<const uint8_t*>(zb), static_cast<uint16_t*>(y), static_cast<float*>(ws),
+                static_cast<int*>(cnt), M, N, K, Kp, ldx, ldy, gb};
+}
+
+// M -> MT = ceil(M / 8) (from MT_MIN up to 8) and the dtype, as compile-time arguments of f
+template <int MT_MIN, typename F>
+int by_rows(int M, int bf16, F&& f) {
+  auto go = [&](auto b) -> int {
+    if constexpr (MT_MIN <= 1) {
+      if (M <= 8) return f(b, std::integral_constant<int, 1>{});
+    }
+    if (M <= 16) return f(b, std::integral_constant<int, 2>{});
+    if (M <= 32) return f(b, std::integral_constant<int, 4>{});
+    return f(b, std::integral_constant<int, 8>{});
+  };
+  return bf16 ? go(std::true_type{}) : go(std::false_type{});
+}
 
 }  // namespace
 
@@ -1147,28 +1054,13 @@ extern "C" int edgeserve_w4a16_mma(const void* x, const void* qw, const void* sc
 extern "C" int edgeserve_w4a16_swap(const void* x, const void* qt, const void* sc, const void* zb, void* y, void* ws,
                                      void* cnt, int M, int N, int K, int Kp, int ldx, int ldy, int group_blocks,
                                      int bf16, int nt, int wk, int ks, void* stream) {
+  const TlArgs a = tl_args(x, qt, sc, zb, y, ws, cnt, M, N, K, Kp, ldx, ldy, group_blocks);
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
-  auto* xp = static_cast<const uint16_t*>(x);
-  auto* qp = static_cast<const uint32_t*>(qt);
-  auto* sp = static_cast<const __half*>(sc);
-  auto* zp = static_cast<const uint8_t*>(zb);
-  auto* yp = static_cast<uint16_t*>(y);
-  auto* wp = static_cast<float*>(ws);
-  auto* cp = static_cast<int*>(cnt);
   if (M <= 0) return 0;
   if (M > 64 || ks < 1) return (int)cudaErrorInvalidValue;
-#define SW_ARGS nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks
-  if (bf16) {
-    if (M <= 8) return (int)launch_swap_mt<true, 1>(SW_ARGS);
-    if (M <= 16) return (int)launch_swap_mt<true, 2>(SW_ARGS);
-    if (M <= 32) return (int)launch_swap_mt<true, 4>(SW_ARGS);
-    return (int)launch_swap_mt<true, 8>(SW_ARGS);
-  }
-  if (M <= 8) return (int)launch_swap_mt<false, 1>(SW_ARGS);
-  if (M <= 16) return (int)launch_swap_mt<false, 2>(SW_ARGS);
-  if (M <= 32) return (int)launch_swap_mt<false, 4>(SW_ARGS);
-  return (int)launch_swap_mt<false, 8>(SW_ARGS);
-#undef SW_ARGS
+  return by_rows<1>(M, bf16, [&](auto b, auto mt) {
+    return (int)launch_swap_mt<decltype(b)::value, decltype(mt)::value>(nt, wk, ks, st, TL_ARGS);
+  });
 }
 
 // The streamed-x variant (w4a16_swapx_kernel), 8 < M <= 64, same operands and contract as above;
@@ -1176,26 +1068,13 @@ extern "C" int edgeserve_w4a16_swap(const void* x, const void* qt, const void* s
 extern "C" int edgeserve_w4a16_swapx(const void* x, const void* qt, const void* sc, const void* zb, void* y, void* ws,
                                       void* cnt, int M, int N, int K, int Kp, int ldx, int ldy, int group_blocks,
                                       int bf16, int nt, int wk, int ks, void* stream) {
+  const TlArgs a = tl_args(x, qt, sc, zb, y, ws, cnt, M, N, K, Kp, ldx, ldy, group_blocks);
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
-  auto* xp = static_cast<const uint16_t*>(x);
-  auto* qp = static_cast<const uint32_t*>(qt);
-  auto* sp = static_cast<const __half*>(sc);
-  auto* zp = static_cast<const uint8_t*>(zb);
-  auto* yp = static_cast<uint16_t*>(y);
-  auto* wp = static_cast<float*>(ws);
-  auto* cp = static_cast<int*>(cnt);
   if (M <= 0) return 0;
   if (M <= 8 || M > 64 || ks < 1) return (int)cudaErrorInvalidValue;
-#define SX_ARGS nt, wk, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks
-  if (bf16) {
-    if (M <= 16) return (int)launch_swapx_mt<true, 2>(SX_ARGS);
-    if (M <= 32) return (int)launch_swapx_mt<true, 4>(SX_ARGS);
-    return (int)launch_swapx_mt<true, 8>(SX_ARGS);
-  }
-  if (M <= 16) return (int)launch_swapx_mt<false, 2>(SX_ARGS);
-  if (M <= 32) return (int)launch_swapx_mt<false, 4>(SX_ARGS);
-  return (int)launch_swapx_mt<false, 8>(SX_ARGS);
-#undef SX_ARGS
+  return by_rows<2>(M, bf16, [&](auto b, auto mt) {
+    return (int)launch_swapx_mt<decltype(b)::value, decltype(mt)::value>(nt, wk, ks, st, TL_ARGS);
+  });
 }
 
 // The Hopper warpgroup-MMA variant (w4a16_wg_kernel), 8 < M <= 64, sm_90a only; wg warpgroups
@@ -1203,24 +1082,11 @@ extern "C" int edgeserve_w4a16_swapx(const void* x, const void* qt, const void* 
 extern "C" int edgeserve_w4a16_wg(const void* x, const void* qt, const void* sc, const void* zb, void* y, void* ws,
                                    void* cnt, int M, int N, int K, int Kp, int ldx, int ldy, int group_blocks,
                                    int bf16, int wg, int ks, void* stream) {
+  const TlArgs a = tl_args(x, qt, sc, zb, y, ws, cnt, M, N, K, Kp, ldx, ldy, group_blocks);
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
-  auto* xp = static_cast<const uint16_t*>(x);
-  auto* qp = static_cast<const uint32_t*>(qt);
-  auto* sp = static_cast<const __half*>(sc);
-  auto* zp = static_cast<const uint8_t*>(zb);
-  auto* yp = static_cast<uint16_t*>(y);
-  auto* wp = static_cast<float*>(ws);
-  auto* cp = static_cast<int*>(cnt);
   if (M <= 0) return 0;
   if (M <= 8 || M > 64 || ks < 1) return (int)cudaErrorInvalidValue;
-#define WG_ARGS wg, ks, st, xp, qp, sp, zp, yp, wp, cp, M, N, K, Kp, ldx, ldy, group_blocks
-  if (bf16) {
-    if (M <= 16) return (int)launch_wg_mt<true, 2>(WG_ARGS);
-    if (M <= 32) return (int)launch_wg_mt<true, 4>(WG_ARGS);
-    return (int)launch_wg_mt<true, 8>(WG_ARGS);
-  }
-  if (M <= 16) return (int)launch_wg_mt<false, 2>(WG_ARGS);
-  if (M <= 32) return (int)launch_wg_mt<false, 4>(WG_ARGS);
-  return (int)launch_wg_mt<false, 8>(WG_ARGS);
-#undef WG_ARGS
+  return by_rows<2>(M, bf16, [&](auto b, auto mt) {
+    return (int)launch_wg_mt<decltype(b)::value, decltype(mt)::value>(wg, ks, st, TL_ARGS);
+  });
 }
