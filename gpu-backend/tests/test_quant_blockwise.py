@@ -28,8 +28,9 @@ def rows(n: int = 8, t: int = 32, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, t), generator=torch.Generator().manual_seed(seed))
 
 
-def block0_error(model: TorchLlama, teacher: TorchLlama, r: torch.Tensor) -> float:
-    """The objective of block 0, recomputed here from the two models."""
+def block0_error(model: TorchLlama, teacher: TorchLlama, r: torch.Tensor, per_token: bool = False) -> float:
+    """The objective of block 0, recomputed here from the two models: the relative squared error per
+    row (per token with `per_token`), averaged."""
     x = F.embedding(r, teacher.embed)
     rot = teacher.rotary(r.shape[1])
     with torch.no_grad():
@@ -38,7 +39,8 @@ def block0_error(model: TorchLlama, teacher: TorchLlama, r: torch.Tensor) -> flo
             h = x + m.attn_block(L, x, rot)
             return h + m.mlp_block(L, h)
         y, out = run(teacher), run(model)
-    return float(((out - y).pow(2).sum((1, 2)) / y.pow(2).sum((1, 2))).mean())
+    dims = 2 if per_token else (1, 2)
+    return float(((out - y).pow(2).sum(dims) / y.pow(2).sum(dims)).mean())
 
 
 def test_recon_lowers_each_block_objective_and_keeps_the_grid(tiny_model):

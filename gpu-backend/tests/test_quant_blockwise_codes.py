@@ -7,7 +7,6 @@ import os
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from edgeserve_pod.kernels.w4a16 import pack_int4, unpack_int4
 from edgeserve_pod.quant import bpe, checkpoint
@@ -95,15 +94,7 @@ def test_token_loss_is_per_token(tiny_model):
     r = rows()
     rep = reconstruct(model, quantized, r, ReconConfig(steps=10, lr=5e-3, codes=True, codes_lr=5e-2, loss="token"),
                       **QUIET)
-    x = F.embedding(r, teacher.embed)
-    rot = teacher.rotary(r.shape[1])
-    with torch.no_grad():
-        def run(m):
-            L = m.layers[0]
-            h = x + m.attn_block(L, x, rot)
-            return h + m.mlp_block(L, h)
-        y, out = run(teacher), run(model)
-    want = float(((out - y).pow(2).sum(2) / y.pow(2).sum(2)).mean())
+    want = block0_error(model, teacher, r, per_token=True)
     assert rep["layers.0"]["objective_after"] == pytest.approx(want, rel=1e-4)
     with pytest.raises(ValueError, match="loss"):
         ReconConfig(loss="channel")
