@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from edgeserve_pod.kernels.w4a16 import pack_int4, unpack_int4
 from edgeserve_pod.quant import bpe, checkpoint
